@@ -1,0 +1,1 @@
+//! Configuration: `RawConfig` (TOML, deny_unknown_fields) → validated `Config`.

@@ -1,0 +1,1 @@
+//! Queue → modem pool → results: retries, deadlines, status-report correlation by TP-MR.

@@ -1,0 +1,1 @@
+//! The HTTP API (axum): routes, JSON DTOs, bearer auth, problem+json errors.

@@ -1,0 +1,20 @@
+//! simgate: one-time passwords by SMS straight from a SIM card.
+//!
+//! Data flows one way: `http` → `service` → `store` (queue) → `dispatch` → `modem` → `at` →
+//! `transport` (the serial port). Status reports flow back through `store`. See ARCHITECTURE.md
+//! for the map of modules and the invariants each one keeps.
+
+pub mod at;
+pub mod commands;
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod modem;
+pub mod otp;
+pub mod pdu;
+pub mod service;
+pub mod sim;
+pub mod store;
+pub mod transport;

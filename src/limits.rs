@@ -1,0 +1,1 @@
+//! Rate limits (governor, clock injected) and `Retry-After` computation.

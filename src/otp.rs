@@ -1,0 +1,1 @@
+//! OTP policy: codes from the OS CSPRNG, HMAC at rest, constant-time verify, expiry, attempts.

@@ -1,0 +1,1 @@
+//! Use cases the HTTP API and CLI call: create/verify/resend/cancel OTPs, send/list messages.
