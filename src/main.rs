@@ -3,8 +3,19 @@
 mod cli;
 
 use clap::Parser;
+use cli::{Cli, Command};
+use simgate::commands;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    match cli.command {}
+    let cli = Cli::parse();
+    let json = cli.json;
+    match cli.command {
+        Command::Pdu(args) => commands::pdu::run(args, json),
+        Command::Sim(args) => commands::sim::run(args, json),
+        Command::Modem(args) => commands::modem::run(args, json),
+        Command::Serve(args) => commands::serve::run(args, json),
+        Command::Send(args) => commands::client::run_send(args, json),
+        Command::Otp(args) => commands::client::run_otp(args, json),
+        Command::Log(args) => commands::client::run_log(args, json),
+    }
 }
