@@ -1,1 +1,957 @@
-//! OTP policy: codes from the OS CSPRNG, HMAC at rest, constant-time verify, expiry, attempts.
+//! OTP policy: codes from the OS CSPRNG, HMAC at rest, constant-time verify, sealed texts,
+//! templates with the WebOTP origin line or the Android SMS Retriever app hash.
+//!
+//! Everything here is pure except [`Keys::load_or_create`] (the key file) and the convenience
+//! wrappers that draw from the OS RNG ([`generate_code_os`], [`Keys::seal`]); each of those has a
+//! twin taking the RNG as an argument so tests are deterministic.
+//!
+//! Why two keys: the HMAC key makes stored codes useless to someone who copies the database (a
+//! 6-digit code hashed without a secret is brute-forced in microseconds), and the sealing key lets
+//! a queued OTP text survive a crash (at-least-once resend carries the same code) without ever
+//! being written in clear. Neither key nor any code ever reaches a log: `Keys` has a redacting
+//! `Debug`, and errors never carry a code.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
+use sha2::Sha256;
+use subtle::{Choice, ConstantTimeEq};
+
+/// Shortest code accepted: below 4 digits a guesser with 5 attempts wins too often (5 in 1,000).
+pub const MIN_CODE_LENGTH: usize = 4;
+/// Longest code accepted: longer codes are retyped wrongly more often than they add security.
+pub const MAX_CODE_LENGTH: usize = 10;
+/// Default code length of SPEC.md (`otp.length`).
+pub const DEFAULT_CODE_LENGTH: usize = 6;
+/// Default template of SPEC.md (`otp.template`).
+pub const DEFAULT_TEMPLATE: &str = "Your code is {code}. It expires in {minutes} minutes.";
+/// Longest template in characters. Three concatenated GSM 7-bit parts hold 459 characters
+/// (TS 23.040 §9.2.3.24.1 costs 7 octets of UDH per part); a template beyond that would cost
+/// a fourth SMS per OTP, which is never what an operator wants.
+pub const MAX_TEMPLATE_CHARS: usize = 459;
+/// Shortest TTL the HTTP layer and config accept by default: a code must survive SMS latency.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30);
+/// Longest TTL accepted by default: a day-old code is a password, not a one-time code.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Name of the key file inside the data directory.
+pub const KEY_FILE_NAME: &str = "otp-keys";
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+/// First byte of every sealed blob, so a future format change can be told apart.
+const SEAL_VERSION: u8 = 1;
+/// Key-file magic: a file of the right size but foreign origin is refused rather than used.
+const KEY_FILE_MAGIC: &[u8; 8] = b"SGKEYS01";
+
+/// Everything that can be wrong with an OTP request, a template or a sealed text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtpError {
+    /// `code_length` outside `MIN_CODE_LENGTH..=MAX_CODE_LENGTH`.
+    #[error("code length {0} is out of range ({MIN_CODE_LENGTH}..={MAX_CODE_LENGTH} digits)")]
+    CodeLength(usize),
+    /// TTL outside the configured bounds.
+    #[error("ttl of {ttl} s is out of range ({min}..={max} s)")]
+    Ttl {
+        /// The requested TTL in seconds.
+        ttl: u64,
+        /// The lower bound in seconds.
+        min: u64,
+        /// The upper bound in seconds.
+        max: u64,
+    },
+    /// A template without `{code}` would send an SMS with no code in it.
+    #[error("template must contain {{code}}")]
+    TemplateMissingCode,
+    /// A template longer than [`MAX_TEMPLATE_CHARS`].
+    #[error("template is {len} characters long, at most {max} are allowed")]
+    TemplateTooLong {
+        /// Length of the rejected template in characters.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `{name}` other than `{code}` or `{minutes}`: most likely a typo that would be sent
+    /// verbatim to every user.
+    #[error("template has unknown placeholder {{{0}}} (known: {{code}}, {{minutes}})")]
+    TemplateUnknownPlaceholder(String),
+    /// `origin` is not a bare host name.
+    #[error("origin {0:?} is not a host name (expected e.g. \"example.com\", no scheme, no path)")]
+    Origin(String),
+    /// `app_hash` is not 11 characters of `[A-Za-z0-9+/]`.
+    #[error("app hash must be exactly 11 characters of [A-Za-z0-9+/]")]
+    AppHash,
+    /// WebOTP wants its `@origin #code` line last and the SMS Retriever wants its hash last:
+    /// one text cannot satisfy both.
+    #[error(
+        "origin (WebOTP) and app_hash (SMS Retriever) cannot be combined: both must be the last line"
+    )]
+    OriginWithAppHash,
+    /// A sealed text failed authentication: corrupt, truncated, or sealed under another key.
+    #[error("sealed text cannot be opened (corrupt or sealed with another key)")]
+    Sealed,
+}
+
+/// A code length already checked to lie in `MIN_CODE_LENGTH..=MAX_CODE_LENGTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeLength(usize);
+
+impl CodeLength {
+    /// The number of digits.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for CodeLength {
+    fn default() -> Self {
+        CodeLength(DEFAULT_CODE_LENGTH)
+    }
+}
+
+/// Checks a requested code length (HTTP `code_length`, config `otp.length`).
+pub fn validate_code_length(len: usize) -> Result<CodeLength, OtpError> {
+    if (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&len) {
+        Ok(CodeLength(len))
+    } else {
+        Err(OtpError::CodeLength(len))
+    }
+}
+
+/// Checks a requested TTL against inclusive bounds (`otp.min_ttl_seconds`/`max_ttl_seconds`).
+pub fn validate_ttl(ttl: Duration, min: Duration, max: Duration) -> Result<(), OtpError> {
+    if ttl < min || ttl > max {
+        Err(OtpError::Ttl {
+            ttl: ttl.as_secs(),
+            min: min.as_secs(),
+            max: max.as_secs(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Draws a code of `len` decimal digits, each uniform over 0–9.
+///
+/// Uniform by rejection: a byte is used only if it is below 250 (the largest multiple of 10 that
+/// fits), so `byte % 10` has no modulo bias.
+pub fn generate_code<R: Rng + ?Sized>(len: CodeLength, rng: &mut R) -> String {
+    let mut code = String::with_capacity(len.get());
+    let mut buf = [0u8; 16];
+    while code.len() < len.get() {
+        rng.fill_bytes(&mut buf);
+        for &b in &buf {
+            if code.len() == len.get() {
+                break;
+            }
+            if b < 250 {
+                code.push(char::from(b'0' + b % 10));
+            }
+        }
+    }
+    code
+}
+
+/// [`generate_code`] from the operating system's CSPRNG: what production uses.
+pub fn generate_code_os(len: CodeLength) -> String {
+    generate_code(len, &mut os_rng())
+}
+
+/// The OS CSPRNG as an infallible RNG. If the kernel cannot supply entropy there is no safe way
+/// to go on issuing codes or nonces, so a failure panics instead of degrading.
+fn os_rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
+/// The two secret keys: one for code HMACs, one for sealing queued texts.
+#[derive(Clone)]
+pub struct Keys {
+    /// HMAC-SHA256 key for codes at rest; never used for anything else.
+    hmac_key: [u8; KEY_LEN],
+    /// XChaCha20-Poly1305 key for OTP texts waiting in the queue.
+    seal_key: [u8; KEY_LEN],
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys { .. }")
+    }
+}
+
+impl Keys {
+    /// Builds keys from raw bytes (tests, or a caller with its own key management).
+    pub fn from_bytes(hmac_key: [u8; 32], seal_key: [u8; 32]) -> Keys {
+        Keys { hmac_key, seal_key }
+    }
+
+    /// Fresh random keys from `rng`.
+    pub fn generate<R: Rng + ?Sized>(rng: &mut R) -> Keys {
+        let mut hmac_key = [0u8; KEY_LEN];
+        let mut seal_key = [0u8; KEY_LEN];
+        rng.fill_bytes(&mut hmac_key);
+        rng.fill_bytes(&mut seal_key);
+        Keys { hmac_key, seal_key }
+    }
+
+    /// Loads `<data_dir>/otp-keys`, creating it with random keys and mode 0600 at first start.
+    ///
+    /// Refuses a key file that group or others may read (the error says how to fix it), that is
+    /// not a regular file, or that has the wrong size or magic. Creation writes a temporary file,
+    /// syncs it and hard-links it into place, so a crash never leaves a half-written key file and
+    /// two processes starting at once agree on one set of keys.
+    pub fn load_or_create(data_dir: &Path) -> io::Result<Keys> {
+        let path = data_dir.join(KEY_FILE_NAME);
+        match Self::load(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let keys = Keys::generate(&mut os_rng());
+        let tmp = data_dir.join(format!("{KEY_FILE_NAME}.tmp.{}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&keys.to_file_bytes())?;
+            f.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {
+                // The directory entry must be durable too, or a crash could lose the keys that
+                // already sealed queued texts.
+                if let Ok(dir) = fs::File::open(data_dir) {
+                    let _ = dir.sync_all();
+                }
+                Ok(keys)
+            }
+            // Another process won the race: use its keys.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(&path),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot create key file {}: {e}", path.display()),
+            )),
+        }
+    }
+
+    fn load(path: &Path) -> io::Result<Keys> {
+        let mut f = fs::File::open(path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(invalid(path, "is not a regular file"));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "key file {p} may be read by group or others (mode {m:o}); run: chmod 600 {p}",
+                    p = path.display(),
+                    m = meta.mode() & 0o777
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(KEY_FILE_MAGIC.len() + 2 * KEY_LEN);
+        f.read_to_end(&mut bytes)?;
+        Self::from_file_bytes(&bytes).ok_or_else(|| {
+            invalid(
+                path,
+                "is not a simgate key file (wrong size or header); move it away to create a new one",
+            )
+        })
+    }
+
+    fn to_file_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(KEY_FILE_MAGIC.len() + 2 * KEY_LEN);
+        v.extend_from_slice(KEY_FILE_MAGIC);
+        v.extend_from_slice(&self.hmac_key);
+        v.extend_from_slice(&self.seal_key);
+        v
+    }
+
+    fn from_file_bytes(bytes: &[u8]) -> Option<Keys> {
+        let rest = bytes.strip_prefix(KEY_FILE_MAGIC.as_slice())?;
+        if rest.len() != 2 * KEY_LEN {
+            return None;
+        }
+        let (h, s) = rest.split_at(KEY_LEN);
+        Some(Keys::from_bytes(h.try_into().ok()?, s.try_into().ok()?))
+    }
+
+    /// HMAC-SHA256 of `(otp_id, code)` under the HMAC key.
+    ///
+    /// The message is `u32_be(len(id)) ‖ id ‖ code`: the length prefix makes the split between id
+    /// and code unambiguous, so ("ab", "1234") and ("a", "b1234") never collide.
+    pub fn code_hmac(&self, otp_id: &str, code: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.hmac_key)
+            .expect("HMAC accepts any key length");
+        let id_len = u32::try_from(otp_id.len()).unwrap_or(u32::MAX);
+        mac.update(&id_len.to_be_bytes());
+        mac.update(otp_id.as_bytes());
+        mac.update(code.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `code` matches any of the `stored` HMACs (one per text sent for this OTP).
+    ///
+    /// Compares against every stored hash in constant time and combines the results without
+    /// branching, so timing reveals neither whether nor which one matched. Input that is not
+    /// 4–10 ASCII digits is simply non-matching; the caller still counts the attempt.
+    pub fn verify(&self, otp_id: &str, code: &str, stored: &[[u8; 32]]) -> bool {
+        if !(MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&code.len())
+            || !code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return false;
+        }
+        let candidate = self.code_hmac(otp_id, code);
+        let mut matched = Choice::from(0);
+        for h in stored {
+            matched |= candidate.ct_eq(h);
+        }
+        matched.into()
+    }
+
+    /// Seals `plaintext` with a fresh random nonce from the OS CSPRNG.
+    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
+        self.seal_with_rng(plaintext, &mut os_rng())
+    }
+
+    /// Seals `plaintext` with a nonce drawn from `rng`.
+    ///
+    /// Layout: `version (1) ‖ nonce (24) ‖ ciphertext ‖ tag (16)`. XChaCha20-Poly1305's 192-bit
+    /// nonce makes random nonces safe for any number of messages under one key. The version byte
+    /// is authenticated as associated data.
+    pub fn seal_with_rng<R: Rng + ?Sized>(&self, plaintext: &str, rng: &mut R) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
+        let ct = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &[SEAL_VERSION],
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption of an in-memory text cannot fail");
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens a blob made by [`Keys::seal`].
+    pub fn open(&self, sealed: &[u8]) -> Result<String, OtpError> {
+        let (&version, rest) = sealed.split_first().ok_or(OtpError::Sealed)?;
+        if version != SEAL_VERSION || rest.len() < NONCE_LEN {
+            return Err(OtpError::Sealed);
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OtpError::Sealed)?;
+        let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
+        let pt = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &[SEAL_VERSION],
+                },
+            )
+            .map_err(|_| OtpError::Sealed)?;
+        String::from_utf8(pt).map_err(|_| OtpError::Sealed)
+    }
+}
+
+fn invalid(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("key file {} {what}", path.display()),
+    )
+}
+
+/// Path of the key file for a data directory (for messages and docs).
+pub fn key_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE_NAME)
+}
+
+/// A host name for the WebOTP origin-bound line (`@example.com #123456`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// Accepts a bare host: labels of `[A-Za-z0-9-]` (no leading or trailing `-`) separated by
+    /// dots, at most 253 characters, an optional `:port`. Anything with a scheme, path, user or
+    /// whitespace is refused: the browser matches the line literally against the page's origin.
+    pub fn parse(s: &str) -> Result<Origin, OtpError> {
+        let bad = || OtpError::Origin(s.to_string());
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        if let Some(p) = port
+            && (p.is_empty()
+                || p.len() > 5
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || p.parse::<u32>().map_or(true, |n| n == 0 || n > 65535))
+        {
+            return Err(bad());
+        }
+        if host.is_empty() || host.len() > 253 {
+            return Err(bad());
+        }
+        for label in host.split('.') {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !ok {
+                return Err(bad());
+            }
+        }
+        Ok(Origin(s.to_string()))
+    }
+
+    /// The host as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An Android SMS Retriever app hash: 11 characters of `[A-Za-z0-9+/]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppHash(String);
+
+impl AppHash {
+    /// Validates the hash (it is the first 11 base64 characters of a SHA-256, per Google's
+    /// SMS Retriever documentation).
+    pub fn parse(s: &str) -> Result<AppHash, OtpError> {
+        if s.len() == 11
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        {
+            Ok(AppHash(s.to_string()))
+        } else {
+            Err(OtpError::AppHash)
+        }
+    }
+
+    /// The hash as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One piece of a parsed template.
+enum Piece<'a> {
+    Literal(&'a str),
+    Code,
+    Minutes,
+}
+
+/// Splits a template into literals and placeholders. A `{` without a matching `}` on the same
+/// template is literal text, so operators can still write braces; `{name}` must be a known name.
+fn parse_template(template: &str) -> Result<Vec<Piece<'_>>, OtpError> {
+    let chars = template.chars().count();
+    if chars > MAX_TEMPLATE_CHARS {
+        return Err(OtpError::TemplateTooLong {
+            len: chars,
+            max: MAX_TEMPLATE_CHARS,
+        });
+    }
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    let mut has_code = false;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        // A brace pair around something that cannot be a name (e.g. "{ }" or JSON) is text.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            pieces.push(Piece::Literal(&rest[..open + 1]));
+            rest = after;
+            continue;
+        }
+        pieces.push(Piece::Literal(&rest[..open]));
+        match name {
+            "code" => {
+                has_code = true;
+                pieces.push(Piece::Code);
+            }
+            "minutes" => pieces.push(Piece::Minutes),
+            other => return Err(OtpError::TemplateUnknownPlaceholder(other.to_string())),
+        }
+        rest = &after[close + 1..];
+    }
+    pieces.push(Piece::Literal(rest));
+    if !has_code {
+        return Err(OtpError::TemplateMissingCode);
+    }
+    Ok(pieces)
+}
+
+/// Checks a template (config `otp.template`, HTTP `template`) without rendering it.
+pub fn validate_template(template: &str) -> Result<(), OtpError> {
+    parse_template(template).map(|_| ())
+}
+
+/// A rendered OTP text and its masked twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The text sent to the phone; contains the code, so it is sealed at rest and never logged.
+    pub text: String,
+    /// The same text with every occurrence of the code replaced by `*` of equal length: what the
+    /// delivery log stores and shows, and what has the same SMS length and encoding as `text`.
+    pub masked: String,
+}
+
+/// Renders an OTP text.
+///
+/// `{code}` becomes the code, `{minutes}` the TTL in whole minutes rounded up (a 30 s TTL says
+/// "1 minute" rather than "0"). With `origin`, the WebOTP line `@<origin> #<code>` is appended
+/// as the last line, after an empty line (WICG WebOTP "origin-bound one-time code" format). With
+/// `app_hash`, the 11-character hash is appended as the last line (Android SMS Retriever). Both
+/// together are refused ([`OtpError::OriginWithAppHash`]) because each must be last.
+pub fn render(
+    template: &str,
+    code: &str,
+    ttl: Duration,
+    origin: Option<&Origin>,
+    app_hash: Option<&AppHash>,
+) -> Result<Rendered, OtpError> {
+    if origin.is_some() && app_hash.is_some() {
+        return Err(OtpError::OriginWithAppHash);
+    }
+    let pieces = parse_template(template)?;
+    let minutes = ttl.as_secs().div_ceil(60).max(1);
+    let mask = "*".repeat(code.chars().count());
+    let build = |c: &str| {
+        let mut s = String::with_capacity(template.len() + 32);
+        for p in &pieces {
+            match p {
+                Piece::Literal(l) => s.push_str(l),
+                Piece::Code => s.push_str(c),
+                Piece::Minutes => s.push_str(&minutes.to_string()),
+            }
+        }
+        if let Some(o) = origin {
+            s.push_str("\n\n@");
+            s.push_str(o.as_str());
+            s.push_str(" #");
+            s.push_str(c);
+        }
+        if let Some(h) = app_hash {
+            s.push_str("\n\n");
+            s.push_str(h.as_str());
+        }
+        s
+    };
+    Ok(Rendered {
+        text: build(code),
+        masked: build(&mask),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn keys() -> Keys {
+        Keys::from_bytes([7; 32], [9; 32])
+    }
+
+    #[test]
+    fn code_lengths() {
+        for (len, ok) in [(3, false), (4, true), (6, true), (10, true), (11, false)] {
+            assert_eq!(validate_code_length(len).is_ok(), ok, "len {len}");
+        }
+        assert_eq!(validate_code_length(0), Err(OtpError::CodeLength(0)));
+    }
+
+    #[test]
+    fn codes_have_the_length_and_only_digits() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for len in MIN_CODE_LENGTH..=MAX_CODE_LENGTH {
+            let l = validate_code_length(len).unwrap();
+            for _ in 0..50 {
+                let c = generate_code(l, &mut rng);
+                assert_eq!(c.len(), len);
+                assert!(c.bytes().all(|b| b.is_ascii_digit()), "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn codes_are_deterministic_for_a_seed_and_differ_across_seeds() {
+        let l = CodeLength::default();
+        let a = generate_code(l, &mut StdRng::seed_from_u64(42));
+        let b = generate_code(l, &mut StdRng::seed_from_u64(42));
+        let c = generate_code(l, &mut StdRng::seed_from_u64(43));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    /// An RNG that replays fixed bytes: proves bytes >= 250 are skipped, not folded.
+    struct Replay(Vec<u8>, usize);
+    impl rand::TryRng for Replay {
+        type Error = std::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            let mut b = [0; 4];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u32::from_le_bytes(b))
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            let mut b = [0; 8];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u64::from_le_bytes(b))
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            for d in dst {
+                *d = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rejection_sampling_skips_biased_bytes() {
+        // 250..=255 would map to 0..=5 with a plain modulo; they must be skipped.
+        let bytes = vec![
+            250, 255, 3, 251, 19, 252, 249, 253, 100, 254, 0, 7, 7, 7, 7, 7,
+        ];
+        let code = generate_code(validate_code_length(6).unwrap(), &mut Replay(bytes, 0));
+        assert_eq!(code, "399007");
+    }
+
+    #[test]
+    fn digits_are_roughly_uniform() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut counts = [0u32; 10];
+        let l = validate_code_length(10).unwrap();
+        for _ in 0..10_000 {
+            for b in generate_code(l, &mut rng).bytes() {
+                counts[usize::from(b - b'0')] += 1;
+            }
+        }
+        // 100,000 digits: each expected 10,000; 5 sigma is about 475.
+        for (d, &n) in counts.iter().enumerate() {
+            assert!((9_500..=10_500).contains(&n), "digit {d}: {n}");
+        }
+    }
+
+    #[test]
+    fn os_rng_codes_work() {
+        let c = generate_code_os(CodeLength::default());
+        assert_eq!(c.len(), 6);
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        let v = |s| validate_ttl(Duration::from_secs(s), DEFAULT_MIN_TTL, DEFAULT_MAX_TTL);
+        assert!(v(29).is_err());
+        assert!(v(30).is_ok());
+        assert!(v(86_400).is_ok());
+        assert_eq!(
+            v(86_401),
+            Err(OtpError::Ttl {
+                ttl: 86_401,
+                min: 30,
+                max: 86_400
+            })
+        );
+    }
+
+    #[test]
+    fn hmac_is_keyed_and_unambiguous() {
+        let k = keys();
+        assert_eq!(k.code_hmac("ab", "1234"), k.code_hmac("ab", "1234"));
+        assert_ne!(k.code_hmac("ab", "1234"), k.code_hmac("a", "b1234"));
+        assert_ne!(k.code_hmac("ab", "1234"), k.code_hmac("ab", "1235"));
+        let other = Keys::from_bytes([8; 32], [9; 32]);
+        assert_ne!(k.code_hmac("ab", "1234"), other.code_hmac("ab", "1234"));
+    }
+
+    #[test]
+    fn verify_matches_any_stored_hash() {
+        let k = keys();
+        let stored = [k.code_hmac("otp1", "123456"), k.code_hmac("otp1", "654321")];
+        assert!(k.verify("otp1", "123456", &stored));
+        assert!(k.verify("otp1", "654321", &stored));
+        assert!(!k.verify("otp1", "111111", &stored));
+        assert!(!k.verify("otp2", "123456", &stored));
+        assert!(!k.verify("otp1", "123456", &[]));
+    }
+
+    #[test]
+    fn verify_rejects_malformed_codes() {
+        let k = keys();
+        // Even if someone stored the HMAC of a malformed string, it never matches.
+        for bad in [
+            "12345a",
+            " 123456",
+            "123",
+            "12345678901",
+            "",
+            "１２３４５６",
+        ] {
+            let stored = [k.code_hmac("otp", bad)];
+            assert!(!k.verify("otp", bad, &stored), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn seal_round_trip_and_tamper_detection() {
+        let k = keys();
+        let mut rng = StdRng::seed_from_u64(3);
+        let sealed = k.seal_with_rng("Your code is 123456.", &mut rng);
+        assert_eq!(sealed[0], SEAL_VERSION);
+        assert_eq!(sealed.len(), 1 + 24 + 20 + 16);
+        assert!(!sealed.windows(6).any(|w| w == b"123456"));
+        assert_eq!(k.open(&sealed).unwrap(), "Your code is 123456.");
+
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert_eq!(k.open(&t), Err(OtpError::Sealed), "flip at {i}");
+        }
+        assert_eq!(k.open(&sealed[..sealed.len() - 1]), Err(OtpError::Sealed));
+        assert_eq!(k.open(&[]), Err(OtpError::Sealed));
+        assert_eq!(k.open(&sealed[..10]), Err(OtpError::Sealed));
+        let other = Keys::from_bytes([7; 32], [10; 32]);
+        assert_eq!(other.open(&sealed), Err(OtpError::Sealed));
+    }
+
+    #[test]
+    fn seal_uses_fresh_nonces() {
+        let k = keys();
+        let a = k.seal("same");
+        let b = k.seal("same");
+        assert_ne!(a, b);
+        assert_eq!(k.open(&a).unwrap(), k.open(&b).unwrap());
+    }
+
+    #[test]
+    fn debug_does_not_show_keys() {
+        let s = format!("{:?}", keys());
+        assert_eq!(s, "Keys { .. }");
+    }
+
+    #[test]
+    fn key_file_is_created_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Keys::load_or_create(dir.path()).unwrap();
+        let path = key_file_path(dir.path());
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 8 + 64);
+        let b = Keys::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.code_hmac("x", "1234"), b.code_hmac("x", "1234"));
+        assert_eq!(b.open(&a.seal("t")).unwrap(), "t");
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn key_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        Keys::load_or_create(dir.path()).unwrap();
+        let path = key_file_path(dir.path());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = Keys::load_or_create(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod 600 {}", path.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn foreign_key_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = key_file_path(dir.path());
+        fs::write(&path, [0u8; 72]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let e = Keys::load_or_create(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn missing_data_dir_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Keys::load_or_create(&dir.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn default_template_renders() {
+        let r = render(
+            DEFAULT_TEMPLATE,
+            "123456",
+            Duration::from_secs(300),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.text, "Your code is 123456. It expires in 5 minutes.");
+        assert_eq!(r.masked, "Your code is ******. It expires in 5 minutes.");
+    }
+
+    #[test]
+    fn minutes_round_up() {
+        for (secs, want) in [
+            (30, "1"),
+            (60, "1"),
+            (61, "2"),
+            (299, "5"),
+            (86_400, "1440"),
+        ] {
+            let r = render(
+                "{code} {minutes}",
+                "1234",
+                Duration::from_secs(secs),
+                None,
+                None,
+            )
+            .unwrap();
+            assert_eq!(r.text, format!("1234 {want}"), "{secs}");
+        }
+    }
+
+    #[test]
+    fn origin_line_is_last_and_masked() {
+        let o = Origin::parse("example.com").unwrap();
+        let r = render(
+            "Code {code}",
+            "4821",
+            Duration::from_secs(60),
+            Some(&o),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.text, "Code 4821\n\n@example.com #4821");
+        assert_eq!(r.masked, "Code ****\n\n@example.com #****");
+        assert_eq!(r.text.lines().last(), Some("@example.com #4821"));
+    }
+
+    #[test]
+    fn app_hash_is_last() {
+        let h = AppHash::parse("FA+9qCX9VSu").unwrap();
+        let r = render(
+            "Code {code}",
+            "4821",
+            Duration::from_secs(60),
+            None,
+            Some(&h),
+        )
+        .unwrap();
+        assert_eq!(r.text, "Code 4821\n\nFA+9qCX9VSu");
+        assert_eq!(r.masked, "Code ****\n\nFA+9qCX9VSu");
+    }
+
+    #[test]
+    fn origin_and_app_hash_conflict() {
+        let o = Origin::parse("example.com").unwrap();
+        let h = AppHash::parse("FA+9qCX9VSu").unwrap();
+        assert_eq!(
+            render(
+                "{code}",
+                "1234",
+                Duration::from_secs(60),
+                Some(&o),
+                Some(&h)
+            ),
+            Err(OtpError::OriginWithAppHash)
+        );
+    }
+
+    #[test]
+    fn template_validation() {
+        let check = |t: &str, want: Result<(), OtpError>| assert_eq!(validate_template(t), want);
+        check("{code}", Ok(()));
+        check("code: {code} {minutes} {minutes}", Ok(()));
+        check("{ not a placeholder } {code}", Ok(()));
+        check("{\"json\": 1} {code}", Ok(()));
+        check("unclosed { {code}", Ok(()));
+        check("trailing {code} {", Ok(()));
+        check("no code here", Err(OtpError::TemplateMissingCode));
+        check("{minutes}", Err(OtpError::TemplateMissingCode));
+        check(
+            "{code} {minute}",
+            Err(OtpError::TemplateUnknownPlaceholder("minute".into())),
+        );
+        let long = format!("{{code}}{}", "x".repeat(MAX_TEMPLATE_CHARS));
+        assert!(matches!(
+            validate_template(&long),
+            Err(OtpError::TemplateTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn braces_around_non_names_stay_literal() {
+        let r = render("{ {code} }", "1234", Duration::from_secs(60), None, None).unwrap();
+        assert_eq!(r.text, "{ 1234 }");
+    }
+
+    #[test]
+    fn origin_validation() {
+        for ok in [
+            "example.com",
+            "a.b-c.example",
+            "localhost",
+            "example.com:8443",
+            "x1",
+        ] {
+            assert!(Origin::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "https://example.com",
+            "example.com/path",
+            "-a.com",
+            "a-.com",
+            "a..com",
+            ".com",
+            "exa mple.com",
+            "user@example.com",
+            "example.com:",
+            "example.com:0",
+            "example.com:70000",
+            "exämple.com",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn app_hash_validation() {
+        assert!(AppHash::parse("FA+9qCX9VSu").is_ok());
+        assert!(AppHash::parse("abc/DEF+123").is_ok());
+        for bad in [
+            "",
+            "FA+9qCX9VS",
+            "FA+9qCX9VSuu",
+            "FA+9qCX9VS=",
+            "FA 9qCX9VSu",
+        ] {
+            assert_eq!(AppHash::parse(bad), Err(OtpError::AppHash), "{bad}");
+        }
+    }
+}
