@@ -1,1 +1,12 @@
 //! The AT wire protocol (TS 27.007 / 27.005): line framing, URC routing, one command in flight.
+//!
+//! Three layers: [`digest`] is pure (bytes → URC | response | prompt | incomplete), [`engine`] owns
+//! the read half of a byte stream and the single response slot, [`cmd`] builds command lines and
+//! reads answer parameters. [`error`] holds the typed `+CMS ERROR` / `+CME ERROR` codes.
+
+pub mod cmd;
+pub mod digest;
+pub mod error;
+
+pub use digest::{Digested, Digester, Final, Response, Urc};
+pub use error::{CmeError, CmsError};
