@@ -1,0 +1,797 @@
+//! Write operations. Each function runs on the writer thread inside its own SAVEPOINT of a group
+//! transaction, so it either applies entirely or not at all, and it sees every earlier operation
+//! of the same batch. The single writer also makes each one atomic with respect to the others:
+//! two verifies of the same OTP can never interleave.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::read::{message_status, otp_status};
+use super::{
+    Body, Claimed, CreateOutcome, DAY_MS, Idempotency, MessageKind, MessageStatus, Millis,
+    NewMessage, NewOtp, OtpStatus, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome,
+    ResendOutcome, StatusReport, StoreError, UnknownOutcomePolicy, VerifyResult,
+};
+
+/// Appends one row to a message's status history.
+fn event(
+    c: &Connection,
+    seq: i64,
+    at: Millis,
+    status: MessageStatus,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO message_events (message_seq, at, status, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![seq, at, status.as_str(), detail])?;
+    Ok(())
+}
+
+/// Row number and status of a message, or `Corrupt` if the id is unknown: the dispatcher only
+/// updates messages it claimed, so a missing one is a broken invariant, not a user error.
+fn message_row(c: &Connection, id: &str) -> Result<(i64, MessageStatus), StoreError> {
+    let row: Option<(i64, String)> = c
+        .prepare_cached("SELECT seq, status FROM messages WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (seq, status) = row.ok_or_else(|| StoreError::Corrupt(format!("no message {id:?}")))?;
+    Ok((seq, message_status(&status)?))
+}
+
+/// The stored answer for a repeated key, or a conflict. Keys live one day.
+fn check_idempotency(
+    c: &Connection,
+    idem: Option<&Idempotency>,
+    now: Millis,
+) -> Result<Option<CreateOutcome>, StoreError> {
+    let Some(idem) = idem else { return Ok(None) };
+    let row: Option<(Vec<u8>, String)> = c
+        .prepare_cached(
+            "SELECT request_hash, response FROM idempotency
+             WHERE scope = ?1 AND key = ?2 AND created_at > ?3",
+        )?
+        .query_row(params![idem.scope, idem.key, now - DAY_MS], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(row.map(|(hash, response)| {
+        if hash == idem.request_hash {
+            CreateOutcome::Replay(response)
+        } else {
+            CreateOutcome::IdempotencyConflict
+        }
+    }))
+}
+
+fn save_idempotency(
+    c: &Connection,
+    idem: Option<&Idempotency>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    if let Some(idem) = idem {
+        // REPLACE: a key older than its day may be reused for a new request.
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency (scope, key, request_hash, response, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            idem.scope,
+            idem.key,
+            idem.request_hash,
+            idem.response,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+/// `Some(retry_after_ms)` if `to` already got `cap` OTP texts in the last 24 h.
+fn daily_cap_hit(
+    c: &Connection,
+    to: &str,
+    cap: u32,
+    now: Millis,
+) -> Result<Option<Millis>, StoreError> {
+    if cap == 0 {
+        return Ok(None);
+    }
+    let since = now - DAY_MS;
+    let count: i64 = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages
+             WHERE to_number = ?1 AND created_at > ?2 AND kind = 'otp'",
+        )?
+        .query_row(params![to, since], |r| r.get(0))?;
+    if count < i64::from(cap) {
+        return Ok(None);
+    }
+    // One more is allowed once enough of the oldest have left the window to bring the count
+    // below the cap (more than one if the cap was lowered since).
+    let leaving: Millis = c
+        .prepare_cached(
+            "SELECT created_at FROM messages
+             WHERE to_number = ?1 AND created_at > ?2 AND kind = 'otp'
+             ORDER BY created_at LIMIT 1 OFFSET ?3",
+        )?
+        .query_row(params![to, since, count - i64::from(cap)], |r| r.get(0))?;
+    Ok(Some((leaving + DAY_MS - now).max(1)))
+}
+
+fn queue_full(c: &Connection, queue_max: u64) -> Result<bool, StoreError> {
+    if queue_max == 0 {
+        return Ok(false);
+    }
+    Ok(super::read::queue_depth(c)? >= queue_max)
+}
+
+fn insert_message(
+    c: &Connection,
+    msg: &NewMessage,
+    otp_id: Option<&str>,
+) -> Result<i64, StoreError> {
+    let (body, sealed) = match &msg.body {
+        Body::Clear(text) => (Some(text.as_str()), None),
+        Body::Sealed(bytes) => (None, Some(bytes.as_slice())),
+    };
+    c.prepare_cached(
+        "INSERT INTO messages (id, otp_id, to_number, kind, log_text, body, sealed_body, parts,
+             status, created_at, updated_at, deadline, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?9, ?10, ?9)",
+    )?
+    .execute(params![
+        msg.id,
+        otp_id,
+        msg.to,
+        msg.kind.as_str(),
+        msg.log_text,
+        body,
+        sealed,
+        msg.parts,
+        msg.created_at,
+        msg.deadline
+    ])?;
+    let seq = c.last_insert_rowid();
+    event(c, seq, msg.created_at, MessageStatus::Queued, None)?;
+    Ok(seq)
+}
+
+/// Cancels the still-queued texts of one OTP; texts already handed to a modem run their course.
+fn cancel_queued_texts(
+    c: &Connection,
+    otp_id: &str,
+    now: Millis,
+    why: &str,
+) -> Result<(), StoreError> {
+    let seqs: Vec<i64> = c
+        .prepare_cached("SELECT seq FROM messages WHERE otp_id = ?1 AND status = 'queued'")?
+        .query_map(params![otp_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        finish_seq(c, seq, MessageStatus::Canceled, Some(why), now)?;
+    }
+    Ok(())
+}
+
+fn set_otp_status(
+    c: &Connection,
+    otp_id: &str,
+    status: OtpStatus,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    // `WHERE status = 'pending'` makes every transition out of pending happen at most once.
+    let n = c
+        .prepare_cached(
+            "UPDATE otps SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
+        )?
+        .execute(params![otp_id, status.as_str(), now])?;
+    Ok(n == 1)
+}
+
+pub(crate) fn create_otp(
+    c: &Connection,
+    otp: &NewOtp,
+    msg: &NewMessage,
+    idem: Option<&Idempotency>,
+    daily_cap: u32,
+    queue_max: u64,
+) -> Result<CreateOutcome, StoreError> {
+    let now = msg.created_at;
+    if let Some(seen) = check_idempotency(c, idem, now)? {
+        return Ok(seen);
+    }
+    if let Some(retry_after_ms) = daily_cap_hit(c, &otp.to, daily_cap, now)? {
+        return Ok(CreateOutcome::DailyLimit { retry_after_ms });
+    }
+    if queue_full(c, queue_max)? {
+        return Ok(CreateOutcome::QueueFull);
+    }
+    // A new OTP replaces the number's pending one (SPEC: "a new OTP for a number cancels that
+    // number's pending one"), including its texts that have not left yet.
+    let pending: Vec<String> = c
+        .prepare_cached("SELECT id FROM otps WHERE to_number = ?1 AND status = 'pending'")?
+        .query_map(params![otp.to], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for old in pending {
+        set_otp_status(c, &old, OtpStatus::Canceled, now)?;
+        cancel_queued_texts(c, &old, now, "replaced by a newer OTP")?;
+    }
+    c.prepare_cached(
+        "INSERT INTO otps (id, to_number, status, attempts, max_attempts, expires_at, created_at,
+             updated_at)
+         VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?5)",
+    )?
+    .execute(params![
+        otp.id,
+        otp.to,
+        otp.max_attempts,
+        otp.expires_at,
+        otp.created_at
+    ])?;
+    insert_code(c, &otp.id, &otp.code_hmac, &msg.id, now)?;
+    insert_message(c, msg, Some(&otp.id))?;
+    save_idempotency(c, idem, now)?;
+    Ok(CreateOutcome::Created)
+}
+
+fn insert_code(
+    c: &Connection,
+    otp_id: &str,
+    hmac: &[u8],
+    message_id: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO otp_codes (otp_id, code_hmac, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![otp_id, hmac, message_id, now])?;
+    Ok(())
+}
+
+pub(crate) fn enqueue_text(
+    c: &Connection,
+    msg: &NewMessage,
+    idem: Option<&Idempotency>,
+    queue_max: u64,
+) -> Result<CreateOutcome, StoreError> {
+    let now = msg.created_at;
+    if let Some(seen) = check_idempotency(c, idem, now)? {
+        return Ok(seen);
+    }
+    if queue_full(c, queue_max)? {
+        return Ok(CreateOutcome::QueueFull);
+    }
+    insert_message(c, msg, None)?;
+    save_idempotency(c, idem, now)?;
+    Ok(CreateOutcome::Created)
+}
+
+/// Status, attempts, max attempts and expiry of an OTP.
+fn otp_row(c: &Connection, id: &str) -> Result<Option<(OtpStatus, u32, u32, Millis)>, StoreError> {
+    let row: Option<(String, u32, u32, Millis)> = c
+        .prepare_cached(
+            "SELECT status, attempts, max_attempts, expires_at FROM otps WHERE id = ?1",
+        )?
+        .query_row(params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    row.map(|(s, a, m, e)| Ok((otp_status(&s)?, a, m, e)))
+        .transpose()
+}
+
+/// Moves a pending OTP past its expiry to `expired`; returns the status it has now.
+fn settle_expiry(
+    c: &Connection,
+    id: &str,
+    status: OtpStatus,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<OtpStatus, StoreError> {
+    if status == OtpStatus::Pending && now >= expires_at {
+        set_otp_status(c, id, OtpStatus::Expired, now)?;
+        return Ok(OtpStatus::Expired);
+    }
+    Ok(status)
+}
+
+pub(crate) fn resend_otp(
+    c: &Connection,
+    otp_id: &str,
+    code_hmac: &[u8],
+    msg: &NewMessage,
+    daily_cap: u32,
+    queue_max: u64,
+) -> Result<ResendOutcome, StoreError> {
+    let now = msg.created_at;
+    let Some((status, _, _, expires_at)) = otp_row(c, otp_id)? else {
+        return Ok(ResendOutcome::NotFound);
+    };
+    let status = settle_expiry(c, otp_id, status, expires_at, now)?;
+    if status != OtpStatus::Pending {
+        return Ok(ResendOutcome::NotPending(status));
+    }
+    if let Some(retry_after_ms) = daily_cap_hit(c, &msg.to, daily_cap, now)? {
+        return Ok(ResendOutcome::DailyLimit { retry_after_ms });
+    }
+    if queue_full(c, queue_max)? {
+        return Ok(ResendOutcome::QueueFull);
+    }
+    insert_code(c, otp_id, code_hmac, &msg.id, now)?;
+    insert_message(c, msg, Some(otp_id))?;
+    Ok(ResendOutcome::Created)
+}
+
+pub(crate) fn record_verify(
+    c: &Connection,
+    otp_id: &str,
+    matched: bool,
+    now: Millis,
+) -> Result<Option<VerifyResult>, StoreError> {
+    let Some((status, attempts, max_attempts, expires_at)) = otp_row(c, otp_id)? else {
+        return Ok(None);
+    };
+    let status = settle_expiry(c, otp_id, status, expires_at, now)?;
+    let remaining = |used: u32| max_attempts.saturating_sub(used);
+    if status != OtpStatus::Pending {
+        return Ok(Some(VerifyResult {
+            status,
+            verified: false,
+            attempts_remaining: remaining(attempts),
+        }));
+    }
+    if matched {
+        let verified = set_otp_status(c, otp_id, OtpStatus::Approved, now)?;
+        // A resent text still waiting would only deliver a code nobody needs any more.
+        cancel_queued_texts(c, otp_id, now, "OTP approved")?;
+        return Ok(Some(VerifyResult {
+            status: OtpStatus::Approved,
+            verified,
+            attempts_remaining: remaining(attempts),
+        }));
+    }
+    let used = attempts + 1;
+    c.prepare_cached("UPDATE otps SET attempts = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![otp_id, used, now])?;
+    let status = if used >= max_attempts {
+        set_otp_status(c, otp_id, OtpStatus::MaxAttemptsReached, now)?;
+        cancel_queued_texts(c, otp_id, now, "OTP attempts exhausted")?;
+        OtpStatus::MaxAttemptsReached
+    } else {
+        OtpStatus::Pending
+    };
+    Ok(Some(VerifyResult {
+        status,
+        verified: false,
+        attempts_remaining: remaining(used),
+    }))
+}
+
+pub(crate) fn cancel_otp(
+    c: &Connection,
+    otp_id: &str,
+    now: Millis,
+) -> Result<Option<OtpStatus>, StoreError> {
+    let Some((status, _, _, expires_at)) = otp_row(c, otp_id)? else {
+        return Ok(None);
+    };
+    let status = settle_expiry(c, otp_id, status, expires_at, now)?;
+    if status != OtpStatus::Pending {
+        return Ok(Some(status));
+    }
+    set_otp_status(c, otp_id, OtpStatus::Canceled, now)?;
+    cancel_queued_texts(c, otp_id, now, "OTP canceled")?;
+    Ok(Some(OtpStatus::Canceled))
+}
+
+/// Expires every queued message whose deadline has passed.
+fn expire_overdue(c: &Connection, now: Millis) -> Result<(), StoreError> {
+    let seqs: Vec<i64> = c
+        .prepare_cached("SELECT seq FROM messages WHERE status = 'queued' AND deadline <= ?1")?
+        .query_map(params![now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        finish_seq(c, seq, MessageStatus::Expired, Some("deadline passed"), now)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>, StoreError> {
+    expire_overdue(c, now)?;
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<Vec<u8>>,
+        Millis,
+        u32,
+        u32,
+        Millis,
+    );
+    let row: Option<Row> = c
+        .prepare_cached(
+            "SELECT seq, id, to_number, kind, body, sealed_body, deadline, attempts, parts,
+                 created_at
+             FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![now], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((seq, id, to, kind, body, sealed, deadline, attempts, parts, created_at)) = row else {
+        return Ok(None);
+    };
+    let kind =
+        MessageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind:?}")))?;
+    let body = match (sealed, body) {
+        (Some(s), _) => Body::Sealed(s),
+        (None, Some(b)) => Body::Clear(b),
+        (None, None) => return Err(StoreError::Corrupt(format!("message {id:?} has no body"))),
+    };
+    c.prepare_cached(
+        "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?2
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, now])?;
+    event(c, seq, now, MessageStatus::Sending, None)?;
+    Ok(Some(Claimed {
+        id,
+        to,
+        kind,
+        body,
+        deadline,
+        attempts: attempts + 1,
+        parts,
+        created_at,
+    }))
+}
+
+pub(crate) fn mark_sent(
+    c: &Connection,
+    id: &str,
+    modem_id: &str,
+    mrs: &[u8],
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    let to: String = c
+        .prepare_cached("SELECT to_number FROM messages WHERE seq = ?1")?
+        .query_row(params![seq], |r| r.get(0))?;
+    // The body is no longer needed once the network has it: wipe the sealed code at once.
+    c.prepare_cached(
+        "UPDATE messages SET status = 'sent', sent_at = ?2, modem_id = ?3, error = NULL,
+             sealed_body = NULL, updated_at = ?2
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, now, modem_id])?;
+    let mut insert = c.prepare_cached(
+        "INSERT OR REPLACE INTO message_parts
+             (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sent', ?6)",
+    )?;
+    for (part_no, mr) in mrs.iter().enumerate() {
+        insert.execute(params![seq, part_no as i64, modem_id, mr, to, now])?;
+    }
+    let refs: Vec<String> = mrs.iter().map(|m| m.to_string()).collect();
+    let detail = format!("modem {modem_id}, TP-MR {}", refs.join(","));
+    event(c, seq, now, MessageStatus::Sent, Some(&detail))
+}
+
+pub(crate) fn mark_retry(
+    c: &Connection,
+    id: &str,
+    reason: &str,
+    next_attempt_at: Millis,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    c.prepare_cached(
+        "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3, updated_at = ?4
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, next_attempt_at, now])?;
+    event(
+        c,
+        seq,
+        now,
+        MessageStatus::Queued,
+        Some(&format!("retry: {reason}")),
+    )
+}
+
+/// Moves a message to a final status, wiping its sealed body.
+fn finish_seq(
+    c: &Connection,
+    seq: i64,
+    status: MessageStatus,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE messages SET status = ?2, error = COALESCE(?3, error), sealed_body = NULL,
+             updated_at = ?4
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, status.as_str(), reason, now])?;
+    event(c, seq, now, status, reason)
+}
+
+pub(crate) fn finish(
+    c: &Connection,
+    id: &str,
+    status: MessageStatus,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    finish_seq(c, seq, status, reason, now)
+}
+
+fn unknown_outcome_seq(
+    c: &Connection,
+    seq: i64,
+    reason: &str,
+    policy: UnknownOutcomePolicy,
+    now: Millis,
+) -> Result<MessageStatus, StoreError> {
+    let note = format!("outcome unknown: {reason}");
+    event(c, seq, now, MessageStatus::Sending, Some(&note))?;
+    match policy {
+        UnknownOutcomePolicy::Resend => {
+            c.prepare_cached(
+                "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3,
+                     updated_at = ?3
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, note, now])?;
+            event(
+                c,
+                seq,
+                now,
+                MessageStatus::Queued,
+                Some("resend after unknown outcome"),
+            )?;
+            Ok(MessageStatus::Queued)
+        }
+        UnknownOutcomePolicy::Fail => {
+            finish_seq(c, seq, MessageStatus::Failed, Some(&note), now)?;
+            Ok(MessageStatus::Failed)
+        }
+    }
+}
+
+pub(crate) fn mark_unknown_outcome(
+    c: &Connection,
+    id: &str,
+    reason: &str,
+    policy: UnknownOutcomePolicy,
+    now: Millis,
+) -> Result<MessageStatus, StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    unknown_outcome_seq(c, seq, reason, policy, now)
+}
+
+pub(crate) fn recover_interrupted(
+    c: &Connection,
+    policy: UnknownOutcomePolicy,
+    now: Millis,
+) -> Result<u64, StoreError> {
+    let seqs: Vec<i64> = c
+        .prepare_cached("SELECT seq FROM messages WHERE status = 'sending' ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for &seq in &seqs {
+        unknown_outcome_seq(
+            c,
+            seq,
+            "interrupted by a restart while sending",
+            policy,
+            now,
+        )?;
+    }
+    Ok(seqs.len() as u64)
+}
+
+/// Digits only, so `+4915…`, `4915…` and `004915…` compare by their significant part.
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// Whether a reported TP-RA names the number we sent to. Networks report the international
+/// number with or without its `+`, or in national format (leading zero, no country code), so two
+/// numbers match when one's digits end with the other's significant digits (at least 7 of them,
+/// to rule out accidental matches on short strings).
+fn same_recipient(reported: &str, sent: &str) -> bool {
+    let a = digits(reported);
+    let b = digits(sent);
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short.len() >= 7 && long.ends_with(short)
+}
+
+pub(crate) fn record_status_report(
+    c: &Connection,
+    report: &StatusReport,
+) -> Result<Option<ReportEffect>, StoreError> {
+    let candidates: Vec<(i64, i64, String)> = c
+        .prepare_cached(
+            "SELECT message_seq, part_no, recipient FROM message_parts
+             WHERE modem_id = ?1 AND mr = ?2 AND sent_at >= ?3
+             ORDER BY sent_at DESC, message_seq DESC",
+        )?
+        .query_map(
+            params![
+                report.modem_id,
+                report.message_reference,
+                report.at - REPORT_WINDOW_MS
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let Some((seq, part_no, _)) = candidates
+        .into_iter()
+        .find(|(_, _, to)| same_recipient(&report.recipient, to))
+    else {
+        return Ok(None);
+    };
+    let (id, status, parts): (String, String, i64) = c
+        .prepare_cached("SELECT id, status, parts FROM messages WHERE seq = ?1")?
+        .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut status = message_status(&status)?;
+    let at = report.at;
+    let part_label = format!("part {} of {parts}", part_no + 1);
+    match &report.outcome {
+        ReportOutcome::Pending(why) => {
+            let detail = format!("{part_label}: still trying ({why})");
+            event(c, seq, at, status, Some(&detail))?;
+        }
+        ReportOutcome::Delivered => {
+            update_part(c, seq, part_no, "delivered", None, at)?;
+            let undelivered: i64 = c
+                .prepare_cached(
+                    "SELECT ?2 - COUNT(*) FROM message_parts
+                     WHERE message_seq = ?1 AND status = 'delivered'",
+                )?
+                .query_row(params![seq, parts], |r| r.get(0))?;
+            if undelivered <= 0 && status == MessageStatus::Sent {
+                c.prepare_cached(
+                    "UPDATE messages SET status = 'delivered', delivered_at = ?2, updated_at = ?2
+                     WHERE seq = ?1",
+                )?
+                .execute(params![seq, at])?;
+                status = MessageStatus::Delivered;
+                event(c, seq, at, status, None)?;
+            } else {
+                let detail = format!("{part_label} delivered");
+                event(c, seq, at, status, Some(&detail))?;
+            }
+        }
+        ReportOutcome::Failed(why) => {
+            update_part(c, seq, part_no, "failed", Some(why), at)?;
+            let reason = format!("{part_label} not delivered: {why}");
+            if status == MessageStatus::Sent || status == MessageStatus::Delivered {
+                finish_seq(c, seq, MessageStatus::Failed, Some(&reason), at)?;
+                status = MessageStatus::Failed;
+            } else {
+                event(c, seq, at, status, Some(&reason))?;
+            }
+        }
+    }
+    Ok(Some(ReportEffect {
+        message_id: id,
+        status,
+    }))
+}
+
+fn update_part(
+    c: &Connection,
+    seq: i64,
+    part_no: i64,
+    status: &str,
+    detail: Option<&str>,
+    at: Millis,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE message_parts SET status = ?3, detail = ?4, reported_at = ?5
+         WHERE message_seq = ?1 AND part_no = ?2",
+    )?
+    .execute(params![seq, part_no, status, detail, at])?;
+    Ok(())
+}
+
+pub(crate) fn next_concat_reference(c: &Connection) -> Result<u8, StoreError> {
+    let v: i64 = c
+        .prepare_cached(
+            "UPDATE counters SET value = (value + 1) % 256 WHERE name = 'concat_ref'
+             RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(v as u8)
+}
+
+/// SQL expression masking a phone number column: keeps the `+`, the first two digits (country
+/// code, enough for statistics) and the last two (enough for a human to tell rows apart).
+fn mask_sql(col: &str) -> String {
+    format!("substr({col}, 1, 3) || '*****' || substr({col}, -2)")
+}
+
+pub(crate) fn prune(
+    c: &Connection,
+    now: Millis,
+    retention_ms: Millis,
+    mask_after_ms: Option<Millis>,
+) -> Result<PruneStats, StoreError> {
+    let cutoff = now - retention_ms;
+    let mut stats = PruneStats::default();
+    // Only messages no longer in flight; parts and history go with them (ON DELETE CASCADE).
+    stats.messages_deleted = c.execute(
+        "DELETE FROM messages WHERE created_at < ?1
+           AND status NOT IN ('queued', 'sending')",
+        params![cutoff],
+    )? as u64;
+    stats.otps_deleted = c.execute(
+        "DELETE FROM otps WHERE created_at < ?1 AND (status <> 'pending' OR expires_at < ?2)",
+        params![cutoff, now],
+    )? as u64;
+    if let Some(mask_after) = mask_after_ms {
+        let mask_cutoff = now - mask_after;
+        // `instr(..., '*') = 0` skips rows masked by an earlier run.
+        for (table, col, when) in [
+            ("messages", "to_number", "created_at"),
+            ("otps", "to_number", "created_at"),
+            ("message_parts", "recipient", "sent_at"),
+        ] {
+            let sql = format!(
+                "UPDATE {table} SET {col} = {} WHERE {when} < ?1 AND instr({col}, '*') = 0",
+                mask_sql(col)
+            );
+            stats.numbers_masked += c.execute(&sql, params![mask_cutoff])? as u64;
+        }
+    }
+    stats.idempotency_deleted = c.execute(
+        "DELETE FROM idempotency WHERE created_at <= ?1",
+        params![now - DAY_MS],
+    )? as u64;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_recipient;
+
+    #[test]
+    fn recipients_match_across_formats() {
+        for (reported, sent, expect) in [
+            ("+4915112345678", "+4915112345678", true),
+            ("4915112345678", "+4915112345678", true),
+            ("015112345678", "+4915112345678", true),
+            ("004915112345678", "+4915112345678", true),
+            ("+4915112345679", "+4915112345678", false),
+            ("5678", "+4915112345678", false),
+            ("", "+4915112345678", false),
+        ] {
+            assert_eq!(
+                same_recipient(reported, sent),
+                expect,
+                "{reported} vs {sent}"
+            );
+        }
+    }
+}

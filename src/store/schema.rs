@@ -1,0 +1,154 @@
+//! Versioned schema migrations on `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1`; `user_version` records
+//! how many have run. Migrations only ever append: a released step is never edited, because a
+//! database in the field may already have run it. Each step runs in its own transaction together
+//! with the `user_version` bump, so a crash mid-upgrade leaves the previous version intact.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Version 1: the tables themselves.
+const V1: &str = "
+CREATE TABLE messages (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    otp_id          TEXT,
+    to_number       TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('otp', 'text')),
+    log_text        TEXT NOT NULL,
+    body            TEXT,
+    sealed_body     BLOB,
+    parts           INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    sent_at         INTEGER,
+    delivered_at    INTEGER,
+    deadline        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    modem_id        TEXT,
+    validity_minutes INTEGER
+);
+CREATE INDEX messages_queue ON messages (seq) WHERE status = 'queued';
+CREATE INDEX messages_queue_due ON messages (next_attempt_at) WHERE status = 'queued';
+CREATE INDEX messages_queue_deadline ON messages (deadline) WHERE status = 'queued';
+CREATE INDEX messages_sending ON messages (seq) WHERE status = 'sending';
+CREATE INDEX messages_to_created ON messages (to_number, created_at);
+CREATE INDEX messages_created ON messages (created_at);
+CREATE INDEX messages_otp ON messages (otp_id) WHERE otp_id IS NOT NULL;
+
+CREATE TABLE message_parts (
+    message_seq INTEGER NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    part_no     INTEGER NOT NULL,
+    modem_id    TEXT NOT NULL,
+    mr          INTEGER NOT NULL,
+    recipient   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    sent_at     INTEGER NOT NULL,
+    reported_at INTEGER,
+    detail      TEXT,
+    PRIMARY KEY (message_seq, part_no)
+);
+CREATE INDEX message_parts_mr ON message_parts (modem_id, mr, sent_at);
+
+CREATE TABLE message_events (
+    id          INTEGER PRIMARY KEY,
+    message_seq INTEGER NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    detail      TEXT
+);
+CREATE INDEX message_events_msg ON message_events (message_seq);
+
+CREATE TABLE otps (
+    id           TEXT PRIMARY KEY,
+    to_number    TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX otps_pending ON otps (to_number, created_at) WHERE status = 'pending';
+CREATE INDEX otps_created ON otps (created_at);
+
+CREATE TABLE otp_codes (
+    otp_id     TEXT NOT NULL REFERENCES otps (id) ON DELETE CASCADE,
+    code_hmac  BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX otp_codes_otp ON otp_codes (otp_id);
+
+CREATE TABLE idempotency (
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    response     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_created ON idempotency (created_at);
+";
+
+/// Version 2: O(1) queue depth and the persisted concatenation reference.
+///
+/// Counting `status = 'queued'` rows on every enqueue (for the queue bound) costs a scan of up to
+/// `queue_max` index entries; triggers keep the count exact inside the same transaction instead.
+const V2: &str = "
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO counters (name, value)
+    SELECT 'queued', COUNT(*) FROM messages WHERE status = 'queued';
+INSERT INTO counters (name, value) VALUES ('concat_ref', 0);
+
+CREATE TRIGGER messages_queued_ins AFTER INSERT ON messages WHEN NEW.status = 'queued'
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'queued';
+END;
+CREATE TRIGGER messages_queued_upd AFTER UPDATE OF status ON messages
+    WHEN OLD.status <> NEW.status AND (OLD.status = 'queued' OR NEW.status = 'queued')
+BEGIN
+    UPDATE counters SET value = value + (NEW.status = 'queued') - (OLD.status = 'queued')
+        WHERE name = 'queued';
+END;
+CREATE TRIGGER messages_queued_del AFTER DELETE ON messages WHEN OLD.status = 'queued'
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'queued';
+END;
+";
+
+/// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings `conn` up to `target` (at most [`CURRENT_VERSION`]).
+///
+/// A database newer than this build is refused rather than written to: an older binary cannot
+/// know which invariants the newer schema relies on.
+pub(crate) fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > CURRENT_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    for version in found..target.min(CURRENT_VERSION) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        // user_version takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
+        tx.commit()?;
+    }
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}

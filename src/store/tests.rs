@@ -1,0 +1,1 @@
+//! Store unit tests on fresh file databases in temporary directories.

@@ -1,0 +1,93 @@
+//! The writer thread: sole owner of the write connection, committing queued operations in groups.
+//!
+//! Group commit: the thread blocks for one operation, then drains whatever else is already waiting
+//! (up to a batch limit) into the same transaction. Each operation runs inside its own SAVEPOINT,
+//! so an operation that fails is rolled back alone and the rest of the batch still commits. Only
+//! after the single COMMIT returns does any caller get its answer, which is what makes an answer
+//! mean "durable". Under load, callers pile up while the previous COMMIT syncs, so the number of
+//! syncs per second stays bounded while the operations per second grow with the batch size.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// What the writer thread does with an operation after COMMIT: hands the caller its result.
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One queued write: runs against the write connection inside the open transaction, or is given
+/// `None` when no transaction could be opened, so its caller still hears why.
+pub(crate) type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// Wraps an operation so it runs in a SAVEPOINT and answers through `tx` after COMMIT.
+pub(crate) fn job<T, F>(f: F) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move |conn: Option<&Connection>| {
+        let result = match conn {
+            Some(conn) => in_savepoint(conn, f),
+            None => Err(StoreError::Commit("no write transaction".into())),
+        };
+        Box::new(move |commit: Result<(), String>| {
+            let answer = match commit {
+                Ok(()) => result,
+                // The op itself may have succeeded, but nothing of it is on disk.
+                Err(e) => Err(StoreError::Commit(e)),
+            };
+            // A caller that gave up (dropped its future) simply does not hear back.
+            let _ = tx.send(answer);
+        })
+    });
+    (job, rx)
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT op")?;
+    // A panicking operation must not take the writer thread (and every later caller) down with it.
+    let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Panicked),
+    };
+    match &result {
+        Ok(_) => conn.execute_batch("RELEASE op")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO op; RELEASE op")?,
+    }
+    result
+}
+
+/// Runs until every sender is gone. `max_batch` bounds how long the first caller of a batch waits.
+pub(crate) fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "store: cannot begin a write transaction");
+            first(None)(Err(reason));
+            continue;
+        }
+        replies.push(first(Some(&conn)));
+        while replies.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => replies.push(next(Some(&conn))),
+                Err(_) => break,
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if let Err(reason) = &commit {
+            tracing::error!(error = %reason, batch = replies.len(), "store: group commit failed");
+            // Leave no half-open transaction behind for the next batch.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.drain(..) {
+            reply(commit.clone());
+        }
+    }
+}
