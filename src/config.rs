@@ -1,1 +1,966 @@
 //! Configuration: `RawConfig` (TOML, deny_unknown_fields) → validated `Config`.
+//!
+//! Two stages, as in ripgrep's flags: serde reads the file into [`RawConfig`], whose fields are
+//! plain TOML values with the documented defaults, and [`RawConfig::validate`] turns it into a
+//! typed [`Config`] (`SocketAddr`, `Duration`, `Rate`, `PathBuf`, ...) or a [`ConfigError`] that
+//! names the file, the dotted key (`limits.otp_per_number`, `modem[1].baud`) and the reason,
+//! with line and column where the TOML parser knows them. The defaults live in exactly one place,
+//! `RawConfig::default()`, so the example file, `Config::default()` and an empty file agree.
+//!
+//! This is the only module that knows TOML. It reads two kinds of files: the config file and a
+//! modem's `pin_file`; it never logs a token or a PIN, and `Debug` of the settings hides them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::limits::{PrefixPolicy, Rate, RateSettings};
+use crate::otp::{self, AppHash, CodeLength};
+
+/// Where `serve` looks for the config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/simgate/simgate.toml";
+/// Environment variable holding the SIM PIN when a modem has no `pin_file`.
+pub const PIN_ENV: &str = "SIMGATE_PIN";
+
+/// A config file that cannot be used: which file, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file name as given (or another origin such as `<defaults>`), so the operator knows
+    /// which of several files to fix.
+    pub origin: String,
+    /// Dotted key path (`modem[1].baud`); `None` for errors about the whole file.
+    pub key: Option<String>,
+    /// 1-based line and column, when the TOML parser can point at the spot.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong, in words; never contains a token or a PIN.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn at(origin: &str, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: origin.to_string(),
+            key: Some(key.into()),
+            position: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the file as serde sees it.
+
+/// The config file as written, with SPEC.md's defaults for every missing key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[api]`.
+    pub api: RawApi,
+    /// `[store]`.
+    pub store: RawStore,
+    /// `[otp]`.
+    pub otp: RawOtp,
+    /// `[limits]`.
+    pub limits: RawLimits,
+    /// `[dispatch]`.
+    pub dispatch: RawDispatch,
+    /// `[log]`.
+    pub log: RawLog,
+    /// `[[modem]]` tables; `None` when the file has none, which means one default modem.
+    pub modem: Option<Vec<RawModem>>,
+}
+
+/// `[api]` as written.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    /// `api.listen`: the HTTP listen address.
+    pub listen: String,
+    /// `api.tokens`: bearer tokens.
+    pub tokens: Vec<String>,
+    /// `api.max_body_bytes`: request body limit.
+    pub max_body_bytes: u64,
+}
+
+impl fmt::Debug for RawApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawApi")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen: "127.0.0.1:8787".into(),
+            tokens: Vec::new(),
+            max_body_bytes: 16_384,
+        }
+    }
+}
+
+/// `[store]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `store.data_dir`.
+    pub data_dir: PathBuf,
+    /// `store.retention_days`.
+    pub retention_days: u32,
+    /// `store.mask_numbers_after_days`.
+    pub mask_numbers_after_days: u32,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            data_dir: PathBuf::from("/var/lib/simgate"),
+            retention_days: 30,
+            mask_numbers_after_days: 7,
+        }
+    }
+}
+
+/// `[otp]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtp {
+    /// `otp.length`.
+    pub length: u64,
+    /// `otp.ttl_seconds`.
+    pub ttl_seconds: u64,
+    /// `otp.min_ttl_seconds`.
+    pub min_ttl_seconds: u64,
+    /// `otp.max_ttl_seconds`.
+    pub max_ttl_seconds: u64,
+    /// `otp.max_attempts`.
+    pub max_attempts: u32,
+    /// `otp.template`.
+    pub template: String,
+    /// `otp.app_hash`; empty means none.
+    pub app_hash: String,
+}
+
+impl Default for RawOtp {
+    fn default() -> Self {
+        RawOtp {
+            length: otp::DEFAULT_CODE_LENGTH as u64,
+            ttl_seconds: 300,
+            min_ttl_seconds: otp::DEFAULT_MIN_TTL.as_secs(),
+            max_ttl_seconds: otp::DEFAULT_MAX_TTL.as_secs(),
+            max_attempts: 5,
+            template: otp::DEFAULT_TEMPLATE.into(),
+            app_hash: String::new(),
+        }
+    }
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// `limits.otp_per_number`.
+    pub otp_per_number: String,
+    /// `limits.otp_per_number_per_day`.
+    pub otp_per_number_per_day: u32,
+    /// `limits.verify_per_number`.
+    pub verify_per_number: String,
+    /// `limits.requests_per_token`.
+    pub requests_per_token: String,
+    /// `limits.sends_global`.
+    pub sends_global: String,
+    /// `limits.queue_max`.
+    pub queue_max: u64,
+    /// `limits.allow_prefixes`.
+    pub allow_prefixes: Vec<String>,
+    /// `limits.deny_prefixes`.
+    pub deny_prefixes: Vec<String>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            otp_per_number: "3/10m".into(),
+            otp_per_number_per_day: 10,
+            verify_per_number: "10/1m".into(),
+            requests_per_token: "off".into(),
+            sends_global: "off".into(),
+            queue_max: 100_000,
+            allow_prefixes: Vec::new(),
+            deny_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// `[dispatch]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDispatch {
+    /// `dispatch.on_unknown_outcome`: `"resend"` or `"fail"`.
+    pub on_unknown_outcome: String,
+    /// `dispatch.text_max_age_seconds`.
+    pub text_max_age_seconds: u64,
+}
+
+impl Default for RawDispatch {
+    fn default() -> Self {
+        RawDispatch {
+            on_unknown_outcome: "resend".into(),
+            text_max_age_seconds: 86_400,
+        }
+    }
+}
+
+/// `[log]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `log.level`: a tracing filter such as `info` or `simgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+        }
+    }
+}
+
+/// One `[[modem]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModem {
+    /// `modem[i].id`; empty means `modem<i>`.
+    pub id: String,
+    /// `modem[i].device`.
+    pub device: PathBuf,
+    /// `modem[i].baud`.
+    pub baud: u32,
+    /// `modem[i].pin_file`; empty means none.
+    pub pin_file: PathBuf,
+    /// Present only to refuse it with a helpful message: a PIN must not sit in a config file
+    /// that is often world-readable and checked into configuration management.
+    pub pin: Option<IgnoredAny>,
+    /// `modem[i].delivery_reports`.
+    pub delivery_reports: bool,
+    /// `modem[i].send_timeout_seconds`.
+    pub send_timeout_seconds: u64,
+    /// `modem[i].sends_per_minute`.
+    pub sends_per_minute: u32,
+}
+
+impl Default for RawModem {
+    fn default() -> Self {
+        RawModem {
+            id: String::new(),
+            device: PathBuf::from(DEFAULT_DEVICE),
+            baud: 115_200,
+            pin_file: PathBuf::new(),
+            pin: None,
+            delivery_reports: true,
+            send_timeout_seconds: 60,
+            sends_per_minute: 20,
+        }
+    }
+}
+
+/// The device of the default modem (the udev rule in `udev/` creates this symlink).
+pub const DEFAULT_DEVICE: &str = "/dev/simgate-modem";
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: the validated, typed configuration.
+
+/// A validated configuration: every value typed and in range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// The SQLite store.
+    pub store: StoreSettings,
+    /// OTP policy.
+    pub otp: OtpSettings,
+    /// Rate limits, caps and destination prefixes.
+    pub limits: LimitSettings,
+    /// Dispatcher behaviour.
+    pub dispatch: DispatchSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The modems, in file order; never empty.
+    pub modems: Vec<ModemSettings>,
+}
+
+/// `[api]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens; empty means `serve` creates and uses `<data_dir>/api-token`.
+    pub tokens: Vec<String>,
+    /// Largest request body accepted, so a client cannot make the daemon buffer megabytes.
+    pub max_body_bytes: usize,
+}
+
+impl fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Directory for the database, the key file, the API token and the simulator log.
+    pub data_dir: PathBuf,
+    /// Days a final message stays in the log; `0` keeps messages forever.
+    pub retention_days: u32,
+    /// Days after which recipient numbers of final messages are masked in the log; `0` never
+    /// masks. Numbers are personal data; the log needs them only while support may ask.
+    pub mask_numbers_after_days: u32,
+}
+
+/// `[otp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpSettings {
+    /// Default code length when a request gives none.
+    pub length: CodeLength,
+    /// Default lifetime when a request gives none.
+    pub ttl: Duration,
+    /// Smallest `ttl_seconds` a request may ask for.
+    pub min_ttl: Duration,
+    /// Largest `ttl_seconds` a request may ask for.
+    pub max_ttl: Duration,
+    /// Wrong attempts after which an OTP is `max_attempts_reached`.
+    pub max_attempts: u32,
+    /// Default text template; validated to contain `{code}`.
+    pub template: String,
+    /// Android SMS Retriever hash appended to every OTP text, if the operator's app needs it.
+    pub app_hash: Option<AppHash>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// The in-memory rates handed to `limits::Limits`.
+    pub rates: RateSettings,
+    /// OTPs per number per day, counted in the store so it survives restarts; `0` = off.
+    pub otp_per_number_per_day: u32,
+    /// Queued messages beyond which new requests get 503 with `Retry-After`.
+    pub queue_max: u64,
+    /// Which destination prefixes may receive texts.
+    pub prefixes: PrefixPolicy,
+}
+
+/// What the dispatcher does when a send's outcome is unknown (PDU written, no `+CMGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownOutcome {
+    /// Send again: the user may get two texts, but an OTP that never arrives is worse.
+    Resend,
+    /// Mark the message failed: never risk a duplicate (e.g. for costly or non-idempotent texts).
+    Fail,
+}
+
+/// `[dispatch]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchSettings {
+    /// Policy for sends whose outcome cannot be known.
+    pub on_unknown_outcome: UnknownOutcome,
+    /// A plain text still queued after this long is `expired` instead of sent late.
+    pub text_max_age: Duration,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` still overrides it.
+    pub level: String,
+}
+
+/// One `[[modem]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModemSettings {
+    /// Stable name used in logs, metrics and `GET /v1/modems` (`modem0`, `modem1`, ... by
+    /// default), so a modem keeps its name when its device path changes.
+    pub id: String,
+    /// Serial device path (often a udev symlink).
+    pub device: PathBuf,
+    /// Serial speed; USB modems ignore it, real UARTs do not.
+    pub baud: u32,
+    /// File holding the SIM PIN, if the SIM needs one and `SIMGATE_PIN` is not used.
+    pub pin_file: Option<PathBuf>,
+    /// Whether to request status reports (TP-SRR) so `delivered` can be known.
+    pub delivery_reports: bool,
+    /// How long to wait for `+CMGS` before the outcome is unknown.
+    pub send_timeout: Duration,
+    /// Sends per minute on this SIM (carrier anti-spam); `0` = no limit.
+    pub sends_per_minute: u32,
+}
+
+/// Why a PIN could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The pin file could not be read.
+    #[error("cannot read pin_file {path}: {source}")]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PIN is not 4–8 digits (TS 27.007 §8.3 `+CPIN`; SIMs use 4–8 digit PINs). The value
+    /// itself is never shown.
+    #[error("the PIN from {0} is not 4 to 8 digits")]
+    Format(String),
+}
+
+impl ModemSettings {
+    /// A modem with default settings on `device`, as `--device` creates them.
+    pub fn new(id: impl Into<String>, device: impl Into<PathBuf>) -> ModemSettings {
+        let raw = RawModem::default();
+        ModemSettings {
+            id: id.into(),
+            device: device.into(),
+            baud: raw.baud,
+            pin_file: None,
+            delivery_reports: raw.delivery_reports,
+            send_timeout: Duration::from_secs(raw.send_timeout_seconds),
+            sends_per_minute: raw.sends_per_minute,
+        }
+    }
+
+    /// The SIM PIN: from `pin_file` (trimmed) if set, else from `SIMGATE_PIN`, else `None`.
+    pub fn pin(&self) -> Result<Option<String>, PinError> {
+        self.pin_with_env(std::env::var(PIN_ENV).ok())
+    }
+
+    /// [`ModemSettings::pin`] with the environment value passed in, so tests need not mutate
+    /// the process environment.
+    pub fn pin_with_env(&self, env: Option<String>) -> Result<Option<String>, PinError> {
+        let (pin, source) = if let Some(path) = &self.pin_file {
+            let text = std::fs::read_to_string(path).map_err(|source| PinError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            (text.trim().to_string(), path.display().to_string())
+        } else {
+            match env {
+                Some(v) if !v.trim().is_empty() => (v.trim().to_string(), PIN_ENV.to_string()),
+                _ => return Ok(None),
+            }
+        };
+        if (4..=8).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Some(pin))
+        } else {
+            Err(PinError::Format(source))
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        RawConfig::default()
+            .validate("<defaults>")
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            key: None,
+            position: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml_str(&text, &origin)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors (usually the file path).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        RawConfig::from_toml_str(text, origin)?.validate(origin)
+    }
+
+    /// Things that are allowed but probably unintended, for `serve` to log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.api.listen.ip().is_loopback() {
+            w.push(format!(
+                "api.listen {} is not a loopback address: the API will be reachable from other \
+                 hosts; put TLS and a firewall in front of it",
+                self.api.listen
+            ));
+        }
+        if self.otp.ttl > Duration::from_secs(15 * 60) {
+            w.push(format!(
+                "otp.ttl_seconds {} is long for a one-time code",
+                self.otp.ttl.as_secs()
+            ));
+        }
+        w
+    }
+
+    /// Replaces the modems by defaults on `devices` (`serve --device`), named `modem0`, ...
+    /// Does nothing when `devices` is empty.
+    pub fn set_devices(&mut self, devices: &[PathBuf]) {
+        if devices.is_empty() {
+            return;
+        }
+        self.modems = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ModemSettings::new(format!("modem{i}"), d.clone()))
+            .collect();
+    }
+}
+
+/// What the thin clients (`simgate send`, ...) need from a config file: where the daemon
+/// listens, its tokens and its data dir (for `api-token`).
+pub fn client_hints(path: &Path) -> Result<crate::commands::client::ConfigHints, ConfigError> {
+    let c = Config::load(path)?;
+    Ok(crate::commands::client::ConfigHints {
+        listen: Some(c.api.listen.to_string()),
+        tokens: c.api.tokens,
+        data_dir: Some(c.store.data_dir),
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl RawConfig {
+    /// Parses TOML into the raw form, naming the key and position of the first problem.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+        let syntax = |e: toml::de::Error| ConfigError {
+            origin: origin.to_string(),
+            key: None,
+            position: e.span().map(|s| line_col(text, s.start)),
+            reason: e.message().trim().to_string(),
+        };
+        let de = toml::de::Deserializer::parse(text).map_err(syntax)?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut reason = inner.message().trim().to_string();
+            // serde reports an unknown key at its parent table; name the key itself.
+            if let Some(rest) = reason.strip_prefix("unknown field `")
+                && let Some((name, _)) = rest.split_once('`')
+            {
+                key = if key == "." || key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
+                reason = format!("unknown key ({reason})");
+            }
+            ConfigError {
+                origin: origin.to_string(),
+                key: (key != "." && !key.is_empty()).then_some(key),
+                position: inner.span().map(|s| line_col(text, s.start)),
+                reason,
+            }
+        })
+    }
+
+    /// Checks every value and builds the typed [`Config`].
+    pub fn validate(self, origin: &str) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError::at(origin, key, reason);
+
+        // [api]
+        let listen: SocketAddr = self.api.listen.parse().map_err(|_| {
+            err(
+                "api.listen",
+                format!(
+                    "{:?} is not an address with a port (e.g. \"127.0.0.1:8787\")",
+                    self.api.listen
+                ),
+            )
+        })?;
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            // The token itself is never echoed back: the error may end up in a log.
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    &format!("api.tokens[{i}]"),
+                    "a token must be at least 16 printable ASCII characters without spaces".into(),
+                ));
+            }
+        }
+        if !(256..=1_048_576).contains(&self.api.max_body_bytes) {
+            return Err(err(
+                "api.max_body_bytes",
+                format!(
+                    "{} is out of range (256..=1048576)",
+                    self.api.max_body_bytes
+                ),
+            ));
+        }
+
+        // [store]
+        if self.store.data_dir.as_os_str().is_empty() {
+            return Err(err("store.data_dir", "must not be empty".into()));
+        }
+
+        // [otp]
+        let length = usize::try_from(self.otp.length)
+            .ok()
+            .and_then(|l| otp::validate_code_length(l).ok())
+            .ok_or_else(|| {
+                err(
+                    "otp.length",
+                    format!(
+                        "{} is out of range ({}..={})",
+                        self.otp.length,
+                        otp::MIN_CODE_LENGTH,
+                        otp::MAX_CODE_LENGTH
+                    ),
+                )
+            })?;
+        if self.otp.min_ttl_seconds == 0 {
+            return Err(err("otp.min_ttl_seconds", "must be at least 1".into()));
+        }
+        if self.otp.max_ttl_seconds < self.otp.min_ttl_seconds {
+            return Err(err(
+                "otp.max_ttl_seconds",
+                format!(
+                    "{} is below otp.min_ttl_seconds ({})",
+                    self.otp.max_ttl_seconds, self.otp.min_ttl_seconds
+                ),
+            ));
+        }
+        let min_ttl = Duration::from_secs(self.otp.min_ttl_seconds);
+        let max_ttl = Duration::from_secs(self.otp.max_ttl_seconds);
+        let ttl = Duration::from_secs(self.otp.ttl_seconds);
+        otp::validate_ttl(ttl, min_ttl, max_ttl)
+            .map_err(|e| err("otp.ttl_seconds", e.to_string()))?;
+        if !(1..=100).contains(&self.otp.max_attempts) {
+            return Err(err(
+                "otp.max_attempts",
+                format!("{} is out of range (1..=100)", self.otp.max_attempts),
+            ));
+        }
+        otp::validate_template(&self.otp.template)
+            .map_err(|e| err("otp.template", e.to_string()))?;
+        let app_hash = if self.otp.app_hash.is_empty() {
+            None
+        } else {
+            Some(
+                AppHash::parse(&self.otp.app_hash)
+                    .map_err(|e| err("otp.app_hash", e.to_string()))?,
+            )
+        };
+
+        // [limits]
+        let rate = |key: &str, v: &str| -> Result<Rate, ConfigError> {
+            v.parse::<Rate>()
+                .map_err(|e| err(&format!("limits.{key}"), e.to_string()))
+        };
+        let rates = RateSettings {
+            otp_per_number: rate("otp_per_number", &self.limits.otp_per_number)?,
+            verify_per_number: rate("verify_per_number", &self.limits.verify_per_number)?,
+            requests_per_token: rate("requests_per_token", &self.limits.requests_per_token)?,
+            sends_global: rate("sends_global", &self.limits.sends_global)?,
+        };
+        if self.limits.queue_max == 0 {
+            return Err(err("limits.queue_max", "must be at least 1".into()));
+        }
+        for (key, list) in [
+            ("allow_prefixes", &self.limits.allow_prefixes),
+            ("deny_prefixes", &self.limits.deny_prefixes),
+        ] {
+            for (i, p) in list.iter().enumerate() {
+                if !PrefixPolicy::validate_prefix(p) {
+                    return Err(err(
+                        &format!("limits.{key}[{i}]"),
+                        format!("{p:?} is not an E.164 prefix (\"+\" and 1 to 15 digits)"),
+                    ));
+                }
+            }
+        }
+
+        // [dispatch]
+        let on_unknown_outcome = match self.dispatch.on_unknown_outcome.as_str() {
+            "resend" => UnknownOutcome::Resend,
+            "fail" => UnknownOutcome::Fail,
+            other => {
+                return Err(err(
+                    "dispatch.on_unknown_outcome",
+                    format!("{other:?} is neither \"resend\" nor \"fail\""),
+                ));
+            }
+        };
+        if self.dispatch.text_max_age_seconds == 0 {
+            return Err(err(
+                "dispatch.text_max_age_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+
+        // [log]
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(err(
+                "log.level",
+                format!("{:?} is not a log filter ({e})", self.log.level),
+            ));
+        }
+
+        // [[modem]]
+        let raw_modems = match self.modem {
+            None => vec![RawModem::default()],
+            Some(m) if m.is_empty() => {
+                return Err(err("modem", "at least one [[modem]] is needed".into()));
+            }
+            Some(m) => m,
+        };
+        let mut modems: Vec<ModemSettings> = Vec::with_capacity(raw_modems.len());
+        for (i, m) in raw_modems.into_iter().enumerate() {
+            let k = |field: &str| format!("modem[{i}].{field}");
+            if m.pin.is_some() {
+                return Err(err(
+                    &k("pin"),
+                    format!(
+                        "a PIN may not be written in the config file; put it in a file named by \
+                         pin_file (mode 0600) or in the {PIN_ENV} environment variable"
+                    ),
+                ));
+            }
+            let id = if m.id.is_empty() {
+                format!("modem{i}")
+            } else {
+                m.id
+            };
+            if id.len() > 32
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(err(
+                    &k("id"),
+                    format!("{id:?} must be 1 to 32 characters of [A-Za-z0-9_-]"),
+                ));
+            }
+            if modems.iter().any(|o| o.id == id) {
+                return Err(err(&k("id"), format!("{id:?} is used by another modem")));
+            }
+            if m.device.as_os_str().is_empty() {
+                return Err(err(&k("device"), "must not be empty".into()));
+            }
+            if modems.iter().any(|o| o.device == m.device) {
+                return Err(err(
+                    &k("device"),
+                    format!("{} is used by another modem", m.device.display()),
+                ));
+            }
+            if !(300..=4_000_000).contains(&m.baud) {
+                return Err(err(
+                    &k("baud"),
+                    format!("{} is out of range (300..=4000000)", m.baud),
+                ));
+            }
+            if !(1..=600).contains(&m.send_timeout_seconds) {
+                return Err(err(
+                    &k("send_timeout_seconds"),
+                    format!("{} is out of range (1..=600)", m.send_timeout_seconds),
+                ));
+            }
+            modems.push(ModemSettings {
+                id,
+                device: m.device,
+                baud: m.baud,
+                pin_file: (!m.pin_file.as_os_str().is_empty()).then_some(m.pin_file),
+                delivery_reports: m.delivery_reports,
+                send_timeout: Duration::from_secs(m.send_timeout_seconds),
+                sends_per_minute: m.sends_per_minute,
+            });
+        }
+
+        Ok(Config {
+            api: ApiSettings {
+                listen,
+                tokens: self.api.tokens,
+                max_body_bytes: self.api.max_body_bytes as usize,
+            },
+            store: StoreSettings {
+                data_dir: self.store.data_dir,
+                retention_days: self.store.retention_days,
+                mask_numbers_after_days: self.store.mask_numbers_after_days,
+            },
+            otp: OtpSettings {
+                length,
+                ttl,
+                min_ttl,
+                max_ttl,
+                max_attempts: self.otp.max_attempts,
+                template: self.otp.template,
+                app_hash,
+            },
+            limits: LimitSettings {
+                rates,
+                otp_per_number_per_day: self.limits.otp_per_number_per_day,
+                queue_max: self.limits.queue_max,
+                prefixes: PrefixPolicy {
+                    allow: self.limits.allow_prefixes,
+                    deny: self.limits.deny_prefixes,
+                },
+            },
+            dispatch: DispatchSettings {
+                on_unknown_outcome,
+                text_max_age: Duration::from_secs(self.dispatch.text_max_age_seconds),
+            },
+            log: LogSettings {
+                level: self.log.level,
+            },
+            modems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml")
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.api.listen, "127.0.0.1:8787".parse().unwrap());
+        assert_eq!(c.otp.length.get(), 6);
+        assert_eq!(c.otp.ttl, Duration::from_secs(300));
+        assert_eq!(c.modems.len(), 1);
+        assert_eq!(c.modems[0].id, "modem0");
+        assert_eq!(c.modems[0].device, PathBuf::from(DEFAULT_DEVICE));
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn modem_ids_default_by_position() {
+        let c = parse(
+            "[[modem]]\ndevice = \"/dev/a\"\n[[modem]]\nid = \"spare\"\ndevice = \"/dev/b\"\n\
+             [[modem]]\ndevice = \"/dev/c\"\n",
+        )
+        .unwrap();
+        let ids: Vec<_> = c.modems.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["modem0", "spare", "modem2"]);
+    }
+
+    #[test]
+    fn errors_name_key_and_position() {
+        let e = parse("[limits]\notp_per_number = \"3/10w\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.otp_per_number"));
+        assert!(
+            e.to_string()
+                .starts_with("test.toml: limits.otp_per_number: "),
+            "{e}"
+        );
+
+        let e = parse("[[modem]]\n[[modem]]\ndevice = \"/dev/x\"\nbaud = \"fast\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("modem[1].baud"));
+        assert_eq!(e.position, Some((4, 8)));
+
+        let e = parse("[api]\nlisten = \n").unwrap_err();
+        assert_eq!(e.key, None);
+        assert_eq!(e.position.map(|p| p.0), Some(2));
+
+        let e = parse("[api]\nlistn = \"x\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api.listn"));
+        let e = parse("colour = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("colour"));
+    }
+
+    #[test]
+    fn token_is_not_echoed() {
+        let e = parse("[api]\ntokens = [\"short secret\"]\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api.tokens[0]"));
+        assert!(!e.to_string().contains("short secret"));
+        let c = parse("[api]\ntokens = [\"0123456789abcdefXYZ\"]\n").unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdefXYZ"));
+    }
+
+    #[test]
+    fn non_loopback_listen_warns() {
+        let c = parse("[api]\nlisten = \"0.0.0.0:8787\"\n").unwrap();
+        assert_eq!(c.warnings().len(), 1);
+        assert!(c.warnings()[0].contains("0.0.0.0:8787"));
+        let c = parse("[api]\nlisten = \"[::1]:9000\"\n").unwrap();
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn set_devices_replaces_modems() {
+        let mut c = Config::default();
+        c.set_devices(&[]);
+        assert_eq!(c.modems.len(), 1);
+        c.set_devices(&[PathBuf::from("/dev/ttyUSB2"), PathBuf::from("/dev/ttyUSB5")]);
+        assert_eq!(c.modems[1], ModemSettings::new("modem1", "/dev/ttyUSB5"));
+    }
+
+    #[test]
+    fn pin_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ModemSettings::new("modem0", "/dev/x");
+        assert_eq!(m.pin_with_env(None).unwrap(), None);
+        assert_eq!(m.pin_with_env(Some("".into())).unwrap(), None);
+        assert_eq!(
+            m.pin_with_env(Some("1234".into())).unwrap().as_deref(),
+            Some("1234")
+        );
+        assert!(
+            matches!(m.pin_with_env(Some("12a4".into())), Err(PinError::Format(s)) if s == PIN_ENV)
+        );
+
+        let f = dir.path().join("pin");
+        std::fs::write(&f, "  5678\n").unwrap();
+        m.pin_file = Some(f.clone());
+        // The file wins over the environment.
+        assert_eq!(
+            m.pin_with_env(Some("1234".into())).unwrap().as_deref(),
+            Some("5678")
+        );
+        std::fs::write(&f, "123").unwrap();
+        let e = m.pin_with_env(None).unwrap_err();
+        assert!(!e.to_string().contains("123\""), "{e}");
+        m.pin_file = Some(dir.path().join("missing"));
+        assert!(matches!(m.pin_with_env(None), Err(PinError::Read { .. })));
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é\nx", 3), (2, 1));
+    }
+}

@@ -1,1 +1,299 @@
 //! Prometheus metrics (prometheus-client registry, no globals).
+//!
+//! One [`Metrics`] value is built at start and shared (`Arc<Metrics>`) by the HTTP layer, the
+//! service, the dispatcher and the modem supervisors; `GET /metrics` calls [`Metrics::encode`].
+//! No global recorder: tests build their own and read the text back.
+//!
+//! Labels carry only bounded, non-secret values: outcome names, modem ids, modem state names,
+//! limit names, route templates (`/v1/otp/{id}`, never the concrete path) and status classes.
+//! Never a number, a code, a text or a token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Upper bounds of the send-latency buckets in seconds: a healthy send takes 1–5 s, a congested
+/// network 10–30 s, and 60 s is the default `send_timeout_seconds`.
+pub const SEND_LATENCY_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// What happened to one send attempt, for `simgate_sends_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendOutcome {
+    /// The modem accepted every part (`+CMGS`).
+    Sent,
+    /// A permanent error; the message is `failed`.
+    Failed,
+    /// A temporary error; the message goes back to the queue.
+    Retried,
+    /// The message's deadline passed before it could be sent.
+    Expired,
+    /// The PDU was written but no answer came: it may or may not have gone out.
+    Unknown,
+}
+
+impl SendOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendOutcome::Sent => "sent",
+            SendOutcome::Failed => "failed",
+            SendOutcome::Retried => "retried",
+            SendOutcome::Expired => "expired",
+            SendOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl EncodeLabelValue for SendOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: SendOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModemStateLabels {
+    modem: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: String,
+}
+
+/// The registry and every metric simgate exports.
+pub struct Metrics {
+    /// Owns the metric descriptions; only [`Metrics::encode`] reads it.
+    registry: Registry,
+    /// Messages waiting to be sent, set by the daemon from the store.
+    queue_depth: Gauge,
+    /// Send attempts by outcome.
+    sends: Family<OutcomeLabels, Counter>,
+    /// Seconds from handing a message to a modem until its outcome.
+    send_latency: Histogram,
+    /// 1 for each modem's current state, 0 for states it has left.
+    modem_state: Family<ModemStateLabels, Gauge>,
+    /// The state last set per modem, so leaving it can be recorded as 0.
+    current_state: Mutex<HashMap<String, String>>,
+    /// Requests refused by a rate limit, by limit name.
+    rate_limited: Family<LimitLabels, Counter>,
+    /// HTTP requests by route template and status class (`2xx`, `4xx`, ...).
+    http_requests: Family<HttpLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered under the `simgate_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("simgate");
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Messages queued and not yet final",
+            queue_depth.clone(),
+        );
+        let sends = Family::<OutcomeLabels, Counter>::default();
+        registry.register("sends", "Send attempts by outcome", sends.clone());
+        let send_latency = Histogram::new(SEND_LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "send_latency",
+            "Time from handing a message to a modem until its outcome",
+            Unit::Seconds,
+            send_latency.clone(),
+        );
+        let modem_state = Family::<ModemStateLabels, Gauge>::default();
+        registry.register(
+            "modem_state",
+            "1 for each modem's current state",
+            modem_state.clone(),
+        );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limit_rejections",
+            "Requests refused by a rate limit, by limit",
+            rate_limited.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status class",
+            http_requests.clone(),
+        );
+        Metrics {
+            registry,
+            queue_depth,
+            sends,
+            send_latency,
+            modem_state,
+            current_state: Mutex::new(HashMap::new()),
+            rate_limited,
+            http_requests,
+        }
+    }
+
+    /// Sets the queue depth gauge.
+    pub fn set_queue_depth(&self, depth: u64) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one send attempt.
+    pub fn record_send(&self, outcome: SendOutcome) {
+        self.sends.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records how long a send took.
+    pub fn observe_send_latency(&self, latency: Duration) {
+        self.send_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Marks `state` as the current state of modem `modem` (and its previous state as 0).
+    pub fn set_modem_state(&self, modem: &str, state: &str) {
+        let mut current = self.current_state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(prev) = current.insert(modem.to_string(), state.to_string())
+            && prev != state
+        {
+            self.modem_state
+                .get_or_create(&ModemStateLabels {
+                    modem: modem.to_string(),
+                    state: prev,
+                })
+                .set(0);
+        }
+        self.modem_state
+            .get_or_create(&ModemStateLabels {
+                modem: modem.to_string(),
+                state: state.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Counts one rejection by the limit named `limit` (see `limits::LimitName::as_str`).
+    pub fn record_rate_limited(&self, limit: &str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one HTTP request. `route` must be the route template, not the concrete path, so
+    /// ids never become label values.
+    pub fn record_http(&self, route: &str, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                status: class.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_encoded_after_use() {
+        let m = Metrics::new();
+        m.set_queue_depth(7);
+        m.record_send(SendOutcome::Sent);
+        m.record_send(SendOutcome::Sent);
+        m.record_send(SendOutcome::Unknown);
+        m.observe_send_latency(Duration::from_millis(1500));
+        m.set_modem_state("modem0", "ready");
+        m.record_rate_limited("otp_per_number");
+        m.record_http("/v1/otp", 202);
+        m.record_http("/v1/otp", 429);
+        let text = m.encode();
+        for want in [
+            "simgate_queue_depth 7",
+            "simgate_sends_total{outcome=\"sent\"} 2",
+            "simgate_sends_total{outcome=\"unknown\"} 1",
+            "simgate_send_latency_seconds_count 1",
+            "simgate_send_latency_seconds_bucket{le=\"2.5\"} 1",
+            "simgate_send_latency_seconds_bucket{le=\"1.0\"} 0",
+            "simgate_modem_state{modem=\"modem0\",state=\"ready\"} 1",
+            "simgate_rate_limit_rejections_total{limit=\"otp_per_number\"} 1",
+            "simgate_http_requests_total{route=\"/v1/otp\",status=\"2xx\"} 1",
+            "simgate_http_requests_total{route=\"/v1/otp\",status=\"4xx\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn modem_state_moves() {
+        let m = Metrics::new();
+        m.set_modem_state("modem0", "initializing");
+        m.set_modem_state("modem0", "ready");
+        m.set_modem_state("modem0", "ready");
+        m.set_modem_state("modem1", "disconnected");
+        let text = m.encode();
+        assert!(text.contains("simgate_modem_state{modem=\"modem0\",state=\"initializing\"} 0"));
+        assert!(text.contains("simgate_modem_state{modem=\"modem0\",state=\"ready\"} 1"));
+        assert!(text.contains("simgate_modem_state{modem=\"modem1\",state=\"disconnected\"} 1"));
+    }
+
+    #[test]
+    fn status_classes() {
+        let m = Metrics::new();
+        for s in [101, 204, 301, 404, 500, 503] {
+            m.record_http("/healthz", s);
+        }
+        let text = m.encode();
+        for c in ["1xx", "2xx", "3xx", "4xx"] {
+            assert!(text.contains(&format!("status=\"{c}\"}} 1")), "{c}");
+        }
+        assert!(text.contains("status=\"5xx\"} 2"));
+    }
+}
