@@ -13,6 +13,9 @@ pub mod gsm7;
 mod text;
 mod tpdu;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 
 pub use address::{Address, AddressKind};
@@ -88,7 +91,7 @@ pub struct Concat {
 /// A TP-SCTS / TP-DT / absolute TP-VP timestamp (TS 23.040 §9.2.3.11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp {
-    /// Full year; the PDU carries two digits, read as 20YY.
+    /// Full year; the PDU carries two digits, read as 20YY (19YY for 90..=99).
     pub year: u16,
     /// 1..=12 in a well-formed PDU.
     pub month: u8,

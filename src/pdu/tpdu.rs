@@ -350,7 +350,8 @@ fn decode_timestamp(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp
     // Two BCD digits with the sign bit removed are at most 79, which fits an i8.
     let q = q as i8;
     Ok(Timestamp {
-        year: 2000 + u16::from(d[0]),
+        // SMS predates 2000 by a decade: 90..=99 are the 1990s, everything else is 20YY.
+        year: if d[0] >= 90 { 1900 } else { 2000 } + u16::from(d[0]),
         month: d[1],
         day: d[2],
         hour: d[3],
