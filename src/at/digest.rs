@@ -239,10 +239,11 @@ impl Digester {
         let end = self.buf.iter().position(|&b| b == b'\r' || b == b'\n')?;
         let raw: Vec<u8> = self.buf.drain(..=end).collect();
         let text = String::from_utf8_lossy(&raw[..end]);
-        // NUL and other control bytes are line noise (seen while a modem boots).
+        // NUL, other control bytes and invalid UTF-8 are line noise (seen while a modem boots or
+        // after a baud mismatch), never part of an answer.
         let cleaned: String = text
             .chars()
-            .filter(|c| !c.is_control() || *c == '\t')
+            .filter(|c| (!c.is_control() || *c == '\t') && *c != char::REPLACEMENT_CHARACTER)
             .collect();
         Some(cleaned.trim().to_string())
     }

@@ -6,7 +6,9 @@
 
 pub mod cmd;
 pub mod digest;
+pub mod engine;
 pub mod error;
 
 pub use digest::{Digested, Digester, Final, Response, Urc};
+pub use engine::{AtClient, AtError};
 pub use error::{CmeError, CmsError};

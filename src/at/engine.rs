@@ -1,0 +1,548 @@
+//! The engine: a task that owns the read half of a byte stream and feeds the digester, plus the
+//! client half ([`AtClient`]) that writes commands and waits in the single response slot.
+//!
+//! One command in flight is a property of the data structure: the slot holds at most one waiting
+//! command and [`AtClient::command`] takes `&mut self`. URCs go to a bounded channel; when the
+//! stream ends (EOF or an I/O error, e.g. a USB modem unplugged) the engine fails the command in
+//! flight and closes that channel, which is how its owner learns of the loss.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::digest::{Digested, Digester, Final, Response, Urc};
+use super::error::{CmeError, CmsError};
+
+/// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
+pub const ESC: u8 = 0x1B;
+/// Ctrl-Z (0x1A): ends a PDU after the prompt and sends it (TS 27.005 §3.5.1).
+pub const CTRL_Z: u8 = 0x1A;
+
+/// How many URCs may wait for their reader before new ones are dropped (and logged). The reader
+/// task must never block on a slow consumer: it also delivers command answers.
+const URC_QUEUE: usize = 256;
+
+/// Why a command did not end in `OK`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AtError {
+    /// `ERROR` (or a vendor spelling of it).
+    #[error("ERROR")]
+    Error,
+    /// `+CME ERROR` (TS 27.007 §9.2).
+    #[error("{0}")]
+    Cme(CmeError),
+    /// `+CMS ERROR` (TS 27.005 §3.2.5).
+    #[error("{0}")]
+    Cms(CmsError),
+    /// `NO CARRIER`, `BUSY`, `NO ANSWER`, `NO DIALTONE` or `CONNECT`, none of which an SMS
+    /// command should produce.
+    #[error("unexpected final result {0:?}")]
+    Unexpected(Final),
+    /// No final result within the command's timeout.
+    #[error("timed out (payload written: {payload_written})")]
+    Timeout {
+        /// Whether the payload after a `> ` prompt had been written when time ran out; if so the
+        /// modem may have sent it.
+        payload_written: bool,
+    },
+    /// The stream ended or failed.
+    #[error("port closed: {reason}")]
+    Closed {
+        /// EOF or the I/O error, for the log.
+        reason: String,
+        /// As for `Timeout`.
+        payload_written: bool,
+    },
+}
+
+/// What the reader hands the waiting command.
+#[derive(Debug)]
+enum Reply {
+    Prompt,
+    Done(Response),
+}
+
+/// State shared by the reader task and the client, behind a short-held lock (never across an
+/// await).
+#[derive(Debug, Default)]
+struct Shared {
+    /// The framer and router; the client tells it which command is in flight.
+    digester: Digester,
+    /// The single response slot.
+    slot: Option<mpsc::UnboundedSender<Reply>>,
+    /// Set once the stream has ended, with the reason.
+    closed: Option<String>,
+}
+
+/// The write side of the engine: one command at a time.
+pub struct AtClient {
+    /// Shared with the reader task.
+    shared: Arc<Mutex<Shared>>,
+    /// The write half of the stream.
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// When the last final result arrived, for the cool-down before the next command.
+    last_final: Option<Instant>,
+    /// Pause between a final result and the next command: many modems drop a command that
+    /// follows an answer too closely (atat's best practices).
+    cooldown: Duration,
+    /// The reader task, aborted when the client is dropped.
+    reader: JoinHandle<()>,
+}
+
+impl Drop for AtClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the engine over a split byte stream. Returns the client and the URC stream; the stream
+/// ends when the byte stream does.
+pub fn spawn<R, W>(reader: R, writer: W) -> (AtClient, mpsc::Receiver<Urc>)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (urc_tx, urc_rx) = mpsc::channel(URC_QUEUE);
+    let task = tokio::spawn(read_loop(reader, shared.clone(), urc_tx));
+    let client = AtClient {
+        shared,
+        writer: Box::new(writer),
+        last_final: None,
+        cooldown: Duration::from_millis(20),
+        reader: task,
+    };
+    (client, urc_rx)
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    shared: Arc<Mutex<Shared>>,
+    urcs: mpsc::Sender<Urc>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let reason = loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break "end of stream".to_string(),
+            Ok(n) => n,
+            Err(e) => break e.to_string(),
+        };
+        let mut guard = lock(&shared);
+        guard.digester.feed(&buf[..n]);
+        loop {
+            match guard.digester.next() {
+                Digested::Incomplete => break,
+                Digested::Urc(urc) => {
+                    tracing::trace!(line = %urc.line, pdu = urc.pdu.is_some(), "at rx urc");
+                    if urcs.try_send(urc).is_err() {
+                        tracing::warn!("URC dropped: nobody is reading them fast enough");
+                    }
+                }
+                Digested::Prompt => {
+                    tracing::trace!("at rx prompt");
+                    if let Some(slot) = &guard.slot {
+                        let _ = slot.send(Reply::Prompt);
+                    }
+                }
+                Digested::Response(resp) => {
+                    tracing::trace!(lines = ?resp.lines, result = ?resp.result, "at rx response");
+                    if let Some(slot) = guard.slot.take() {
+                        let _ = slot.send(Reply::Done(resp));
+                    }
+                }
+            }
+        }
+    };
+    tracing::debug!(%reason, "at engine: stream closed");
+    let mut guard = lock(&shared);
+    guard.closed = Some(reason);
+    // Dropping the slot wakes the waiting command with "closed".
+    guard.slot = None;
+}
+
+impl AtClient {
+    /// Changes the pause kept between a final result and the next command.
+    pub fn set_cooldown(&mut self, cooldown: Duration) {
+        self.cooldown = cooldown;
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared).closed.is_some()
+    }
+
+    fn closed(&self, payload_written: bool) -> AtError {
+        AtError::Closed {
+            reason: lock(&self.shared)
+                .closed
+                .clone()
+                .unwrap_or_else(|| "engine stopped".to_string()),
+            payload_written,
+        }
+    }
+
+    /// Occupies the slot for `line`; fails if the stream is already closed.
+    fn begin(
+        &mut self,
+        line: &str,
+        expect_prompt: bool,
+    ) -> Result<mpsc::UnboundedReceiver<Reply>, AtError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut guard = lock(&self.shared);
+        if let Some(reason) = &guard.closed {
+            return Err(AtError::Closed {
+                reason: reason.clone(),
+                payload_written: false,
+            });
+        }
+        guard.digester.begin(line, expect_prompt);
+        guard.slot = Some(tx);
+        Ok(rx)
+    }
+
+    fn abandon(&mut self) {
+        let mut guard = lock(&self.shared);
+        guard.digester.abandon();
+        guard.slot = None;
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await
+    }
+
+    async fn cool_down(&mut self) {
+        if let Some(at) = self.last_final {
+            tokio::time::sleep_until(at + self.cooldown).await;
+        }
+    }
+
+    fn finish(&mut self, resp: Response) -> Result<Vec<String>, AtError> {
+        self.last_final = Some(Instant::now());
+        match resp.result {
+            Final::Ok => Ok(resp.lines),
+            Final::Error => Err(AtError::Error),
+            Final::Cme(e) => Err(AtError::Cme(e)),
+            Final::Cms(e) => Err(AtError::Cms(e)),
+            other => Err(AtError::Unexpected(other)),
+        }
+    }
+
+    /// Sends `line` (without its CR) and waits up to `timeout` for its final result. On `OK`
+    /// returns the command's information lines.
+    pub async fn command(&mut self, line: &str, timeout: Duration) -> Result<Vec<String>, AtError> {
+        self.cool_down().await;
+        let mut rx = self.begin(line, false)?;
+        tracing::trace!(%line, "at tx");
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\r');
+        if let Err(e) = self.write(&bytes).await {
+            self.abandon();
+            return Err(AtError::Closed {
+                reason: e.to_string(),
+                payload_written: false,
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => {
+                    self.abandon();
+                    return Err(AtError::Timeout {
+                        payload_written: false,
+                    });
+                }
+                Ok(None) => return Err(self.closed(false)),
+                // A stray `>` cannot reach here (no prompt expected); ignore defensively.
+                Ok(Some(Reply::Prompt)) => continue,
+                Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+            }
+        }
+    }
+
+    /// Sends `line`, waits for the `> ` prompt, writes `payload` followed by Ctrl-Z, and waits
+    /// for the final result — all within `timeout`. The payload is never logged (a PDU may carry
+    /// a one-time password). If no prompt comes in time, ESC is written so the modem is not left
+    /// waiting for a payload.
+    pub async fn command_with_payload(
+        &mut self,
+        line: &str,
+        payload: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, AtError> {
+        self.cool_down().await;
+        let mut rx = self.begin(line, true)?;
+        tracing::trace!(%line, "at tx");
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\r');
+        if let Err(e) = self.write(&bytes).await {
+            self.abandon();
+            return Err(AtError::Closed {
+                reason: e.to_string(),
+                payload_written: false,
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        let mut payload_written = false;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => {
+                    self.abandon();
+                    if !payload_written {
+                        // The prompt may be about to open (or open unseen): close it unsent.
+                        let _ = self.write(&[ESC]).await;
+                    }
+                    return Err(AtError::Timeout { payload_written });
+                }
+                Ok(None) => return Err(self.closed(payload_written)),
+                Ok(Some(Reply::Prompt)) if !payload_written => {
+                    tracing::trace!(bytes = payload.len(), "at tx <payload redacted>");
+                    lock(&self.shared).digester.payload_sent(payload);
+                    let mut bytes = payload.as_bytes().to_vec();
+                    bytes.push(CTRL_Z);
+                    // From the first byte on, the modem may send: count it as written.
+                    payload_written = true;
+                    if let Err(e) = self.write(&bytes).await {
+                        self.abandon();
+                        return Err(AtError::Closed {
+                            reason: e.to_string(),
+                            payload_written,
+                        });
+                    }
+                }
+                Ok(Some(Reply::Prompt)) => continue,
+                Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+            }
+        }
+    }
+
+    /// Writes raw bytes (ESC to cancel, or a bare CR to flush a half-typed line). Nothing waits
+    /// for an answer.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), AtError> {
+        tracing::trace!(?bytes, "at tx raw");
+        self.write(bytes).await.map_err(|e| AtError::Closed {
+            reason: e.to_string(),
+            payload_written: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+
+    /// A scripted modem on the far end of a duplex pipe.
+    fn pair() -> (AtClient, mpsc::Receiver<Urc>, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let (r, w) = tokio::io::split(ours);
+        let (client, urcs) = spawn(r, w);
+        (client, urcs, theirs)
+    }
+
+    /// Reads one CR-terminated command from the far end.
+    async fn read_cmd(far: &mut BufReader<DuplexStream>) -> String {
+        let mut buf = Vec::new();
+        far.read_until(b'\r', &mut buf).await.unwrap();
+        String::from_utf8(buf).unwrap().trim().to_string()
+    }
+
+    const T: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn answers_and_urcs_interleave() {
+        let (mut client, mut urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            assert_eq!(read_cmd(&mut far).await, "AT+CSQ");
+            far.get_mut()
+                .write_all(b"\r\n^RSSI:14\r\n\r\n+CSQ: 14,99\r\n+CMTI: \"SM\",1\r\n\r\nOK\r\n")
+                .await
+                .unwrap();
+            far
+        });
+        let lines = client.command("AT+CSQ", T).await.unwrap();
+        assert_eq!(lines, vec!["+CSQ: 14,99"]);
+        assert_eq!(urcs.recv().await.unwrap().line, "^RSSI:14");
+        assert_eq!(urcs.recv().await.unwrap().line, "+CMTI: \"SM\",1");
+        drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn typed_errors() {
+        let (mut client, _urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            read_cmd(&mut far).await;
+            far.get_mut()
+                .write_all(b"\r\n+CME ERROR: 10\r\n")
+                .await
+                .unwrap();
+            read_cmd(&mut far).await;
+            far.get_mut().write_all(b"\r\nERROR\r\n").await.unwrap();
+            far
+        });
+        assert_eq!(
+            client.command("AT+CPIN?", T).await,
+            Err(AtError::Cme(CmeError::SimNotInserted))
+        );
+        assert_eq!(client.command("AT+FOO", T).await, Err(AtError::Error));
+        drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn timeout_frees_the_slot_and_late_answer_is_dropped() {
+        let (mut client, mut urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        client.set_cooldown(Duration::ZERO);
+        let err = client
+            .command("AT+CSQ", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AtError::Timeout {
+                payload_written: false
+            }
+        );
+        assert_eq!(read_cmd(&mut far).await, "AT+CSQ");
+        // The late answer arrives, then the next command's answer: only the latter counts.
+        far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let modem = tokio::spawn(async move {
+            assert_eq!(read_cmd(&mut far).await, "AT+CGMI");
+            far.get_mut()
+                .write_all(b"\r\nhuawei\r\nOK\r\n")
+                .await
+                .unwrap();
+            far
+        });
+        assert_eq!(client.command("AT+CGMI", T).await.unwrap(), vec!["huawei"]);
+        assert!(urcs.try_recv().is_err());
+        drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn prompt_payload_and_cms_error() {
+        let (mut client, mut urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+            far.get_mut().write_all(b"\r\n> ").await.unwrap();
+            let mut payload = Vec::new();
+            far.read_until(CTRL_Z, &mut payload).await.unwrap();
+            assert_eq!(payload, b"0011000B91\x1a");
+            far.get_mut()
+                .write_all(b"\r\n+CDS: 2\r\n0006\r\n\r\n+CMGS: 42\r\n\r\nOK\r\n")
+                .await
+                .unwrap();
+            assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+            far.get_mut().write_all(b"\r\n> ").await.unwrap();
+            let mut payload = Vec::new();
+            far.read_until(CTRL_Z, &mut payload).await.unwrap();
+            far.get_mut()
+                .write_all(b"\r\n+CMS ERROR: 38\r\n")
+                .await
+                .unwrap();
+            far
+        });
+        let lines = client
+            .command_with_payload("AT+CMGS=13", "0011000B91", T)
+            .await
+            .unwrap();
+        assert_eq!(lines, vec!["+CMGS: 42"]);
+        let urc = urcs.recv().await.unwrap();
+        assert_eq!(
+            (urc.line.as_str(), urc.pdu.as_deref()),
+            ("+CDS: 2", Some("0006"))
+        );
+        let err = client
+            .command_with_payload("AT+CMGS=13", "0011000B91", T)
+            .await
+            .unwrap_err();
+        assert_eq!(err, AtError::Cms(CmsError::NetworkOutOfOrder));
+        assert!(matches!(err, AtError::Cms(e) if e.is_temporary()));
+        drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_prompt_sends_esc_and_reports_not_written() {
+        let (mut client, _urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let err = client
+            .command_with_payload("AT+CMGS=13", "00", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AtError::Timeout {
+                payload_written: false
+            }
+        );
+        assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+        let mut esc = [0u8; 1];
+        far.read_exact(&mut esc).await.unwrap();
+        assert_eq!(esc[0], ESC);
+    }
+
+    #[tokio::test]
+    async fn silence_after_payload_is_outcome_unknown() {
+        let (mut client, _urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            read_cmd(&mut far).await;
+            far.get_mut().write_all(b"> ").await.unwrap();
+            far
+        });
+        let err = client
+            .command_with_payload("AT+CMGS=13", "00", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AtError::Timeout {
+                payload_written: true
+            }
+        );
+        drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn eof_fails_the_command_and_ends_urcs() {
+        let (mut client, mut urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            read_cmd(&mut far).await;
+            far.get_mut().write_all(b"\r\n+CSQ: 1,1\r\n").await.unwrap();
+            // The modem vanishes mid-answer.
+            drop(far);
+        });
+        let err = client.command("AT+CSQ", T).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AtError::Closed {
+                    payload_written: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        modem.await.unwrap();
+        assert!(urcs.recv().await.is_none());
+        assert!(client.is_closed());
+        assert!(matches!(
+            client.command("AT", T).await,
+            Err(AtError::Closed { .. })
+        ));
+    }
+}
