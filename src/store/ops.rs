@@ -739,17 +739,17 @@ pub(crate) fn prune(
     mask_after_ms: Option<Millis>,
 ) -> Result<PruneStats, StoreError> {
     let cutoff = now - retention_ms;
-    let mut stats = PruneStats::default();
     // Only messages no longer in flight; parts and history go with them (ON DELETE CASCADE).
-    stats.messages_deleted = c.execute(
+    let messages_deleted = c.execute(
         "DELETE FROM messages WHERE created_at < ?1
            AND status NOT IN ('queued', 'sending')",
         params![cutoff],
     )? as u64;
-    stats.otps_deleted = c.execute(
+    let otps_deleted = c.execute(
         "DELETE FROM otps WHERE created_at < ?1 AND (status <> 'pending' OR expires_at < ?2)",
         params![cutoff, now],
     )? as u64;
+    let mut numbers_masked = 0;
     if let Some(mask_after) = mask_after_ms {
         let mask_cutoff = now - mask_after;
         // `instr(..., '*') = 0` skips rows masked by an earlier run.
@@ -762,14 +762,19 @@ pub(crate) fn prune(
                 "UPDATE {table} SET {col} = {} WHERE {when} < ?1 AND instr({col}, '*') = 0",
                 mask_sql(col)
             );
-            stats.numbers_masked += c.execute(&sql, params![mask_cutoff])? as u64;
+            numbers_masked += c.execute(&sql, params![mask_cutoff])? as u64;
         }
     }
-    stats.idempotency_deleted = c.execute(
+    let idempotency_deleted = c.execute(
         "DELETE FROM idempotency WHERE created_at <= ?1",
         params![now - DAY_MS],
     )? as u64;
-    Ok(stats)
+    Ok(PruneStats {
+        messages_deleted,
+        otps_deleted,
+        numbers_masked,
+        idempotency_deleted,
+    })
 }
 
 #[cfg(test)]
