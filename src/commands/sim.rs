@@ -1,11 +1,206 @@
-//! `simgate sim` (being built; see ARCHITECTURE.md).
+//! `simgate sim`: run a simulated modem on a pseudo-terminal until SIGINT/SIGTERM.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use crate::sim::{Profile, SimOptions, Simulator};
+
+/// A simulated modem on a pseudo-terminal whose serial end is symlinked at --link.
+///
+/// It answers the AT commands of 3GPP TS 27.005/27.007 that real clients (gammu,
+/// python-gsmmodem, simgate) use, in PDU and text mode, and appends every SMS the "network"
+/// accepts to --log as one JSON line (written when the last part of a concatenated message
+/// arrives). Echo is on at start (ATE1). ESC at the `> ` prompt cancels the send and answers OK.
+///
+/// Faults: --send-delay (network time per part before `+CMGS:`), --error-rate (that share of
+/// sends answers a temporary `+CMS ERROR: 38` or `42`, drawn from --seed), --reject PREFIX
+/// (permanent `+CMS ERROR: 1`), --no-network (registration stat 2, sends fail with `+CMS ERROR:
+/// 331`), --network-after (registered only after SECS, then a `+CREG: 1` URC when enabled),
+/// --pin (SIM locked until `AT+CPIN="PIN"`; a wrong PIN answers `+CME ERROR: 16`, prints `sim:
+/// pin attempt N rejected` on stderr, and after 3 the SIM wants the PUK 12345678), --hang-after
+/// (stop answering after N command lines, for --hang-for SECS or forever), --unplug-after
+/// (after N accepted parts the next `AT+CMGS` PDU makes the modem vanish without an answer:
+/// pty closed, link removed; with --replug-after SECS a fresh pty appears at the same link with
+/// the modem's state reset, and the unplug does not fire again).
+///
+/// Status reports: when the SUBMIT asks for one (TP-SRR, or bit 5 of `+CSMP`'s first octet in
+/// text mode) and `+CNMI`'s <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the
+/// part's TP-MR, its recipient and TP-ST --report-status.
 #[derive(Debug, clap::Args)]
-pub struct SimArgs {}
+#[command(verbatim_doc_comment)]
+pub struct SimArgs {
+    /// Path of the symlink to create; clients open it as their serial port.
+    #[arg(long, value_name = "PATH")]
+    pub link: PathBuf,
+    /// Which modem to imitate: generic, huawei, simcom or quectel.
+    #[arg(long, value_name = "NAME", default_value = "generic", value_parser = parse_profile)]
+    pub profile: Profile,
+    /// Append one JSON line per accepted SMS to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Network time per SMS part before `+CMGS:` is answered.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs)]
+    pub send_delay: f64,
+    /// Share of sends (0..1) that answer a temporary `+CMS ERROR` (38 or 42).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+    /// Seed of the random choices (error rate, message references, Huawei noise).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Destinations starting with PREFIX fail permanently with `+CMS ERROR: 1` (repeatable).
+    #[arg(long = "reject", value_name = "PREFIX")]
+    pub reject: Vec<String>,
+    /// Lock the SIM with this PIN.
+    #[arg(long, value_name = "PIN")]
+    pub pin: Option<String>,
+    /// Never register with the network.
+    #[arg(long)]
+    pub no_network: bool,
+    /// Register only after SECS.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub network_after: Option<f64>,
+    /// Delay of a requested status report (`+CDS`) after `+CMGS:`.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_secs)]
+    pub report_delay: f64,
+    /// TP-ST of status reports (0 = delivered; e.g. 64 = permanent failure).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub report_status: u8,
+    /// Stop answering after N command lines.
+    #[arg(long, value_name = "N")]
+    pub hang_after: Option<u64>,
+    /// With --hang-after: answer again after SECS.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "hang_after")]
+    pub hang_for: Option<f64>,
+    /// After N accepted SMS parts, vanish at the next `AT+CMGS`.
+    #[arg(long, value_name = "N")]
+    pub unplug_after: Option<u64>,
+    /// With --unplug-after: come back at the same link after SECS.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "unplug_after")]
+    pub replug_after: Option<f64>,
+}
 
-pub fn run(_args: SimArgs, _json: bool) -> ExitCode {
-    eprintln!("simgate sim: not built yet");
-    ExitCode::FAILURE
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s)
+        .ok_or_else(|| format!("unknown profile {s:?}: generic, huawei, simcom or quectel"))
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be between 0 and 86400 seconds"))
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be between 0 and 1"))
+    }
+}
+
+impl SimArgs {
+    /// The library's options for these arguments.
+    pub fn to_options(&self) -> SimOptions {
+        SimOptions {
+            link: self.link.clone(),
+            profile: self.profile,
+            log: self.log.clone(),
+            send_delay: Duration::from_secs_f64(self.send_delay),
+            error_rate: self.error_rate,
+            seed: self.seed,
+            reject_prefixes: self.reject.clone(),
+            pin: self.pin.clone(),
+            no_network: self.no_network,
+            network_after: self.network_after.map(Duration::from_secs_f64),
+            report_delay: Duration::from_secs_f64(self.report_delay),
+            report_status: self.report_status,
+            hang_after: self.hang_after,
+            hang_for: self.hang_for.map(Duration::from_secs_f64),
+            unplug_after: self.unplug_after,
+            replug_after: self.replug_after.map(Duration::from_secs_f64),
+        }
+    }
+}
+
+/// Runs the simulator until SIGINT or SIGTERM.
+pub fn run(args: SimArgs, json: bool) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("simgate sim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = args.to_options();
+    rt.block_on(async move {
+        let sim = match Simulator::start(opts.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("simgate sim: cannot start at {}: {e}", opts.link.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "link": sim.link(),
+                    "device": sim.device(),
+                    "log": opts.log,
+                    "profile": opts.profile.name(),
+                })
+            );
+        } else {
+            println!(
+                "simgate sim: link {} -> {}",
+                sim.link().display(),
+                sim.device().display()
+            );
+            match &opts.log {
+                Some(log) => println!("simgate sim: log {}", log.display()),
+                None => println!("simgate sim: no log"),
+            }
+        }
+        let ok = wait_for_signal().await;
+        sim.stop().await;
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Waits for SIGINT or SIGTERM; false when the handlers cannot be installed.
+async fn wait_for_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("simgate sim: cannot install signal handlers");
+        return false;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    true
 }

@@ -1,1 +1,412 @@
-//! The simulated modem: a pseudo-terminal that answers AT commands like a real dongle.
+//! The simulated modem: a pseudo-terminal that answers AT commands like a USB dongle.
+//!
+//! `simgate sim` and `serve --simulate` run one. Clients open the symlink at
+//! [`SimOptions::link`] as a serial port and talk TS 27.005 / 27.007 to it; every SMS the
+//! "network" accepts is appended to the JSON-lines log of SPEC.md.
+//!
+//! Layers: [`cmdline`] splits command lines (pure), [`core`] is the modem as a state machine
+//! (bytes in, [`core::Action`]s out; time and randomness are arguments), [`log`] reassembles
+//! concatenated messages (pure), `pty` owns the pseudo-terminal, and the runner below moves
+//! bytes between them and carries out timers, delays, unplugs and log writes.
+//!
+//! It shares the PDU codec with the daemon but never its AT engine, so it stays an independent
+//! modem the engine can be tested against.
+
+pub mod cmdline;
+pub mod core;
+pub mod log;
+mod pty;
+pub mod submit;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use self::core::{Action, Core, CoreConfig, Event};
+use self::log::Reassembler;
+use self::pty::Pty;
+
+/// Which vendor's modem the simulator imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// A plain TS 27.007 modem with no unsolicited chatter.
+    #[default]
+    Generic,
+    /// A Huawei E3372-like stick: `^RSSI`/`^MODE`/`^BOOT` lines at random times, even between
+    /// an information line and its `OK`, until `AT^CURC=0`.
+    Huawei,
+    /// A SIMCom SIM800: `RDY`, `+CFUN: 1`, `+CPIN: READY`, `Call Ready`, `SMS Ready` after
+    /// power-on and reset.
+    Simcom,
+    /// A Quectel EC25: `RDY`, `+CFUN: 1`, `+CPIN: READY`, `+QIND: SMS DONE`.
+    Quectel,
+}
+
+impl Profile {
+    /// Parses a profile name as the CLI takes it.
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s.to_ascii_lowercase().as_str() {
+            "generic" => Some(Profile::Generic),
+            "huawei" => Some(Profile::Huawei),
+            "simcom" => Some(Profile::Simcom),
+            "quectel" => Some(Profile::Quectel),
+            _ => None,
+        }
+    }
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Generic => "generic",
+            Profile::Huawei => "huawei",
+            Profile::Simcom => "simcom",
+            Profile::Quectel => "quectel",
+        }
+    }
+}
+
+/// Everything a simulator is started with; `Default` is a well-behaved generic modem.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Where the symlink to the pty's serial end goes: the path clients open.
+    pub link: PathBuf,
+    /// Which vendor's modem to imitate.
+    pub profile: Profile,
+    /// The JSON-lines log of accepted messages; `None` logs nothing.
+    pub log: Option<PathBuf>,
+    /// Network time per SMS part before `+CMGS:` is answered.
+    pub send_delay: Duration,
+    /// Share (0..=1) of sends that fail with a temporary `+CMS ERROR` (38 or 42).
+    pub error_rate: f64,
+    /// Seeds the RNG behind `error_rate`, TP-MR and Huawei noise so runs are repeatable.
+    pub seed: u64,
+    /// Destinations starting with one of these fail permanently with `+CMS ERROR: 1`.
+    pub reject_prefixes: Vec<String>,
+    /// The SIM's PIN: the SIM starts locked and wants `AT+CPIN="<pin>"`.
+    pub pin: Option<String>,
+    /// Never registers (stat 2, searching); sends fail with `+CMS ERROR: 331`.
+    pub no_network: bool,
+    /// Registers only after this long, with `+CREG: 1` URCs when enabled.
+    pub network_after: Option<Duration>,
+    /// How long after `+CMGS:` a requested status report (`+CDS`) arrives.
+    pub report_delay: Duration,
+    /// TP-ST of those reports (0: delivered).
+    pub report_status: u8,
+    /// Stops answering after this many command lines.
+    pub hang_after: Option<u64>,
+    /// Ends a hang after this long; `None` hangs forever.
+    pub hang_for: Option<Duration>,
+    /// After this many accepted parts the next `AT+CMGS` makes the modem vanish mid-send.
+    pub unplug_after: Option<u64>,
+    /// Comes back (fresh pty, same link, state reset) this long after an unplug; `None` stays
+    /// gone.
+    pub replug_after: Option<Duration>,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            link: std::env::temp_dir().join("simgate-sim"),
+            profile: Profile::Generic,
+            log: None,
+            send_delay: Duration::ZERO,
+            error_rate: 0.0,
+            seed: 0,
+            reject_prefixes: Vec::new(),
+            pin: None,
+            no_network: false,
+            network_after: None,
+            report_delay: Duration::from_secs(1),
+            report_status: 0,
+            hang_after: None,
+            hang_for: None,
+            unplug_after: None,
+            replug_after: None,
+        }
+    }
+}
+
+/// A running simulator. Dropping it (or [`Simulator::stop`]) ends it and removes the link.
+pub struct Simulator {
+    /// The symlink clients open.
+    link: PathBuf,
+    /// The pty's device path at start (`/dev/pts/N`).
+    device: PathBuf,
+    /// Tells the task to end.
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The task, awaited by `stop`.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Opens the pty, creates the link and starts answering. Fails when the link path is taken
+    /// by something other than a symlink, or the log cannot be opened.
+    pub async fn start(opts: SimOptions) -> std::io::Result<Simulator> {
+        let log = match &opts.log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        };
+        let pty = Pty::open(&opts.link)?;
+        let device = pty.device.clone();
+        tracing::info!(link = %opts.link.display(), device = %device.display(), profile = opts.profile.name(), "sim: started");
+        let (tx, rx) = oneshot::channel();
+        let link = opts.link.clone();
+        let task = tokio::spawn(run(opts, pty, log, rx));
+        Ok(Simulator {
+            link,
+            device,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The symlink clients open.
+    pub fn link(&self) -> &Path {
+        &self.link
+    }
+
+    /// The pty device the link pointed at when the simulator started.
+    pub fn device(&self) -> &Path {
+        &self.device
+    }
+
+    /// Ends the simulator, waits for it, and removes the link.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // The task may never run again (runtime shutting down): remove the link here too.
+            task.abort();
+            if std::fs::symlink_metadata(&self.link).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(&self.link);
+            }
+        }
+    }
+}
+
+/// Timers of one pty generation, earliest first.
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, EventSlot)>>,
+    seq: u64,
+}
+
+/// Wraps an event so the heap orders by time and insertion only.
+struct EventSlot(Event);
+
+impl PartialEq for EventSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for EventSlot {}
+impl PartialOrd for EventSlot {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for EventSlot {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Timers {
+    fn new() -> Timers {
+        Timers {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+
+    fn push(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, EventSlot(event))));
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        self.heap.pop().map(|Reverse((_, _, e))| e.0)
+    }
+}
+
+/// What ended one pty generation.
+enum GenEnd {
+    Shutdown,
+    Unplugged,
+}
+
+async fn run(
+    opts: SimOptions,
+    mut pty: Pty,
+    mut log: Option<std::fs::File>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let started = Instant::now();
+    let mut reassembler = Reassembler::default();
+    let mut cfg = CoreConfig::from_options(&opts);
+    loop {
+        let end = generation(
+            &mut pty,
+            Core::new(cfg.clone()),
+            started,
+            &mut reassembler,
+            &mut log,
+            &mut shutdown,
+        )
+        .await;
+        pty.remove_link();
+        match end {
+            GenEnd::Shutdown => return,
+            GenEnd::Unplugged => {}
+        }
+        drop(pty);
+        let Some(after) = opts.replug_after else {
+            tracing::info!("sim: unplugged; staying gone until stopped");
+            let _ = (&mut shutdown).await;
+            return;
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(after) => {}
+        }
+        pty = match Pty::open(&opts.link) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("sim: replug failed: {e}");
+                eprintln!("sim: replug failed: {e}");
+                let _ = (&mut shutdown).await;
+                return;
+            }
+        };
+        tracing::info!(device = %pty.device.display(), "sim: replugged");
+        eprintln!("sim: replugged at {}", pty.device.display());
+        // A replugged modem has rebooted, but the unplug fault fires once.
+        cfg.unplug_after = None;
+    }
+}
+
+async fn generation(
+    pty: &mut Pty,
+    mut core: Core,
+    started: Instant,
+    reassembler: &mut Reassembler,
+    log: &mut Option<std::fs::File>,
+    shutdown: &mut oneshot::Receiver<()>,
+) -> GenEnd {
+    let mut timers = Timers::new();
+    let mut buf = [0u8; 4096];
+    let boot = core.boot(started.elapsed());
+    if carry_out(pty, boot, &mut timers, reassembler, log, false).await {
+        return GenEnd::Unplugged;
+    }
+    loop {
+        let next = timers.next_at();
+        let actions = tokio::select! {
+            _ = &mut *shutdown => return GenEnd::Shutdown,
+            r = pty.read(&mut buf) => match r {
+                Ok(0) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Ok(n) => {
+                    tracing::trace!(bytes = n, "sim: read");
+                    core.feed(&buf[..n], started.elapsed(), OffsetDateTime::now_utc())
+                }
+                Err(e) => {
+                    // With our own slave fd open this should not happen; back off rather than
+                    // spin if it does.
+                    tracing::warn!("sim: pty read failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = sleep_until_opt(next) => {
+                let Some(event) = timers.pop() else { continue };
+                let noise = event == Event::Noise;
+                let actions = core.fire(event, started.elapsed());
+                if carry_out(pty, actions, &mut timers, reassembler, log, noise).await {
+                    return GenEnd::Unplugged;
+                }
+                continue;
+            }
+        };
+        if carry_out(pty, actions, &mut timers, reassembler, log, false).await {
+            return GenEnd::Unplugged;
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out actions in order; returns true when the modem unplugged itself.
+async fn carry_out(
+    pty: &Pty,
+    actions: Vec<Action>,
+    timers: &mut Timers,
+    reassembler: &mut Reassembler,
+    log: &mut Option<std::fs::File>,
+    droppable: bool,
+) -> bool {
+    for action in actions {
+        match action {
+            Action::Write(bytes) => {
+                if droppable {
+                    pty.try_write(&bytes);
+                } else if let Err(e) = pty.write_all(&bytes).await {
+                    tracing::warn!("sim: pty write failed: {e}");
+                }
+            }
+            Action::Busy(d) => tokio::time::sleep(d).await,
+            Action::Accepted(part) => {
+                if let Some(msg) = reassembler.push(part) {
+                    tracing::info!(to = %msg.to, parts = msg.parts, "sim: message accepted");
+                    if let Some(file) = log.as_mut() {
+                        let line = msg.to_json_line(OffsetDateTime::now_utc());
+                        if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
+                            tracing::error!("sim: cannot write the log: {e}");
+                        }
+                    }
+                }
+            }
+            Action::Later { after, event } => timers.push(Instant::now() + after, event),
+            Action::Unplug => {
+                eprintln!("sim: unplugged");
+                return true;
+            }
+            Action::Notice(text) => eprintln!("{text}"),
+        }
+    }
+    false
+}

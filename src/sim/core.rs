@@ -1,0 +1,1392 @@
+//! The simulated modem's brain: a pure state machine from received bytes to [`Action`]s.
+//!
+//! It implements the AT commands of ITU-T V.250, 3GPP TS 27.007 (identification §5,
+//! `+CMEE` §9.1, `+CPIN` §8.3, `+CFUN` §8.2, `+CREG` §7.2, `+CGREG` §10.1.20, `+CEREG`
+//! §10.1.22, `+COPS` §7.3, `+CSQ` §8.5, `+CSCS` §5.5) and TS 27.005 (`+CMGF` §3.2.3, `+CSCA`
+//! §3.3.1, `+CSMP` §3.3.2, `+CPMS` §3.2.2, `+CNMI` §3.4.1, `+CMGS` §3.5.1 / §4.3, `+CMGL`
+//! §3.4.2, `+CMGR` §3.4.3, `+CMGD` §3.5.4, `+CDS` §3.4.1, `+CMS ERROR` §3.2.5) that real
+//! clients use, with the faults of [`CoreConfig`].
+//!
+//! Time (`now`, monotonic since start, plus a wall clock for timestamps) and randomness (a
+//! seeded RNG owned here) are inputs, so unit tests need no pty and are deterministic. The pty
+//! task in `runner.rs` only moves bytes and carries out the actions.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use time::OffsetDateTime;
+
+use super::cmdline::{self, Cmd, Form};
+use super::submit::{self, SubmitFacts};
+use super::{Profile, SimOptions};
+
+/// The longest command line kept; longer input is dropped like a real modem's line buffer does.
+const MAX_LINE: usize = 2048;
+/// Largest TPDU `AT+CMGS=<length>` accepts: a SUBMIT with the longest address and 140 octets
+/// of user data.
+const MAX_TPDU: usize = 164;
+/// Number of message slots the simulated SIM storage reports (like a typical SIM).
+const STORAGE_SLOTS: u32 = 30;
+/// The PUK a `--pin` SIM accepts once the PIN is blocked (the value test SIMs often use).
+pub const PUK: &str = "12345678";
+/// Wrong PINs a SIM allows before it asks for the PUK (TS 31.102 default).
+const PIN_ATTEMPTS: u8 = 3;
+
+/// What the runner must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write these bytes to the serial line now.
+    Write(Vec<u8>),
+    /// The modem is busy (the network is carrying an SMS): wait this long before the next action,
+    /// reading nothing meanwhile.
+    Busy(Duration),
+    /// An SMS part the network accepted; goes to the log's reassembly.
+    Accepted(AcceptedPart),
+    /// Call [`Core::fire`] with `event` after `after`.
+    Later {
+        /// How long from now.
+        after: Duration,
+        /// What to hand back to the core then.
+        event: Event,
+    },
+    /// The modem vanishes: close the master, remove the link (USB unplug).
+    Unplug,
+    /// A line for the operator on stderr (PIN attempts): tests assert on these.
+    Notice(String),
+}
+
+/// Timed events the core schedules through [`Action::Later`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A URC, already formatted: a status report, or the lines after a SIM unlock.
+    Urc(Vec<u8>),
+    /// `--network-after` has elapsed: announce registration.
+    NetworkUp,
+    /// A reset (`AT+CFUN=1,1`) finished: emit the profile's boot lines.
+    Booted,
+    /// Huawei: time for a spontaneous `^RSSI`/`^MODE`/`^BOOT` line.
+    Noise,
+}
+
+/// One accepted SMS part, as the log needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedPart {
+    /// The destination as shown in the log: `+` and digits for international numbers.
+    pub to: String,
+    /// This part's decoded text.
+    pub text: String,
+    /// The concatenation element: (reference, total, seq).
+    pub concat: Option<(u16, u8, u8)>,
+    /// The PDU as received, uppercase hex; `None` for a text-mode send.
+    pub pdu_hex: Option<String>,
+}
+
+/// The fault and behaviour knobs of [`SimOptions`] that the core needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Which vendor's modem to imitate.
+    pub profile: Profile,
+    /// Network time per part before `+CMGS:` answers.
+    pub send_delay: Duration,
+    /// Share of sends that fail with a temporary `+CMS ERROR`.
+    pub error_rate: f64,
+    /// Seed of the RNG behind `error_rate`, the first TP-MR and Huawei's noise.
+    pub seed: u64,
+    /// Destinations starting with one of these fail permanently (`+CMS ERROR: 1`).
+    pub reject_prefixes: Vec<String>,
+    /// The SIM's PIN; `None` for an unlocked SIM.
+    pub pin: Option<String>,
+    /// Never registered.
+    pub no_network: bool,
+    /// Registered only after this long.
+    pub network_after: Option<Duration>,
+    /// Delay of a status report after `+CMGS:`.
+    pub report_delay: Duration,
+    /// TP-ST of status reports.
+    pub report_status: u8,
+    /// Stop answering after this many command lines.
+    pub hang_after: Option<u64>,
+    /// How long a hang lasts; `None`: forever.
+    pub hang_for: Option<Duration>,
+    /// Vanish at the `AT+CMGS` after this many accepted parts.
+    pub unplug_after: Option<u64>,
+}
+
+impl CoreConfig {
+    /// The core's share of the simulator's options.
+    pub fn from_options(o: &SimOptions) -> CoreConfig {
+        CoreConfig {
+            profile: o.profile,
+            send_delay: o.send_delay,
+            error_rate: o.error_rate,
+            seed: o.seed,
+            reject_prefixes: o.reject_prefixes.clone(),
+            pin: o.pin.clone(),
+            no_network: o.no_network,
+            network_after: o.network_after,
+            report_delay: o.report_delay,
+            report_status: o.report_status,
+            hang_after: o.hang_after,
+            hang_for: o.hang_for,
+            unplug_after: o.unplug_after,
+        }
+    }
+}
+
+/// TS 27.007 §5.5 character sets, for text-mode strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Gsm,
+    Ira,
+    Latin1,
+    Ucs2,
+}
+
+impl Charset {
+    fn name(self) -> &'static str {
+        match self {
+            Charset::Gsm => "GSM",
+            Charset::Ira => "IRA",
+            Charset::Latin1 => "8859-1",
+            Charset::Ucs2 => "UCS2",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Charset> {
+        match s.to_ascii_uppercase().as_str() {
+            "GSM" => Some(Charset::Gsm),
+            "IRA" | "ASCII" => Some(Charset::Ira),
+            "8859-1" => Some(Charset::Latin1),
+            "UCS2" => Some(Charset::Ucs2),
+            _ => None,
+        }
+    }
+
+    /// Decodes a text-mode string argument or body (TS 27.005 §4.3: the body follows +CSCS).
+    fn decode(self, bytes: &[u8]) -> Option<String> {
+        match self {
+            Charset::Ucs2 => {
+                let raw = hex::decode(trim_ascii(bytes)).ok()?;
+                if raw.len() % 2 != 0 {
+                    return None;
+                }
+                let units: Vec<u16> = raw
+                    .chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
+                String::from_utf16(&units).ok()
+            }
+            Charset::Gsm => {
+                if bytes.iter().any(|&b| b > 0x7F) {
+                    return None;
+                }
+                Some(crate::pdu::gsm7::decode(bytes))
+            }
+            Charset::Ira => {
+                if bytes.iter().any(|&b| b > 0x7F) {
+                    return None;
+                }
+                Some(bytes.iter().map(|&b| b as char).collect())
+            }
+            Charset::Latin1 => Some(bytes.iter().map(|&b| b as char).collect()),
+        }
+    }
+
+    /// Encodes a string for an answer in this character set.
+    fn encode(self, s: &str) -> String {
+        match self {
+            Charset::Ucs2 => s
+                .encode_utf16()
+                .map(|u| format!("{u:04X}"))
+                .collect::<String>(),
+            _ => s.to_string(),
+        }
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+/// The SIM's lock state (TS 27.007 §8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SimLock {
+    Ready,
+    Pin { attempts_left: u8 },
+    Puk,
+}
+
+/// Settings a reset (`ATZ`, `AT&F`, reboot) restores.
+#[derive(Debug, Clone)]
+struct Settings {
+    echo: bool,
+    verbose: bool,
+    cmee: u8,
+    text_mode: bool,
+    cscs: Charset,
+    cnmi: [u8; 5],
+    creg: u8,
+    cgreg: u8,
+    cereg: u8,
+    csmp: [u8; 4],
+    csdh: u8,
+    cops_format: u8,
+    curc: bool,
+    csms: u8,
+    clip: u8,
+    crc: u8,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            echo: true,
+            verbose: true,
+            cmee: 0,
+            text_mode: false,
+            cscs: Charset::Gsm,
+            cnmi: [1, 0, 0, 0, 0],
+            creg: 0,
+            cgreg: 0,
+            cereg: 0,
+            csmp: [17, 167, 0, 0],
+            csdh: 0,
+            cops_format: 0,
+            curc: true,
+            csms: 0,
+            clip: 0,
+            crc: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    Command,
+    /// After `> `: collecting a PDU (hex) or a text until Ctrl-Z.
+    Prompt {
+        kind: PromptKind,
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum PromptKind {
+    Pdu { tpdu_len: usize },
+    Text { to: String },
+}
+
+/// How a command ended (V.250 §5.7, TS 27.007 §9.2, TS 27.005 §3.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Final {
+    Ok,
+    Error,
+    Cme(u16),
+    Cms(u16),
+    /// `> `: waiting for the message body.
+    Prompt,
+}
+
+type CmdResult = Result<Vec<String>, Final>;
+
+/// Identity strings of a profile (TS 27.007 §5).
+struct Identity {
+    manufacturer: &'static str,
+    model: &'static str,
+    revision: &'static str,
+    imei: &'static str,
+    ati: &'static [&'static str],
+    act: u8,
+}
+
+fn identity(p: Profile) -> Identity {
+    match p {
+        Profile::Generic => Identity {
+            manufacturer: "simgate",
+            model: "simgate-sim",
+            revision: concat!("simgate-sim ", env!("CARGO_PKG_VERSION")),
+            imei: "356938035643809",
+            ati: &[
+                "Manufacturer: simgate",
+                "Model: simgate-sim",
+                concat!("Revision: simgate-sim ", env!("CARGO_PKG_VERSION")),
+                "IMEI: 356938035643809",
+                "+GCAP: +CGSM",
+            ],
+            act: 7,
+        },
+        Profile::Huawei => Identity {
+            manufacturer: "huawei",
+            model: "E3372",
+            revision: "22.328.62.00.00",
+            imei: "867223021234563",
+            ati: &[
+                "Manufacturer: huawei",
+                "Model: E3372",
+                "Revision: 22.328.62.00.00",
+                "IMEI: 867223021234563",
+                "+GCAP: +CGSM,+DS,+ES",
+            ],
+            act: 7,
+        },
+        Profile::Simcom => Identity {
+            manufacturer: "SIMCOM_Ltd",
+            model: "SIMCOM_SIM800L",
+            revision: "Revision:1418B04SIM800L24",
+            imei: "865067021234564",
+            ati: &["SIM800 R14.18"],
+            act: 0,
+        },
+        Profile::Quectel => Identity {
+            manufacturer: "Quectel",
+            model: "EC25",
+            revision: "EC25EFAR06A06M4G",
+            imei: "866758041234561",
+            ati: &["Quectel", "EC25", "Revision: EC25EFAR06A06M4G"],
+            act: 7,
+        },
+    }
+}
+
+/// The IMSI of the simulated SIM: MCC 001 / MNC 01 is the test network of TS 23.003.
+const IMSI: &str = "001010123456789";
+const OPERATOR_LONG: &str = "Simgate Mobile";
+const OPERATOR_SHORT: &str = "Simgate";
+const OPERATOR_NUMERIC: &str = "00101";
+const DEFAULT_SMSC: &str = "+15550000000";
+
+/// The simulated modem's state.
+pub struct Core {
+    cfg: CoreConfig,
+    rng: StdRng,
+    settings: Settings,
+    sim: SimLock,
+    pin: Option<String>,
+    pin_rejections: u32,
+    cfun: u8,
+    smsc: String,
+    mode: Mode,
+    line: Vec<u8>,
+    command_lines: u64,
+    /// `Some(start)` while hung.
+    hung_since: Option<Duration>,
+    hang_done: bool,
+    parts_accepted: u64,
+    gone: bool,
+    next_mr: u8,
+    out: Vec<Action>,
+}
+
+impl Core {
+    /// A freshly powered modem.
+    pub fn new(cfg: CoreConfig) -> Core {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let next_mr = rng.random::<u8>();
+        let sim = match cfg.pin {
+            Some(_) => SimLock::Pin {
+                attempts_left: PIN_ATTEMPTS,
+            },
+            None => SimLock::Ready,
+        };
+        Core {
+            pin: cfg.pin.clone(),
+            cfg,
+            rng,
+            settings: Settings::default(),
+            sim,
+            pin_rejections: 0,
+            cfun: 1,
+            smsc: DEFAULT_SMSC.to_string(),
+            mode: Mode::Command,
+            line: Vec::new(),
+            command_lines: 0,
+            hung_since: None,
+            hang_done: false,
+            parts_accepted: 0,
+            gone: false,
+            next_mr,
+            out: Vec::new(),
+        }
+    }
+
+    /// What the modem says when powered on, and the timers it starts.
+    pub fn boot(&mut self, _now: Duration) -> Vec<Action> {
+        self.emit_boot_lines();
+        if let Some(after) = self.cfg.network_after {
+            self.out.push(Action::Later {
+                after,
+                event: Event::NetworkUp,
+            });
+        }
+        if self.cfg.profile == Profile::Huawei {
+            self.schedule_noise();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Bytes from the client.
+    pub fn feed(&mut self, bytes: &[u8], now: Duration, wall: OffsetDateTime) -> Vec<Action> {
+        for &b in bytes {
+            if self.gone || self.hanging(now) {
+                break;
+            }
+            match &mut self.mode {
+                Mode::Command => self.command_byte(b, now, wall),
+                Mode::Prompt { .. } => self.prompt_byte(b, now, wall),
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// A timer set by [`Action::Later`] ran out.
+    pub fn fire(&mut self, event: Event, now: Duration) -> Vec<Action> {
+        if self.gone {
+            return Vec::new();
+        }
+        match event {
+            Event::Urc(bytes) => self.write(&bytes),
+            Event::NetworkUp => {
+                if self.reg_stat(now) == 1 {
+                    self.registration_urcs();
+                }
+            }
+            Event::Booted => self.emit_boot_lines(),
+            Event::Noise => {
+                if self.settings.curc && matches!(self.mode, Mode::Command) && !self.hanging(now) {
+                    let line = self.noise_line();
+                    self.urc(&line);
+                }
+                self.schedule_noise();
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// How many wrong PINs the SIM has seen.
+    pub fn pin_rejections(&self) -> u32 {
+        self.pin_rejections
+    }
+
+    fn hanging(&mut self, now: Duration) -> bool {
+        match (self.hung_since, self.cfg.hang_for) {
+            (Some(since), Some(d)) if now >= since + d => {
+                self.hung_since = None;
+                self.line.clear();
+                false
+            }
+            (Some(_), _) => true,
+            (None, _) => false,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(Action::Write(last)) = self.out.last_mut() {
+            last.extend_from_slice(bytes);
+        } else {
+            self.out.push(Action::Write(bytes.to_vec()));
+        }
+    }
+
+    fn urc(&mut self, line: &str) {
+        self.write(format!("\r\n{line}\r\n").as_bytes());
+    }
+
+    fn command_byte(&mut self, b: u8, now: Duration, wall: OffsetDateTime) {
+        if self.settings.echo {
+            self.write(&[b]);
+        }
+        match b {
+            b'\r' => {
+                let line = std::mem::take(&mut self.line);
+                self.command_line(&line, now, wall);
+            }
+            b'\n' => {}
+            0x08 | 0x7F => {
+                self.line.pop();
+            }
+            0x1B | 0x1A => self.line.clear(),
+            _ => {
+                if self.line.len() < MAX_LINE {
+                    self.line.push(b);
+                }
+            }
+        }
+    }
+
+    fn command_line(&mut self, raw: &[u8], now: Duration, wall: OffsetDateTime) {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim();
+        // Anything before the `AT` (line noise, a stray Ctrl-Z) is ignored, as modems do.
+        let Some(pos) = text.to_ascii_uppercase().find("AT") else {
+            return;
+        };
+        let rest = &text[pos + 2..];
+        // Command lines carry no message text (bodies follow the `> ` prompt), so they are logged.
+        tracing::debug!(command = %&text[pos..], "sim: received command");
+        self.command_lines += 1;
+        if let Some(n) = self.cfg.hang_after
+            && !self.hang_done
+            && self.command_lines > n
+        {
+            tracing::info!("sim: hanging after {n} commands");
+            self.hang_done = true;
+            self.hung_since = Some(now);
+            self.out
+                .push(Action::Notice(format!("sim: hanging after {n} commands")));
+            return;
+        }
+        let Some(cmds) = cmdline::split(rest) else {
+            self.finish(Vec::new(), Final::Error);
+            return;
+        };
+        let mut info = Vec::new();
+        let mut fin = Final::Ok;
+        for cmd in cmds {
+            match self.execute(cmd, now, wall) {
+                Ok(lines) => info.extend(lines),
+                Err(f) => {
+                    fin = f;
+                    break;
+                }
+            }
+        }
+        self.finish(info, fin);
+    }
+
+    fn finish(&mut self, info: Vec<String>, fin: Final) {
+        let mut text = String::new();
+        for line in &info {
+            if self.settings.verbose {
+                text.push_str("\r\n");
+            }
+            text.push_str(line);
+            text.push_str("\r\n");
+        }
+        // Huawei sticks URCs anywhere, including between an information line and the OK.
+        if self.cfg.profile == Profile::Huawei
+            && self.settings.curc
+            && !info.is_empty()
+            && fin != Final::Prompt
+            && self.rng.random_bool(0.5)
+        {
+            let noise = self.noise_line();
+            text.push_str(&format!("\r\n{noise}\r\n"));
+        }
+        text.push_str(&self.final_text(fin));
+        self.write(text.as_bytes());
+    }
+
+    fn final_text(&self, fin: Final) -> String {
+        let v = self.settings.verbose;
+        let (word, code) = match fin {
+            Final::Ok => ("OK".to_string(), 0),
+            Final::Error => ("ERROR".to_string(), 4),
+            Final::Cme(n) => match self.settings.cmee {
+                0 => ("ERROR".to_string(), 4),
+                1 => (format!("+CME ERROR: {n}"), 4),
+                _ => (format!("+CME ERROR: {}", cme_text(n)), 4),
+            },
+            Final::Cms(n) => match self.settings.cmee {
+                0 => ("ERROR".to_string(), 4),
+                1 => (format!("+CMS ERROR: {n}"), 4),
+                _ => (format!("+CMS ERROR: {}", cms_text(n)), 4),
+            },
+            Final::Prompt => return "\r\n> ".to_string(),
+        };
+        if v {
+            format!("\r\n{word}\r\n")
+        } else if word.starts_with('+') {
+            // Extended errors stay verbose even in numeric mode (TS 27.007 §9.1).
+            format!("{word}\r\n")
+        } else {
+            format!("{code}\r")
+        }
+    }
+
+    fn cme_if_not_ready(&self) -> Result<(), Final> {
+        match self.sim {
+            SimLock::Ready => Ok(()),
+            SimLock::Pin { .. } => Err(Final::Cme(11)),
+            SimLock::Puk => Err(Final::Cme(12)),
+        }
+    }
+
+    fn cms_if_not_ready(&self) -> Result<(), Final> {
+        match self.sim {
+            SimLock::Ready => Ok(()),
+            SimLock::Pin { .. } => Err(Final::Cms(311)),
+            SimLock::Puk => Err(Final::Cms(316)),
+        }
+    }
+
+    fn reg_stat(&self, now: Duration) -> u8 {
+        if self.cfun != 1 || self.sim != SimLock::Ready {
+            0
+        } else if self.cfg.no_network || self.cfg.network_after.is_some_and(|d| now < d) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn reg_line(&self, name: &str, n: u8, stat: u8, read: bool) -> String {
+        let prefix = if read {
+            format!("{name}: {n},{stat}")
+        } else {
+            format!("{name}: {stat}")
+        };
+        if n >= 2 && (stat == 1 || stat == 5) {
+            if name == "+CEREG" {
+                format!("{prefix},\"00A1\",\"01A2B3C\",7")
+            } else {
+                format!("{prefix},\"00A1\",\"1A2B\"")
+            }
+        } else {
+            prefix
+        }
+    }
+
+    fn registration_urcs(&mut self) {
+        let s = self.settings.clone();
+        for (name, n) in [("+CREG", s.creg), ("+CGREG", s.cgreg), ("+CEREG", s.cereg)] {
+            if n > 0 {
+                let line = self.reg_line(name, n, 1, false);
+                self.urc(&line);
+            }
+        }
+    }
+
+    fn emit_boot_lines(&mut self) {
+        let cpin = match self.sim {
+            SimLock::Ready => "+CPIN: READY",
+            SimLock::Pin { .. } => "+CPIN: SIM PIN",
+            SimLock::Puk => "+CPIN: SIM PUK",
+        };
+        match self.cfg.profile {
+            Profile::Generic => {}
+            Profile::Huawei => {
+                let line = self.noise_boot();
+                self.urc(&line);
+            }
+            Profile::Simcom => {
+                self.urc("RDY");
+                self.urc("+CFUN: 1");
+                self.urc(cpin);
+                if self.sim == SimLock::Ready {
+                    self.urc("Call Ready");
+                    self.urc("SMS Ready");
+                }
+            }
+            Profile::Quectel => {
+                self.urc("RDY");
+                self.urc("+CFUN: 1");
+                self.urc(cpin);
+                if self.sim == SimLock::Ready {
+                    self.urc("+QIND: SMS DONE");
+                }
+            }
+        }
+    }
+
+    /// What a SIM800 / EC25 says once the SIM gets unlocked.
+    fn unlocked_lines(&mut self) {
+        match self.cfg.profile {
+            Profile::Simcom => {
+                self.urc("+CPIN: READY");
+                self.urc("Call Ready");
+                self.urc("SMS Ready");
+            }
+            Profile::Quectel => {
+                self.urc("+CPIN: READY");
+                self.urc("+QIND: SMS DONE");
+            }
+            Profile::Generic | Profile::Huawei => {}
+        }
+    }
+
+    fn schedule_noise(&mut self) {
+        let ms = self.rng.random_range(300..2000);
+        self.out.push(Action::Later {
+            after: Duration::from_millis(ms),
+            event: Event::Noise,
+        });
+    }
+
+    fn noise_line(&mut self) -> String {
+        match self.rng.random_range(0..3) {
+            0 => format!("^RSSI:{}", self.rng.random_range(12..28)),
+            1 => "^MODE:5,4".to_string(),
+            _ => self.noise_boot(),
+        }
+    }
+
+    fn noise_boot(&mut self) -> String {
+        format!(
+            "^BOOT:{},0,0,0,72",
+            self.rng.random_range(10_000_000..99_999_999)
+        )
+    }
+
+    fn reset_settings(&mut self) {
+        let curc = Settings::default().curc;
+        self.settings = Settings {
+            curc,
+            ..Settings::default()
+        };
+    }
+
+    /// Runs one command; `Ok` carries its information lines.
+    fn execute(&mut self, cmd: Cmd, now: Duration, wall: OffsetDateTime) -> CmdResult {
+        match cmd {
+            Cmd::Basic { name, value, read } => self.basic(&name, value.as_deref(), read),
+            Cmd::Extended { name, form } => self.extended(&name, form, now, wall),
+        }
+    }
+
+    fn basic(&mut self, name: &str, value: Option<&str>, read: bool) -> CmdResult {
+        let num = value
+            .map(|v| v.parse::<u32>().map_err(|_| Final::Error))
+            .transpose()?;
+        match name {
+            "E" => {
+                self.settings.echo = flag(num)?;
+                Ok(vec![])
+            }
+            "V" => {
+                self.settings.verbose = flag(num)?;
+                Ok(vec![])
+            }
+            "Z" | "&F" => {
+                self.reset_settings();
+                Ok(vec![])
+            }
+            "I" => Ok(identity(self.cfg.profile)
+                .ati
+                .iter()
+                .map(|s| s.to_string())
+                .collect()),
+            "Q" if num.unwrap_or(0) == 0 => Ok(vec![]),
+            "&C" | "&D" | "&K" | "&W" | "X" | "L" | "M" => Ok(vec![]),
+            s if s.starts_with('S') => {
+                if read {
+                    Ok(vec![format!(
+                        "{:03}",
+                        match s {
+                            "S3" => 13,
+                            "S4" => 10,
+                            "S5" => 8,
+                            _ => 0,
+                        }
+                    )])
+                } else {
+                    Ok(vec![])
+                }
+            }
+            _ => Err(Final::Error),
+        }
+    }
+
+    fn extended(
+        &mut self,
+        name: &str,
+        form: Form,
+        now: Duration,
+        wall: OffsetDateTime,
+    ) -> CmdResult {
+        let id = identity(self.cfg.profile);
+        let cs = self.settings.cscs;
+        match (name, form) {
+            ("+CGMI" | "+GMI", Form::Exec) => Ok(vec![id.manufacturer.into()]),
+            ("+CGMM" | "+GMM", Form::Exec) => Ok(vec![id.model.into()]),
+            ("+CGMR" | "+GMR", Form::Exec) => Ok(vec![id.revision.into()]),
+            ("+CGSN" | "+GSN", Form::Exec) => Ok(vec![id.imei.into()]),
+            ("+CGMI" | "+GMI" | "+CGMM" | "+GMM" | "+CGMR" | "+GMR" | "+CGSN" | "+GSN", Form::Test) => {
+                Ok(vec![])
+            }
+            ("+CIMI", Form::Exec) => {
+                self.cme_if_not_ready()?;
+                Ok(vec![IMSI.into()])
+            }
+            ("+CIMI", Form::Test) => Ok(vec![]),
+            ("+GCAP", Form::Exec) => Ok(vec!["+GCAP: +CGSM".into()]),
+            ("+CMEE", Form::Set(a)) => {
+                self.settings.cmee = num_arg(&a, 0, 0..=2, Some(0))?;
+                Ok(vec![])
+            }
+            ("+CMEE", Form::Read) => Ok(vec![format!("+CMEE: {}", self.settings.cmee)]),
+            ("+CMEE", Form::Test) => Ok(vec!["+CMEE: (0-2)".into()]),
+            ("+CPIN", Form::Read) => Ok(vec![
+                match self.sim {
+                    SimLock::Ready => "+CPIN: READY",
+                    SimLock::Pin { .. } => "+CPIN: SIM PIN",
+                    SimLock::Puk => "+CPIN: SIM PUK",
+                }
+                .into(),
+            ]),
+            ("+CPIN", Form::Test) => Ok(vec![]),
+            ("+CPIN", Form::Set(a)) => self.cpin(&a),
+            ("+CFUN", Form::Read) => Ok(vec![format!("+CFUN: {}", self.cfun)]),
+            ("+CFUN", Form::Test) => Ok(vec!["+CFUN: (0,1,4),(0,1)".into()]),
+            ("+CFUN", Form::Set(a)) => {
+                let fun = num_arg(&a, 0, 0..=4, None)?;
+                let rst = num_arg(&a, 1, 0..=1, Some(0))?;
+                if fun == 2 || fun == 3 {
+                    return Err(Final::Cme(4));
+                }
+                self.cfun = fun;
+                if rst == 1 {
+                    // A reset reboots the modem: settings back to defaults, SIM locked again,
+                    // boot lines a moment later.
+                    self.cfun = 1;
+                    self.reset_settings();
+                    if let Some(_pin) = &self.pin
+                        && self.sim == SimLock::Ready
+                    {
+                        self.sim = SimLock::Pin {
+                            attempts_left: PIN_ATTEMPTS,
+                        };
+                    }
+                    self.out.push(Action::Later {
+                        after: Duration::from_millis(200),
+                        event: Event::Booted,
+                    });
+                }
+                Ok(vec![])
+            }
+            ("+CREG" | "+CGREG" | "+CEREG", Form::Set(a)) => {
+                let n = num_arg(&a, 0, 0..=2, Some(0))?;
+                *self.reg_setting(name) = n;
+                Ok(vec![])
+            }
+            ("+CREG" | "+CGREG" | "+CEREG", Form::Read) => {
+                let n = *self.reg_setting(name);
+                let stat = self.reg_stat(now);
+                Ok(vec![self.reg_line(name, n, stat, true)])
+            }
+            ("+CREG" | "+CGREG" | "+CEREG", Form::Test) => Ok(vec![format!("{name}: (0-2)")]),
+            ("+CSQ", Form::Exec) => Ok(vec![if self.reg_stat(now) == 1 {
+                "+CSQ: 21,99".into()
+            } else {
+                "+CSQ: 99,99".into()
+            }]),
+            ("+CSQ", Form::Test) => Ok(vec!["+CSQ: (0-31,99),(0-7,99)".into()]),
+            ("+COPS", Form::Read) => {
+                if self.reg_stat(now) != 1 {
+                    return Ok(vec!["+COPS: 0".into()]);
+                }
+                let f = self.settings.cops_format;
+                let oper = match f {
+                    0 => OPERATOR_LONG,
+                    1 => OPERATOR_SHORT,
+                    _ => OPERATOR_NUMERIC,
+                };
+                Ok(vec![format!("+COPS: 0,{f},\"{}\",{}", cs.encode(oper), id.act)])
+            }
+            ("+COPS", Form::Set(a)) => {
+                let mode = num_arg(&a, 0, 0..=4, Some(0))?;
+                let format = num_arg(&a, 1, 0..=2, Some(self.settings.cops_format))?;
+                if mode == 3 || cmdline::args(&a).get(1).is_some_and(Option::is_some) {
+                    self.settings.cops_format = format;
+                }
+                Ok(vec![])
+            }
+            ("+COPS", Form::Test) => Ok(vec![format!(
+                "+COPS: (2,\"{OPERATOR_LONG}\",\"{OPERATOR_SHORT}\",\"{OPERATOR_NUMERIC}\",{}),,(0-4),(0-2)",
+                id.act
+            )]),
+            ("+CSCS", Form::Set(a)) => {
+                let v = cmdline::args(&a).into_iter().next().flatten().ok_or(Final::Cme(50))?;
+                // In UCS2 the argument itself may arrive hex-coded (TS 27.007 §5.5).
+                let parsed = Charset::parse(&v)
+                    .or_else(|| cs.decode(v.as_bytes()).and_then(|s| Charset::parse(&s)));
+                self.settings.cscs = parsed.ok_or(Final::Cme(50))?;
+                Ok(vec![])
+            }
+            ("+CSCS", Form::Read) => Ok(vec![format!("+CSCS: \"{}\"", cs.encode(cs.name()))]),
+            ("+CSCS", Form::Test) => Ok(vec!["+CSCS: (\"GSM\",\"IRA\",\"8859-1\",\"UCS2\")".into()]),
+            ("+CMGF", Form::Set(a)) => {
+                self.settings.text_mode = num_arg(&a, 0, 0..=1, Some(0))? == 1;
+                Ok(vec![])
+            }
+            ("+CMGF", Form::Read) => Ok(vec![format!("+CMGF: {}", u8::from(self.settings.text_mode))]),
+            ("+CMGF", Form::Test) => Ok(vec!["+CMGF: (0,1)".into()]),
+            ("+CSMS", Form::Set(a)) => {
+                self.settings.csms = num_arg(&a, 0, 0..=1, None).map_err(|_| Final::Cms(302))?;
+                Ok(vec!["+CSMS: 1,1,1".into()])
+            }
+            ("+CSMS", Form::Read) => Ok(vec![format!("+CSMS: {},1,1,1", self.settings.csms)]),
+            ("+CSMS", Form::Test) => Ok(vec!["+CSMS: (0,1)".into()]),
+            ("+CSCA", Form::Read) => {
+                self.cms_if_not_ready()?;
+                let toa = if self.smsc.starts_with('+') { 145 } else { 129 };
+                Ok(vec![format!("+CSCA: \"{}\",{toa}", cs.encode(&self.smsc))])
+            }
+            ("+CSCA", Form::Set(a)) => {
+                self.cms_if_not_ready()?;
+                let v = cmdline::args(&a).into_iter().next().flatten().ok_or(Final::Cms(304))?;
+                let num = cs.decode(v.as_bytes()).ok_or(Final::Cms(304))?;
+                self.smsc = num;
+                Ok(vec![])
+            }
+            ("+CSCA", Form::Test) => Ok(vec![]),
+            ("+CSMP", Form::Set(a)) => {
+                let args = cmdline::args(&a);
+                for (i, slot) in self.settings.csmp.clone().iter().enumerate() {
+                    let v = match args.get(i).cloned().flatten() {
+                        Some(s) => s.parse::<u8>().map_err(|_| Final::Cms(305))?,
+                        None => *slot,
+                    };
+                    self.settings.csmp[i] = v;
+                }
+                Ok(vec![])
+            }
+            ("+CSMP", Form::Read) => {
+                let [fo, vp, pid, dcs] = self.settings.csmp;
+                Ok(vec![format!("+CSMP: {fo},{vp},{pid},{dcs}")])
+            }
+            ("+CSMP", Form::Test) => Ok(vec![]),
+            ("+CSDH", Form::Set(a)) => {
+                self.settings.csdh = num_arg(&a, 0, 0..=1, Some(0))?;
+                Ok(vec![])
+            }
+            ("+CSDH", Form::Read) => Ok(vec![format!("+CSDH: {}", self.settings.csdh)]),
+            ("+CSDH", Form::Test) => Ok(vec!["+CSDH: (0,1)".into()]),
+            ("+CNMI", Form::Set(a)) => {
+                let args = cmdline::args(&a);
+                let limits = [2u8, 3, 3, 2, 1];
+                let mut v = self.settings.cnmi;
+                for (i, max) in limits.iter().enumerate() {
+                    if let Some(Some(s)) = args.get(i) {
+                        let n = s.parse::<u8>().map_err(|_| Final::Cms(303))?;
+                        if n > *max {
+                            return Err(Final::Cms(303));
+                        }
+                        v[i] = n;
+                    }
+                }
+                if args.len() > 5 {
+                    return Err(Final::Cms(303));
+                }
+                self.settings.cnmi = v;
+                Ok(vec![])
+            }
+            ("+CNMI", Form::Read) => {
+                let [a, b, c, d, e] = self.settings.cnmi;
+                Ok(vec![format!("+CNMI: {a},{b},{c},{d},{e}")])
+            }
+            ("+CNMI", Form::Test) => Ok(vec!["+CNMI: (0-2),(0-3),(0,2),(0-2),(0,1)".into()]),
+            ("+CPMS", Form::Set(a)) => {
+                self.cms_if_not_ready()?;
+                for m in cmdline::args(&a).into_iter().flatten() {
+                    if !matches!(m.to_ascii_uppercase().as_str(), "SM" | "ME" | "MT" | "SR") {
+                        return Err(Final::Cms(302));
+                    }
+                }
+                Ok(vec![format!("+CPMS: 0,{STORAGE_SLOTS},0,{STORAGE_SLOTS},0,{STORAGE_SLOTS}")])
+            }
+            ("+CPMS", Form::Read) => {
+                self.cms_if_not_ready()?;
+                Ok(vec![format!(
+                    "+CPMS: \"SM\",0,{STORAGE_SLOTS},\"SM\",0,{STORAGE_SLOTS},\"SM\",0,{STORAGE_SLOTS}"
+                )])
+            }
+            ("+CPMS", Form::Test) => Ok(vec![
+                "+CPMS: (\"SM\",\"ME\",\"MT\",\"SR\"),(\"SM\",\"ME\",\"MT\"),(\"SM\",\"ME\",\"MT\")".into(),
+            ]),
+            ("+CMGL", Form::Set(a)) => {
+                self.cms_if_not_ready()?;
+                let v = cmdline::args(&a).into_iter().next().flatten().ok_or(Final::Cms(302))?;
+                let ok = if self.settings.text_mode {
+                    matches!(
+                        v.to_ascii_uppercase().as_str(),
+                        "REC UNREAD" | "REC READ" | "STO UNSENT" | "STO SENT" | "ALL"
+                    )
+                } else {
+                    matches!(v.as_str(), "0" | "1" | "2" | "3" | "4")
+                };
+                // The simulated SIM stores nothing: sent messages leave, none arrive.
+                if ok { Ok(vec![]) } else { Err(Final::Cms(302)) }
+            }
+            ("+CMGL", Form::Exec) => {
+                self.cms_if_not_ready()?;
+                Ok(vec![])
+            }
+            ("+CMGL", Form::Test) => Ok(vec![if self.settings.text_mode {
+                "+CMGL: (\"REC UNREAD\",\"REC READ\",\"STO UNSENT\",\"STO SENT\",\"ALL\")".into()
+            } else {
+                "+CMGL: (0-4)".into()
+            }]),
+            ("+CMGR", Form::Set(a)) => {
+                self.cms_if_not_ready()?;
+                let _ = storage_index(&a)?;
+                // Every slot is empty.
+                Err(Final::Cms(321))
+            }
+            ("+CMGR", Form::Test) => Ok(vec![]),
+            ("+CMGD", Form::Set(a)) => {
+                self.cms_if_not_ready()?;
+                let flag = cmdline::args(&a).get(1).cloned().flatten();
+                if flag.as_deref().is_some_and(|f| f != "0") {
+                    // Delete-flag forms clear whole categories: nothing to clear.
+                    return Ok(vec![]);
+                }
+                storage_index(&a)?;
+                Ok(vec![])
+            }
+            ("+CMGD", Form::Test) => Ok(vec![format!("+CMGD: (1-{STORAGE_SLOTS}),(0-4)")]),
+            ("+CMGS", Form::Set(a)) => self.cmgs(&a),
+            ("+CMGS", Form::Test) => Ok(vec![]),
+            ("+CNMA", Form::Exec) => {
+                if self.settings.csms == 1 {
+                    Ok(vec![])
+                } else {
+                    Err(Final::Cms(340))
+                }
+            }
+            ("+CLIP" | "+CRC" | "+CVHU", Form::Set(a)) => {
+                let n = num_arg(&a, 0, 0..=1, Some(0))?;
+                match name {
+                    "+CLIP" => self.settings.clip = n,
+                    "+CRC" => self.settings.crc = n,
+                    _ => {}
+                }
+                Ok(vec![])
+            }
+            ("+CLIP", Form::Read) => Ok(vec![format!("+CLIP: {},1", self.settings.clip)]),
+            ("+CRC", Form::Read) => Ok(vec![format!("+CRC: {}", self.settings.crc)]),
+            ("^CURC", Form::Set(a)) if self.cfg.profile == Profile::Huawei => {
+                self.settings.curc = num_arg(&a, 0, 0..=1, None)? == 1;
+                Ok(vec![])
+            }
+            ("^CURC", Form::Read) if self.cfg.profile == Profile::Huawei => {
+                Ok(vec![format!("^CURC: {}", u8::from(self.settings.curc))])
+            }
+            _ => {
+                let _ = wall;
+                Err(Final::Error)
+            }
+        }
+    }
+
+    fn reg_setting(&mut self, name: &str) -> &mut u8 {
+        match name {
+            "+CGREG" => &mut self.settings.cgreg,
+            "+CEREG" => &mut self.settings.cereg,
+            _ => &mut self.settings.creg,
+        }
+    }
+
+    fn cpin(&mut self, a: &str) -> CmdResult {
+        let args = cmdline::args(a);
+        let first = args.first().cloned().flatten().ok_or(Final::Cme(50))?;
+        match self.sim {
+            SimLock::Ready => Err(Final::Cme(3)),
+            SimLock::Pin { attempts_left } => {
+                if Some(&first) == self.pin.as_ref() {
+                    self.sim = SimLock::Ready;
+                    tracing::info!("sim: PIN accepted");
+                    self.unlocked_lines_later();
+                    Ok(vec![])
+                } else {
+                    self.pin_rejections += 1;
+                    let left = attempts_left.saturating_sub(1);
+                    self.sim = if left == 0 {
+                        SimLock::Puk
+                    } else {
+                        SimLock::Pin {
+                            attempts_left: left,
+                        }
+                    };
+                    let notice = format!("sim: pin attempt {} rejected", self.pin_rejections);
+                    tracing::warn!("{notice}");
+                    self.out.push(Action::Notice(notice));
+                    Err(Final::Cme(16))
+                }
+            }
+            SimLock::Puk => {
+                let new_pin = args.get(1).cloned().flatten().ok_or(Final::Cme(12))?;
+                if first == PUK {
+                    self.pin = Some(new_pin);
+                    self.sim = SimLock::Ready;
+                    self.unlocked_lines_later();
+                    Ok(vec![])
+                } else {
+                    self.pin_rejections += 1;
+                    let notice = format!(
+                        "sim: puk attempt rejected ({} wrong codes)",
+                        self.pin_rejections
+                    );
+                    self.out.push(Action::Notice(notice));
+                    Err(Final::Cme(16))
+                }
+            }
+        }
+    }
+
+    fn unlocked_lines_later(&mut self) {
+        // The URCs follow the OK of the `+CPIN` command, as on the real modules; the runner
+        // writes actions in order, so queue them after the answer via a zero-delay write.
+        let saved = std::mem::take(&mut self.out);
+        self.unlocked_lines();
+        let lines = std::mem::replace(&mut self.out, saved);
+        for a in lines {
+            if let Action::Write(bytes) = a {
+                self.out.push(Action::Later {
+                    after: Duration::from_millis(50),
+                    event: Event::Urc(bytes),
+                });
+            }
+        }
+    }
+
+    fn cmgs(&mut self, a: &str) -> CmdResult {
+        self.cms_if_not_ready()?;
+        let kind = if self.settings.text_mode {
+            let args = cmdline::args(a);
+            let raw = args.first().cloned().flatten().ok_or(Final::Cms(305))?;
+            let to = self
+                .settings
+                .cscs
+                .decode(raw.as_bytes())
+                .ok_or(Final::Cms(305))?;
+            let toa = match args.get(1).cloned().flatten() {
+                Some(t) => t.parse::<u8>().map_err(|_| Final::Cms(305))?,
+                None if to.starts_with('+') => 145,
+                None => 129,
+            };
+            let digits = to.trim_start_matches('+');
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Final::Cms(305));
+            }
+            let to = if toa == 145 {
+                format!("+{digits}")
+            } else {
+                digits.to_string()
+            };
+            PromptKind::Text { to }
+        } else {
+            let len = a.trim().parse::<usize>().map_err(|_| Final::Cms(304))?;
+            if len == 0 || len > MAX_TPDU {
+                return Err(Final::Cms(304));
+            }
+            PromptKind::Pdu { tpdu_len: len }
+        };
+        self.mode = Mode::Prompt {
+            kind,
+            body: Vec::new(),
+        };
+        Err(Final::Prompt)
+    }
+
+    fn prompt_byte(&mut self, b: u8, now: Duration, wall: OffsetDateTime) {
+        let Mode::Prompt { kind, body } = &mut self.mode else {
+            return;
+        };
+        match b {
+            0x1A => {
+                let kind = kind.clone();
+                let body = std::mem::take(body);
+                self.mode = Mode::Command;
+                if self.settings.echo {
+                    self.write(&[b]);
+                }
+                self.submit(kind, &body, now, wall);
+            }
+            0x1B => {
+                // ESC cancels the send; like SIM800 and Quectel modules we answer OK.
+                self.mode = Mode::Command;
+                tracing::debug!("sim: send canceled with ESC");
+                self.finish(Vec::new(), Final::Ok);
+            }
+            b'\r' | b'\n' => {
+                let text = matches!(kind, PromptKind::Text { .. });
+                if text && b == b'\r' {
+                    body.push(b'\n');
+                    // Text mode: a new line inside the message gets a fresh prompt.
+                    self.write(b"\r\n> ");
+                }
+            }
+            0x08 => {
+                body.pop();
+            }
+            _ => {
+                if body.len() < MAX_LINE {
+                    body.push(b);
+                }
+                if self.settings.echo {
+                    self.write(&[b]);
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, kind: PromptKind, body: &[u8], now: Duration, wall: OffsetDateTime) {
+        let facts = match &kind {
+            PromptKind::Pdu { tpdu_len } => {
+                tracing::trace!(pdu = %String::from_utf8_lossy(body), "sim: PDU received");
+                match submit::parse(body, *tpdu_len) {
+                    Ok(f) => f,
+                    Err(why) => {
+                        tracing::debug!("sim: rejected PDU: {why}");
+                        return self.finish(Vec::new(), Final::Cms(304));
+                    }
+                }
+            }
+            PromptKind::Text { to } => {
+                let Some(text) = self.settings.cscs.decode(body) else {
+                    return self.finish(Vec::new(), Final::Cms(305));
+                };
+                SubmitFacts {
+                    to: to.clone(),
+                    text,
+                    concat: None,
+                    status_report: self.settings.csmp[0] & 0x20 != 0,
+                    recipient: None,
+                    pdu_hex: None,
+                }
+            }
+        };
+        if let Some(n) = self.cfg.unplug_after
+            && self.parts_accepted >= n
+        {
+            tracing::info!("sim: unplugging mid-send after {n} parts");
+            self.gone = true;
+            self.out
+                .push(Action::Notice(format!("sim: unplugged after {n} parts")));
+            self.out.push(Action::Unplug);
+            return;
+        }
+        if self.reg_stat(now) != 1 {
+            return self.finish(Vec::new(), Final::Cms(331));
+        }
+        if !self.cfg.send_delay.is_zero() {
+            self.out.push(Action::Busy(self.cfg.send_delay));
+        }
+        let digits = facts.to.trim_start_matches('+');
+        if self
+            .cfg
+            .reject_prefixes
+            .iter()
+            .any(|p| facts.to.starts_with(p.as_str()) || digits.starts_with(p.as_str()))
+        {
+            tracing::debug!("sim: destination rejected by --reject");
+            return self.finish(Vec::new(), Final::Cms(1));
+        }
+        if self.cfg.error_rate > 0.0 && self.rng.random::<f64>() < self.cfg.error_rate {
+            let code = if self.rng.random_bool(0.5) { 38 } else { 42 };
+            tracing::debug!("sim: injected temporary error {code}");
+            return self.finish(Vec::new(), Final::Cms(code));
+        }
+        let mr = self.next_mr;
+        self.next_mr = self.next_mr.wrapping_add(1);
+        self.parts_accepted += 1;
+        self.finish(vec![format!("+CMGS: {mr}")], Final::Ok);
+        self.out.push(Action::Accepted(AcceptedPart {
+            to: facts.to.clone(),
+            text: facts.text.clone(),
+            concat: facts.concat,
+            pdu_hex: facts.pdu_hex.clone(),
+        }));
+        if facts.status_report && self.settings.cnmi[3] == 1 {
+            let urc = if self.settings.text_mode {
+                let ts = text_timestamp(wall);
+                let toa = if facts.to.starts_with('+') { 145 } else { 129 };
+                format!(
+                    "\r\n+CDS: 6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{}\r\n",
+                    facts.to, self.cfg.report_status
+                )
+                .into_bytes()
+            } else {
+                let (len, hex) = submit::status_report(&facts, mr, self.cfg.report_status, wall);
+                format!("\r\n+CDS: {len}\r\n{hex}\r\n").into_bytes()
+            };
+            self.out.push(Action::Later {
+                after: self.cfg.report_delay,
+                event: Event::Urc(urc),
+            });
+        }
+    }
+}
+
+/// `yy/MM/dd,hh:mm:ss±zz` of TS 27.005 §3.3.2 text-mode timestamps.
+fn text_timestamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:02}/{:02}/{:02},{:02}:{:02}:{:02}+00",
+        t.year() % 100,
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn flag(v: Option<u32>) -> Result<bool, Final> {
+    match v.unwrap_or(0) {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Final::Error),
+    }
+}
+
+/// Parses argument `i` as a number in `range`; `default` when it is absent.
+fn num_arg(
+    a: &str,
+    i: usize,
+    range: std::ops::RangeInclusive<u8>,
+    default: Option<u8>,
+) -> Result<u8, Final> {
+    match cmdline::args(a).get(i).cloned().flatten() {
+        Some(s) => s
+            .parse::<u8>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or(Final::Cme(50)),
+        None => default.ok_or(Final::Cme(50)),
+    }
+}
+
+fn storage_index(a: &str) -> Result<u32, Final> {
+    cmdline::args(a)
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|n| (1..=STORAGE_SLOTS).contains(n) || *n == 0)
+        .ok_or(Final::Cms(321))
+}
+
+/// Verbose `+CME ERROR` texts (TS 27.007 §9.2.1).
+fn cme_text(n: u16) -> &'static str {
+    match n {
+        3 => "operation not allowed",
+        4 => "operation not supported",
+        10 => "SIM not inserted",
+        11 => "SIM PIN required",
+        12 => "SIM PUK required",
+        16 => "incorrect password",
+        30 => "no network service",
+        50 => "Incorrect parameters",
+        _ => "unknown",
+    }
+}
+
+/// Verbose `+CMS ERROR` texts (TS 27.005 §3.2.5; 0..=127 are TS 24.011 RP causes).
+fn cms_text(n: u16) -> &'static str {
+    match n {
+        1 => "Unassigned (unallocated) number",
+        38 => "Network out of order",
+        42 => "Congestion",
+        302 => "operation not allowed",
+        303 => "operation not supported",
+        304 => "invalid PDU mode parameter",
+        305 => "invalid text mode parameter",
+        311 => "SIM PIN required",
+        316 => "SIM PUK required",
+        321 => "invalid memory index",
+        331 => "no network service",
+        340 => "no +CNMA acknowledgement expected",
+        _ => "unknown error",
+    }
+}
