@@ -570,18 +570,12 @@ impl RawConfig {
         };
         let de = toml::de::Deserializer::parse(text).map_err(syntax)?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut key = e.path().to_string();
+            let key = e.path().to_string();
             let inner = e.into_inner();
             let mut reason = inner.message().trim().to_string();
-            // serde reports an unknown key at its parent table; name the key itself.
-            if let Some(rest) = reason.strip_prefix("unknown field `")
-                && let Some((name, _)) = rest.split_once('`')
-            {
-                key = if key == "." || key.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{key}.{name}")
-                };
+            // serde_path_to_error already ends the path with the unknown key's name; say plainly
+            // that the key itself is the problem rather than its value.
+            if reason.starts_with("unknown field `") {
                 reason = format!("unknown key ({reason})");
             }
             ConfigError {
