@@ -227,7 +227,10 @@ fn bad_files_name_the_key() {
         ),
         ("[log]\nlevel = \"loud[\"\n", "log.level"),
         ("[[modem]]\npin = \"1234\"\n", "modem[0].pin"),
-        ("[[modem]]\n[[modem]]\ndevice = \"/dev/b\"\nbaud = 0\n", "modem[1].baud"),
+        (
+            "[[modem]]\n[[modem]]\ndevice = \"/dev/b\"\nbaud = 0\n",
+            "modem[1].baud",
+        ),
         (
             "[[modem]]\ndevice = \"/dev/a\"\n[[modem]]\ndevice = \"/dev/a\"\n",
             "modem[1].device",
