@@ -865,6 +865,15 @@ impl Core {
                 Ok(vec![self.reg_line(name, n, stat, true)])
             }
             ("+CREG" | "+CGREG" | "+CEREG", Form::Test) => Ok(vec![format!("{name}: (0-2)")]),
+            ("+CGATT", Form::Read) => Ok(vec![format!(
+                "+CGATT: {}",
+                u8::from(self.reg_stat(now) == 1)
+            )]),
+            ("+CGATT", Form::Set(a)) => {
+                num_arg(&a, 0, 0..=1, None)?;
+                Ok(vec![])
+            }
+            ("+CGATT", Form::Test) => Ok(vec!["+CGATT: (0,1)".into()]),
             ("+CSQ", Form::Exec) => Ok(vec![if self.reg_stat(now) == 1 {
                 "+CSQ: 21,99".into()
             } else {
