@@ -794,13 +794,16 @@ impl Store {
             .await
     }
 
-    /// The deadline passed before the message could be sent.
-    pub async fn mark_expired(&self, id: &str, now: Millis) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.write(move |c| {
-            ops::finish(c, &id, MessageStatus::Expired, Some("deadline passed"), now)
-        })
-        .await
+    /// The deadline passed before the message could be sent (`reason` says what held it up).
+    pub async fn mark_expired(
+        &self,
+        id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.write(move |c| ops::finish(c, &id, MessageStatus::Expired, Some(&reason), now))
+            .await
     }
 
     /// The PDU may have reached the network but no answer came. Notes it in the history, then
@@ -850,14 +853,15 @@ impl Store {
         self.write(ops::next_concat_reference).await
     }
 
-    /// Retention: deletes final messages (and OTPs) created before `now - retention_ms`, masks
-    /// phone numbers of rows created before `now - mask_after_ms`, drops idempotency records older
-    /// than a day. `mask_after_ms` should exceed [`REPORT_WINDOW_MS`] so that late status reports
-    /// still match; `None` masks nothing.
+    /// Retention: deletes messages no longer in flight (and ended OTPs) created before
+    /// `now - retention_ms`, masks phone numbers of such rows created before
+    /// `now - mask_after_ms`, drops idempotency records older than a day. `None` disables either
+    /// step. `mask_after_ms` should exceed [`REPORT_WINDOW_MS`] so that late status reports still
+    /// find their (unmasked) recipient.
     pub async fn prune(
         &self,
         now: Millis,
-        retention_ms: Millis,
+        retention_ms: Option<Millis>,
         mask_after_ms: Option<Millis>,
     ) -> Result<PruneStats, StoreError> {
         self.write(move |c| ops::prune(c, now, retention_ms, mask_after_ms))

@@ -735,35 +735,45 @@ fn mask_sql(col: &str) -> String {
 pub(crate) fn prune(
     c: &Connection,
     now: Millis,
-    retention_ms: Millis,
+    retention_ms: Option<Millis>,
     mask_after_ms: Option<Millis>,
 ) -> Result<PruneStats, StoreError> {
-    let cutoff = now - retention_ms;
-    // Only messages no longer in flight; parts and history go with them (ON DELETE CASCADE).
-    let messages_deleted = c.execute(
-        "DELETE FROM messages WHERE created_at < ?1
-           AND status NOT IN ('queued', 'sending')",
-        params![cutoff],
-    )? as u64;
-    let otps_deleted = c.execute(
-        "DELETE FROM otps WHERE created_at < ?1 AND (status <> 'pending' OR expires_at < ?2)",
-        params![cutoff, now],
-    )? as u64;
+    let (mut messages_deleted, mut otps_deleted) = (0, 0);
+    if let Some(retention) = retention_ms {
+        let cutoff = now - retention;
+        // Only messages no longer in flight; parts and history go with them (ON DELETE CASCADE).
+        messages_deleted = c.execute(
+            "DELETE FROM messages WHERE created_at < ?1 AND status NOT IN ('queued', 'sending')",
+            params![cutoff],
+        )? as u64;
+        otps_deleted = c.execute(
+            "DELETE FROM otps WHERE created_at < ?1 AND (status <> 'pending' OR expires_at < ?2)",
+            params![cutoff, now],
+        )? as u64;
+    }
     let mut numbers_masked = 0;
     if let Some(mask_after) = mask_after_ms {
         let mask_cutoff = now - mask_after;
-        // `instr(..., '*') = 0` skips rows masked by an earlier run.
-        for (table, col, when) in [
-            ("messages", "to_number", "created_at"),
-            ("otps", "to_number", "created_at"),
-            ("message_parts", "recipient", "sent_at"),
-        ] {
-            let sql = format!(
-                "UPDATE {table} SET {col} = {} WHERE {when} < ?1 AND instr({col}, '*') = 0",
-                mask_sql(col)
-            );
-            numbers_masked += c.execute(&sql, params![mask_cutoff])? as u64;
-        }
+        // `instr(..., '*') = 0` skips rows masked by an earlier run; rows still in flight keep
+        // their number because the modem still needs it.
+        let messages = format!(
+            "UPDATE messages SET to_number = {} WHERE created_at < ?1
+               AND instr(to_number, '*') = 0 AND status NOT IN ('queued', 'sending')",
+            mask_sql("to_number")
+        );
+        numbers_masked += c.execute(&messages, params![mask_cutoff])? as u64;
+        let otps = format!(
+            "UPDATE otps SET to_number = {} WHERE created_at < ?1
+               AND instr(to_number, '*') = 0 AND (status <> 'pending' OR expires_at < ?2)",
+            mask_sql("to_number")
+        );
+        numbers_masked += c.execute(&otps, params![mask_cutoff, now])? as u64;
+        let parts = format!(
+            "UPDATE message_parts SET recipient = {} WHERE sent_at < ?1
+               AND instr(recipient, '*') = 0",
+            mask_sql("recipient")
+        );
+        numbers_masked += c.execute(&parts, params![mask_cutoff])? as u64;
     }
     let idempotency_deleted = c.execute(
         "DELETE FROM idempotency WHERE created_at <= ?1",

@@ -772,9 +772,13 @@ async fn prune_deletes_old_final_rows_and_masks_numbers() {
         .await
         .unwrap()
         .unwrap();
-    // 10 days old: masked, kept.
+    // 10 days old and final: masked, kept.
     db.store
         .enqueue_text(text("msg_mid", "+15551234567", T0 + 25 * day), None, 0)
+        .await
+        .unwrap();
+    db.store
+        .mark_failed("msg_mid", "rejected", T0 + 25 * day)
         .await
         .unwrap();
     // Fresh: untouched.
@@ -784,7 +788,7 @@ async fn prune_deletes_old_final_rows_and_masks_numbers() {
         .unwrap();
     let stats = db
         .store
-        .prune(T0 + 35 * day, 30 * day, Some(7 * day))
+        .prune(T0 + 35 * day, Some(30 * day), Some(7 * day))
         .await
         .unwrap();
     assert_eq!(
@@ -795,17 +799,18 @@ async fn prune_deletes_old_final_rows_and_masks_numbers() {
     assert!(db.store.get_message("msg_old").await.unwrap().is_none());
     assert!(db.store.message_events("msg_old").await.unwrap().is_empty());
     assert!(db.store.get_otp("otp_old").await.unwrap().is_none());
+    // Still queued: the modem needs the number, so it is neither deleted nor masked.
     let stuck = db.store.get_message("msg_stuck").await.unwrap().unwrap();
-    assert_eq!(stuck.to, "+15*****67");
+    assert_eq!(stuck.to, "+15551234567");
     let mid = db.store.get_message("msg_mid").await.unwrap().unwrap();
     assert_eq!(mid.to, "+15*****67");
     let new = db.store.get_message("msg_new").await.unwrap().unwrap();
     assert_eq!(new.to, "+15551234567");
-    assert_eq!(stats.numbers_masked, 2);
+    assert_eq!(stats.numbers_masked, 1);
     // Idempotent: a second run changes nothing.
     let again = db
         .store
-        .prune(T0 + 35 * day, 30 * day, Some(7 * day))
+        .prune(T0 + 35 * day, Some(30 * day), Some(7 * day))
         .await
         .unwrap();
     assert_eq!(again, PruneStats::default());
