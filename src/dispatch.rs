@@ -350,6 +350,10 @@ impl<M: ModemPort> Dispatcher<M> {
         };
         loop {
             let Some(index) = self.pick_modem(&mut until) else {
+                // No modem can take work, so no claim will expire overdue messages either:
+                // watch the queue's deadlines here, so an OTP expires on time even with every
+                // modem down or busy.
+                self.watch_expiry(&mut until).await;
                 return until;
             };
             let now = self.clock.now_ms();
@@ -389,6 +393,34 @@ impl<M: ModemPort> Dispatcher<M> {
                     earliest(&mut until, Instant::now() + self.cfg.store_error_pause);
                     return until;
                 }
+            }
+        }
+    }
+
+    /// Expires overdue queued messages and lowers `until` to the next queued deadline.
+    async fn watch_expiry(&self, until: &mut Option<Instant>) {
+        let mut earliest = |at: Instant| *until = Some(until.map_or(at, |u| u.min(at)));
+        let result = async {
+            let now = self.clock.now_ms();
+            let mut next = self.store.next_expiry().await?;
+            if next.is_some_and(|d| d <= now) {
+                let expired = self.store.expire_overdue(now).await?;
+                if let Some(m) = &self.metrics {
+                    for _ in 0..expired {
+                        m.record_send(SendOutcome::Expired);
+                    }
+                }
+                next = self.store.next_expiry().await?;
+            }
+            Ok::<_, StoreError>(next)
+        }
+        .await;
+        match result {
+            Ok(Some(deadline)) => earliest(self.clock.instant_at(deadline)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "dispatcher cannot expire overdue messages");
+                earliest(Instant::now() + self.cfg.store_error_pause);
             }
         }
     }
@@ -596,4 +628,627 @@ pub async fn record_status_report(
         ),
     }
     Ok(effect)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::store::{
+        CreateOutcome, MessageKind, MessageStatus, NewMessage, NewOtp, StoreOptions,
+    };
+
+    /// What a fake modem saw: the decoded text of each send, in order.
+    struct FakeState {
+        id: String,
+        ready: watch::Sender<bool>,
+        /// Scripted answers, used first; afterwards every send succeeds.
+        script: Mutex<VecDeque<Result<Vec<u8>, SendFailure>>>,
+        /// How long a send takes.
+        delay: Duration,
+        sent: Mutex<Vec<(String, Instant)>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        next_mr: AtomicUsize,
+        /// Turns the modem not-ready the moment it answers `NotReady`, like an unplugged dongle.
+        drop_on_not_ready: bool,
+    }
+
+    #[derive(Clone)]
+    struct Fake(Arc<FakeState>);
+
+    impl Fake {
+        fn new(id: &str, delay: Duration) -> Fake {
+            Fake(Arc::new(FakeState {
+                id: id.into(),
+                ready: watch::channel(true).0,
+                script: Mutex::new(VecDeque::new()),
+                delay,
+                sent: Mutex::new(Vec::new()),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+                next_mr: AtomicUsize::new(1),
+                drop_on_not_ready: true,
+            }))
+        }
+        fn script(self, answers: Vec<Result<Vec<u8>, SendFailure>>) -> Fake {
+            self.0.script.lock().unwrap().extend(answers);
+            self
+        }
+        fn set_ready(&self, ready: bool) {
+            self.0.ready.send_replace(ready);
+        }
+        fn texts(&self) -> Vec<String> {
+            self.0
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| s.0.clone())
+                .collect()
+        }
+        fn send_times(&self) -> Vec<Instant> {
+            self.0.sent.lock().unwrap().iter().map(|s| s.1).collect()
+        }
+    }
+
+    impl ModemPort for Fake {
+        fn id(&self) -> &str {
+            &self.0.id
+        }
+        fn is_ready(&self) -> bool {
+            *self.0.ready.borrow()
+        }
+        async fn readiness_changed(&self) {
+            let mut rx = self.0.ready.subscribe();
+            let _ = rx.changed().await;
+        }
+        async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
+            let s = &self.0;
+            let now_in = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            s.max_in_flight.fetch_max(now_in, Ordering::SeqCst);
+            let text: String = parts
+                .iter()
+                .map(|p| match pdu::decode(&p.bytes) {
+                    Ok(pdu::Pdu::Submit(sub)) => sub.text,
+                    other => panic!("not a SUBMIT: {other:?}"),
+                })
+                .collect();
+            s.sent.lock().unwrap().push((text, Instant::now()));
+            tokio::time::sleep(s.delay).await;
+            s.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let scripted = s.script.lock().unwrap().pop_front();
+            match scripted {
+                Some(Err(SendFailure::NotReady)) if s.drop_on_not_ready => {
+                    s.ready.send_replace(false);
+                    Err(SendFailure::NotReady)
+                }
+                Some(answer) => answer,
+                None => Ok(parts
+                    .iter()
+                    .map(|_| s.next_mr.fetch_add(1, Ordering::SeqCst) as u8)
+                    .collect()),
+            }
+        }
+    }
+
+    struct Rig {
+        store: Store,
+        wake: Arc<Notify>,
+        clock: Clock,
+        stats: Arc<DispatchStats>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<Result<(), StoreError>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn quick() -> DispatchConfig {
+        DispatchConfig {
+            on_unknown_outcome: UnknownOutcomePolicy::Resend,
+            retry_base: Duration::from_millis(40),
+            retry_max: Duration::from_secs(1),
+            store_error_pause: Duration::from_millis(50),
+        }
+    }
+
+    fn opener() -> Opener {
+        // A stand-in for otp.rs: the "sealed" form is the text reversed.
+        Arc::new(|sealed: &[u8]| {
+            let mut b = sealed.to_vec();
+            b.reverse();
+            String::from_utf8(b).map_err(|_| "not utf-8".to_string())
+        })
+    }
+
+    fn seal(text: &str) -> Vec<u8> {
+        let mut b = text.as_bytes().to_vec();
+        b.reverse();
+        b
+    }
+
+    /// Opens a store, optionally pre-fills it (before the dispatcher starts), then runs the
+    /// dispatcher over `modems`.
+    async fn rig_with(
+        modems: Vec<(Fake, u32)>,
+        cfg: DispatchConfig,
+        prefill: impl AsyncFnOnce(&Store, Millis),
+    ) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("q.db"),
+            StoreOptions {
+                durability: crate::store::Durability::Normal,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let wake = Arc::new(Notify::new());
+        let pool = modems
+            .into_iter()
+            .map(|(port, rate)| PoolModem {
+                port,
+                sends_per_minute: rate,
+                delivery_reports: true,
+            })
+            .collect();
+        let d = Dispatcher::new(store.clone(), pool, cfg, wake.clone(), opener());
+        let clock = d.clock();
+        prefill(&store, clock.now_ms()).await;
+        let stats = d.stats();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(d.run(async move {
+            let _ = rx.await;
+        }));
+        Rig {
+            store,
+            wake,
+            clock,
+            stats,
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn rig(modems: Vec<(Fake, u32)>) -> Rig {
+        rig_with(modems, quick(), async |_, _| {}).await
+    }
+
+    fn text_msg(id: &str, to: &str, at: Millis) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            to: to.into(),
+            kind: MessageKind::Text,
+            log_text: format!("text {id}"),
+            body: Body::Clear(format!("text {id}")),
+            parts: 1,
+            created_at: at,
+            deadline: at + 3_600_000,
+        }
+    }
+
+    impl Rig {
+        async fn enqueue(&self, id: &str) {
+            let m = text_msg(id, "+15551230000", self.clock.now_ms());
+            let out = self.store.enqueue_text(m, None, 0).await.unwrap();
+            assert_eq!(out, CreateOutcome::Created);
+            self.wake.notify_one();
+        }
+
+        async fn wait_status(&self, id: &str, want: MessageStatus) {
+            let give_up = Instant::now() + Duration::from_secs(10);
+            loop {
+                let m = self.store.get_message(id).await.unwrap();
+                if m.as_ref().map(|m| m.status) == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < give_up,
+                    "{id} never became {want:?}: {m:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        async fn stop(mut self) -> Store {
+            let _ = self.stop.take().unwrap().send(());
+            self.task.await.unwrap().unwrap();
+            self.store
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_oldest_first() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            for (i, id) in ["msg_a", "msg_b", "msg_c"].into_iter().enumerate() {
+                let m = text_msg(id, "+15551230000", now + i as Millis);
+                store.enqueue_text(m, None, 0).await.unwrap();
+            }
+        })
+        .await;
+        rig.wait_status("msg_c", MessageStatus::Sent).await;
+        rig.wait_status("msg_b", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b", "text msg_c"]);
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert_eq!(m.modem_id.as_deref(), Some("m0"));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn wakes_on_enqueue_without_polling() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        // Let the loop settle into its idle wait, then watch it do nothing.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let idle_claims = rig.stats.claims.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            rig.stats.claims.load(Ordering::SeqCst),
+            idle_claims,
+            "an idle dispatcher must not touch the store"
+        );
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["text msg_a"]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn spreads_over_idle_modems_one_send_each() {
+        let slow = Duration::from_millis(300);
+        let (a, b) = (Fake::new("m0", slow), Fake::new("m1", slow));
+        let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
+        for id in ["msg_1", "msg_2", "msg_3", "msg_4"] {
+            rig.enqueue(id).await;
+        }
+        for id in ["msg_1", "msg_2", "msg_3", "msg_4"] {
+            rig.wait_status(id, MessageStatus::Sent).await;
+        }
+        // Both modems worked, in parallel, never two sends at once on one modem.
+        assert_eq!(a.texts().len(), 2);
+        assert_eq!(b.texts().len(), 2);
+        assert_eq!(a.0.max_in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(b.0.max_in_flight.load(Ordering::SeqCst), 1);
+        let first_a = a.send_times()[0];
+        let first_b = b.send_times()[0];
+        let gap = if first_a > first_b {
+            first_a - first_b
+        } else {
+            first_b - first_a
+        };
+        assert!(gap < slow, "the second modem did not wait for the first");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_busy_modem_is_passed_over() {
+        let a = Fake::new("m0", Duration::from_millis(500));
+        let b = Fake::new("m1", Duration::ZERO);
+        let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
+        rig.enqueue("msg_long").await;
+        // Both idle and never used: the first in pool order takes it and stays busy for a while.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while a.texts().is_empty() {
+            assert!(Instant::now() < give_up);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for id in ["msg_x", "msg_y", "msg_z"] {
+            rig.enqueue(id).await;
+        }
+        for id in ["msg_x", "msg_y", "msg_z", "msg_long"] {
+            rig.wait_status(id, MessageStatus::Sent).await;
+        }
+        assert_eq!(a.texts(), ["text msg_long"]);
+        assert_eq!(b.texts(), ["text msg_x", "text msg_y", "text msg_z"]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn temporary_errors_retry_with_backoff_then_send() {
+        let modem = Fake::new("m0", Duration::ZERO).script(vec![
+            Err(SendFailure::Temporary("+CMS ERROR: 331".into())),
+            Err(SendFailure::Temporary("+CMS ERROR: 332".into())),
+        ]);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        let times = modem.send_times();
+        assert_eq!(times.len(), 3);
+        let cfg = quick();
+        assert!(times[1] - times[0] >= backoff(&cfg, 1));
+        assert!(times[2] - times[1] >= backoff(&cfg, 2));
+        assert!(backoff(&cfg, 2) > backoff(&cfg, 1), "backoff grows");
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert_eq!(m.attempts, 3);
+        let events = rig.store.message_events("msg_a").await.unwrap();
+        let retries = events
+            .iter()
+            .filter(|e| {
+                e.detail
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("retry: m0: +CMS")
+            })
+            .count();
+        assert_eq!(retries, 2);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn permanent_error_fails_with_the_modem_reason() {
+        let modem = Fake::new("m0", Duration::ZERO).script(vec![Err(SendFailure::Permanent(
+            "+CMS ERROR: 21 (short message transfer rejected)".into(),
+        ))]);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Failed).await;
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert!(m.error.unwrap().contains("transfer rejected"));
+        assert_eq!(modem.texts().len(), 1, "never retried");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_deadline() {
+        let modem = Fake::new("m0", Duration::ZERO).script(vec![
+            Err(SendFailure::Temporary("no network".into())),
+            Err(SendFailure::Temporary("no network".into())),
+            Err(SendFailure::Temporary("no network".into())),
+        ]);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let mut m = text_msg("msg_a", "+15551230000", now);
+        // Room for the first retry (40 ms) but not the second (80 ms more).
+        m.deadline = now + 100;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_a", MessageStatus::Expired).await;
+        assert_eq!(modem.texts().len(), 2);
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert!(m.error.unwrap().contains("no time left"));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_otp_that_expires_while_queued_is_never_sent() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        modem.set_ready(false);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let otp = NewOtp {
+            id: "otp_1".into(),
+            to: "+15551230000".into(),
+            code_hmac: vec![0; 32],
+            max_attempts: 5,
+            expires_at: now + 150,
+            created_at: now,
+        };
+        let msg = NewMessage {
+            id: "msg_otp".into(),
+            to: "+15551230000".into(),
+            kind: MessageKind::Otp,
+            log_text: "Your code is ******.".into(),
+            body: Body::Sealed(seal("Your code is 123456.")),
+            parts: 1,
+            created_at: now,
+            deadline: now + 150,
+        };
+        rig.store.create_otp(otp, msg, None, 0, 0).await.unwrap();
+        rig.wake.notify_one();
+        // Nobody pokes the dispatcher: it must wake by itself at the deadline.
+        rig.wait_status("msg_otp", MessageStatus::Expired).await;
+        modem.set_ready(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(modem.texts().is_empty());
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sealed_otp_text_is_opened_and_validity_follows_the_deadline() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let otp = NewOtp {
+            id: "otp_1".into(),
+            to: "+15551230000".into(),
+            code_hmac: vec![0; 32],
+            max_attempts: 5,
+            expires_at: now + 5 * 60_000,
+            created_at: now,
+        };
+        let msg = NewMessage {
+            id: "msg_otp".into(),
+            to: "+15551230000".into(),
+            kind: MessageKind::Otp,
+            log_text: "Your code is ******.".into(),
+            body: Body::Sealed(seal("Your code is 123456.")),
+            parts: 1,
+            created_at: now,
+            deadline: now + 5 * 60_000,
+        };
+        rig.store.create_otp(otp, msg, None, 0, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_otp", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["Your code is 123456."]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_outcome_is_resent_by_default() {
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_a"]);
+        let events = rig.store.message_events("msg_a").await.unwrap();
+        assert!(events.iter().any(|e| {
+            e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("outcome unknown"))
+        }));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_outcome_fails_when_configured() {
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
+        let cfg = DispatchConfig {
+            on_unknown_outcome: UnknownOutcomePolicy::Fail,
+            ..quick()
+        };
+        let rig = rig_with(vec![(modem.clone(), 0)], cfg, async |_, _| {}).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Failed).await;
+        assert_eq!(modem.texts().len(), 1);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn messages_left_sending_are_recovered_at_start() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            let m = text_msg("msg_a", "+15551230000", now);
+            store.enqueue_text(m, None, 0).await.unwrap();
+            // A previous process claimed it and died mid-send.
+            store.claim_next(now).await.unwrap().unwrap();
+        })
+        .await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert_eq!(m.attempts, 2);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_modem_hands_its_work_to_the_other() {
+        let a = Fake::new("m0", Duration::ZERO).script(vec![Err(SendFailure::NotReady)]);
+        let b = Fake::new("m1", Duration::ZERO);
+        b.set_ready(false);
+        let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        // m0 drops out on its first send; m1 comes up afterwards and takes the message.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while a.is_ready() {
+            assert!(Instant::now() < give_up);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        b.set_ready(true);
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert_eq!(m.modem_id.as_deref(), Some("m1"));
+        assert_eq!(b.texts(), ["text msg_a"]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn status_report_marks_delivered() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        // The fake numbers TP-MRs from 1.
+        let now = rig.clock.now_ms();
+        let effect = record_status_report(
+            &rig.store,
+            "m0",
+            1,
+            "15551230000",
+            0x00,
+            DeliveryOutcome::Delivered,
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(effect.message_id, "msg_a");
+        assert_eq!(effect.status, MessageStatus::Delivered);
+        rig.wait_status("msg_a", MessageStatus::Delivered).await;
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn permanent_failure_report_fails_the_message() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        let now = rig.clock.now_ms();
+        let effect = record_status_report(
+            &rig.store,
+            "m0",
+            1,
+            "+15551230000",
+            0x41,
+            DeliveryOutcome::PermanentFailure,
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(effect.status, MessageStatus::Failed);
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        assert!(m.error.unwrap().contains("0x41"));
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn send_rate_limit_holds_back_the_second_send() {
+        // 1 per minute: the second message must wait far longer than this test runs.
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 1)]).await;
+        rig.enqueue("msg_a").await;
+        rig.enqueue("msg_b").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(modem.texts(), ["text msg_a"]);
+        assert_eq!(
+            rig.store
+                .get_message("msg_b")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            MessageStatus::Queued
+        );
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn long_texts_get_fresh_concat_references() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let long = "x".repeat(300);
+        let mut m = text_msg("msg_long", "+15551230000", now);
+        m.body = Body::Clear(long.clone());
+        m.parts = 2;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_long", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), [long]);
+        // The store's counter moved: the reference came from it.
+        let store = rig.stop().await;
+        assert_eq!(store.next_concat_reference().await.unwrap(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cfg = DispatchConfig {
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(60),
+            ..DispatchConfig::default()
+        };
+        let got: Vec<u64> = (1..=8).map(|a| backoff(&cfg, a).as_secs()).collect();
+        assert_eq!(got, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(&cfg, 0).as_secs(), 2);
+        assert_eq!(backoff(&cfg, u32::MAX).as_secs(), 60);
+    }
 }

@@ -847,6 +847,17 @@ impl Store {
         self.read(read::next_due).await
     }
 
+    /// The earliest deadline among queued messages: when one of them must become `expired`.
+    pub async fn next_expiry(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(read::next_expiry).await
+    }
+
+    /// Marks `expired` every queued message whose deadline has passed; returns how many. The
+    /// dispatcher calls it when no modem is free, so expiry does not wait for a modem.
+    pub async fn expire_overdue(&self, now: Millis) -> Result<u64, StoreError> {
+        self.write(move |c| ops::expire_overdue(c, now)).await
+    }
+
     /// The next concatenation reference (TS 23.040 §9.2.3.24.1), a persisted rotating octet, so
     /// parts of consecutive messages never share a reference, even across restarts.
     pub async fn next_concat_reference(&self) -> Result<u8, StoreError> {

@@ -383,16 +383,16 @@ pub(crate) fn cancel_otp(
     Ok(Some(OtpStatus::Canceled))
 }
 
-/// Expires every queued message whose deadline has passed.
-fn expire_overdue(c: &Connection, now: Millis) -> Result<(), StoreError> {
+/// Expires every queued message whose deadline has passed; returns how many.
+pub(crate) fn expire_overdue(c: &Connection, now: Millis) -> Result<u64, StoreError> {
     let seqs: Vec<i64> = c
         .prepare_cached("SELECT seq FROM messages WHERE status = 'queued' AND deadline <= ?1")?
         .query_map(params![now], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for seq in seqs {
+    for &seq in &seqs {
         finish_seq(c, seq, MessageStatus::Expired, Some("deadline passed"), now)?;
     }
-    Ok(())
+    Ok(seqs.len() as u64)
 }
 
 pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>, StoreError> {

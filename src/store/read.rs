@@ -203,3 +203,10 @@ pub(crate) fn next_due(c: &Connection) -> Result<Option<Millis>, StoreError> {
     )?
     .query_row([], |r| r.get(0))?)
 }
+
+pub(crate) fn next_expiry(c: &Connection) -> Result<Option<Millis>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT MIN(deadline) FROM messages WHERE status = 'queued'")?
+            .query_row([], |r| r.get(0))?,
+    )
+}
