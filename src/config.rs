@@ -505,7 +505,17 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors (usually the file path).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        RawConfig::from_toml_str(text, origin)?.validate(origin)
+        RawConfig::from_toml_str(text, origin)?
+            .validate(origin)
+            .map_err(|mut e| {
+                // Validation works on values, not text; find the value again to point at it.
+                if e.position.is_none()
+                    && let Some(key) = &e.key
+                {
+                    e.position = locate(text, key);
+                }
+                e
+            })
     }
 
     /// Things that are allowed but probably unintended, for `serve` to log at start.
@@ -541,15 +551,22 @@ impl Config {
     }
 }
 
-/// What the thin clients (`simgate send`, ...) need from a config file: where the daemon
-/// listens, its tokens and its data dir (for `api-token`).
-pub fn client_hints(path: &Path) -> Result<crate::commands::client::ConfigHints, ConfigError> {
-    let c = Config::load(path)?;
-    Ok(crate::commands::client::ConfigHints {
-        listen: Some(c.api.listen.to_string()),
-        tokens: c.api.tokens,
-        data_dir: Some(c.store.data_dir),
-    })
+/// Line and column of the value at a dotted key path such as `modem[1].baud` or
+/// `api.tokens[0]`, if the text has it (a missing key means its default was at fault).
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let root = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
+    let mut cur = &root;
+    for part in key.split('.') {
+        let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        cur = cur.get_ref().get(name)?;
+        while !rest.is_empty() {
+            let (idx, after) = rest.split_once(']')?;
+            cur = cur.get_ref().get(idx.parse::<usize>().ok()?)?;
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+    }
+    Some(line_col(text, cur.span().start))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -257,6 +257,8 @@ fn bad_files_name_the_key() {
         assert_eq!(e.key.as_deref(), Some(*key), "file:\n{text}\nerror: {e}");
         assert!(e.to_string().contains(key), "{e}");
         assert!(!e.reason.is_empty());
+        // Every key in this table is written in its file, so the error can point at it.
+        assert!(e.position.is_some(), "no position: {e}");
     }
 }
 
@@ -288,4 +290,19 @@ fn type_errors_point_at_the_value() {
     let e = error_of("[otp]\nlength = 6\nmax_attempts = \"five\"\n");
     assert_eq!(e.key.as_deref(), Some("otp.max_attempts"));
     assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+}
+
+#[test]
+fn validation_errors_point_at_the_value() {
+    let e = error_of(
+        "[api]\nlisten = \"127.0.0.1:1\"\n\n[[modem]]\ndevice = \"/dev/a\"\n\n[[modem]]\n\
+         device = \"/dev/b\"\nbaud = 12\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("modem[1].baud"));
+    assert_eq!(e.position, Some((9, 8)), "{e}");
+    assert!(e.to_string().contains(":9:8: modem[1].baud: "), "{e}");
+
+    let e = error_of("[limits]\ndeny_prefixes = [\"+1\",\n  \"1555\"]\n");
+    assert_eq!(e.key.as_deref(), Some("limits.deny_prefixes[1]"));
+    assert_eq!(e.position, Some((3, 3)), "{e}");
 }
