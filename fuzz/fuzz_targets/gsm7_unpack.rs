@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let count = usize::from(*count);
     if let Some(septets) = gsm7::unpack(octets, fill, count) {
         let repacked = gsm7::pack(&septets, fill);
-        assert_eq!(gsm7::unpack(&repacked, fill, count).as_ref(), Some(&septets));
+        assert_eq!(
+            gsm7::unpack(&repacked, fill, count).as_ref(),
+            Some(&septets)
+        );
         // Decoding text never fails, whatever the septets.
         let _ = gsm7::decode(&septets);
     }

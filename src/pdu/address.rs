@@ -116,7 +116,9 @@ impl Address {
         let (_, bytes) = self
             .value_bytes()
             .map_err(|_| EncodeError::InvalidSmsc(self.value.clone()))?;
-        if bytes.is_empty() || bytes.len() > 10 {
+        // An empty value (length octet 1: a TOA and no digits) is legal on the wire, so it
+        // re-encodes as it was decoded.
+        if bytes.len() > 10 {
             return Err(EncodeError::InvalidSmsc(self.value.clone()));
         }
         out.push(bytes.len() as u8 + 1);
