@@ -6,7 +6,7 @@ use std::fmt;
 use super::{DecodeError, EncodeError, Reader, gsm7};
 
 /// What kind of number an address carries, from its type-of-number bits (TS 23.040 §9.1.2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddressKind {
     /// TON 001: shown with a leading `+`.
     International,
@@ -21,7 +21,7 @@ pub enum AddressKind {
 }
 
 /// A phone number or sender name as carried in a PDU.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
     /// How to show `value` (a `+` for international numbers) and how to encode it.
     pub kind: AddressKind,

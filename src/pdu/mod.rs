@@ -26,7 +26,7 @@ pub use tpdu::{
 };
 
 /// How the text of a message is coded (TS 23.038 §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// GSM 7-bit default alphabet, packed: 160 characters in one SMS.
     Gsm7,
@@ -197,7 +197,7 @@ pub struct Deliver {
 }
 
 /// What TP-ST says about a message (TS 23.040 §9.2.3.15).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryOutcome {
     /// 0x00..=0x1F: delivered (or replaced / forwarded, which count as done).
     Delivered,

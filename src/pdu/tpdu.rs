@@ -134,7 +134,9 @@ pub fn encode_status_report(sr: &StatusReport) -> EncodedPart {
 }
 
 /// Encodes an SMS-DELIVER (TS 23.040 §9.2.2.1) carrying one part: `text` for GSM-7 and UCS-2,
-/// `user_data` for 8-bit data, with the concatenation UDH when `concat` is set.
+/// `user_data` for 8-bit data, with the concatenation UDH when `concat` is set. `Deliver` has
+/// no place for TP-RP, TP-SRI or UDH elements other than concatenation, so those are not
+/// written; everything else round-trips through [`decode`].
 pub fn encode_deliver(d: &Deliver) -> Result<EncodedPart, EncodeError> {
     let (dcs_encoding, _) = text::dcs_info(d.dcs);
     if dcs_encoding != d.encoding {
