@@ -133,39 +133,36 @@ fn extended(text: &str) -> Cmd {
     Cmd::Extended { name, form }
 }
 
-/// Splits set arguments at commas outside quotes; quoted values lose their quotes, bare values
-/// are trimmed. An empty argument (`2,,1`) is `None`.
+/// Splits set arguments at commas outside quotes; quoted values lose their quotes (spaces
+/// around them are ignored), bare values are trimmed. An empty argument (`2,,1`) is `None`.
 pub fn args(text: &str) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+    let mut segments = Vec::new();
+    let mut start = 0;
     let mut in_quotes = false;
-    let mut quoted = false;
-    for ch in text.chars() {
+    for (i, ch) in text.char_indices() {
         match ch {
-            '"' => {
-                in_quotes = !in_quotes;
-                quoted = true;
-            }
+            '"' => in_quotes = !in_quotes,
             ',' if !in_quotes => {
-                out.push(finish(&mut cur, &mut quoted));
+                segments.push(&text[start..i]);
+                start = i + 1;
             }
-            _ => cur.push(ch),
+            _ => {}
         }
     }
-    out.push(finish(&mut cur, &mut quoted));
-    out
-}
-
-fn finish(cur: &mut String, quoted: &mut bool) -> Option<String> {
-    let v = if *quoted {
-        Some(std::mem::take(cur))
-    } else {
-        let t = cur.trim().to_string();
-        cur.clear();
-        (!t.is_empty()).then_some(t)
-    };
-    *quoted = false;
-    v
+    segments.push(&text[start..]);
+    segments
+        .into_iter()
+        .map(|seg| {
+            let t = seg.trim();
+            if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+                Some(t[1..t.len() - 1].to_string())
+            } else if t.is_empty() {
+                None
+            } else {
+                Some(t.to_string())
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

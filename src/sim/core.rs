@@ -1399,3 +1399,403 @@ fn cms_text(n: u16) -> &'static str {
         _ => "unknown error",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::{SubmitOptions, encode_submit};
+    use time::macros::datetime;
+
+    const WALL: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
+
+    fn cfg() -> CoreConfig {
+        CoreConfig::from_options(&SimOptions::default())
+    }
+
+    fn writes(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Feeds `input` at time `now_ms` and returns what was written.
+    fn run(core: &mut Core, input: &str, now_ms: u64) -> String {
+        writes(&core.feed(input.as_bytes(), Duration::from_millis(now_ms), WALL))
+    }
+
+    /// A core with echo off, numeric errors.
+    fn quiet(cfg: CoreConfig) -> Core {
+        let mut core = Core::new(cfg);
+        core.boot(Duration::ZERO);
+        assert_eq!(run(&mut core, "ATE0\r", 0), "ATE0\r\r\nOK\r\n");
+        assert_eq!(run(&mut core, "AT+CMEE=1\r", 0), "\r\nOK\r\n");
+        core
+    }
+
+    fn check(core: &mut Core, input: &str, expect: &str) {
+        assert_eq!(run(core, input, 0), expect, "input {input:?}");
+    }
+
+    fn pdu(to: &str, text: &str, srr: bool) -> (usize, String) {
+        let opts = SubmitOptions {
+            status_report: srr,
+            ..SubmitOptions::default()
+        };
+        let p = &encode_submit(to, text, &opts, 1).unwrap()[0];
+        (p.tpdu_len, p.to_hex())
+    }
+
+    #[test]
+    fn answers_queries_and_tests_plausibly() {
+        let mut c = quiet(cfg());
+        for (input, expect) in [
+            ("AT\r", "\r\nOK\r\n"),
+            ("at+cgmi\r", "\r\nsimgate\r\n\r\nOK\r\n"),
+            ("AT+CGSN\r", "\r\n356938035643809\r\n\r\nOK\r\n"),
+            ("AT+CMGF?\r", "\r\n+CMGF: 0\r\n\r\nOK\r\n"),
+            ("AT+CMGF=?\r", "\r\n+CMGF: (0,1)\r\n\r\nOK\r\n"),
+            ("AT+CSCS?\r", "\r\n+CSCS: \"GSM\"\r\n\r\nOK\r\n"),
+            ("AT+CNMI?\r", "\r\n+CNMI: 1,0,0,0,0\r\n\r\nOK\r\n"),
+            ("AT+CNMI=2,1,0,1,0\r", "\r\nOK\r\n"),
+            ("AT+CNMI?\r", "\r\n+CNMI: 2,1,0,1,0\r\n\r\nOK\r\n"),
+            ("AT+CNMI=9\r", "\r\n+CMS ERROR: 303\r\n"),
+            (
+                "AT+CSCA?\r",
+                "\r\n+CSCA: \"+15550000000\",145\r\n\r\nOK\r\n",
+            ),
+            (
+                "AT+CPMS=\"SM\",\"SM\",\"SM\"\r",
+                "\r\n+CPMS: 0,30,0,30,0,30\r\n\r\nOK\r\n",
+            ),
+            ("AT+CPMS=\"XX\"\r", "\r\n+CMS ERROR: 302\r\n"),
+            ("AT+CMGL=4\r", "\r\nOK\r\n"),
+            ("AT+CMGR=1\r", "\r\n+CMS ERROR: 321\r\n"),
+            ("AT+CMGD=1\r", "\r\nOK\r\n"),
+            ("AT+CMGD=99\r", "\r\n+CMS ERROR: 321\r\n"),
+            ("AT+CFUN?\r", "\r\n+CFUN: 1\r\n\r\nOK\r\n"),
+            ("AT+CREG=2\r", "\r\nOK\r\n"),
+            (
+                "AT+CREG?\r",
+                "\r\n+CREG: 2,1,\"00A1\",\"1A2B\"\r\n\r\nOK\r\n",
+            ),
+            ("AT+CEREG?\r", "\r\n+CEREG: 0,1\r\n\r\nOK\r\n"),
+            ("AT+COPS=3,2\r", "\r\nOK\r\n"),
+            ("AT+COPS?\r", "\r\n+COPS: 0,2,\"00101\",7\r\n\r\nOK\r\n"),
+            ("AT+CSMP=49,167,0,8\r", "\r\nOK\r\n"),
+            ("AT+CSMP?\r", "\r\n+CSMP: 49,167,0,8\r\n\r\nOK\r\n"),
+            ("AT+BOGUS\r", "\r\nERROR\r\n"),
+            ("AT+CMGF=1;+CMGF?\r", "\r\n+CMGF: 1\r\n\r\nOK\r\n"),
+            ("AT+CMGF=0;+BOGUS;+CMGF=1\r", "\r\nERROR\r\n"),
+            ("AT+CMGF?\r", "\r\n+CMGF: 0\r\n\r\nOK\r\n"),
+            ("garbage\r", ""),
+        ] {
+            check(&mut c, input, expect);
+        }
+    }
+
+    #[test]
+    fn input_may_arrive_in_any_chunks() {
+        let mut c = quiet(cfg());
+        let mut out = String::new();
+        for b in "AT+CSQ\r\nAT\r".bytes() {
+            out += &writes(&c.feed(&[b], Duration::ZERO, WALL));
+        }
+        assert_eq!(out, "\r\n+CSQ: 21,99\r\n\r\nOK\r\n\r\nOK\r\n");
+    }
+
+    #[test]
+    fn echo_repeats_input_and_reset_restores_it() {
+        let mut c = Core::new(cfg());
+        assert_eq!(run(&mut c, "AT\r", 0), "AT\r\r\nOK\r\n");
+        assert_eq!(run(&mut c, "ATE0\r", 0), "ATE0\r\r\nOK\r\n");
+        assert_eq!(run(&mut c, "ATZ\r", 0), "\r\nOK\r\n");
+        assert_eq!(run(&mut c, "AT\r", 0), "AT\r\r\nOK\r\n");
+    }
+
+    #[test]
+    fn cmee_selects_the_error_form() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CPIN=\"1\"\r", "\r\n+CME ERROR: 3\r\n");
+        check(&mut c, "AT+CMEE=2\r", "\r\nOK\r\n");
+        check(
+            &mut c,
+            "AT+CPIN=\"1\"\r",
+            "\r\n+CME ERROR: operation not allowed\r\n",
+        );
+        check(&mut c, "AT+CMEE=0\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CPIN=\"1\"\r", "\r\nERROR\r\n");
+    }
+
+    #[test]
+    fn pdu_send_answers_a_rotating_reference_and_reports_the_part() {
+        let mut c = quiet(cfg());
+        let (len, hex) = pdu("+15551234567", "hello", false);
+        check(&mut c, &format!("AT+CMGS={len}\r"), "\r\n> ");
+        let actions = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        let first = writes(&actions);
+        assert!(first.starts_with("\r\n+CMGS: ") && first.ends_with("\r\n\r\nOK\r\n"));
+        let accepted: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Accepted(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            accepted,
+            vec![AcceptedPart {
+                to: "+15551234567".into(),
+                text: "hello".into(),
+                concat: None,
+                pdu_hex: Some(hex.clone()),
+            }]
+        );
+        check(&mut c, &format!("AT+CMGS={len}\r"), "\r\n> ");
+        let second = run(&mut c, &format!("{hex}\x1a"), 0);
+        let mr = |s: &str| s[9..s.find("\r\n\r\n").unwrap()].parse::<u8>().unwrap();
+        assert_eq!(mr(&second), mr(&first).wrapping_add(1));
+    }
+
+    #[test]
+    fn invalid_pdus_answer_304() {
+        let mut c = quiet(cfg());
+        let (len, hex) = pdu("+15551234567", "hello", false);
+        for (l, body) in [
+            (len - 1, hex.clone()),
+            (len, hex[..hex.len() - 2].to_string()),
+            (2, "00ZZXX".to_string()),
+            (1, "0000".to_string()),
+        ] {
+            check(&mut c, &format!("AT+CMGS={l}\r"), "\r\n> ");
+            check(&mut c, &format!("{body}\x1a"), "\r\n+CMS ERROR: 304\r\n");
+        }
+        check(&mut c, "AT+CMGS=0\r", "\r\n+CMS ERROR: 304\r\n");
+        check(&mut c, "AT+CMGS=abc\r", "\r\n+CMS ERROR: 304\r\n");
+    }
+
+    #[test]
+    fn status_report_is_scheduled_only_with_srr_and_ds_1() {
+        let mut c = quiet(cfg());
+        let (len, hex) = pdu("+15551234567", "hello", true);
+        let later = |actions: &[Action]| {
+            actions.iter().find_map(|a| match a {
+                Action::Later {
+                    after,
+                    event: Event::Urc(b),
+                } => Some((*after, String::from_utf8_lossy(b).into_owned())),
+                _ => None,
+            })
+        };
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        assert_eq!(later(&a), None, "<ds> is 0 by default");
+        check(&mut c, "AT+CNMI=2,1,0,1,0\r", "\r\nOK\r\n");
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        let (after, urc) = later(&a).expect("a status report");
+        assert_eq!(after, Duration::from_secs(1));
+        assert!(urc.starts_with("\r\n+CDS: "), "{urc:?}");
+        let (plain_len, plain) = pdu("+15551234567", "hello", false);
+        run(&mut c, &format!("AT+CMGS={plain_len}\r"), 0);
+        let a = c.feed(format!("{plain}\x1a").as_bytes(), Duration::ZERO, WALL);
+        assert_eq!(later(&a), None, "no TP-SRR, no report");
+    }
+
+    #[test]
+    fn text_mode_send_in_ucs2() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CMGF=1\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CSCS=\"UCS2\"\r", "\r\nOK\r\n");
+        check(
+            &mut c,
+            "AT+CSCS?\r",
+            "\r\n+CSCS: \"0055004300530032\"\r\n\r\nOK\r\n",
+        );
+        check(&mut c, "AT+CMGS=\"002B0031003200330034\"\r", "\r\n> ");
+        let a = c.feed(b"00480069\x1a", Duration::ZERO, WALL);
+        assert!(a.iter().any(|x| matches!(x, Action::Accepted(p)
+            if p.to == "+1234" && p.text == "Hi" && p.pdu_hex.is_none())));
+    }
+
+    #[test]
+    fn text_mode_line_breaks_get_a_new_prompt() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CMGF=1\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CMGS=\"5551234\"\r", "\r\n> ");
+        check(&mut c, "line1\r", "\r\n> ");
+        let a = c.feed(b"line2\x1a", Duration::ZERO, WALL);
+        assert!(a.iter().any(|x| matches!(x, Action::Accepted(p)
+            if p.to == "5551234" && p.text == "line1\nline2")));
+    }
+
+    #[test]
+    fn faults_reject_no_network_and_error_rate() {
+        let mut c = quiet(CoreConfig {
+            reject_prefixes: vec!["+1555".into()],
+            ..cfg()
+        });
+        let (len, hex) = pdu("+15551234567", "x", false);
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 1\r\n");
+
+        let mut c = quiet(CoreConfig {
+            no_network: true,
+            ..cfg()
+        });
+        check(&mut c, "AT+CREG?\r", "\r\n+CREG: 0,2\r\n\r\nOK\r\n");
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 331\r\n");
+
+        let mut c = quiet(CoreConfig {
+            error_rate: 1.0,
+            send_delay: Duration::from_millis(250),
+            ..cfg()
+        });
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        assert!(a.contains(&Action::Busy(Duration::from_millis(250))));
+        let w = writes(&a);
+        assert!(
+            w == "\r\n+CMS ERROR: 38\r\n" || w == "\r\n+CMS ERROR: 42\r\n",
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn network_after_registers_at_its_time_with_urcs() {
+        let mut c = Core::new(CoreConfig {
+            network_after: Some(Duration::from_secs(5)),
+            ..cfg()
+        });
+        let boot = c.boot(Duration::ZERO);
+        assert!(boot.contains(&Action::Later {
+            after: Duration::from_secs(5),
+            event: Event::NetworkUp
+        }));
+        run(&mut c, "ATE0\r", 0);
+        check(&mut c, "AT+CREG=1;+CGREG=1\r", "\r\nOK\r\n");
+        assert_eq!(
+            run(&mut c, "AT+CREG?\r", 1000),
+            "\r\n+CREG: 1,2\r\n\r\nOK\r\n"
+        );
+        let urcs = writes(&c.fire(Event::NetworkUp, Duration::from_secs(5)));
+        assert_eq!(urcs, "\r\n+CREG: 1\r\n\r\n+CGREG: 1\r\n");
+        assert_eq!(
+            run(&mut c, "AT+CREG?\r", 5000),
+            "\r\n+CREG: 1,1\r\n\r\nOK\r\n"
+        );
+    }
+
+    #[test]
+    fn pin_attempts_are_counted_and_block_after_three() {
+        let mut c = quiet(CoreConfig {
+            pin: Some("1234".into()),
+            ..cfg()
+        });
+        check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n");
+        check(&mut c, "AT+CREG?\r", "\r\n+CREG: 0,0\r\n\r\nOK\r\n");
+        let (len, _) = pdu("+15551234567", "x", false);
+        check(
+            &mut c,
+            &format!("AT+CMGS={len}\r"),
+            "\r\n+CMS ERROR: 311\r\n",
+        );
+        let a = c.feed(b"AT+CPIN=\"9999\"\r", Duration::ZERO, WALL);
+        assert!(a.contains(&Action::Notice("sim: pin attempt 1 rejected".into())));
+        assert_eq!(writes(&a), "\r\n+CME ERROR: 16\r\n");
+        check(&mut c, "AT+CPIN=\"9999\"\r", "\r\n+CME ERROR: 16\r\n");
+        check(&mut c, "AT+CPIN=\"9999\"\r", "\r\n+CME ERROR: 16\r\n");
+        assert_eq!(c.pin_rejections(), 3);
+        check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: SIM PUK\r\n\r\nOK\r\n");
+        check(&mut c, "AT+CPIN=\"1234\"\r", "\r\n+CME ERROR: 12\r\n");
+        check(
+            &mut c,
+            &format!("AT+CPIN=\"{PUK}\",\"4321\"\r"),
+            "\r\nOK\r\n",
+        );
+        check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: READY\r\n\r\nOK\r\n");
+    }
+
+    #[test]
+    fn hang_after_discards_until_hang_for_passes() {
+        let mut c = quiet(CoreConfig {
+            hang_after: Some(3),
+            hang_for: Some(Duration::from_secs(2)),
+            ..cfg()
+        });
+        assert_eq!(run(&mut c, "AT\r", 0), "\r\nOK\r\n");
+        assert_eq!(run(&mut c, "AT\r", 100), "");
+        assert_eq!(run(&mut c, "AT\r", 1500), "");
+        assert_eq!(run(&mut c, "AT\r", 2200), "\r\nOK\r\n");
+        assert_eq!(run(&mut c, "AT\r", 2300), "\r\nOK\r\n", "hangs once");
+    }
+
+    #[test]
+    fn unplug_after_vanishes_at_the_next_send() {
+        let mut c = quiet(CoreConfig {
+            unplug_after: Some(1),
+            ..cfg()
+        });
+        let (len, hex) = pdu("+15551234567", "x", false);
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        assert!(run(&mut c, &format!("{hex}\x1a"), 0).contains("+CMGS"));
+        check(&mut c, &format!("AT+CMGS={len}\r"), "\r\n> ");
+        let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        assert_eq!(a.last(), Some(&Action::Unplug));
+        assert_eq!(writes(&a), "");
+        assert!(
+            c.feed(b"AT\r", Duration::ZERO, WALL).is_empty(),
+            "gone for good"
+        );
+    }
+
+    #[test]
+    fn escape_cancels_the_prompt() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CMGS=10\r", "\r\n> ");
+        check(&mut c, "0011\x1b", "\r\nOK\r\n");
+        check(&mut c, "AT\r", "\r\nOK\r\n");
+    }
+
+    #[test]
+    fn simcom_boot_lines_and_reset() {
+        let mut c = Core::new(CoreConfig {
+            profile: Profile::Simcom,
+            ..cfg()
+        });
+        assert_eq!(
+            writes(&c.boot(Duration::ZERO)),
+            "\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n\r\nCall Ready\r\n\r\nSMS Ready\r\n"
+        );
+        let a = c.feed(b"AT+CFUN=1,1\r", Duration::ZERO, WALL);
+        assert!(a.iter().any(|x| matches!(
+            x,
+            Action::Later {
+                event: Event::Booted,
+                ..
+            }
+        )));
+        assert!(writes(&c.fire(Event::Booted, Duration::ZERO)).contains("SMS Ready"));
+    }
+
+    #[test]
+    fn huawei_noise_is_muted_by_curc() {
+        let mut c = quiet(CoreConfig {
+            profile: Profile::Huawei,
+            ..cfg()
+        });
+        let noise: String = (0..20)
+            .map(|_| writes(&c.fire(Event::Noise, Duration::ZERO)))
+            .collect();
+        assert!(noise.contains("\r\n^"), "{noise:?}");
+        run(&mut c, "AT^CURC=0\r", 0);
+        for _ in 0..20 {
+            assert_eq!(writes(&c.fire(Event::Noise, Duration::ZERO)), "");
+            check(&mut c, "AT+CSQ\r", "\r\n+CSQ: 21,99\r\n\r\nOK\r\n");
+        }
+    }
+}

@@ -351,14 +351,25 @@ async fn generation(
                 let Some(event) = timers.pop() else { continue };
                 let noise = event == Event::Noise;
                 let actions = core.fire(event, started.elapsed());
-                if carry_out(pty, actions, &mut timers, reassembler, log, noise).await {
-                    return GenEnd::Unplugged;
+                tokio::select! {
+                    _ = &mut *shutdown => return GenEnd::Shutdown,
+                    gone = carry_out(pty, actions, &mut timers, reassembler, log, noise) => {
+                        if gone {
+                            return GenEnd::Unplugged;
+                        }
+                    }
                 }
                 continue;
             }
         };
-        if carry_out(pty, actions, &mut timers, reassembler, log, false).await {
-            return GenEnd::Unplugged;
+        // A long `--send-delay` must not delay shutdown.
+        tokio::select! {
+            _ = &mut *shutdown => return GenEnd::Shutdown,
+            gone = carry_out(pty, actions, &mut timers, reassembler, log, false) => {
+                if gone {
+                    return GenEnd::Unplugged;
+                }
+            }
         }
     }
 }
