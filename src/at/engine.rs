@@ -99,6 +99,20 @@ impl Drop for AtClient {
     }
 }
 
+/// The command line as the trace log shows it: a PIN or PUK (`AT+CPIN=`, `AT+CPWD=`,
+/// `AT+CLCK=`) is replaced by a marker.
+fn loggable(line: &str) -> &str {
+    let upper = line.get(..8).unwrap_or(line).to_ascii_uppercase();
+    if upper.starts_with("AT+CPIN=")
+        || upper.starts_with("AT+CPWD=")
+        || upper.starts_with("AT+CLCK=")
+    {
+        "<command with a PIN redacted>"
+    } else {
+        line
+    }
+}
+
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     // A panic while holding the lock leaves plain data behind; keep going.
     shared.lock().unwrap_or_else(|e| e.into_inner())
@@ -242,7 +256,7 @@ impl AtClient {
     pub async fn command(&mut self, line: &str, timeout: Duration) -> Result<Vec<String>, AtError> {
         self.cool_down().await;
         let mut rx = self.begin(line, false)?;
-        tracing::trace!(%line, "at tx");
+        tracing::trace!(line = loggable(line), "at tx");
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\r');
         if let Err(e) = self.write(&bytes).await {
@@ -281,7 +295,7 @@ impl AtClient {
     ) -> Result<Vec<String>, AtError> {
         self.cool_down().await;
         let mut rx = self.begin(line, true)?;
-        tracing::trace!(%line, "at tx");
+        tracing::trace!(line = loggable(line), "at tx");
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\r');
         if let Err(e) = self.write(&bytes).await {
@@ -357,6 +371,20 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn pins_are_not_logged() {
+        assert_eq!(
+            loggable("AT+CPIN=\"1234\""),
+            "<command with a PIN redacted>"
+        );
+        assert_eq!(
+            loggable("at+cpin=\"1234\""),
+            "<command with a PIN redacted>"
+        );
+        assert_eq!(loggable("AT+CPIN?"), "AT+CPIN?");
+        assert_eq!(loggable("AT"), "AT");
+    }
 
     #[tokio::test]
     async fn answers_and_urcs_interleave() {

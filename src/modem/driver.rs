@@ -1,0 +1,732 @@
+//! The task behind a [`ModemHandle`](super::ModemHandle): open, initialise, serve, recover.
+//!
+//! Life of the task: open the port (retrying with backoff while it is absent) → initialise →
+//! serve sends, URCs and polls → on a command timeout re-synchronise and re-initialise on the
+//! same port; on EOF or an I/O error drop the port and go back to opening it. Requests that
+//! arrive while the modem cannot send are answered `NotReady` at once, never queued, so the
+//! dispatcher can pick another modem.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::init::{self, SimState, UnlockError};
+use super::state::{self, Event};
+use super::{ModemConfig, ModemEvent, ModemState, ModemStatus, PartialSend, Request, SendError};
+use crate::at::cmd::{self, Param};
+use crate::at::{AtClient, AtError, Urc};
+use crate::pdu::{self, Pdu};
+use crate::transport::{self, Backoff};
+
+/// How often registration is re-checked while waiting for the network.
+const REGISTRATION_POLL: Duration = Duration::from_secs(2);
+/// How often signal, operator and registration are refreshed while idle.
+const SIGNAL_POLL: Duration = Duration::from_secs(30);
+/// How often a failure that may clear on its own (no SIM, SIM error) is re-examined.
+const FAILED_RECHECK: Duration = Duration::from_secs(30);
+/// `AT` attempts when synchronising, each with a short timeout.
+const SYNC_ATTEMPTS: u32 = 5;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The handle side of the task: requests and the shutdown signal, kept apart from the port so
+/// the task can answer requests while a long AT sequence is running.
+struct Control {
+    /// Requests from handles; closed when every handle is dropped.
+    requests: mpsc::Receiver<Request>,
+    /// Becomes true on `shutdown()`.
+    shutdown: watch::Receiver<bool>,
+}
+
+enum Ctl {
+    Shutdown,
+    Request(Request),
+}
+
+impl Control {
+    async fn next(&mut self) -> Ctl {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stop| *stop) => Ctl::Shutdown,
+            req = self.requests.recv() => match req {
+                Some(req) => Ctl::Request(req),
+                None => Ctl::Shutdown,
+            },
+        }
+    }
+
+    /// Runs `fut`, answering requests `NotReady` meanwhile; `None` on shutdown.
+    async fn guard<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                ctl = self.next() => match ctl {
+                    Ctl::Shutdown => return None,
+                    Ctl::Request(req) => req.reject(SendError::NotReady),
+                },
+            }
+        }
+    }
+}
+
+impl Request {
+    fn reject(self, error: SendError) {
+        match self {
+            Request::Send { reply, .. } => {
+                let _ = reply.send(Err(PartialSend {
+                    sent: Vec::new(),
+                    error,
+                }));
+            }
+        }
+    }
+}
+
+/// One open port.
+struct Conn {
+    /// The AT engine over the port.
+    client: AtClient,
+    /// Its URCs; `None` from `recv` means the port is gone.
+    urcs: mpsc::Receiver<Urc>,
+    /// `+CSMS` service: 1 means `+CDS`/`+CMT` need `AT+CNMA`.
+    csms_service: u8,
+}
+
+/// How a phase ended.
+enum Next {
+    /// Close everything and end the task.
+    Shutdown,
+    /// The port is gone: reopen it.
+    Lost,
+    /// The modem stopped answering: re-synchronise and re-initialise on the same port.
+    Reinit,
+}
+
+/// Why initialisation stopped.
+enum InitError {
+    /// Timeout or closed port.
+    Link(AtError),
+    /// Needs a human; `retry` when it may clear by itself (a SIM inserted later).
+    Failed { reason: String, retry: bool },
+}
+
+impl From<AtError> for InitError {
+    fn from(e: AtError) -> Self {
+        InitError::Link(e)
+    }
+}
+
+struct Driver {
+    /// Immutable configuration.
+    cfg: ModemConfig,
+    /// Status reports and incoming texts go here.
+    events: mpsc::Sender<ModemEvent>,
+    /// The published status.
+    status: watch::Sender<ModemStatus>,
+    /// Set once the SIM rejected the configured PIN; it is never sent again by this task.
+    pin_rejected: bool,
+    /// Reopen delays; reset after a successful initialisation.
+    backoff: Backoff,
+}
+
+pub(super) async fn run(
+    cfg: ModemConfig,
+    events: mpsc::Sender<ModemEvent>,
+    requests: mpsc::Receiver<Request>,
+    status: watch::Sender<ModemStatus>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut ctl = Control { requests, shutdown };
+    let mut d = Driver {
+        cfg,
+        events,
+        status,
+        pin_rejected: false,
+        backoff: Backoff::default(),
+    };
+    loop {
+        d.apply(Event::PortClosed);
+        let Some(port) = d.open(&mut ctl).await else {
+            break;
+        };
+        let (r, w) = tokio::io::split(port);
+        let (client, urcs) = crate::at::engine::spawn(r, w);
+        let mut conn = Conn {
+            client,
+            urcs,
+            csms_service: 0,
+        };
+        d.apply(Event::PortOpened);
+        let next = d.session(&mut conn, &mut ctl).await;
+        // Dropping the engine closes the port (and releases its exclusive lock).
+        drop(conn);
+        match next {
+            Next::Shutdown => break,
+            Next::Lost | Next::Reinit => {
+                tracing::warn!(modem = %d.cfg.id, "modem port lost; reopening");
+                let delay = d.backoff.next_delay();
+                if ctl.guard(tokio::time::sleep(delay)).await.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    d.apply(Event::PortClosed);
+    tracing::info!(modem = %d.cfg.id, "modem driver stopped");
+}
+
+impl Driver {
+    fn apply(&self, event: Event) {
+        self.status.send_if_modified(|s| {
+            let next = state::step(&s.state, &event);
+            if next == s.state {
+                return false;
+            }
+            tracing::info!(modem = %self.cfg.id, from = s.state.as_str(), to = next.as_str(), "modem state");
+            if let ModemState::Failed(reason) = &next {
+                tracing::error!(modem = %self.cfg.id, %reason, "modem failed");
+            }
+            s.state = next;
+            true
+        });
+    }
+
+    fn state(&self) -> ModemState {
+        self.status.borrow().state.clone()
+    }
+
+    /// Opens the port, retrying with backoff; `None` on shutdown.
+    async fn open(&mut self, ctl: &mut Control) -> Option<tokio_serial::SerialStream> {
+        let mut last_error: Option<String> = None;
+        loop {
+            match transport::open(&self.cfg.device, self.cfg.baud) {
+                Ok(port) => {
+                    tracing::info!(modem = %self.cfg.id, device = %self.cfg.device.display(), "port opened");
+                    return Some(port);
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        tracing::warn!(modem = %self.cfg.id, error = %text, "cannot open modem; retrying");
+                    }
+                    last_error = Some(text);
+                }
+            }
+            let delay = self.backoff.next_delay();
+            ctl.guard(tokio::time::sleep(delay)).await?;
+        }
+    }
+
+    /// Initialise and serve one open port until it is lost or shutdown.
+    async fn session(&mut self, conn: &mut Conn, ctl: &mut Control) -> Next {
+        loop {
+            let init = initialize(&self.cfg, conn, &mut self.pin_rejected, &self.status);
+            let Some(result) = ctl.guard(init).await else {
+                return Next::Shutdown;
+            };
+            let next = match result {
+                Ok(registered) => {
+                    self.backoff.reset();
+                    self.apply(Event::InitDone { registered });
+                    self.serve(conn, ctl).await
+                }
+                Err(InitError::Link(e)) => {
+                    tracing::warn!(modem = %self.cfg.id, error = %e, "modem does not answer during init");
+                    // A modem that does not even answer AT on this port is reopened (with backoff):
+                    // a USB modem that hung often comes back as a new device.
+                    return match e {
+                        AtError::Closed { .. } => Next::Lost,
+                        _ => Next::Reinit,
+                    };
+                }
+                Err(InitError::Failed { reason, retry }) => {
+                    self.apply(Event::InitFailed(reason));
+                    self.wait_failed(conn, ctl, retry).await
+                }
+            };
+            match next {
+                Next::Reinit => {
+                    tracing::warn!(modem = %self.cfg.id, "modem stopped answering; re-synchronising");
+                    self.apply(Event::CommandTimeout);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// In `Failed`: answer requests `NotReady`; re-initialise when the SIM says it is ready (or
+    /// after a while, for failures that may clear), reopen when the port goes.
+    async fn wait_failed(&mut self, conn: &mut Conn, ctl: &mut Control, retry: bool) -> Next {
+        let recheck = tokio::time::sleep(FAILED_RECHECK);
+        tokio::pin!(recheck);
+        loop {
+            tokio::select! {
+                ctl = ctl.next() => match ctl {
+                    Ctl::Shutdown => return Next::Shutdown,
+                    Ctl::Request(req) => req.reject(SendError::NotReady),
+                },
+                urc = conn.urcs.recv() => match urc {
+                    None => return Next::Lost,
+                    Some(urc) if urc.line == "+CPIN: READY" || urc.line == "SMS Ready" => {
+                        return Next::Reinit;
+                    }
+                    Some(_) => {}
+                },
+                _ = &mut recheck, if retry => return Next::Reinit,
+            }
+        }
+    }
+
+    /// Ready / waiting for the network: serve requests, URCs and polls.
+    async fn serve(&mut self, conn: &mut Conn, ctl: &mut Control) -> Next {
+        let start = tokio::time::Instant::now();
+        let mut reg_poll = tokio::time::interval_at(start + REGISTRATION_POLL, REGISTRATION_POLL);
+        reg_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sig_poll = tokio::time::interval_at(start + SIGNAL_POLL, SIGNAL_POLL);
+        sig_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let waiting = self.state() == ModemState::WaitingForNetwork;
+            let result = tokio::select! {
+                ctl = ctl.next() => match ctl {
+                    Ctl::Shutdown => return Next::Shutdown,
+                    Ctl::Request(Request::Send { parts, reply }) => {
+                        let (result, next) = self.send(conn, parts).await;
+                        let _ = reply.send(result);
+                        match next {
+                            Some(next) => return next,
+                            None => Ok(()),
+                        }
+                    }
+                },
+                urc = conn.urcs.recv() => match urc {
+                    None => return Next::Lost,
+                    Some(urc) => self.on_urc(conn, urc).await,
+                },
+                _ = reg_poll.tick(), if waiting => self.refresh_registration(conn).await,
+                _ = sig_poll.tick() => self.refresh_all(conn).await,
+            };
+            if let Err(e) = result {
+                return link_failure(&e);
+            }
+        }
+    }
+
+    async fn refresh_registration(&mut self, conn: &mut Conn) -> Result<(), AtError> {
+        let t = self.cfg.command_timeout;
+        let stat = init::registration(&mut conn.client, t).await?;
+        let registered = stat.is_some_and(cmd::reg_is_registered);
+        let was_ready = self.state() == ModemState::Ready;
+        self.status.send_if_modified(|s| {
+            let name = stat.map(|s| cmd::reg_name(s).to_string());
+            let changed = s.registration != name;
+            s.registration = name;
+            changed
+        });
+        self.apply(Event::Registration { registered });
+        if registered && !was_ready {
+            let operator = init::operator(&mut conn.client, t).await?;
+            self.status.send_modify(|s| s.operator = operator);
+        }
+        Ok(())
+    }
+
+    async fn refresh_all(&mut self, conn: &mut Conn) -> Result<(), AtError> {
+        let t = self.cfg.command_timeout;
+        self.refresh_registration(conn).await?;
+        let operator = init::operator(&mut conn.client, t).await?;
+        let signal = init::signal(&mut conn.client, t).await?;
+        self.status.send_if_modified(|s| {
+            let changed = s.operator != operator || s.signal_dbm != signal;
+            s.operator = operator;
+            s.signal_dbm = signal;
+            changed
+        });
+        Ok(())
+    }
+
+    /// Sends every part in order. Returns the result for the caller and, when the link needs
+    /// recovery, what to do next.
+    async fn send(
+        &mut self,
+        conn: &mut Conn,
+        parts: Vec<pdu::EncodedPart>,
+    ) -> (Result<Vec<u8>, PartialSend>, Option<Next>) {
+        if !state::accepts_send(&self.state()) {
+            return (
+                Err(PartialSend {
+                    sent: Vec::new(),
+                    error: SendError::NotReady,
+                }),
+                None,
+            );
+        }
+        self.apply(Event::SendStarted);
+        let mut sent = Vec::with_capacity(parts.len());
+        let total = parts.len();
+        let mut failure = None;
+        for (i, part) in parts.iter().enumerate() {
+            let Ok(len) = i32::try_from(part.tpdu_len) else {
+                failure = Some((SendError::Permanent("TPDU too long".into()), None));
+                break;
+            };
+            let command = match cmd::set("+CMGS", &[Param::Int(len)]) {
+                Ok(c) => c,
+                Err(e) => {
+                    failure = Some((SendError::Permanent(e.to_string()), None));
+                    break;
+                }
+            };
+            let answer = conn
+                .client
+                .command_with_payload(&command, &part.to_hex(), self.cfg.send_timeout)
+                .await;
+            match answer {
+                Ok(lines) => match lines.iter().find_map(|l| cmd::parse_cmgs(l).ok()) {
+                    Some(mr) => {
+                        tracing::debug!(modem = %self.cfg.id, part = i + 1, total, mr, "part sent");
+                        sent.push(mr);
+                    }
+                    None => {
+                        failure =
+                            Some((SendError::OutcomeUnknown("OK without +CMGS".into()), None));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    failure = Some(classify_send_error(&e, self.cfg.send_timeout));
+                    break;
+                }
+            }
+        }
+        self.apply(Event::SendFinished);
+        match failure {
+            None => {
+                self.status.send_modify(|s| s.sent += 1);
+                (Ok(sent), None)
+            }
+            Some((error, next)) => {
+                tracing::warn!(modem = %self.cfg.id, parts_sent = sent.len(), total, %error, "send failed");
+                self.status.send_modify(|s| s.failed += 1);
+                (Err(PartialSend { sent, error }), next)
+            }
+        }
+    }
+
+    fn emit(&self, event: ModemEvent) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                // Never block the port's task on a slow consumer (it may be waiting for a send
+                // of ours); deliver in the background instead of dropping.
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let _ = events.send(event).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(modem = %self.cfg.id, "event receiver gone; event dropped");
+            }
+        }
+    }
+
+    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event.
+    fn deliver_pdu(&self, hex: &str) {
+        let decoded = hex::decode(hex.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| pdu::decode(&bytes).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(Pdu::StatusReport(sr)) => {
+                tracing::debug!(modem = %self.cfg.id, mr = sr.message_reference, status = sr.status, "status report");
+                self.emit(ModemEvent::StatusReport {
+                    modem_id: self.cfg.id.clone(),
+                    message_reference: sr.message_reference,
+                    recipient: sr.recipient.to_string(),
+                    status: sr.status,
+                    outcome: sr.outcome(),
+                    discharge_time: Some(sr.discharge_time.to_rfc3339()),
+                });
+            }
+            Ok(Pdu::Deliver(d)) => {
+                tracing::info!(modem = %self.cfg.id, "incoming text");
+                self.emit(ModemEvent::Incoming {
+                    modem_id: self.cfg.id.clone(),
+                    from: d.originator.to_string(),
+                    text: d.text,
+                });
+            }
+            Ok(Pdu::Submit(_)) => {
+                tracing::debug!(modem = %self.cfg.id, "ignoring an SMS-SUBMIT read from the SIM");
+            }
+            Err(e) => {
+                tracing::warn!(modem = %self.cfg.id, error = %e, "undecodable PDU from the modem")
+            }
+        }
+    }
+
+    async fn on_urc(&mut self, conn: &mut Conn, urc: Urc) -> Result<(), AtError> {
+        let t = self.cfg.command_timeout;
+        let prefix = urc.line.split(':').next().unwrap_or_default();
+        match prefix {
+            "+CDS" | "+CMT" => {
+                if let Some(pdu) = &urc.pdu {
+                    self.deliver_pdu(pdu);
+                    // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
+                    // tells the network the message was not received without it); with
+                    // service 0 +CNMA is an error.
+                    if conn.csms_service == 1 {
+                        ack(&mut conn.client, t).await?;
+                    }
+                } else {
+                    tracing::debug!(modem = %self.cfg.id, line = %urc.line, "text-mode notice ignored");
+                }
+            }
+            "+CMTI" | "+CDSI" => {
+                let notice = format!("{prefix}:");
+                match cmd::parse_stored_notice(&urc.line, &notice) {
+                    Ok((_mem, index)) => self.read_stored(conn, index).await?,
+                    Err(e) => {
+                        tracing::warn!(modem = %self.cfg.id, error = %e, "bad stored-message notice")
+                    }
+                }
+            }
+            "+CREG" | "+CGREG" | "+CEREG" => self.refresh_registration(conn).await?,
+            _ => tracing::trace!(modem = %self.cfg.id, line = %urc.line, "URC ignored"),
+        }
+        Ok(())
+    }
+
+    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3), turns it into an event and deletes
+    /// it so the SIM does not fill up.
+    async fn read_stored(&mut self, conn: &mut Conn, index: u16) -> Result<(), AtError> {
+        let t = self.cfg.command_timeout;
+        let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
+            .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
+        match conn.client.command(&read, t).await {
+            Ok(lines) => {
+                if let Some(pos) = lines.iter().position(|l| cmd::parse_cmgr_len(l).is_ok())
+                    && let Some(pdu) = lines.get(pos + 1)
+                {
+                    self.deliver_pdu(pdu);
+                }
+            }
+            Err(e) if init::is_fatal(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot read stored message");
+                return Ok(());
+            }
+        }
+        let delete = cmd::set("+CMGD", &[Param::Int(i32::from(index))])
+            .unwrap_or_else(|e| unreachable!("+CMGD with an index: {e}"));
+        match conn.client.command(&delete, t).await {
+            Ok(_) => Ok(()),
+            Err(e) if init::is_fatal(&e) => Err(e),
+            Err(e) => {
+                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot delete stored message");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
+    match client.command("AT+CNMA", timeout).await {
+        Ok(_) => Ok(()),
+        Err(e) if init::is_fatal(&e) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "AT+CNMA refused");
+            Ok(())
+        }
+    }
+}
+
+fn link_failure(e: &AtError) -> Next {
+    match e {
+        AtError::Closed { .. } => Next::Lost,
+        _ => Next::Reinit,
+    }
+}
+
+/// Maps an AT failure of `AT+CMGS` to what the caller can do about it, and what the driver must
+/// do to recover.
+fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Option<Next>) {
+    match e {
+        AtError::Cms(c) if c.is_temporary() => (SendError::Temporary(c.to_string()), None),
+        AtError::Cms(c) => (SendError::Permanent(c.to_string()), None),
+        AtError::Cme(c) => (SendError::Temporary(c.to_string()), None),
+        AtError::Error => (SendError::Temporary("modem answered ERROR".into()), None),
+        AtError::Unexpected(f) => (SendError::Temporary(format!("modem answered {f:?}")), None),
+        AtError::Timeout {
+            payload_written: true,
+        } => (
+            SendError::OutcomeUnknown(format!("PDU written, no +CMGS within {send_timeout:?}")),
+            Some(Next::Reinit),
+        ),
+        AtError::Timeout {
+            payload_written: false,
+        } => (
+            SendError::Temporary(format!("no prompt within {send_timeout:?}")),
+            Some(Next::Reinit),
+        ),
+        AtError::Closed {
+            reason,
+            payload_written: true,
+        } => (
+            SendError::OutcomeUnknown(format!("port lost after the PDU was written: {reason}")),
+            Some(Next::Lost),
+        ),
+        AtError::Closed {
+            reason,
+            payload_written: false,
+        } => (
+            SendError::Temporary(format!("port lost before the PDU was written: {reason}")),
+            Some(Next::Lost),
+        ),
+    }
+}
+
+/// The init sequence (see the module docs of `super`). Returns whether the modem is registered.
+async fn initialize(
+    cfg: &ModemConfig,
+    conn: &mut Conn,
+    pin_rejected: &mut bool,
+    status: &watch::Sender<ModemStatus>,
+) -> Result<bool, InitError> {
+    let t = cfg.command_timeout;
+    let client = &mut conn.client;
+    init::sync(client, SYNC_ATTEMPTS, SYNC_TIMEOUT.min(t)).await?;
+    for line in ["ATE0", "AT+CMEE=1"] {
+        match client.command(line, t).await {
+            Ok(_) => {}
+            Err(e) if init::is_fatal(&e) => return Err(e.into()),
+            Err(e) => tracing::warn!(modem = %cfg.id, %line, error = %e, "refused; continuing"),
+        }
+    }
+    let id = init::identify(client, t).await?;
+    let quirks = super::quirks::lookup(id.manufacturer.as_deref(), id.model.as_deref());
+    tracing::info!(
+        modem = %cfg.id,
+        manufacturer = id.manufacturer.as_deref().unwrap_or("?"),
+        model = id.model.as_deref().unwrap_or("?"),
+        family = quirks.family,
+        "modem identified"
+    );
+    status.send_modify(|s| {
+        s.manufacturer = id.manufacturer.clone();
+        s.model = id.model.clone();
+        s.revision = id.revision.clone();
+        s.imei = id.imei.clone();
+    });
+    for line in quirks.init {
+        match client.command(line, t).await {
+            Ok(_) => {}
+            Err(e) if init::is_fatal(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(modem = %cfg.id, %line, error = %e, "quirk refused; continuing")
+            }
+        }
+    }
+    unlock_sim(cfg, client, pin_rejected).await?;
+    match client.command("AT+CMGF=0", t).await {
+        Ok(_) => {}
+        Err(e) if init::is_fatal(&e) => return Err(e.into()),
+        Err(e) => {
+            return Err(InitError::Failed {
+                reason: format!("modem refuses PDU mode (AT+CMGF=0): {e}"),
+                retry: false,
+            });
+        }
+    }
+    conn.csms_service = init::csms_service(&mut conn.client, t).await?;
+    let client = &mut conn.client;
+    if init::configure_notifications(client, cfg.delivery_reports, t)
+        .await?
+        .is_none()
+    {
+        tracing::warn!(modem = %cfg.id, "no AT+CNMI variant accepted: status reports and incoming texts will not be seen");
+    }
+    // Registration changes as URCs, so a lost network is noticed between polls.
+    for line in ["AT+CREG=1", "AT+CEREG=1"] {
+        if let Err(e) = client.command(line, t).await
+            && init::is_fatal(&e)
+        {
+            return Err(e.into());
+        }
+    }
+    let stat = init::registration(client, t).await?;
+    let operator = init::operator(client, t).await?;
+    let signal = init::signal(client, t).await?;
+    status.send_modify(|s| {
+        s.registration = stat.map(|s| cmd::reg_name(s).to_string());
+        s.operator = operator;
+        s.signal_dbm = signal;
+    });
+    Ok(stat.is_some_and(cmd::reg_is_registered))
+}
+
+/// Brings the SIM to READY, sending the configured PIN at most once and never after a rejection.
+async fn unlock_sim(
+    cfg: &ModemConfig,
+    client: &mut AtClient,
+    pin_rejected: &mut bool,
+) -> Result<(), InitError> {
+    let t = cfg.command_timeout;
+    let failed = |reason: &str, retry| InitError::Failed {
+        reason: reason.to_string(),
+        retry,
+    };
+    let mut pin_sent = false;
+    // A SIM that is still booting answers "busy" (or, just after a PIN, not yet READY).
+    for _ in 0..10 {
+        match init::sim_state(client, t).await? {
+            SimState::Ready => return Ok(()),
+            SimState::PinRequired if pin_sent => {}
+            SimState::PinRequired => {
+                let Some(pin) = cfg.pin.as_deref() else {
+                    return Err(failed(
+                        "SIM PIN required but no PIN is configured (pin_file or SIMGATE_PIN)",
+                        false,
+                    ));
+                };
+                if *pin_rejected {
+                    return Err(failed(
+                        "the SIM rejected the configured PIN earlier; not trying it again",
+                        false,
+                    ));
+                }
+                pin_sent = true;
+                match init::unlock(client, pin, t).await {
+                    Ok(()) => {}
+                    Err(UnlockError::Rejected) => {
+                        *pin_rejected = true;
+                        return Err(failed(
+                            "the SIM rejected the configured PIN; not trying it again (three wrong PINs block the SIM)",
+                            false,
+                        ));
+                    }
+                    Err(UnlockError::Unsendable) => {
+                        return Err(failed(
+                            "the configured PIN has characters a modem cannot receive",
+                            false,
+                        ));
+                    }
+                    Err(UnlockError::At(e)) if init::is_fatal(&e) => return Err(e.into()),
+                    Err(UnlockError::At(e)) => {
+                        return Err(failed(&format!("PIN not accepted: {e}"), false));
+                    }
+                }
+            }
+            SimState::PukRequired => {
+                return Err(failed(
+                    "SIM PUK required: the SIM is blocked after wrong PINs; unblock it in a phone",
+                    false,
+                ));
+            }
+            SimState::NotInserted => return Err(failed("no SIM card inserted", true)),
+            SimState::Busy => {}
+            SimState::Other(s) => return Err(failed(&format!("SIM not usable: {s}"), true)),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(failed("SIM did not become ready", true))
+}

@@ -1,0 +1,382 @@
+//! The AT steps of bringing a modem up, each a small function over an [`AtClient`], shared by
+//! the driver and `simgate modem probe`.
+//!
+//! Every step distinguishes "the modem said no" (tolerated where the step is optional) from
+//! "the modem is gone or hung" ([`is_fatal`]), which always propagates so the caller can recover.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::at::cmd::{self, Param};
+use crate::at::{AtClient, AtError, CmeError};
+use crate::transport::{self, OpenError};
+
+/// Whether an error means the link itself is in trouble (timeout, closed) rather than a refusal.
+pub fn is_fatal(e: &AtError) -> bool {
+    matches!(e, AtError::Timeout { .. } | AtError::Closed { .. })
+}
+
+/// Runs `line`, turning a refusal into `None` but passing fatal errors on.
+async fn optional(
+    client: &mut AtClient,
+    line: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<String>>, AtError> {
+    match client.command(line, timeout).await {
+        Ok(lines) => Ok(Some(lines)),
+        Err(e) if is_fatal(&e) => Err(e),
+        Err(e) => {
+            tracing::debug!(%line, error = %e, "optional command refused");
+            Ok(None)
+        }
+    }
+}
+
+fn line(r: Result<String, cmd::CmdError>) -> String {
+    // Every name and parameter below is a literal that `cmd` accepts; the tests prove it.
+    r.unwrap_or_else(|e| unreachable!("static AT command refused by at::cmd: {e}"))
+}
+
+/// Gets the modem's attention: a bare CR and ESC first (to end a half-typed line or an open
+/// `> ` prompt), then `AT` until it answers `OK` (echo and line noise are tolerated by the
+/// digester). `attempts` tries of `timeout` each.
+pub async fn sync(client: &mut AtClient, attempts: u32, timeout: Duration) -> Result<(), AtError> {
+    client.write_raw(&[crate::at::engine::ESC, b'\r']).await?;
+    let mut last = AtError::Timeout {
+        payload_written: false,
+    };
+    for _ in 0..attempts.max(1) {
+        match client.command("AT", timeout).await {
+            Ok(_) => return Ok(()),
+            Err(e @ AtError::Closed { .. }) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// What `+CGMI`, `+CGMM`, `+CGMR` and `+CGSN` (TS 27.007 §5.1-5.4) say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Firmware revision.
+    pub revision: Option<String>,
+    /// IMEI (serial number).
+    pub imei: Option<String>,
+}
+
+/// The answer text of an identification command: its lines joined, without a `+CGMI:`-style
+/// prefix that some firmware adds.
+fn ident_text(lines: Vec<String>, prefix: &str) -> Option<String> {
+    let text = lines
+        .iter()
+        .map(|l| l.strip_prefix(prefix).unwrap_or(l).trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
+/// Identifies the modem; a refused command leaves its field `None`.
+pub async fn identify(client: &mut AtClient, timeout: Duration) -> Result<Identity, AtError> {
+    let mut id = Identity::default();
+    for (name, slot) in [
+        ("+CGMI", &mut id.manufacturer),
+        ("+CGMM", &mut id.model),
+        ("+CGMR", &mut id.revision),
+        ("+CGSN", &mut id.imei),
+    ] {
+        if let Some(lines) = optional(client, &line(cmd::execute(name)), timeout).await? {
+            *slot = ident_text(lines, &format!("{name}:"));
+        }
+    }
+    Ok(id)
+}
+
+/// The SIM as `+CPIN?` (TS 27.007 §8.3) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimState {
+    /// Unlocked.
+    Ready,
+    /// Waiting for the PIN.
+    PinRequired,
+    /// Blocked: wants the PUK.
+    PukRequired,
+    /// No SIM in the slot.
+    NotInserted,
+    /// Busy (still booting); ask again shortly.
+    Busy,
+    /// Anything else (`PH-SIM PIN`, `SIM PIN2`, a SIM failure), as the modem said it.
+    Other(String),
+}
+
+impl SimState {
+    /// A short word for probe output.
+    pub fn describe(&self) -> String {
+        match self {
+            SimState::Ready => "ready".into(),
+            SimState::PinRequired => "PIN required".into(),
+            SimState::PukRequired => "PUK required (blocked)".into(),
+            SimState::NotInserted => "not inserted".into(),
+            SimState::Busy => "busy".into(),
+            SimState::Other(s) => s.clone(),
+        }
+    }
+}
+
+/// Asks `+CPIN?`.
+pub async fn sim_state(client: &mut AtClient, timeout: Duration) -> Result<SimState, AtError> {
+    match client.command(&line(cmd::query("+CPIN")), timeout).await {
+        Ok(lines) => {
+            let code = lines
+                .iter()
+                .find_map(|l| cmd::parse_cpin(l).ok())
+                .unwrap_or_default();
+            Ok(match code.as_str() {
+                "READY" => SimState::Ready,
+                "SIM PIN" => SimState::PinRequired,
+                "SIM PUK" => SimState::PukRequired,
+                other => SimState::Other(other.to_string()),
+            })
+        }
+        Err(AtError::Cme(CmeError::SimNotInserted)) => Ok(SimState::NotInserted),
+        Err(AtError::Cme(CmeError::SimBusy)) => Ok(SimState::Busy),
+        Err(AtError::Cme(CmeError::SimPukRequired)) => Ok(SimState::PukRequired),
+        Err(AtError::Cme(CmeError::SimPinRequired)) => Ok(SimState::PinRequired),
+        Err(AtError::Cme(CmeError::SimFailure)) => Ok(SimState::Other("SIM failure".into())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why unlocking failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnlockError {
+    /// The SIM said the PIN is wrong. Never try it again.
+    Rejected,
+    /// The PIN cannot be sent (quotes or control characters in it).
+    Unsendable,
+    /// Another refusal or a link problem.
+    At(AtError),
+}
+
+/// Sends the PIN once (`AT+CPIN="<pin>"`). The PIN is not logged: the engine logs the command
+/// line at trace level, so the line is built here and the log shows only that a PIN was sent.
+pub async fn unlock(
+    client: &mut AtClient,
+    pin: &str,
+    timeout: Duration,
+) -> Result<(), UnlockError> {
+    let command = cmd::set("+CPIN", &[Param::Str(pin)]).map_err(|_| UnlockError::Unsendable)?;
+    tracing::info!("sending the configured SIM PIN (once)");
+    match client.command(&command, timeout).await {
+        Ok(_) => Ok(()),
+        Err(AtError::Cme(CmeError::IncorrectPassword)) => Err(UnlockError::Rejected),
+        // With +CMEE=0 a wrong PIN is a bare ERROR.
+        Err(AtError::Error) => Err(UnlockError::Rejected),
+        Err(e) => Err(UnlockError::At(e)),
+    }
+}
+
+/// The best registration `<stat>` of `+CREG?`, `+CGREG?` and `+CEREG?` (TS 27.007 §7.2,
+/// §10.1.19, §10.1.22): circuit-switched first, then packet domains, since LTE-only modems
+/// send SMS over IMS/SGs while reporting CREG "searching". `None` if the modem answers none.
+pub async fn registration(client: &mut AtClient, timeout: Duration) -> Result<Option<u8>, AtError> {
+    let mut best: Option<u8> = None;
+    for name in ["+CREG", "+CEREG", "+CGREG"] {
+        let Some(lines) = optional(client, &line(cmd::query(name)), timeout).await? else {
+            continue;
+        };
+        let prefix = format!("{name}:");
+        if let Some(stat) = lines
+            .iter()
+            .find_map(|l| cmd::parse_reg_stat(l, &prefix).ok())
+        {
+            if cmd::reg_is_registered(stat) {
+                return Ok(Some(stat));
+            }
+            best.get_or_insert(stat);
+        }
+    }
+    Ok(best)
+}
+
+/// The operator name from `+COPS?` (TS 27.007 §7.3).
+pub async fn operator(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
+    Ok(optional(client, &line(cmd::query("+COPS")), timeout)
+        .await?
+        .and_then(|lines| lines.iter().find_map(|l| cmd::parse_cops(l).ok().flatten())))
+}
+
+/// Signal strength in dBm from `+CSQ` (TS 27.007 §8.5); `None` when unknown.
+pub async fn signal(client: &mut AtClient, timeout: Duration) -> Result<Option<i32>, AtError> {
+    Ok(optional(client, &line(cmd::execute("+CSQ")), timeout)
+        .await?
+        .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csq(l).ok()))
+        .and_then(|(rssi, _)| cmd::rssi_to_dbm(rssi)))
+}
+
+/// `+CSMS?` `<service>` (TS 27.005 §3.2.1): 1 means every `+CDS`/`+CMT` must be acknowledged
+/// with `AT+CNMA`; 0 (the default) means it must not be.
+pub async fn csms_service(client: &mut AtClient, timeout: Duration) -> Result<u8, AtError> {
+    Ok(optional(client, &line(cmd::query("+CSMS")), timeout)
+        .await?
+        .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csms_service(l).ok()))
+        .unwrap_or(0))
+}
+
+/// `AT+CNMI` settings (TS 27.005 §3.4.1) tried in order: `<mt>=1` stores texts and says
+/// `+CMTI`, `<ds>=1` routes status reports as `+CDS` (or `<ds>=2`: stored, `+CDSI`). Modems
+/// differ in what they accept, so fall back until one is.
+const CNMI_WITH_REPORTS: &[&[i32]] = &[
+    &[2, 1, 0, 1, 0],
+    &[1, 1, 0, 1, 0],
+    &[2, 1, 0, 2, 0],
+    &[1, 1, 0, 2, 0],
+    &[2, 1, 0, 1],
+];
+const CNMI_WITHOUT_REPORTS: &[&[i32]] = &[&[2, 1, 0, 0, 0], &[1, 1, 0, 0, 0], &[2, 1]];
+
+/// Configures new-message indications; returns the `AT+CNMI` line the modem accepted, if any.
+pub async fn configure_notifications(
+    client: &mut AtClient,
+    delivery_reports: bool,
+    timeout: Duration,
+) -> Result<Option<String>, AtError> {
+    let variants = if delivery_reports {
+        CNMI_WITH_REPORTS
+    } else {
+        CNMI_WITHOUT_REPORTS
+    };
+    for values in variants {
+        let params: Vec<Param<'_>> = values.iter().map(|v| Param::Int(*v)).collect();
+        let command = line(cmd::set("+CNMI", &params));
+        if optional(client, &command, timeout).await?.is_some() {
+            return Ok(Some(command));
+        }
+    }
+    Ok(None)
+}
+
+/// What `simgate modem probe` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The device probed.
+    pub device: String,
+    /// `+CGMI`/`+CGMM`/`+CGMR`/`+CGSN`.
+    pub identity: Identity,
+    /// `+CPIN?` after an optional unlock.
+    pub sim: SimState,
+    /// Registration word ("home", "roaming", "searching"...), if the modem answered.
+    pub registration: Option<String>,
+    /// `+COPS?`.
+    pub operator: Option<String>,
+    /// `+CSQ` in dBm.
+    pub signal_dbm: Option<i32>,
+}
+
+/// Why a probe could not identify a modem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The port could not be opened.
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    /// The port opened but nothing answered `AT`.
+    #[error("{0}: no answer to AT (not a modem's AT port, wrong baud rate, or the modem is hung)")]
+    NoAnswer(String),
+    /// The link failed while probing.
+    #[error("{0}: {1}")]
+    Link(String, String),
+    /// The configured PIN was rejected (it was tried once and must not be tried again).
+    #[error("{0}: the SIM rejected the PIN; it will not be retried (3 wrong PINs block the SIM)")]
+    PinRejected(String),
+}
+
+/// Opens `device` and identifies the modem and SIM, unlocking the SIM with `pin` (once) if it
+/// asks for one. Changes nothing else on the modem besides turning echo off and numeric errors
+/// on.
+pub async fn probe(
+    device: &Path,
+    baud: u32,
+    pin: Option<&str>,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    let name = device.display().to_string();
+    let port = transport::open(device, baud)?;
+    let (r, w) = tokio::io::split(port);
+    let (mut client, _urcs) = crate::at::engine::spawn(r, w);
+    let link = |e: AtError| ProbeError::Link(name.clone(), e.to_string());
+    let step = timeout.min(Duration::from_secs(2));
+    sync(&mut client, 3, step)
+        .await
+        .map_err(|_| ProbeError::NoAnswer(name.clone()))?;
+    optional(&mut client, "ATE0", timeout).await.map_err(link)?;
+    optional(&mut client, "AT+CMEE=1", timeout)
+        .await
+        .map_err(link)?;
+    let identity = identify(&mut client, timeout).await.map_err(link)?;
+    let mut sim = sim_state(&mut client, timeout).await.map_err(link)?;
+    if sim == SimState::PinRequired
+        && let Some(pin) = pin
+    {
+        match unlock(&mut client, pin, timeout).await {
+            Ok(()) => sim = sim_state(&mut client, timeout).await.map_err(link)?,
+            Err(UnlockError::Rejected) => return Err(ProbeError::PinRejected(name)),
+            Err(UnlockError::Unsendable) => {
+                return Err(ProbeError::Link(
+                    name,
+                    "the PIN has characters a modem cannot receive".into(),
+                ));
+            }
+            Err(UnlockError::At(e)) => return Err(link(e)),
+        }
+    }
+    let registration = registration(&mut client, timeout)
+        .await
+        .map_err(link)?
+        .map(|s| cmd::reg_name(s).to_string());
+    let operator = operator(&mut client, timeout).await.map_err(link)?;
+    let signal_dbm = signal(&mut client, timeout).await.map_err(link)?;
+    Ok(ProbeReport {
+        device: name,
+        identity,
+        sim,
+        registration,
+        operator,
+        signal_dbm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_commands_build() {
+        for name in ["+CGMI", "+CGMM", "+CGMR", "+CGSN", "+CSQ"] {
+            cmd::execute(name).unwrap();
+        }
+        for name in ["+CPIN", "+CREG", "+CEREG", "+CGREG", "+COPS", "+CSMS"] {
+            cmd::query(name).unwrap();
+        }
+        for v in CNMI_WITH_REPORTS.iter().chain(CNMI_WITHOUT_REPORTS) {
+            let params: Vec<Param<'_>> = v.iter().map(|x| Param::Int(*x)).collect();
+            assert!(cmd::set("+CNMI", &params).unwrap().starts_with("AT+CNMI="));
+        }
+    }
+
+    #[test]
+    fn identification_text() {
+        assert_eq!(
+            ident_text(vec!["+CGMI: SIMCOM_Ltd".into()], "+CGMI:"),
+            Some("SIMCOM_Ltd".into())
+        );
+        assert_eq!(
+            ident_text(vec!["huawei".into()], "+CGMI:"),
+            Some("huawei".into())
+        );
+        assert_eq!(ident_text(vec![], "+CGMI:"), None);
+    }
+}
