@@ -33,7 +33,8 @@ fn submit_of(hex: &str) -> Submit {
 fn gsm7_packing_vectors() {
     // "hellohello" → E8329BFD4697D9EC37: the packing example of the widely used "SMS and the
     // PDU format" tutorial (dreamfabric.com), checked bit by bit against TS 23.038 §6.1.2.1.1.
-    // "hello" is its first half plus the tail septet of 'o' (0x6F >> 2 = 0x1B… → 0x06).
+    // "hello" shares its first four octets; its last octet holds the top three bits of 'o'
+    // (0x6F >> 4 = 0x06).
     let check = |text: &str, fill: usize, expect: &str| {
         let septets = gsm7::encode(text).unwrap();
         let packed = gsm7::pack(&septets, fill);
@@ -492,9 +493,10 @@ fn deliver_from_an_alphanumeric_sender() {
 
 #[test]
 fn status_report_vector() {
-    // A widely circulated +CDS example (TP-MR 0xD6, recipient +31628870634, delivered), checked
-    // by hand against TS 23.040 §9.2.2.3: SCTS 2011-01-11 17:59:15 +01:00 (TZ 0x40 = 4
-    // quarters), discharge 17:59:17, TP-ST 00.
+    // A +CDS status report in the form gsm-modem FAQs quote (TP-MR 0xD6, recipient
+    // +31628870634, delivered), checked by hand against TS 23.040 §9.2.2.3 and by
+    // python-gsmmodem-new's decoder (tests/pdu_crosscheck.rs): SCTS 2011-01-11 17:59:15 +01:00
+    // (TZ 0x40 = 4 quarters), discharge 17:59:17, TP-ST 00.
     let hex = "0006D60B911326880736F4111011719551401110117195714000";
     let Ok(Pdu::StatusReport(sr)) = decode_hex(hex) else {
         panic!("not a status report")
