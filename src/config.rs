@@ -892,9 +892,10 @@ mod tests {
     fn errors_name_key_and_position() {
         let e = parse("[limits]\notp_per_number = \"3/10w\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.otp_per_number"));
+        assert_eq!(e.position, Some((2, 18)));
         assert!(
             e.to_string()
-                .starts_with("test.toml: limits.otp_per_number: "),
+                .starts_with("test.toml:2:18: limits.otp_per_number: "),
             "{e}"
         );
 

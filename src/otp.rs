@@ -901,13 +901,7 @@ mod tests {
 
     #[test]
     fn origin_validation() {
-        for ok in [
-            "example.com",
-            "a.b-c.example",
-            "localhost",
-            "example.com:8443",
-            "x1",
-        ] {
+        for ok in ["example.com", "a.b-c.example", "localhost", "x1"] {
             assert!(Origin::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
