@@ -176,7 +176,7 @@ fn is_hex_line(line: &str) -> bool {
 }
 
 /// The framer and router. Feed it bytes with [`Digester::feed`], then call
-/// [`Digester::next`] until it says [`Digested::Incomplete`].
+/// [`Digester::digest`] until it says [`Digested::Incomplete`].
 #[derive(Debug, Default)]
 pub struct Digester {
     /// Bytes received and not yet consumed.
@@ -249,7 +249,7 @@ impl Digester {
     }
 
     /// The next complete item, or `Incomplete`.
-    pub fn next(&mut self) -> Digested {
+    pub fn digest(&mut self) -> Digested {
         loop {
             if self.pending_urc.is_some() {
                 let Some(line) = self.take_line() else {
@@ -394,7 +394,7 @@ mod tests {
             for piece in input.chunks(chunk) {
                 d.feed(piece);
                 loop {
-                    match d.next() {
+                    match d.digest() {
                         Digested::Incomplete => break,
                         item => got.push(item),
                     }
@@ -547,15 +547,15 @@ mod tests {
         let mut d = Digester::new();
         d.begin("AT+CMGS=23", true);
         d.feed(b"\r\n> ");
-        assert_eq!(d.next(), Digested::Prompt);
+        assert_eq!(d.digest(), Digested::Prompt);
         d.payload_sent("0011000B911326880736F40000A70AE8329BFD4697D9EC37\x1a");
         let tail = format!(
             "0011000B911326880736F40000A70AE8329BFD4697D9EC37\x1a\r\n\r\n+CDS: 25\r\n{CDS_PDU}\r\n\r\n+CMGS: 12\r\n\r\nOK\r\n"
         );
         d.feed(tail.as_bytes());
-        assert_eq!(d.next(), urc2("+CDS: 25", CDS_PDU));
-        assert_eq!(d.next(), ok(&["+CMGS: 12"]));
-        assert_eq!(d.next(), Digested::Incomplete);
+        assert_eq!(d.digest(), urc2("+CDS: 25", CDS_PDU));
+        assert_eq!(d.digest(), ok(&["+CMGS: 12"]));
+        assert_eq!(d.digest(), Digested::Incomplete);
         assert!(!d.in_flight());
         // A `>` is only a prompt when one is expected.
         check(None, b"> hi\r\n", &[urc("> hi")]);
@@ -610,10 +610,10 @@ mod tests {
         let mut d = Digester::new();
         d.begin("AT+CSQ", false);
         d.feed(b"\r\n+CSQ: 1,2\r\n");
-        assert_eq!(d.next(), Digested::Incomplete);
+        assert_eq!(d.digest(), Digested::Incomplete);
         d.abandon();
         d.feed(b"OK\r\n");
-        assert_eq!(d.next(), Digested::Incomplete);
+        assert_eq!(d.digest(), Digested::Incomplete);
         assert_eq!(d.pending_bytes(), 0);
     }
 }

@@ -153,7 +153,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let mut guard = lock(&shared);
         guard.digester.feed(&buf[..n]);
         loop {
-            match guard.digester.next() {
+            match guard.digester.digest() {
                 Digested::Incomplete => break,
                 Digested::Urc(urc) => {
                     tracing::trace!(line = %urc.line, pdu = urc.pdu.is_some(), "at rx urc");
