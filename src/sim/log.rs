@@ -32,14 +32,17 @@ impl LoggedMessage {
             .to_offset(time::UtcOffset::UTC)
             .format(&Rfc3339)
             .unwrap_or_default();
-        serde_json::json!({
-            "at": at,
-            "to": self.to,
-            "text": self.text,
-            "parts": self.parts,
-            "pdu": self.pdus,
-        })
-        .to_string()
+        // Built by hand to keep SPEC.md's field order (serde_json's map would sort the keys).
+        let quote = |s: &str| serde_json::Value::from(s).to_string();
+        let pdus: Vec<String> = self.pdus.iter().map(|p| quote(p)).collect();
+        format!(
+            "{{\"at\":{},\"to\":{},\"text\":{},\"parts\":{},\"pdu\":[{}]}}",
+            quote(&at),
+            quote(&self.to),
+            quote(&self.text),
+            self.parts,
+            pdus.join(",")
+        )
     }
 }
 
@@ -133,5 +136,20 @@ mod tests {
         assert_eq!(v["text"], "hé");
         assert_eq!(v["parts"], 1);
         assert_eq!(v["pdu"], serde_json::json!([]));
+        assert!(
+            line.starts_with("{\"at\":\"2026-11-22T10:00:00Z\",\"to\":"),
+            "{line}"
+        );
+        let two = LoggedMessage {
+            pdus: vec!["00AB".into(), "00CD".into()],
+            text: "quote \" and \\ and \n".into(),
+            ..m
+        };
+        let v: serde_json::Value = serde_json::from_str(
+            &two.to_json_line(time::macros::datetime!(2026-11-22 10:00:00 UTC)),
+        )
+        .unwrap();
+        assert_eq!(v["pdu"], serde_json::json!(["00AB", "00CD"]));
+        assert_eq!(v["text"], "quote \" and \\ and \n");
     }
 }

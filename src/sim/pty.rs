@@ -35,7 +35,7 @@ impl Pty {
         let mut t = termios::tcgetattr(&pair.slave).map_err(io::Error::from)?;
         termios::cfmakeraw(&mut t);
         termios::tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(io::Error::from)?;
-        let device = PathBuf::from(nix::unistd::ttyname(&pair.slave).map_err(io::Error::from)?);
+        let device = nix::unistd::ttyname(&pair.slave).map_err(io::Error::from)?;
         let flags = fcntl(&pair.master, FcntlArg::F_GETFL).map_err(io::Error::from)?;
         let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
         fcntl(&pair.master, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
