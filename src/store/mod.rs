@@ -6,14 +6,21 @@
 //! COMMIT that contains it has returned. Reads use separate connections, which WAL lets run
 //! concurrently with the writer.
 //!
-//! **Durability: `synchronous = FULL` by default.** In WAL mode, `NORMAL` already survives a
-//! process kill (a committed transaction is in the WAL file, in the OS page cache, before COMMIT
-//! returns), but not a power cut or kernel crash, which can lose the last commits. A `202` from
-//! the API promises the request is durable, and an OTP that silently vanishes after a power cut is
-//! exactly the failure users cannot diagnose, so we pay one WAL fsync per commit. Group commit is
-//! what makes that affordable: the fsync is shared by every operation in the batch, so throughput
-//! under load is bounded by batch size × syncs/s rather than by one sync per request.
-//! [`Durability::Normal`] exists for disposable data directories (tests, benchmarks, tmpfs).
+//! **Durability: `synchronous = FULL` for every commit that answers an API client, `NORMAL` for
+//! the dispatcher's own bookkeeping ([`Durability::Balanced`], the default).** In WAL mode,
+//! `NORMAL` already survives a process kill (a committed transaction is in the WAL file, in the
+//! OS page cache, before COMMIT returns), but not a power cut or kernel crash, which can lose the
+//! last commits. A `202` promises that the request is stored, and an OTP that silently vanishes
+//! after a power cut is exactly the failure users cannot diagnose, so client-facing writes pay a
+//! WAL fsync. Group commit makes that affordable: one fsync is shared by every operation of the
+//! batch. The dispatcher's claims and sent marks are another matter: they are on the hot path
+//! of every send (two per message), an fsync costs several milliseconds on common disks, and
+//! the pickup and drain targets could not be met if each waited for one. Losing them on power
+//! loss is harmless by construction: the WAL is a log, so a power cut loses only a suffix of
+//! unsynced commits, never an earlier synced one, and what is lost can only roll a message back
+//! to `queued` or `sending`, which start-up recovery treats as an unknown outcome (resend or
+//! fail, as configured). Under a process kill nothing is lost in any mode. [`Durability::Full`]
+//! syncs everything; [`Durability::Normal`] nothing (tests, tmpfs).
 //!
 //! Timestamps are unix milliseconds ([`Millis`]) everywhere; callers convert at their edges.
 
@@ -73,12 +80,18 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether commits sync the WAL to stable storage; see the module documentation.
+/// Which commits sync the WAL to stable storage; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous = FULL`: survives power loss. The default.
+    /// Every commit is synced (`synchronous = FULL`): nothing acknowledged is lost even on power
+    /// loss, at one fsync per group commit for the dispatcher's bookkeeping too.
     Full,
-    /// `synchronous = NORMAL`: survives a process kill, may lose the last commits on power loss.
+    /// The default. A commit is synced when it answers an API client (enqueue, OTP creation,
+    /// resend, verify, cancel); the dispatcher's bookkeeping (claim, sent, retry, reports) is
+    /// committed without a sync and becomes durable with the next synced commit or checkpoint.
+    Balanced,
+    /// No commit is synced (`synchronous = NORMAL`): survives a process kill, may lose the last
+    /// commits on power loss. For disposable data directories (tests, benchmarks, tmpfs).
     Normal,
 }
 
@@ -99,7 +112,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            durability: Durability::Full,
+            durability: Durability::Balanced,
             write_queue: 4096,
             max_batch: 1024,
             readers: 4,
@@ -541,7 +554,7 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
         None,
         "synchronous",
         match durability {
-            Durability::Full => "FULL",
+            Durability::Full | Durability::Balanced => "FULL",
             Durability::Normal => "NORMAL",
         },
     )?;
@@ -582,7 +595,7 @@ impl Store {
         let max_batch = opts.max_batch.max(1);
         std::thread::Builder::new()
             .name("simgate-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch))?;
+            .spawn(move || writer::run(conn, rx, max_batch, opts.durability))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: tx,
@@ -593,13 +606,31 @@ impl Store {
         })
     }
 
-    /// Queues one write operation and waits until the batch containing it has committed.
+    /// Queues one write operation of the dispatcher's bookkeeping and waits until the batch
+    /// containing it has committed (see [`Durability::Balanced`] for how it is synced).
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (job, rx) = writer::job(f);
+        self.write_as(false, f).await
+    }
+
+    /// Like [`Store::write`] for an operation whose answer is a promise to an API client.
+    async fn client_write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_as(true, f).await
+    }
+
+    async fn write_as<T, F>(&self, client: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, rx) = writer::job(client, f);
         self.inner
             .writer
             .send(job)
@@ -654,8 +685,10 @@ impl Store {
         daily_cap: u32,
         queue_max: u64,
     ) -> Result<CreateOutcome, StoreError> {
-        self.write(move |c| ops::create_otp(c, &otp, &msg, idem.as_ref(), daily_cap, queue_max))
-            .await
+        self.client_write(move |c| {
+            ops::create_otp(c, &otp, &msg, idem.as_ref(), daily_cap, queue_max)
+        })
+        .await
     }
 
     /// Queues a plain text: idempotency check, queue bound (0 = off), insert, idempotent answer.
@@ -665,7 +698,7 @@ impl Store {
         idem: Option<Idempotency>,
         queue_max: u64,
     ) -> Result<CreateOutcome, StoreError> {
-        self.write(move |c| ops::enqueue_text(c, &msg, idem.as_ref(), queue_max))
+        self.client_write(move |c| ops::enqueue_text(c, &msg, idem.as_ref(), queue_max))
             .await
     }
 
@@ -680,8 +713,10 @@ impl Store {
         queue_max: u64,
     ) -> Result<ResendOutcome, StoreError> {
         let otp_id = otp_id.to_owned();
-        self.write(move |c| ops::resend_otp(c, &otp_id, &code_hmac, &msg, daily_cap, queue_max))
-            .await
+        self.client_write(move |c| {
+            ops::resend_otp(c, &otp_id, &code_hmac, &msg, daily_cap, queue_max)
+        })
+        .await
     }
 
     /// Records one verification attempt; `matched` is whether the code matched one of the OTP's
@@ -694,7 +729,7 @@ impl Store {
         now: Millis,
     ) -> Result<Option<VerifyResult>, StoreError> {
         let otp_id = otp_id.to_owned();
-        self.write(move |c| ops::record_verify(c, &otp_id, matched, now))
+        self.client_write(move |c| ops::record_verify(c, &otp_id, matched, now))
             .await
     }
 
@@ -706,7 +741,8 @@ impl Store {
         now: Millis,
     ) -> Result<Option<OtpStatus>, StoreError> {
         let otp_id = otp_id.to_owned();
-        self.write(move |c| ops::cancel_otp(c, &otp_id, now)).await
+        self.client_write(move |c| ops::cancel_otp(c, &otp_id, now))
+            .await
     }
 
     /// One OTP with its code HMACs and message ids.

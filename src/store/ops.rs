@@ -395,6 +395,8 @@ pub(crate) fn expire_overdue(c: &Connection, now: Millis) -> Result<u64, StoreEr
     Ok(seqs.len() as u64)
 }
 
+/// Oldest first means walking the queue in `seq` order; left to itself the planner prefers the
+/// `next_attempt_at` index and sorts the whole backlog on every claim, hence `INDEXED BY`.
 pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>, StoreError> {
     expire_overdue(c, now)?;
     type Row = (
@@ -413,7 +415,8 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
         .prepare_cached(
             "SELECT seq, id, to_number, kind, body, sealed_body, deadline, attempts, parts,
                  created_at
-             FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
+             FROM messages INDEXED BY messages_queue
+             WHERE status = 'queued' AND next_attempt_at <= ?1
              ORDER BY seq LIMIT 1",
         )?
         .query_row(params![now], |r| {

@@ -6,29 +6,36 @@
 //! after the single COMMIT returns does any caller get its answer, which is what makes an answer
 //! mean "durable". Under load, callers pile up while the previous COMMIT syncs, so the number of
 //! syncs per second stays bounded while the operations per second grow with the batch size.
+//!
+//! Each batch is committed with `synchronous = FULL` or `NORMAL` as [`Durability`] asks; under
+//! `Balanced` a batch is synced when any of its operations answers an API client.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{Durability, StoreError};
 
 /// What the writer thread does with an operation after COMMIT: hands the caller its result.
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// One queued write: runs against the write connection inside the open transaction, or is given
 /// `None` when no transaction could be opened, so its caller still hears why.
-pub(crate) type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+pub(crate) struct Job {
+    run: Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>,
+    /// Whether the answer is a promise to an API client (see [`super::Durability::Balanced`]).
+    client: bool,
+}
 
-/// Wraps an operation so it runs in a SAVEPOINT and answers through `tx` after COMMIT.
-pub(crate) fn job<T, F>(f: F) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
+/// Wraps an operation so it runs in a SAVEPOINT and answers through a oneshot after COMMIT.
+pub(crate) fn job<T, F>(client: bool, f: F) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    let job: Job = Box::new(move |conn: Option<&Connection>| {
+    let run = Box::new(move |conn: Option<&Connection>| -> Reply {
         let result = match conn {
             Some(conn) => in_savepoint(conn, f),
             None => Err(StoreError::Commit("no write transaction".into())),
@@ -43,7 +50,7 @@ where
             let _ = tx.send(answer);
         })
     });
-    (job, rx)
+    (Job { run, client }, rx)
 }
 
 fn in_savepoint<T>(
@@ -63,22 +70,44 @@ fn in_savepoint<T>(
     result
 }
 
-/// Runs until every sender is gone. `max_batch` bounds how long the first caller of a batch waits.
-pub(crate) fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// Runs until every sender is gone. `max_batch` bounds how long the last caller of a batch
+/// waits behind the others.
+pub(crate) fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    durability: Durability,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
+    // What the connection was configured with at open.
+    let mut syncing = durability != Durability::Normal;
     while let Some(first) = rx.blocking_recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let reason = e.to_string();
-            tracing::error!(error = %reason, "store: cannot begin a write transaction");
-            first(None)(Err(reason));
-            continue;
-        }
-        replies.push(first(Some(&conn)));
-        while replies.len() < max_batch {
+        // Drain what is already waiting, then decide how this batch commits.
+        jobs.push(first);
+        while jobs.len() < max_batch {
             match rx.try_recv() {
-                Ok(next) => replies.push(next(Some(&conn))),
+                Ok(next) => jobs.push(next),
                 Err(_) => break,
             }
+        }
+        let sync = match durability {
+            Durability::Full => true,
+            Durability::Normal => false,
+            Durability::Balanced => jobs.iter().any(|j| j.client),
+        };
+        let begun = set_sync(&conn, &mut syncing, sync)
+            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
+        if let Err(e) = begun {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "store: cannot begin a write transaction");
+            for job in jobs.drain(..) {
+                (job.run)(None)(Err(reason.clone()));
+            }
+            continue;
+        }
+        for job in jobs.drain(..) {
+            replies.push((job.run)(Some(&conn)));
         }
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
         if let Err(reason) = &commit {
@@ -90,4 +119,13 @@ pub(crate) fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usiz
             reply(commit.clone());
         }
     }
+}
+
+/// Switches `synchronous` between FULL and NORMAL (outside any transaction), only on a change.
+fn set_sync(conn: &Connection, syncing: &mut bool, sync: bool) -> rusqlite::Result<()> {
+    if *syncing != sync {
+        conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
+        *syncing = sync;
+    }
+    Ok(())
 }
