@@ -22,8 +22,11 @@ pub(crate) type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// One queued write: runs against the write connection inside the open transaction, or is given
 /// `None` when no transaction could be opened, so its caller still hears why.
+/// The body of a [`Job`]: runs the operation (or learns it cannot) and returns its reply.
+type Run = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
 pub(crate) struct Job {
-    run: Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>,
+    run: Run,
     /// Whether the answer is a promise to an API client (see [`super::Durability::Balanced`]).
     client: bool,
 }
@@ -35,7 +38,7 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    let run = Box::new(move |conn: Option<&Connection>| -> Reply {
+    let run: Run = Box::new(move |conn: Option<&Connection>| -> Reply {
         let result = match conn {
             Some(conn) => in_savepoint(conn, f),
             None => Err(StoreError::Commit("no write transaction".into())),
