@@ -7,6 +7,7 @@
 pub mod at;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod http;
 pub mod limits;

@@ -1,11 +1,162 @@
-//! `simgate serve` (being built; see ARCHITECTURE.md).
+//! `simgate serve`: load and validate the config, apply the command-line overrides, run the
+//! daemon until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::daemon::{self, Started};
 
-pub fn run(_args: ServeArgs, _json: bool) -> ExitCode {
-    eprintln!("simgate serve: not built yet");
-    ExitCode::FAILURE
+/// Where `serve --simulate` keeps its data unless told otherwise: the current directory, so a
+/// first run needs no root and leaves everything in one visible place.
+pub const SIMULATE_DATA_DIR: &str = "./simgate-data";
+
+/// Run the daemon: HTTP API, durable queue, dispatcher and modem drivers.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Default: /etc/simgate/simgate.toml when it exists, else built-in
+    /// defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serial device of a modem (repeatable); replaces the config's [[modem]] tables.
+    #[arg(long, value_name = "PATH")]
+    pub device: Vec<PathBuf>,
+    /// Data directory (database, keys, API token); overrides `store.data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the API listens on; overrides `api.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Use a built-in simulated modem instead of real hardware (nothing reaches a phone; texts
+    /// are appended to <data dir>/sim-sent.jsonl). Data dir default: ./simgate-data.
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+pub fn run(args: ServeArgs, json: bool) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("simgate serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log.level);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("simgate serve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(daemon::run(
+        config,
+        args.simulate,
+        |started| print_banner(started, json),
+        shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("simgate serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file (explicit, default path, or none) with the command line applied on top.
+fn load_config(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH)).map_err(|e| e.to_string())?
+        }
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.store.data_dir = dir.clone();
+    } else if args.simulate && config.store.data_dir == Config::default().store.data_dir {
+        config.store.data_dir = PathBuf::from(SIMULATE_DATA_DIR);
+    }
+    if let Some(listen) = args.listen {
+        config.api.listen = listen;
+    }
+    if !args.device.is_empty() {
+        config.set_devices(&args.device);
+    }
+    Ok(config)
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop simgate with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing sends in flight");
+}
+
+/// The first thing a new user reads: where the API is, where the token is, and a request to
+/// paste.
+fn print_banner(s: &Started, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "listen": s.listen.to_string(),
+            "token_file": s.token_file.as_ref().map(|p| p.display().to_string()),
+            "data_dir": s.data_dir.display().to_string(),
+            "simulator": s.simulator.as_ref().map(|(link, log)| serde_json::json!({
+                "link": link.display().to_string(),
+                "log": log.display().to_string(),
+            })),
+        });
+        println!("{value}");
+        return;
+    }
+    let url = format!("http://{}", s.listen);
+    println!("simgate is listening on {url}");
+    let token = match &s.token_file {
+        Some(path) => {
+            println!("API token: {}", path.display());
+            format!("$(cat {})", path.display())
+        }
+        None => {
+            println!("API token: one of api.tokens in the config file");
+            "$SIMGATE_TOKEN".to_owned()
+        }
+    };
+    if let Some((link, log)) = &s.simulator {
+        println!(
+            "SIMULATED MODEM at {}: nothing reaches a phone; texts are appended to {}",
+            link.display(),
+            log.display()
+        );
+    }
+    println!("Send a code:");
+    println!(
+        "  curl -s -H \"Authorization: Bearer {token}\" -H 'Content-Type: application/json' \\\n       -d '{{\"to\": \"+15551234567\"}}' {url}/v1/otp"
+    );
 }

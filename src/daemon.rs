@@ -1,0 +1,485 @@
+//! The daemon: builds every part from a validated [`Config`] and runs them until shutdown.
+//!
+//! Start-up order matters for durability and for "ready within a second": the data directory,
+//! the keys and the store come first (a request must never be accepted before it can be
+//! committed), then the modems and the dispatcher (which first recovers sends interrupted by a
+//! previous crash), and the HTTP listener last. Shutdown runs the other way: stop accepting
+//! requests, let sends in flight finish so their outcome is recorded, then close the ports.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::{Config, ModemSettings, UnknownOutcome};
+use crate::dispatch::{self, DispatchConfig, Dispatcher, ModemPort, PoolModem, SendFailure};
+use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::modem::{ModemConfig, ModemEvent, ModemHandle, ModemState, ModemStatus, SendError};
+use crate::otp::Keys;
+use crate::pdu::EncodedPart;
+use crate::service::{self, Deps, Service, Settings};
+use crate::sim::{SimOptions, Simulator};
+use crate::store::{Store, StoreOptions, UnknownOutcomePolicy};
+
+/// File names inside the data directory.
+pub const DATABASE_FILE: &str = "simgate.db";
+/// The API token created at first start when the config names none.
+pub const TOKEN_FILE: &str = "api-token";
+/// The built-in simulator's serial link (`serve --simulate`).
+pub const SIM_LINK: &str = "sim-modem";
+/// The built-in simulator's log of accepted texts (SPEC.md "The simulator's log").
+pub const SIM_LOG: &str = "sim-sent.jsonl";
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data directory, key or token file could not be prepared.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A modem's PIN could not be read.
+    #[error("modem {modem}: {source}")]
+    Pin {
+        /// The modem's id.
+        modem: String,
+        /// Why.
+        source: crate::config::PinError,
+    },
+    /// The built-in simulator could not start.
+    #[error("cannot start the simulated modem: {0}")]
+    Simulator(std::io::Error),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address from `api.listen` / `--listen`.
+        addr: SocketAddr,
+        /// The I/O error (often: another process holds the port).
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// What `serve` prints in its banner once the daemon listens.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The bound address (the real port when `api.listen` asked for port 0).
+    pub listen: SocketAddr,
+    /// The token file, when the token was created by simgate rather than configured.
+    pub token_file: Option<PathBuf>,
+    /// The simulator's link and log, under `--simulate`.
+    pub simulator: Option<(PathBuf, PathBuf)>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Runs the daemon until `shutdown` resolves. `simulate` replaces the configured modems with one
+/// built-in simulated modem on a pty, driven through the same driver code path as real hardware.
+/// `on_started` is called once the API listens (the banner, and later `sd_notify`).
+pub async fn run(
+    config: Config,
+    simulate: bool,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let data_dir = config.store.data_dir.clone();
+    create_private_dir(&data_dir)?;
+
+    let (token_file, tokens) = if config.api.tokens.is_empty() {
+        let path = data_dir.join(TOKEN_FILE);
+        let token = load_or_create_token(&path)?;
+        (Some(path), Tokens::new([token]))
+    } else {
+        (None, Tokens::new(&config.api.tokens))
+    };
+    let keys = Keys::load_or_create(&data_dir).map_err(|source| DaemonError::File {
+        what: "key file in",
+        path: data_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&data_dir.join(DATABASE_FILE), StoreOptions::default())?;
+
+    // One shutdown signal fanned out to every task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let (simulator, modem_settings) = if simulate {
+        let link = data_dir.join(SIM_LINK);
+        let log = data_dir.join(SIM_LOG);
+        let sim = Simulator::start(SimOptions {
+            link: link.clone(),
+            log: Some(log),
+            ..SimOptions::default()
+        })
+        .await
+        .map_err(DaemonError::Simulator)?;
+        tracing::warn!(
+            link = %link.display(),
+            "SIMULATED MODEM: no real SMS is sent; texts are appended to {}",
+            data_dir.join(SIM_LOG).display()
+        );
+        // No carrier to protect from SMS pumping: the per-SIM send rate would only slow down
+        // the tests and demos the simulator exists for.
+        let settings = ModemSettings {
+            sends_per_minute: 0,
+            ..ModemSettings::new("sim0", link)
+        };
+        (Some(sim), vec![settings])
+    } else {
+        (None, config.modems.clone())
+    };
+
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let mut modems = Vec::new();
+    for settings in &modem_settings {
+        let pin = settings.pin().map_err(|source| DaemonError::Pin {
+            modem: settings.id.clone(),
+            source,
+        })?;
+        let handle = ModemHandle::spawn(
+            ModemConfig {
+                pin,
+                baud: settings.baud,
+                delivery_reports: settings.delivery_reports,
+                send_timeout: settings.send_timeout,
+                ..ModemConfig::new(settings.id.clone(), settings.device.clone())
+            },
+            events_tx.clone(),
+        );
+        modems.push((settings.clone(), handle));
+    }
+    drop(events_tx);
+
+    let wake = Arc::new(Notify::new());
+    let opener_keys = keys.clone();
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        modems
+            .iter()
+            .map(|(settings, handle)| PoolModem {
+                port: DriverPort(handle.clone()),
+                sends_per_minute: settings.sends_per_minute,
+                delivery_reports: settings.delivery_reports,
+            })
+            .collect(),
+        DispatchConfig {
+            on_unknown_outcome: match config.dispatch.on_unknown_outcome {
+                UnknownOutcome::Resend => UnknownOutcomePolicy::Resend,
+                UnknownOutcome::Fail => UnknownOutcomePolicy::Fail,
+            },
+            ..DispatchConfig::default()
+        },
+        wake.clone(),
+        Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
+    );
+    let clock = dispatcher.clock();
+    let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
+    let reports_task = tokio::spawn(record_reports(store.clone(), events_rx, clock));
+
+    let metrics = Arc::new(Metrics::new());
+    let limits = Arc::new(Limits::new(&config.limits.rates));
+    let service = Arc::new(Service::new(Deps {
+        store: store.clone(),
+        keys,
+        limits: limits.clone(),
+        wake,
+        settings: Settings::from_config(&config),
+        clock: service::system_clock(),
+        codes: service::os_codes(),
+    }));
+    let modem_source = Arc::new(ModemWatch(
+        modems
+            .iter()
+            .map(|(s, h)| (s.id.clone(), s.device.clone(), h.status()))
+            .collect(),
+    ));
+    let housekeeping = tokio::spawn(housekeeping(
+        store.clone(),
+        limits,
+        metrics.clone(),
+        modem_source.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: config.api.listen,
+            source,
+        })?;
+    let listen = listener.local_addr().map_err(DaemonError::Http)?;
+    let state = AppState {
+        service,
+        tokens: Arc::new(tokens),
+        metrics,
+        modems: modem_source,
+        body_limit: BodyLimit(config.api.max_body_bytes),
+    };
+    let started = Started {
+        listen,
+        token_file,
+        simulator: simulator.as_ref().map(|s| {
+            (
+                s.link().to_path_buf(),
+                config.store.data_dir.join(SIM_LOG),
+            )
+        }),
+        data_dir: data_dir.clone(),
+    };
+    tracing::info!(%listen, "API listening");
+    on_started(&started);
+    let served = http::serve(listener, state, stopped(stop_rx.clone())).await;
+
+    // Drain: the dispatcher lets sends in flight finish so their outcome is recorded.
+    match dispatcher_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "dispatcher stopped on a store error"),
+        Err(e) => tracing::error!(error = %e, "dispatcher task failed"),
+        Ok(Ok(())) => {}
+    }
+    housekeeping.abort();
+    for (_, handle) in &modems {
+        handle.shutdown().await;
+    }
+    drop(modems);
+    let _ = reports_task.await;
+    if let Some(sim) = simulator {
+        sim.stop().await;
+    }
+    served.map_err(DaemonError::Http)
+}
+
+/// Resolves when the shutdown flag turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Feeds status reports from every modem into the store until all modems are gone.
+async fn record_reports(
+    store: Store,
+    mut events: mpsc::Receiver<ModemEvent>,
+    clock: dispatch::Clock,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ModemEvent::StatusReport {
+                modem_id,
+                message_reference,
+                recipient,
+                status,
+                outcome,
+                ..
+            } => {
+                let result = dispatch::record_status_report(
+                    &store,
+                    &modem_id,
+                    message_reference,
+                    &recipient,
+                    status,
+                    outcome,
+                    clock.now_ms(),
+                )
+                .await;
+                match result {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::info!(
+                        modem = %modem_id,
+                        tp_mr = message_reference,
+                        "status report matches no sent part (sent before the log was pruned, or by another program)"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "cannot record a status report"),
+                }
+            }
+            // Inbound texts are not part of the product yet; say so rather than drop silently.
+            ModemEvent::Incoming { modem_id, .. } => {
+                tracing::info!(modem = %modem_id, "an inbound SMS arrived; simgate does not store inbound texts")
+            }
+        }
+    }
+}
+
+/// Periodic upkeep that is not on any request's path: retention, limiter memory, metrics.
+async fn housekeeping(
+    store: Store,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    modems: Arc<ModemWatch>,
+    config: Config,
+    mut stop: watch::Receiver<bool>,
+) {
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    let retention = (config.store.retention_days > 0)
+        .then(|| i64::from(config.store.retention_days) * DAY_MS);
+    let mask_after = (config.store.mask_numbers_after_days > 0)
+        .then(|| i64::from(config.store.mask_numbers_after_days) * DAY_MS);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut minutes = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        limits.housekeeping();
+        for m in modems.snapshot() {
+            metrics.set_modem_state(&m.id, &m.state);
+        }
+        if minutes % 60 == 0 {
+            let now = (service::system_clock())();
+            match store.prune(now, retention, mask_after).await {
+                Ok(stats) => tracing::debug!(?stats, "retention"),
+                Err(e) => tracing::error!(error = %e, "retention failed"),
+            }
+        }
+        minutes += 1;
+    }
+}
+
+/// The dispatcher's view of a driver. A newtype here rather than an impl in either module, so
+/// neither `dispatch` nor `modem` has to know the other.
+struct DriverPort(ModemHandle);
+
+impl ModemPort for DriverPort {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self.0.status().borrow().state, ModemState::Ready)
+    }
+
+    fn readiness_changed(&self) -> impl Future<Output = ()> + Send {
+        // A fresh receiver has seen the current value, so this waits for the next change.
+        let mut rx = self.0.status();
+        async move {
+            if rx.changed().await.is_err() {
+                // The driver is gone for good: its readiness never changes again.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn send(
+        &self,
+        parts: Vec<EncodedPart>,
+    ) -> impl Future<Output = Result<Vec<u8>, SendFailure>> + Send {
+        let handle = self.0.clone();
+        async move {
+            // Parts that went out before a failure are sent again with the whole message on a
+            // retry (under a new concatenation reference, so the phone never mixes the two).
+            handle.send(parts).await.map_err(|e| match e {
+                SendError::Temporary(reason) => SendFailure::Temporary(reason),
+                SendError::Permanent(reason) => SendFailure::Permanent(reason),
+                SendError::OutcomeUnknown(reason) => SendFailure::OutcomeUnknown(reason),
+                SendError::NotReady => SendFailure::NotReady,
+            })
+        }
+    }
+}
+
+/// `/v1/modems` and `/readyz` read the drivers' published status.
+struct ModemWatch(Vec<(String, PathBuf, watch::Receiver<ModemStatus>)>);
+
+impl ModemSource for ModemWatch {
+    fn snapshot(&self) -> Vec<ModemJson> {
+        self.0
+            .iter()
+            .map(|(id, device, rx)| {
+                let s = rx.borrow();
+                ModemJson {
+                    id: id.clone(),
+                    device: device.display().to_string(),
+                    state: s.state.as_str().to_owned(),
+                    manufacturer: s.manufacturer.clone(),
+                    model: s.model.clone(),
+                    imei: s.imei.clone(),
+                    operator: s.operator.clone(),
+                    registration: s.registration.clone(),
+                    signal: s.signal_dbm,
+                    sent: s.sent,
+                    failed: s.failed,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Creates the data directory readable by its owner only: it holds the keys and the token.
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::File {
+        what: "data directory",
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Reads the API token, creating a random one (mode 0600) at first start.
+pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
+    let err = |source| DaemonError::File {
+        what: "API token file",
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(err(std::io::Error::other(format!(
+                    "is readable by other users (mode {:o}); run: chmod 600 {}",
+                    mode & 0o777,
+                    path.display()
+                ))));
+            }
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                return Err(err(std::io::Error::other(
+                    "is empty; delete it to get a new token",
+                )));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::fill(&mut bytes);
+            let token = hex::encode(bytes);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(err)?;
+            file.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(err)?;
+            Ok(token)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
