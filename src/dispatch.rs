@@ -31,11 +31,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, SendOutcome};
+use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
 use crate::pdu::{self, DeliveryOutcome, EncodedPart, SubmitOptions};
 use crate::store::{
     Body, Claimed, Millis, ReportEffect, ReportOutcome, StatusReport, Store, StoreError,
@@ -628,6 +629,116 @@ pub async fn record_status_report(
         ),
     }
     Ok(effect)
+}
+
+/// Whether a driver state takes sends. `Sending` counts: the dispatcher is the only sender and
+/// keeps one send per modem itself, so a driver still saying `Sending` as the previous send ends
+/// must not stall the next one.
+fn takes_sends(state: &ModemState) -> bool {
+    matches!(state, ModemState::Ready | ModemState::Sending)
+}
+
+impl ModemPort for ModemHandle {
+    fn id(&self) -> &str {
+        ModemHandle::id(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        takes_sends(&self.status().borrow().state)
+    }
+
+    async fn readiness_changed(&self) {
+        let mut rx = self.status();
+        let was = takes_sends(&rx.borrow_and_update().state);
+        // Signal and counter updates change the status too; only a change of readiness is news.
+        loop {
+            if rx.changed().await.is_err() {
+                // The driver is gone for good: readiness can never change again.
+                std::future::pending::<()>().await;
+            }
+            if takes_sends(&rx.borrow_and_update().state) != was {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
+        ModemHandle::send(self, parts).await.map_err(|e| match e {
+            SendError::Temporary(why) => SendFailure::Temporary(why),
+            SendError::Permanent(why) => SendFailure::Permanent(why),
+            SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
+            SendError::NotReady => SendFailure::NotReady,
+        })
+    }
+}
+
+/// Applies the modems' events to the store until every sender is gone: status reports update
+/// their parts and messages; incoming texts are only logged (sender, never the text), since
+/// simgate does not route replies.
+pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, clock: Clock) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ModemEvent::StatusReport {
+                modem_id,
+                message_reference,
+                recipient,
+                status,
+                outcome,
+                ..
+            } => {
+                let result = record_status_report(
+                    &store,
+                    &modem_id,
+                    message_reference,
+                    &recipient,
+                    status,
+                    outcome,
+                    clock.now_ms(),
+                )
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, modem = %modem_id, "cannot record a status report");
+                }
+            }
+            ModemEvent::Incoming { modem_id, .. } => {
+                tracing::info!(modem = %modem_id, "incoming text ignored");
+            }
+        }
+    }
+}
+
+/// Retention: prunes the delivery log every `every` until `shutdown` resolves (first run at
+/// start). `retention` and `mask_after` as in [`Store::prune`]; `None` disables either.
+pub async fn run_retention(
+    store: Store,
+    retention: Option<Duration>,
+    mask_after: Option<Duration>,
+    every: Duration,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) {
+    let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as Millis;
+    let mut shutdown = pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        match store
+            .prune(clock.now_ms(), retention.map(ms), mask_after.map(ms))
+            .await
+        {
+            Ok(stats) => tracing::info!(
+                deleted = stats.messages_deleted,
+                otps = stats.otps_deleted,
+                masked = stats.numbers_masked,
+                "retention pass"
+            ),
+            Err(e) => tracing::error!(error = %e, "retention pass failed"),
+        }
+    }
 }
 
 #[cfg(test)]
