@@ -63,7 +63,9 @@ pub enum ServiceError {
     /// A rate limit refused the request (429).
     #[error("rate limit {limit} reached")]
     RateLimited {
-        /// Which limit, e.g. `otp_per_number 3/10m`, so an operator can find the config key.
+        /// Which limit, for the metric label.
+        name: LimitName,
+        /// Which limit and for what, in words naming the config key.
         limit: String,
         /// Whole seconds until a retry can succeed.
         retry_after: u64,
@@ -370,8 +372,6 @@ pub struct Service {
     clock: Clock,
     /// The code generator.
     codes: CodeSource,
-    /// Requests refused by a limit, per limit name, for `/metrics`.
-    rejections: std::sync::Mutex<Vec<(LimitName, u64)>>,
 }
 
 impl fmt::Debug for Service {
@@ -629,7 +629,6 @@ impl Service {
             settings: deps.settings,
             clock: deps.clock,
             codes: deps.codes,
-            rejections: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -638,21 +637,12 @@ impl Service {
         &self.store
     }
 
-    /// How many requests each limit refused since start (for `/metrics`).
-    pub fn rejections(&self) -> Vec<(LimitName, u64)> {
-        self.rejections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     fn rejected(&self, name: LimitName, limit: String, retry_after: u64) -> ServiceError {
-        let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
-        match r.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, c)) => *c += 1,
-            None => r.push((name, 1)),
+        ServiceError::RateLimited {
+            name,
+            limit,
+            retry_after,
         }
-        ServiceError::RateLimited { limit, retry_after }
     }
 
     /// Applies `limits.requests_per_token` to one authenticated request.
@@ -699,11 +689,6 @@ impl Service {
     }
 
     fn queue_full(&self) -> ServiceError {
-        let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
-        match r.iter_mut().find(|(n, _)| *n == LimitName::QueueFull) {
-            Some((_, c)) => *c += 1,
-            None => r.push((LimitName::QueueFull, 1)),
-        }
         ServiceError::QueueFull {
             retry_after: self.settings.queue_full_retry_after.as_secs().max(1),
         }

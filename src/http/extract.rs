@@ -95,6 +95,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "the body is empty; send a JSON object",
         ));
     }
+    // serde would accept an array for a struct (fields by position), which no client means and
+    // which gives confusing errors; every body of this API is an object.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<Value>(bytes) {
+            Err(e) => json_error(".", &e),
+            Ok(v) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "The request body has the wrong shape",
+                format!(
+                    "the body must be a JSON object ({{...}}), not {}",
+                    match v {
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        Value::Null => "null",
+                        Value::Object(_) => "an object",
+                    }
+                ),
+            ),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
         Ok(v) => v,
@@ -199,8 +223,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         let mut map = serde_json::Map::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(k).map_err(|d| Problem::bad_request(d))?;
-            let v = percent_decode(v).map_err(|d| Problem::bad_request(d))?;
+            let k = percent_decode(k).map_err(Problem::bad_request)?;
+            let v = percent_decode(v).map_err(Problem::bad_request)?;
             if map.contains_key(&k) {
                 return Err(Problem::invalid_field(
                     &k,
