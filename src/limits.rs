@@ -566,3 +566,35 @@ mod tests {
         assert_eq!(LimitName::SendsGlobal.as_str(), "sends_global");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn display_round_trips(n in 1u32..100_000, secs in 1u64..10_000_000) {
+            let r = Rate::Limit {
+                count: NonZeroU32::new(n).unwrap(),
+                period: Duration::from_secs(secs),
+            };
+            prop_assert_eq!(r.to_string().parse::<Rate>().unwrap(), r);
+            prop_assert!(r.quota().is_some());
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,20}") {
+            let _ = s.parse::<Rate>();
+        }
+
+        #[test]
+        fn retry_after_is_whole_and_positive(nanos in 0u64..10_000_000_000_000) {
+            let d = Duration::from_nanos(nanos);
+            let s = RetryAfter(d).seconds();
+            prop_assert!(s >= 1);
+            prop_assert!(Duration::from_secs(s) >= d);
+            prop_assert!(Duration::from_secs(s) < d + Duration::from_secs(1) || s == 1);
+        }
+    }
+}

@@ -937,3 +937,61 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn masked_has_the_shape_of_text(
+            pre in "[ -z]{0,40}",
+            post in "[ -z]{0,40}",
+            code in "[0-9]{4,10}",
+            ttl in 1u64..100_000,
+            with_origin in any::<bool>(),
+        ) {
+            // Braces in the generated literals could form placeholders; keep them out.
+            let pre = pre.replace(['{', '}'], "");
+            let post = post.replace(['{', '}'], "");
+            let template = format!("{pre}{{code}}{post}");
+            let origin = Origin::parse("example.com").unwrap();
+            let r = render(
+                &template,
+                &code,
+                Duration::from_secs(ttl),
+                with_origin.then_some(&origin),
+                None,
+            )
+            .unwrap();
+            prop_assert_eq!(r.text.chars().count(), r.masked.chars().count());
+            prop_assert!(r.text.contains(&code));
+            let stars = "*".repeat(code.len());
+            prop_assert!(r.masked.contains(&stars));
+            // Outside the code positions the two texts are identical.
+            for (a, b) in r.text.chars().zip(r.masked.chars()) {
+                prop_assert!(a == b || (a.is_ascii_digit() && b == '*'));
+            }
+        }
+
+        #[test]
+        fn open_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let k = Keys::from_bytes([1; 32], [2; 32]);
+            prop_assert_eq!(k.open(&bytes), Err(OtpError::Sealed));
+        }
+
+        #[test]
+        fn seal_round_trips(text in "\\PC{0,200}") {
+            let k = Keys::from_bytes([1; 32], [2; 32]);
+            prop_assert_eq!(k.open(&k.seal(&text)).unwrap(), text);
+        }
+
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = Origin::parse(&s);
+            let _ = AppHash::parse(&s);
+            let _ = validate_template(&s);
+        }
+    }
+}
