@@ -323,11 +323,12 @@ impl Driver {
             s.registration = name;
             changed
         });
-        self.apply(Event::Registration { registered });
         if registered && !was_ready {
+            // Before the state flips, so whoever waits for "ready" sees the operator too.
             let operator = init::operator(&mut conn.client, t).await?;
             self.status.send_modify(|s| s.operator = operator);
         }
+        self.apply(Event::Registration { registered });
         Ok(())
     }
 
