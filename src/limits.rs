@@ -146,16 +146,22 @@ impl Rate {
     }
 }
 
-/// A rejection: how long the caller should wait before the same request could pass.
+/// A rejection: how long the caller should wait before the same request could pass, in whole
+/// seconds (rounded up, at least 1) because that is what a `Retry-After` header can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
 impl RetryAfter {
-    /// Whole seconds for the `Retry-After` header: rounded up, at least 1 (a `Retry-After: 0`
-    /// invites an immediate retry that would be refused again).
+    /// Rounds an exact wait up to whole seconds, at least 1: a `Retry-After: 0` would invite an
+    /// immediate retry that is refused again, and rounding down would do the same.
+    pub fn from_wait(wait: Duration) -> RetryAfter {
+        let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        RetryAfter(Duration::from_secs(s.max(1)))
+    }
+
+    /// The value for the `Retry-After` header.
     pub fn seconds(&self) -> u64 {
-        let s = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
-        s.max(1)
+        self.0.as_secs().max(1)
     }
 }
 
@@ -285,7 +291,7 @@ impl<C: Clock + Clone> Limits<C> {
     ) -> Result<(), RetryAfter> {
         let Some(l) = limiter else { return Ok(()) };
         l.check_key(key)
-            .map_err(|nu| RetryAfter(nu.wait_time_from(self.clock.now())))
+            .map_err(|nu| RetryAfter::from_wait(nu.wait_time_from(self.clock.now())))
     }
 
     /// One OTP send (create or resend) to `number`. Consumes a cell when it passes.
@@ -309,7 +315,7 @@ impl<C: Clock + Clone> Limits<C> {
             return Ok(());
         };
         l.check()
-            .map_err(|nu| RetryAfter(nu.wait_time_from(self.clock.now())))
+            .map_err(|nu| RetryAfter::from_wait(nu.wait_time_from(self.clock.now())))
     }
 
     /// Forgets keys whose buckets are full again, so memory tracks active keys only.
@@ -426,10 +432,12 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_and_is_at_least_one() {
-        assert_eq!(RetryAfter(Duration::ZERO).seconds(), 1);
-        assert_eq!(RetryAfter(Duration::from_millis(1)).seconds(), 1);
-        assert_eq!(RetryAfter(Duration::from_secs(2)).seconds(), 2);
-        assert_eq!(RetryAfter(Duration::from_millis(2001)).seconds(), 3);
+        let r = |ms| RetryAfter::from_wait(Duration::from_millis(ms));
+        assert_eq!(r(0), RetryAfter(Duration::from_secs(1)));
+        assert_eq!(r(1).seconds(), 1);
+        assert_eq!(r(2000).seconds(), 2);
+        assert_eq!(r(2001).seconds(), 3);
+        assert_eq!(r(2001).0, Duration::from_secs(3));
     }
 
     fn limits(
@@ -591,7 +599,9 @@ mod props {
         #[test]
         fn retry_after_is_whole_and_positive(nanos in 0u64..10_000_000_000_000) {
             let d = Duration::from_nanos(nanos);
-            let s = RetryAfter(d).seconds();
+            let r = RetryAfter::from_wait(d);
+            prop_assert_eq!(r.0.subsec_nanos(), 0);
+            let s = r.seconds();
             prop_assert!(s >= 1);
             prop_assert!(Duration::from_secs(s) >= d);
             prop_assert!(Duration::from_secs(s) < d + Duration::from_secs(1) || s == 1);
