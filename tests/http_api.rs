@@ -930,6 +930,11 @@ fn modems_and_readiness_come_from_the_modem_source() {
     let metrics = s.call(Req::new("GET", "/metrics").no_token()).text;
     assert!(metrics.contains("simgate_modem_state{"), "{metrics}");
     assert!(metrics.contains("simgate_queue_depth 0"), "{metrics}");
+    // Requests are counted by route template, never by concrete path.
+    assert!(
+        metrics.contains("simgate_http_requests_total{route=\"/v1/modems\",status=\"2xx\"} 1"),
+        "{metrics}"
+    );
 
     let down = ModemJson {
         id: "modem0".into(),
