@@ -17,13 +17,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, ModemSettings, UnknownOutcome};
-use crate::dispatch::{self, DispatchConfig, Dispatcher, ModemPort, PoolModem, SendFailure};
+use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::modem::{ModemConfig, ModemEvent, ModemHandle, ModemState, ModemStatus, SendError};
+use crate::modem::{ModemConfig, ModemHandle, ModemStatus};
 use crate::otp::Keys;
-use crate::pdu::EncodedPart;
 use crate::service::{self, Deps, Service, Settings};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{Store, StoreOptions, UnknownOutcomePolicy};
@@ -170,6 +169,7 @@ pub async fn run(
     }
     drop(events_tx);
 
+    let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
     let opener_keys = keys.clone();
     let dispatcher = Dispatcher::new(
@@ -177,7 +177,7 @@ pub async fn run(
         modems
             .iter()
             .map(|(settings, handle)| PoolModem {
-                port: DriverPort(handle.clone()),
+                port: handle.clone(),
                 sends_per_minute: settings.sends_per_minute,
                 delivery_reports: settings.delivery_reports,
             })
@@ -191,12 +191,20 @@ pub async fn run(
         },
         wake.clone(),
         Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
-    );
+    )
+    .with_metrics(metrics.clone());
     let clock = dispatcher.clock();
     let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
-    let reports_task = tokio::spawn(record_reports(store.clone(), events_rx, clock));
+    let reports_task = tokio::spawn(dispatch::run_events(store.clone(), events_rx, clock));
+    tokio::spawn(dispatch::run_retention(
+        store.clone(),
+        days(config.store.retention_days),
+        days(config.store.mask_numbers_after_days),
+        Duration::from_secs(60 * 60),
+        clock,
+        stopped(stop_rx.clone()),
+    ));
 
-    let metrics = Arc::new(Metrics::new());
     let limits = Arc::new(Limits::new(&config.limits.rates));
     let service = Arc::new(Service::new(Deps {
         store: store.clone(),
@@ -213,14 +221,7 @@ pub async fn run(
             .map(|(s, h)| (s.id.clone(), s.device.clone(), h.status()))
             .collect(),
     ));
-    let housekeeping = tokio::spawn(housekeeping(
-        store.clone(),
-        limits,
-        metrics.clone(),
-        modem_source.clone(),
-        config.clone(),
-        stop_rx.clone(),
-    ));
+    let housekeeping = tokio::spawn(limiter_housekeeping(limits, stop_rx.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -239,12 +240,9 @@ pub async fn run(
     let started = Started {
         listen,
         token_file,
-        simulator: simulator.as_ref().map(|s| {
-            (
-                s.link().to_path_buf(),
-                config.store.data_dir.join(SIM_LOG),
-            )
-        }),
+        simulator: simulator
+            .as_ref()
+            .map(|s| (s.link().to_path_buf(), config.store.data_dir.join(SIM_LOG))),
         data_dir: data_dir.clone(),
     };
     tracing::info!(%listen, "API listening");
@@ -274,124 +272,18 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Feeds status reports from every modem into the store until all modems are gone.
-async fn record_reports(
-    store: Store,
-    mut events: mpsc::Receiver<ModemEvent>,
-    clock: dispatch::Clock,
-) {
-    while let Some(event) = events.recv().await {
-        match event {
-            ModemEvent::StatusReport {
-                modem_id,
-                message_reference,
-                recipient,
-                status,
-                outcome,
-                ..
-            } => {
-                let result = dispatch::record_status_report(
-                    &store,
-                    &modem_id,
-                    message_reference,
-                    &recipient,
-                    status,
-                    outcome,
-                    clock.now_ms(),
-                )
-                .await;
-                match result {
-                    Ok(Some(_)) => {}
-                    Ok(None) => tracing::info!(
-                        modem = %modem_id,
-                        tp_mr = message_reference,
-                        "status report matches no sent part (sent before the log was pruned, or by another program)"
-                    ),
-                    Err(e) => tracing::error!(error = %e, "cannot record a status report"),
-                }
-            }
-            // Inbound texts are not part of the product yet; say so rather than drop silently.
-            ModemEvent::Incoming { modem_id, .. } => {
-                tracing::info!(modem = %modem_id, "an inbound SMS arrived; simgate does not store inbound texts")
-            }
-        }
-    }
+/// `0` days means "never" in the config.
+fn days(n: u32) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(u64::from(n) * 24 * 60 * 60))
 }
 
-/// Periodic upkeep that is not on any request's path: retention, limiter memory, metrics.
-async fn housekeeping(
-    store: Store,
-    limits: Arc<Limits>,
-    metrics: Arc<Metrics>,
-    modems: Arc<ModemWatch>,
-    config: Config,
-    mut stop: watch::Receiver<bool>,
-) {
-    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-    let retention = (config.store.retention_days > 0)
-        .then(|| i64::from(config.store.retention_days) * DAY_MS);
-    let mask_after = (config.store.mask_numbers_after_days > 0)
-        .then(|| i64::from(config.store.mask_numbers_after_days) * DAY_MS);
+/// Keyed rate limiters grow with every number and token seen; trim them once a minute.
+async fn limiter_housekeeping(limits: Arc<Limits>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut minutes = 0u64;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick() => limits.housekeeping(),
             _ = stop.wait_for(|s| *s) => return,
-        }
-        limits.housekeeping();
-        for m in modems.snapshot() {
-            metrics.set_modem_state(&m.id, &m.state);
-        }
-        if minutes % 60 == 0 {
-            let now = (service::system_clock())();
-            match store.prune(now, retention, mask_after).await {
-                Ok(stats) => tracing::debug!(?stats, "retention"),
-                Err(e) => tracing::error!(error = %e, "retention failed"),
-            }
-        }
-        minutes += 1;
-    }
-}
-
-/// The dispatcher's view of a driver. A newtype here rather than an impl in either module, so
-/// neither `dispatch` nor `modem` has to know the other.
-struct DriverPort(ModemHandle);
-
-impl ModemPort for DriverPort {
-    fn id(&self) -> &str {
-        self.0.id()
-    }
-
-    fn is_ready(&self) -> bool {
-        matches!(self.0.status().borrow().state, ModemState::Ready)
-    }
-
-    fn readiness_changed(&self) -> impl Future<Output = ()> + Send {
-        // A fresh receiver has seen the current value, so this waits for the next change.
-        let mut rx = self.0.status();
-        async move {
-            if rx.changed().await.is_err() {
-                // The driver is gone for good: its readiness never changes again.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    fn send(
-        &self,
-        parts: Vec<EncodedPart>,
-    ) -> impl Future<Output = Result<Vec<u8>, SendFailure>> + Send {
-        let handle = self.0.clone();
-        async move {
-            // Parts that went out before a failure are sent again with the whole message on a
-            // retry (under a new concatenation reference, so the phone never mixes the two).
-            handle.send(parts).await.map_err(|e| match e {
-                SendError::Temporary(reason) => SendFailure::Temporary(reason),
-                SendError::Permanent(reason) => SendFailure::Permanent(reason),
-                SendError::OutcomeUnknown(reason) => SendFailure::OutcomeUnknown(reason),
-                SendError::NotReady => SendFailure::NotReady,
-            })
         }
     }
 }

@@ -20,7 +20,10 @@ const CLIENTS: usize = 4;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % bound
     }
 }
@@ -30,7 +33,12 @@ fn sigkill_at_random_moments_loses_no_accepted_message() {
     let seed = std::env::var("SIMGATE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("crash test seed {seed} (replay with SIMGATE_CRASH_SEED={seed})");
     let mut rng = Lcg(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -84,14 +92,22 @@ fn sigkill_at_random_moments_loses_no_accepted_message() {
     // A last start drains the queue.
     let d = Daemon::start(&data, None);
     let accepted = accepted.lock().unwrap().clone();
-    assert!(accepted.len() > ROUNDS, "the load produced too few requests");
+    assert!(
+        accepted.len() > ROUNDS,
+        "the load produced too few requests"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let counts = loop {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for line in d.sim_log() {
-            *counts.entry(line["text"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+            *counts
+                .entry(line["text"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
         }
-        let missing = accepted.values().filter(|t| !counts.contains_key(*t)).count();
+        let missing = accepted
+            .values()
+            .filter(|t| !counts.contains_key(*t))
+            .count();
         if missing == 0 {
             break counts;
         }
@@ -112,11 +128,17 @@ fn sigkill_at_random_moments_loses_no_accepted_message() {
             duplicates += times - 1;
             let m = d.get(&format!("/v1/messages/{id}")).body;
             let attempts = m["attempts"].as_u64().unwrap_or(0) as usize;
-            assert!(attempts >= times, "{id} arrived {times}× but was attempted {attempts}×: {m}");
+            assert!(
+                attempts >= times,
+                "{id} arrived {times}× but was attempted {attempts}×: {m}"
+            );
         }
     }
     // One modem sends one message at a time, so each kill can interrupt at most one send.
-    assert!(duplicates <= ROUNDS, "{duplicates} duplicates after {ROUNDS} kills");
+    assert!(
+        duplicates <= ROUNDS,
+        "{duplicates} duplicates after {ROUNDS} kills"
+    );
     eprintln!(
         "crash test: {} accepted, all delivered to the simulator, {duplicates} duplicates",
         accepted.len()

@@ -90,7 +90,10 @@ fn wrong_codes_end_in_max_attempts_reached() {
     let a = d.post(&format!("/v1/otp/{id}/verify"), &json!({"code": code}));
     assert_eq!(a.body["verified"], false, "the right code after the limit");
     assert_eq!(a.body["status"], "max_attempts_reached");
-    assert_eq!(d.get(&format!("/v1/otp/{id}")).body["status"], "max_attempts_reached");
+    assert_eq!(
+        d.get(&format!("/v1/otp/{id}")).body["status"],
+        "max_attempts_reached"
+    );
 }
 
 #[test]
@@ -108,19 +111,31 @@ min_ttl_seconds = 1
     let short_id = short["id"].as_str().unwrap();
     let code = code_in(&received_text(&d, "+15551230003", 1));
     std::thread::sleep(Duration::from_millis(1500));
-    let a = d.post(&format!("/v1/otp/{short_id}/verify"), &json!({"code": code}));
+    let a = d.post(
+        &format!("/v1/otp/{short_id}/verify"),
+        &json!({"code": code}),
+    );
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["verified"], false);
     assert_eq!(a.body["status"], "expired");
-    assert_eq!(d.get(&format!("/v1/otp/{short_id}")).body["status"], "expired");
+    assert_eq!(
+        d.get(&format!("/v1/otp/{short_id}")).body["status"],
+        "expired"
+    );
 
     // Superseding: a new OTP for the number cancels the pending one.
     let first = create_otp(&d, json!({"to": "+15551230004"}));
     let first_code = code_in(&received_text(&d, "+15551230004", 1));
     let second = create_otp(&d, json!({"to": "+15551230004"}));
     let first_id = first["id"].as_str().unwrap();
-    assert_eq!(d.get(&format!("/v1/otp/{first_id}")).body["status"], "canceled");
-    let a = d.post(&format!("/v1/otp/{first_id}/verify"), &json!({"code": first_code}));
+    assert_eq!(
+        d.get(&format!("/v1/otp/{first_id}")).body["status"],
+        "canceled"
+    );
+    let a = d.post(
+        &format!("/v1/otp/{first_id}/verify"),
+        &json!({"code": first_code}),
+    );
     assert_eq!(a.body["verified"], false);
     assert_ne!(first["id"], second["id"]);
 
@@ -150,10 +165,18 @@ min_ttl_seconds = 1
         .iter()
         .filter(|l| l["to"] == "+15551230005")
         .count();
-    assert_eq!(sent_to_5, 1, "an idempotent retry must not send a second SMS");
+    assert_eq!(
+        sent_to_5, 1,
+        "an idempotent retry must not send a second SMS"
+    );
 
     // Auth: no token, a wrong token.
-    let a = d.request("POST", "/v1/otp", Some(json!({"to": "+15551230007"}).to_string()), &[]);
+    let a = d.request(
+        "POST",
+        "/v1/otp",
+        Some(json!({"to": "+15551230007"}).to_string()),
+        &[],
+    );
     assert_eq!(a.status, 401);
     assert_eq!(a.content_type.as_deref(), Some("application/problem+json"));
     let a = d.request(

@@ -125,7 +125,12 @@ impl Daemon {
 
     /// `POST` a JSON body with the token.
     pub fn post(&self, path: &str, body: &Value) -> Answer {
-        self.request("POST", path, Some(body.to_string()), &[("Authorization", &self.bearer())])
+        self.request(
+            "POST",
+            path,
+            Some(body.to_string()),
+            &[("Authorization", &self.bearer())],
+        )
     }
 
     /// `GET` with the token.
@@ -189,7 +194,11 @@ impl Daemon {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while self.request("GET", "/readyz", None, &[]).status != 200 {
-            assert!(Instant::now() < deadline, "modem never ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "modem never ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
