@@ -121,3 +121,49 @@ modem.close()
         "no wrong PIN was tried"
     );
 }
+
+#[test]
+fn python_gsmmodem_receives_a_delivery_report_through_storage() {
+    let python = match python() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    // python-gsmmodem sets +CNMI <ds>=2: the report is stored, announced with +CDSI, then read
+    // with +CPMS="SR", +CMGR and deleted with +CMGD.
+    let sim = SimProcess::start(&["--report-delay", "0.2"]);
+    let script = r#"
+import sys
+from gsmmodem.modem import GsmModem
+modem = GsmModem(sys.argv[1], 115200)
+modem.connect()
+sms = modem.sendSms("+15552223333", "report please", waitForDeliveryReport=True, deliveryTimeout=10)
+print("status=" + str(sms.status))
+print("reference=" + str(sms.reference))
+print("report_reference=" + str(sms.report.reference))
+modem.close()
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(&sim.link)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python-gsmmodem failed:\n{}\nsim stderr: {}",
+        String::from_utf8_lossy(&out.stderr),
+        sim.stderr_text()
+    );
+    // SentSms.DELIVERED is 1.
+    assert!(stdout.contains("status=1"), "{stdout}");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::to_string)
+    };
+    assert_eq!(field("reference="), field("report_reference="), "{stdout}");
+}

@@ -61,12 +61,27 @@ pub enum Action {
 pub enum Event {
     /// A URC, already formatted: a status report, or the lines after a SIM unlock.
     Urc(Vec<u8>),
+    /// A status report to keep in storage and announce with `+CDSI` (`+CNMI` <ds>=2).
+    StoreReport(StoredReport),
     /// `--network-after` has elapsed: announce registration.
     NetworkUp,
     /// A reset (`AT+CFUN=1,1`) finished: emit the profile's boot lines.
     Booted,
     /// Huawei: time for a spontaneous `^RSSI`/`^MODE`/`^BOOT` line.
     Noise,
+}
+
+/// A status report kept in the simulated message storage (TS 27.005 §3.4.1, <ds>=2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    /// Whether `+CMGR`/`+CMGL` has shown it (stat 1 "REC READ"), else 0 "REC UNREAD".
+    pub read: bool,
+    /// TPDU length for PDU-mode listings.
+    pub tpdu_len: usize,
+    /// The SMS-STATUS-REPORT PDU, uppercase hex, for PDU mode.
+    pub pdu_hex: String,
+    /// The text-mode fields after <stat>: `6,<mr>,"<ra>",<tora>,"<scts>","<dt>",<st>`.
+    pub text_fields: String,
 }
 
 /// One accepted SMS part, as the log needs it.
@@ -375,6 +390,8 @@ pub struct Core {
     parts_accepted: u64,
     gone: bool,
     next_mr: u8,
+    /// Message storage, 1-based slots; only status reports ever land here.
+    store: Vec<Option<StoredReport>>,
     out: Vec<Action>,
 }
 
@@ -406,6 +423,7 @@ impl Core {
             parts_accepted: 0,
             gone: false,
             next_mr,
+            store: vec![None; STORAGE_SLOTS as usize],
             out: Vec::new(),
         }
     }
@@ -446,6 +464,13 @@ impl Core {
         }
         match event {
             Event::Urc(bytes) => self.write(&bytes),
+            Event::StoreReport(report) => {
+                // A full storage drops the report, as a real modem does.
+                if let Some(i) = self.store.iter().position(Option::is_none) {
+                    self.store[i] = Some(report);
+                    self.urc(&format!("+CDSI: \"SR\",{}", i + 1));
+                }
+            }
             Event::NetworkUp => {
                 if self.reg_stat(now) == 1 {
                     self.registration_urcs();
@@ -992,12 +1017,16 @@ impl Core {
                         return Err(Final::Cms(302));
                     }
                 }
-                Ok(vec![format!("+CPMS: 0,{STORAGE_SLOTS},0,{STORAGE_SLOTS},0,{STORAGE_SLOTS}")])
+                let n = self.stored();
+                Ok(vec![format!(
+                    "+CPMS: {n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS},{n},{STORAGE_SLOTS}"
+                )])
             }
             ("+CPMS", Form::Read) => {
                 self.cms_if_not_ready()?;
+                let n = self.stored();
                 Ok(vec![format!(
-                    "+CPMS: \"SM\",0,{STORAGE_SLOTS},\"SM\",0,{STORAGE_SLOTS},\"SM\",0,{STORAGE_SLOTS}"
+                    "+CPMS: \"SM\",{n},{STORAGE_SLOTS},\"SM\",{n},{STORAGE_SLOTS},\"SM\",{n},{STORAGE_SLOTS}"
                 )])
             }
             ("+CPMS", Form::Test) => Ok(vec![
@@ -1006,20 +1035,28 @@ impl Core {
             ("+CMGL", Form::Set(a)) => {
                 self.cms_if_not_ready()?;
                 let v = cmdline::args(&a).into_iter().next().flatten().ok_or(Final::Cms(302))?;
-                let ok = if self.settings.text_mode {
-                    matches!(
-                        v.to_ascii_uppercase().as_str(),
-                        "REC UNREAD" | "REC READ" | "STO UNSENT" | "STO SENT" | "ALL"
-                    )
+                let wanted = if self.settings.text_mode {
+                    match v.to_ascii_uppercase().as_str() {
+                        "REC UNREAD" => Some(false),
+                        "REC READ" => Some(true),
+                        "ALL" => None,
+                        "STO UNSENT" | "STO SENT" => return Ok(vec![]),
+                        _ => return Err(Final::Cms(302)),
+                    }
                 } else {
-                    matches!(v.as_str(), "0" | "1" | "2" | "3" | "4")
+                    match v.as_str() {
+                        "0" => Some(false),
+                        "1" => Some(true),
+                        "4" => None,
+                        "2" | "3" => return Ok(vec![]),
+                        _ => return Err(Final::Cms(302)),
+                    }
                 };
-                // The simulated SIM stores nothing: sent messages leave, none arrive.
-                if ok { Ok(vec![]) } else { Err(Final::Cms(302)) }
+                Ok(self.list(wanted))
             }
             ("+CMGL", Form::Exec) => {
                 self.cms_if_not_ready()?;
-                Ok(vec![])
+                Ok(self.list(Some(false)))
             }
             ("+CMGL", Form::Test) => Ok(vec![if self.settings.text_mode {
                 "+CMGL: (\"REC UNREAD\",\"REC READ\",\"STO UNSENT\",\"STO SENT\",\"ALL\")".into()
@@ -1028,19 +1065,45 @@ impl Core {
             }]),
             ("+CMGR", Form::Set(a)) => {
                 self.cms_if_not_ready()?;
-                let _ = storage_index(&a)?;
-                // Every slot is empty.
-                Err(Final::Cms(321))
+                let i = storage_index(&a)?;
+                let text_mode = self.settings.text_mode;
+                let slot = self.store.get_mut(i.wrapping_sub(1) as usize);
+                let Some(Some(r)) = slot else {
+                    return Err(Final::Cms(321));
+                };
+                let lines = if text_mode {
+                    vec![format!("+CMGR: {},{}", text_stat(r.read), r.text_fields)]
+                } else {
+                    vec![
+                        format!("+CMGR: {},,{}", u8::from(r.read), r.tpdu_len),
+                        r.pdu_hex.clone(),
+                    ]
+                };
+                r.read = true;
+                Ok(lines)
             }
             ("+CMGR", Form::Test) => Ok(vec![]),
             ("+CMGD", Form::Set(a)) => {
                 self.cms_if_not_ready()?;
                 let flag = cmdline::args(&a).get(1).cloned().flatten();
-                if flag.as_deref().is_some_and(|f| f != "0") {
-                    // Delete-flag forms clear whole categories: nothing to clear.
-                    return Ok(vec![]);
+                match flag.as_deref() {
+                    None | Some("0") => {
+                        let i = storage_index(&a)?;
+                        if let Some(slot) = self.store.get_mut(i.wrapping_sub(1) as usize) {
+                            *slot = None;
+                        }
+                    }
+                    // 1: read ones; 2 and 3 also sent/unsent (never stored here); 4: all.
+                    Some("1" | "2" | "3") => {
+                        for slot in &mut self.store {
+                            if slot.as_ref().is_some_and(|r| r.read) {
+                                *slot = None;
+                            }
+                        }
+                    }
+                    Some("4") => self.store.iter_mut().for_each(|s| *s = None),
+                    Some(_) => return Err(Final::Cms(302)),
                 }
-                storage_index(&a)?;
                 Ok(vec![])
             }
             ("+CMGD", Form::Test) => Ok(vec![format!("+CMGD: (1-{STORAGE_SLOTS}),(0-4)")]),
@@ -1076,6 +1139,41 @@ impl Core {
                 Err(Final::Error)
             }
         }
+    }
+
+    fn stored(&self) -> usize {
+        self.store.iter().flatten().count()
+    }
+
+    /// `+CMGL` lines for stored reports whose read flag matches (`None`: all); listing marks
+    /// them read, as TS 27.005 §3.4.2 says.
+    fn list(&mut self, wanted: Option<bool>) -> Vec<String> {
+        let text_mode = self.settings.text_mode;
+        let mut lines = Vec::new();
+        for (i, slot) in self.store.iter_mut().enumerate() {
+            let Some(r) = slot else { continue };
+            if wanted.is_some_and(|w| w != r.read) {
+                continue;
+            }
+            if text_mode {
+                lines.push(format!(
+                    "+CMGL: {},{},{}",
+                    i + 1,
+                    text_stat(r.read),
+                    r.text_fields
+                ));
+            } else {
+                lines.push(format!(
+                    "+CMGL: {},{},,{}",
+                    i + 1,
+                    u8::from(r.read),
+                    r.tpdu_len
+                ));
+                lines.push(r.pdu_hex.clone());
+            }
+            r.read = true;
+        }
+        lines
     }
 
     fn reg_setting(&mut self, name: &str) -> &mut u8 {
@@ -1297,24 +1395,42 @@ impl Core {
             concat: facts.concat,
             pdu_hex: facts.pdu_hex.clone(),
         }));
-        if facts.status_report && self.settings.cnmi[3] == 1 {
-            let urc = if self.settings.text_mode {
-                let ts = text_timestamp(wall);
-                let toa = if facts.to.starts_with('+') { 145 } else { 129 };
-                format!(
-                    "\r\n+CDS: 6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{}\r\n",
-                    facts.to, self.cfg.report_status
-                )
-                .into_bytes()
+        let ds = self.settings.cnmi[3];
+        if facts.status_report && (ds == 1 || ds == 2) {
+            let ts = text_timestamp(wall);
+            let toa = if facts.to.starts_with('+') { 145 } else { 129 };
+            let text_fields = format!(
+                "6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{}",
+                facts.to, self.cfg.report_status
+            );
+            let (tpdu_len, pdu_hex) =
+                submit::status_report(&facts, mr, self.cfg.report_status, wall);
+            let event = if ds == 2 {
+                Event::StoreReport(StoredReport {
+                    read: false,
+                    tpdu_len,
+                    pdu_hex,
+                    text_fields,
+                })
+            } else if self.settings.text_mode {
+                Event::Urc(format!("\r\n+CDS: {text_fields}\r\n").into_bytes())
             } else {
-                let (len, hex) = submit::status_report(&facts, mr, self.cfg.report_status, wall);
-                format!("\r\n+CDS: {len}\r\n{hex}\r\n").into_bytes()
+                Event::Urc(format!("\r\n+CDS: {tpdu_len}\r\n{pdu_hex}\r\n").into_bytes())
             };
             self.out.push(Action::Later {
                 after: self.cfg.report_delay,
-                event: Event::Urc(urc),
+                event,
             });
         }
+    }
+}
+
+/// Text-mode <stat> of a received message (TS 27.005 §3.1).
+fn text_stat(read: bool) -> &'static str {
+    if read {
+        "\"REC READ\""
+    } else {
+        "\"REC UNREAD\""
     }
 }
 
@@ -1603,6 +1719,90 @@ mod tests {
         run(&mut c, &format!("AT+CMGS={plain_len}\r"), 0);
         let a = c.feed(format!("{plain}\x1a").as_bytes(), Duration::ZERO, WALL);
         assert_eq!(later(&a), None, "no TP-SRR, no report");
+    }
+
+    #[test]
+    fn ds_2_stores_reports_for_cmgr_cmgl_and_cmgd() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CNMI=2,1,0,2,0\r", "\r\nOK\r\n");
+        let (len, hex) = pdu("+15551234567", "hello", true);
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
+        let report = a
+            .iter()
+            .find_map(|x| match x {
+                Action::Later {
+                    event: e @ Event::StoreReport(_),
+                    ..
+                } => Some(e.clone()),
+                _ => None,
+            })
+            .expect("a report to store");
+        let Event::StoreReport(stored) = &report else {
+            unreachable!()
+        };
+        let pdu_hex = stored.pdu_hex.clone();
+        let len = stored.tpdu_len;
+        assert_eq!(
+            writes(&c.fire(report, Duration::ZERO)),
+            "\r\n+CDSI: \"SR\",1\r\n"
+        );
+        check(
+            &mut c,
+            "AT+CPMS?\r",
+            "\r\n+CPMS: \"SM\",1,30,\"SM\",1,30,\"SM\",1,30\r\n\r\nOK\r\n",
+        );
+        check(
+            &mut c,
+            "AT+CMGL=0\r",
+            &format!("\r\n+CMGL: 1,0,,{len}\r\n\r\n{pdu_hex}\r\n\r\nOK\r\n"),
+        );
+        check(&mut c, "AT+CMGL=0\r", "\r\nOK\r\n");
+        check(
+            &mut c,
+            "AT+CMGR=1\r",
+            &format!("\r\n+CMGR: 1,,{len}\r\n\r\n{pdu_hex}\r\n\r\nOK\r\n"),
+        );
+        check(&mut c, "AT+CMGF=1\r", "\r\nOK\r\n");
+        let text = run(&mut c, "AT+CMGR=1\r", 0);
+        assert!(text.starts_with("\r\n+CMGR: \"REC READ\",6,"), "{text:?}");
+        assert!(
+            text.contains(",\"+15551234567\",145,\"26/11/22,10:00:00+00\","),
+            "{text:?}"
+        );
+        check(&mut c, "AT+CMGD=1\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CMGR=1\r", "\r\n+CMS ERROR: 321\r\n");
+        check(&mut c, "AT+CMGL=\"ALL\"\r", "\r\nOK\r\n");
+    }
+
+    #[test]
+    fn text_mode_status_report_urc() {
+        let mut c = quiet(cfg());
+        check(
+            &mut c,
+            "AT+CMGF=1;+CNMI=2,1,0,1,0;+CSMP=49,167,0,0\r",
+            "\r\nOK\r\n",
+        );
+        check(&mut c, "AT+CMGS=\"+15551234567\"\r", "\r\n> ");
+        let a = c.feed(b"hi\x1a", Duration::ZERO, WALL);
+        let urc = a.iter().find_map(|x| match x {
+            Action::Later {
+                event: Event::Urc(b),
+                ..
+            } => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        });
+        let w = writes(&a);
+        let mr = &w[9..w.find("\r\n\r\n").unwrap()];
+        assert_eq!(
+            urc.as_deref(),
+            Some(
+                format!(
+                    "\r\n+CDS: 6,{mr},\"+15551234567\",145,\"26/11/22,10:00:00+00\",\"26/11/22,10:00:00+00\",0\r\n"
+                )
+                .as_str()
+            )
+        );
     }
 
     #[test]
