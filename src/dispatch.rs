@@ -196,8 +196,10 @@ pub struct Dispatcher<M: ModemPort> {
     clock: Clock,
     stats: Arc<DispatchStats>,
     metrics: Option<Arc<Metrics>>,
-    /// Which slot each running send task occupies, so even a panicked task frees its modem.
-    running: Vec<(tokio::task::Id, usize)>,
+    /// Send tasks report here the moment their modem is free again (before recording the
+    /// result), so the next claim and the previous result share a group commit.
+    freed_tx: mpsc::UnboundedSender<usize>,
+    freed_rx: mpsc::UnboundedReceiver<usize>,
 }
 
 /// Counters for tests and metrics: how often the loop went to the store to claim.
@@ -220,6 +222,7 @@ impl<M: ModemPort> Dispatcher<M> {
         opener: Opener,
     ) -> Self {
         let clock = Clock::start();
+        let (freed_tx, freed_rx) = mpsc::unbounded_channel();
         let slots = modems
             .into_iter()
             .map(|m| Slot {
@@ -247,7 +250,8 @@ impl<M: ModemPort> Dispatcher<M> {
             clock,
             stats: Arc::default(),
             metrics: None,
-            running: Vec::new(),
+            freed_tx,
+            freed_rx,
         }
     }
 
@@ -313,33 +317,20 @@ impl<M: ModemPort> Dispatcher<M> {
                 _ = &mut shutdown => break,
                 _ = woken => {}
                 _ = poked => {}
-                Some(done) = sends.join_next_with_id(), if !sends.is_empty() => {
-                    self.finish(done);
+                Some(slot) = self.freed_rx.recv() => {
+                    self.slots[slot].busy = false;
+                }
+                Some(done) = sends.join_next(), if !sends.is_empty() => {
+                    finish(done);
                 }
                 _ = sleep => {}
             }
         }
         watchers.abort_all();
-        while let Some(done) = sends.join_next_with_id().await {
-            self.finish(done);
+        while let Some(done) = sends.join_next().await {
+            finish(done);
         }
         Ok(())
-    }
-
-    fn finish(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let id = match done {
-            Ok((id, ())) => id,
-            Err(e) => {
-                // A bug in a send task; its message stays `sending` and is recovered as an
-                // unknown outcome at the next start. The modem itself is fine to use again.
-                tracing::error!(error = %e, "dispatcher send task failed");
-                e.id()
-            }
-        };
-        if let Some(pos) = self.running.iter().position(|(t, _)| *t == id) {
-            let (_, slot) = self.running.swap_remove(pos);
-            self.slots[slot].busy = false;
-        }
     }
 
     /// Starts a send on every free modem while there is due work. Returns when the loop should
@@ -375,8 +366,11 @@ impl<M: ModemPort> Dispatcher<M> {
                         metrics: self.metrics.clone(),
                     };
                     self.stats.sends.fetch_add(1, Ordering::Relaxed);
-                    let task = sends.spawn(job.run(claimed));
-                    self.running.push((task.id(), index));
+                    let freed = Freed {
+                        tx: self.freed_tx.clone(),
+                        slot: Some(index),
+                    };
+                    sends.spawn(job.run(claimed, freed));
                 }
                 Ok(None) => {
                     match self.store.next_due().await {
@@ -456,6 +450,36 @@ impl<M: ModemPort> Dispatcher<M> {
     }
 }
 
+/// Logs a send task that did not end normally. Its modem was still freed (see [`Freed`]); its
+/// message stays `sending` and is recovered as an unknown outcome at the next start.
+fn finish(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "dispatcher send task failed");
+    }
+}
+
+/// Tells the loop that a modem is free, exactly once: when the send is over, or when the task
+/// ends any other way (early return, panic), by `Drop`.
+struct Freed {
+    tx: mpsc::UnboundedSender<usize>,
+    slot: Option<usize>,
+}
+
+impl Freed {
+    fn now(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            // The loop outlives its send tasks; a closed channel only means shutdown.
+            let _ = self.tx.send(slot);
+        }
+    }
+}
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
 /// Everything one send needs, moved into its task.
 struct SendJob<M> {
     store: Store,
@@ -468,15 +492,15 @@ struct SendJob<M> {
 }
 
 impl<M: ModemPort> SendJob<M> {
-    async fn run(self, claimed: Claimed) {
+    async fn run(self, claimed: Claimed, mut freed: Freed) {
         let id = claimed.id.clone();
-        if let Err(e) = self.send(claimed).await {
+        if let Err(e) = self.send(claimed, &mut freed).await {
             // The row stays `sending`; the next start recovers it as an unknown outcome.
             tracing::error!(message = %id, error = %e, "cannot record the outcome of a send");
         }
     }
 
-    async fn send(&self, claimed: Claimed) -> Result<(), StoreError> {
+    async fn send(&self, claimed: Claimed, freed: &mut Freed) -> Result<(), StoreError> {
         let modem = self.port.id().to_owned();
         let now = self.clock.now_ms();
         if claimed.deadline <= now {
@@ -507,6 +531,7 @@ impl<M: ModemPort> SendJob<M> {
         };
         let started = Instant::now();
         let result = self.port.send(parts).await;
+        freed.now();
         let now = self.clock.now_ms();
         if let Some(m) = &self.metrics {
             m.observe_send_latency(started.elapsed());
