@@ -652,3 +652,52 @@ async fn sigterm_removes_the_link() {
     assert!(sim.terminate(ANSWER), "did not exit on SIGTERM");
     assert!(!sim.link.exists());
 }
+
+#[test]
+fn json_startup_line_names_link_device_and_log() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("m");
+    let log = dir.path().join("l.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["sim", "--json", "--link"])
+        .arg(&link)
+        .arg("--log")
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    assert_eq!(v["link"], link.to_str().unwrap());
+    assert_eq!(v["log"], log.to_str().unwrap());
+    assert!(
+        v["device"].as_str().unwrap().starts_with("/dev/pts/"),
+        "{v}"
+    );
+    assert_eq!(v["profile"], "generic");
+}
+
+#[test]
+fn help_documents_the_fault_semantics() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["sim", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "+CMS ERROR: 331",
+        "sim: pin attempt N rejected",
+        "--replug-after",
+        "+CDSI",
+        "ESC at the `> ` prompt",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}

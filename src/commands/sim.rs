@@ -6,29 +6,8 @@ use std::time::Duration;
 
 use crate::sim::{Profile, SimOptions, Simulator};
 
-/// A simulated modem on a pseudo-terminal whose serial end is symlinked at --link.
-///
-/// It answers the AT commands of 3GPP TS 27.005/27.007 that real clients (gammu,
-/// python-gsmmodem, simgate) use, in PDU and text mode, and appends every SMS the "network"
-/// accepts to --log as one JSON line (written when the last part of a concatenated message
-/// arrives). Echo is on at start (ATE1). ESC at the `> ` prompt cancels the send and answers OK.
-///
-/// Faults: --send-delay (network time per part before `+CMGS:`), --error-rate (that share of
-/// sends answers a temporary `+CMS ERROR: 38` or `42`, drawn from --seed), --reject PREFIX
-/// (permanent `+CMS ERROR: 1`), --no-network (registration stat 2, sends fail with `+CMS ERROR:
-/// 331`), --network-after (registered only after SECS, then a `+CREG: 1` URC when enabled),
-/// --pin (SIM locked until `AT+CPIN="PIN"`; a wrong PIN answers `+CME ERROR: 16`, prints `sim:
-/// pin attempt N rejected` on stderr, and after 3 the SIM wants the PUK 12345678), --hang-after
-/// (stop answering after N command lines, for --hang-for SECS or forever), --unplug-after
-/// (after N accepted parts the next `AT+CMGS` PDU makes the modem vanish without an answer:
-/// pty closed, link removed; with --replug-after SECS a fresh pty appears at the same link with
-/// the modem's state reset, and the unplug does not fire again).
-///
-/// Status reports: when the SUBMIT asks for one (TP-SRR, or bit 5 of `+CSMP`'s first octet in
-/// text mode) and `+CNMI`'s <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the
-/// part's TP-MR, its recipient and TP-ST --report-status.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = BEHAVIOUR)]
 pub struct SimArgs {
     /// Path of the symlink to create; clients open it as their serial port.
     #[arg(long, value_name = "PATH")]
@@ -79,6 +58,40 @@ pub struct SimArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "unplug_after")]
     pub replug_after: Option<f64>,
 }
+
+/// What `simgate sim --help` says after the options: the behaviour and fault semantics.
+const BEHAVIOUR: &str = "\
+Behaviour:
+  A simulated modem on a pseudo-terminal whose serial end is symlinked at --link. It answers
+  the AT commands of 3GPP TS 27.005/27.007 that real clients (gammu, python-gsmmodem, simgate)
+  use, in PDU and text mode, and appends every SMS the \"network\" accepts to --log as one
+  JSON line, written when the last part of a concatenated message arrives. Echo is on at start
+  (ATE1). ESC at the `> ` prompt cancels the send and answers OK. Prints the link and the log
+  path at start; SIGINT/SIGTERM end it and remove the link.
+
+Faults:
+  --send-delay SECS    network time per SMS part before `+CMGS:` is answered.
+  --error-rate P       that share of sends answers a temporary `+CMS ERROR: 38` or `42`
+                       (drawn from --seed, so runs repeat).
+  --reject PREFIX      destinations starting with PREFIX get a permanent `+CMS ERROR: 1`.
+  --no-network         registration stat 2 (searching); sends fail with `+CMS ERROR: 331`.
+  --network-after SECS not registered for SECS, then stat 1 with a `+CREG: 1` URC when
+                       +CREG=1/2 was set.
+  --pin PIN            SIM locked (`+CPIN: SIM PIN`) until AT+CPIN=\"PIN\"; a wrong PIN answers
+                       `+CME ERROR: 16` and prints `sim: pin attempt N rejected` on stderr;
+                       after 3 the SIM wants the PUK 12345678 (AT+CPIN=\"12345678\",\"NEWPIN\").
+  --hang-after N       after N command lines, answer nothing (input is read and discarded),
+                       for --hang-for SECS if given, else forever.
+  --unplug-after N     after N accepted parts, the next AT+CMGS PDU makes the modem vanish
+                       without an answer: pty closed, link removed. With --replug-after SECS a
+                       fresh pty appears at the same link, the modem's state reset; the unplug
+                       does not fire again.
+
+Status reports:
+  When a SUBMIT asks for one (TP-SRR; in text mode bit 5 of +CSMP's first octet) and +CNMI's
+  <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the part's TP-MR, its recipient
+  and TP-ST --report-status. With <ds>=2 the report is stored and announced with
+  `+CDSI: \"SR\",<index>` for +CMGR/+CMGL/+CMGD.";
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
     Profile::parse(s)
