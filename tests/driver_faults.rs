@@ -156,22 +156,17 @@ async fn a_restarted_simulator_on_the_same_link_is_picked_up() {
         modem.send(parts(TO, "x", false, 2)).await,
         Err(SendError::NotReady)
     );
-    let _sim2 = SimProcess::start_at(&link, &log, &["--profile", "simcom"]);
+    let sim2 = SimProcess::start_at(&link, &log, &["--profile", "simcom"]);
     let (_, _) = send_with_retries(
         &modem,
         parts(TO, "after", false, 3),
         Duration::from_secs(20),
     )
     .await;
-    let texts: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    let texts: Vec<String> = sim2
+        .wait_for_log_lines(2, Duration::from_secs(5))
+        .iter()
+        .map(|l| l["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, ["before", "after"]);
     modem.shutdown().await;
