@@ -593,7 +593,8 @@ impl RawConfig {
             // serde_path_to_error already ends the path with the unknown key's name; say plainly
             // that the key itself is the problem rather than its value.
             if reason.starts_with("unknown field `") {
-                reason = format!("unknown key ({reason})");
+                // `pin` is a field only so that it can be refused; don't advertise it.
+                reason = format!("unknown key ({})", reason.replace(", `pin`", ""));
             }
             ConfigError {
                 origin: origin.to_string(),
@@ -909,6 +910,12 @@ mod tests {
 
         let e = parse("[api]\nlistn = \"x\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("api.listn"));
+        let e = parse("[[modem]]\npn = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("modem[0].pn"));
+        assert!(
+            e.reason.contains("`pin_file`") && !e.reason.contains("`pin`"),
+            "{e}"
+        );
         let e = parse("colour = 1\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("colour"));
     }

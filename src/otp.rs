@@ -255,7 +255,7 @@ impl Keys {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
-                    "key file {p} may be read by group or others (mode {m:o}); run: chmod 600 {p}",
+                    "key file {p} is open to group or others (mode {m:o}); run: chmod 600 {p}",
                     p = path.display(),
                     m = meta.mode() & 0o777
                 ),
