@@ -221,3 +221,78 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
     let otp_row = store.get_message("msg_otp").await.unwrap().unwrap();
     assert!(!otp_row.log_text.contains("424242"));
 }
+
+/// A backlog drained by one modem: every text leaves exactly once, in queue order. Prints the
+/// drain rate (the benchmark measures it; this test only checks correctness).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_in_order_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = sim_options(dir.path(), "sim0");
+    opts.report_delay = Duration::from_secs(3600);
+    let sim = Simulator::start(opts).await.unwrap();
+    let (events_tx, _events_rx) = mpsc::channel(1024);
+    let mut config = ModemConfig::new("modem0", dir.path().join("sim0"));
+    config.delivery_reports = false;
+    let modem = ModemHandle::spawn(config, events_tx);
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while !modem.is_ready() {
+        assert!(
+            Instant::now() < give_up,
+            "simulated modem never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = Store::open(&dir.path().join("simgate.db"), StoreOptions::default()).unwrap();
+    let wake = Arc::new(Notify::new());
+    let opener: Opener = Arc::new(|_: &[u8]| Err("no sealed texts here".to_string()));
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        vec![PoolModem {
+            port: modem.clone(),
+            sends_per_minute: 0,
+            delivery_reports: false,
+        }],
+        DispatchConfig::default(),
+        wake.clone(),
+        opener,
+    );
+    let clock = dispatcher.clock();
+    let n = 300;
+    for i in 0..n {
+        let now = clock.now_ms();
+        let text = format!("backlog {i}");
+        let msg = NewMessage {
+            id: format!("msg_{i}"),
+            to: "+15550001111".into(),
+            kind: MessageKind::Text,
+            log_text: text.clone(),
+            body: Body::Clear(text),
+            parts: 1,
+            created_at: now,
+            deadline: now + 3_600_000,
+        };
+        store.enqueue_text(msg, None, 0).await.unwrap();
+    }
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(dispatcher.run(async move {
+        let _ = stop_rx.await;
+    }));
+    wait_for(&store, &format!("msg_{}", n - 1), MessageStatus::Sent).await;
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+    modem.shutdown().await;
+    sim.stop().await;
+    eprintln!(
+        "drained {n} one-part texts through one simulated modem in {elapsed:?} ({:.0}/s)",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    let texts: Vec<String> = logged(&dir.path().join("sim0.jsonl"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| format!("backlog {i}")).collect();
+    assert_eq!(texts, want);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
