@@ -22,6 +22,10 @@ pub enum Command {
     Sim(commands::sim::SimArgs),
     /// Talk to a modem directly.
     Modem(commands::modem::ModemArgs),
+    /// Diagnose serial ports, ModemManager, permissions, SIM and network, with fixes.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Check a config file.
+    Config(commands::config::ConfigArgs),
     /// Run the daemon.
     Serve(commands::serve::ServeArgs),
     /// Send a text through a running daemon.

@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
         Command::Pdu(args) => commands::pdu::run(args, json),
         Command::Sim(args) => commands::sim::run(args, json),
         Command::Modem(args) => commands::modem::run(args, json),
+        Command::Doctor(args) => commands::doctor::run(args, json),
+        Command::Config(args) => commands::config::run(args, json),
         Command::Serve(args) => commands::serve::run(args, json),
         Command::Send(args) => commands::client::run_send(args, json),
         Command::Otp(args) => commands::client::run_otp(args, json),

@@ -2,6 +2,8 @@
 //! `main.rs` only parses and dispatches; each `run` builds its own runtime if it needs one.
 
 pub mod client;
+pub mod config;
+pub mod doctor;
 pub mod modem;
 pub mod pdu;
 pub mod serve;
