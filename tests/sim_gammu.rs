@@ -133,3 +133,21 @@ fn gammu_sends_short_long_and_unicode_texts() {
     assert_eq!(lines[1]["pdu"].as_array().unwrap().len(), 3);
     assert_eq!(lines[2]["text"], unicode);
 }
+
+#[test]
+fn gammu_copes_with_the_noisy_huawei_and_the_simcom_profiles() {
+    if !gammu_present() {
+        eprintln!("skipping: gammu is not installed");
+        return;
+    }
+    // gammu recognises the Huawei by +CGMI and sends AT^CURC=0 and AT^PORTSEL=1 itself.
+    for profile in ["huawei", "simcom"] {
+        let sim = SimProcess::start(&["--profile", profile]);
+        let rc = gammurc(&sim);
+        let id = gammu(&rc, &["identify"]);
+        assert!(id.contains("Manufacturer"), "{profile}: {id}");
+        gammu(&rc, &["sendsms", "TEXT", "+15551234567", "-text", profile]);
+        let lines = sim.wait_for_log_lines(1, Duration::from_secs(10));
+        assert_eq!(lines[0]["text"], profile);
+    }
+}

@@ -251,6 +251,7 @@ struct Settings {
     csms: u8,
     clip: u8,
     crc: u8,
+    portsel: u8,
 }
 
 impl Default for Settings {
@@ -272,6 +273,7 @@ impl Default for Settings {
             csms: 0,
             clip: 0,
             crc: 0,
+            portsel: 0,
         }
     }
 }
@@ -1130,6 +1132,18 @@ impl Core {
             ("^CURC", Form::Set(a)) if self.cfg.profile == Profile::Huawei => {
                 self.settings.curc = num_arg(&a, 0, 0..=1, None)? == 1;
                 Ok(vec![])
+            }
+            // Which port carries URCs on a multi-port stick; gammu sets it during its Huawei
+            // init and gives up when it fails.
+            ("^PORTSEL", Form::Set(a)) if self.cfg.profile == Profile::Huawei => {
+                self.settings.portsel = num_arg(&a, 0, 0..=1, None)?;
+                Ok(vec![])
+            }
+            ("^PORTSEL", Form::Read) if self.cfg.profile == Profile::Huawei => {
+                Ok(vec![format!("^PORTSEL: {}", self.settings.portsel)])
+            }
+            ("^PORTSEL", Form::Test) if self.cfg.profile == Profile::Huawei => {
+                Ok(vec!["^PORTSEL: (0,1)".into()])
             }
             ("^CURC", Form::Read) if self.cfg.profile == Profile::Huawei => {
                 Ok(vec![format!("^CURC: {}", u8::from(self.settings.curc))])
