@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod doctor;
 pub mod http;
 pub mod limits;
 pub mod metrics;
