@@ -111,6 +111,36 @@ impl Default for DispatchConfig {
     }
 }
 
+impl From<crate::config::UnknownOutcome> for UnknownOutcomePolicy {
+    fn from(u: crate::config::UnknownOutcome) -> Self {
+        match u {
+            crate::config::UnknownOutcome::Resend => UnknownOutcomePolicy::Resend,
+            crate::config::UnknownOutcome::Fail => UnknownOutcomePolicy::Fail,
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// The configured policy with the default retry timing.
+    pub fn from_settings(settings: &crate::config::DispatchSettings) -> Self {
+        DispatchConfig {
+            on_unknown_outcome: settings.on_unknown_outcome.into(),
+            ..DispatchConfig::default()
+        }
+    }
+}
+
+impl<M> PoolModem<M> {
+    /// A pool entry for `port` with the per-modem settings of its `[[modem]]` table.
+    pub fn from_settings(port: M, settings: &crate::config::ModemSettings) -> Self {
+        PoolModem {
+            port,
+            sends_per_minute: settings.sends_per_minute,
+            delivery_reports: settings.delivery_reports,
+        }
+    }
+}
+
 /// The delay before attempt `attempts + 1` after a temporary error on attempt `attempts`.
 pub fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(20);
