@@ -11,7 +11,9 @@
 //! modem's `pin_file`; it never logs a token or a PIN, and `Debug` of the settings hides them.
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -433,6 +435,9 @@ pub enum PinError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The pin file may be read by group or others.
+    #[error("pin_file {} is open to group or others; run: chmod 600 {}", .0.display(), .0.display())]
+    Permissions(PathBuf),
     /// The PIN is not 4–8 digits (TS 27.007 §8.3 `+CPIN`; SIMs use 4–8 digit PINs). The value
     /// itself is never shown.
     #[error("the PIN from {0} is not 4 to 8 digits")]
@@ -463,10 +468,18 @@ impl ModemSettings {
     /// the process environment.
     pub fn pin_with_env(&self, env: Option<String>) -> Result<Option<String>, PinError> {
         let (pin, source) = if let Some(path) = &self.pin_file {
-            let text = std::fs::read_to_string(path).map_err(|source| PinError::Read {
+            let read_err = |source| PinError::Read {
                 path: path.clone(),
                 source,
-            })?;
+            };
+            let mut file = std::fs::File::open(path).map_err(read_err)?;
+            let mode = file.metadata().map_err(read_err)?.mode();
+            // Same rule as the OTP key file: a secret others can read is refused, not used.
+            if mode & 0o077 != 0 {
+                return Err(PinError::Permissions(path.clone()));
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(read_err)?;
             (text.trim().to_string(), path.display().to_string())
         } else {
             match env {
@@ -949,6 +962,7 @@ mod tests {
 
     #[test]
     fn pin_sources() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let mut m = ModemSettings::new("modem0", "/dev/x");
         assert_eq!(m.pin_with_env(None).unwrap(), None);
@@ -963,6 +977,12 @@ mod tests {
 
         let f = dir.path().join("pin");
         std::fs::write(&f, "  5678\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        m.pin_file = Some(f.clone());
+        let e = m.pin_with_env(None).unwrap_err();
+        assert!(matches!(e, PinError::Permissions(_)), "{e}");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         m.pin_file = Some(f.clone());
         // The file wins over the environment.
         assert_eq!(
