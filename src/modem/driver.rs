@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use super::init::{self, SimState, UnlockError};
@@ -18,6 +19,24 @@ use crate::at::cmd::{self, Param};
 use crate::at::{AtClient, AtError, Urc};
 use crate::pdu::{self, Pdu};
 use crate::transport::{self, Backoff};
+
+/// A byte stream the driver can own: a serial port, or a test's in-memory pipe.
+pub(super) trait PortIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PortIo for T {}
+
+/// Opens the port afresh (at start and after every loss); an error is logged and retried.
+pub(super) type Opener = Box<dyn FnMut() -> Result<Box<dyn PortIo>, String> + Send>;
+
+/// The opener of a real device: tokio-serial through `crate::transport`.
+pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
+    let device = cfg.device.clone();
+    let baud = cfg.baud;
+    Box::new(move || {
+        transport::open(&device, baud)
+            .map(|port| Box::new(port) as Box<dyn PortIo>)
+            .map_err(|e| e.to_string())
+    })
+}
 
 /// How often registration is re-checked while waiting for the network.
 const REGISTRATION_POLL: Duration = Duration::from_secs(2);
@@ -128,6 +147,8 @@ struct Driver {
     pin_rejected: bool,
     /// Reopen delays; reset after a successful initialisation.
     backoff: Backoff,
+    /// Opens the port.
+    opener: Opener,
 }
 
 pub(super) async fn run(
@@ -136,6 +157,7 @@ pub(super) async fn run(
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<ModemStatus>,
     shutdown: watch::Receiver<bool>,
+    opener: Opener,
 ) {
     let mut ctl = Control { requests, shutdown };
     let mut d = Driver {
@@ -144,6 +166,7 @@ pub(super) async fn run(
         status,
         pin_rejected: false,
         backoff: Backoff::default(),
+        opener,
     };
     loop {
         d.apply(Event::PortClosed);
@@ -197,16 +220,15 @@ impl Driver {
     }
 
     /// Opens the port, retrying with backoff; `None` on shutdown.
-    async fn open(&mut self, ctl: &mut Control) -> Option<tokio_serial::SerialStream> {
+    async fn open(&mut self, ctl: &mut Control) -> Option<Box<dyn PortIo>> {
         let mut last_error: Option<String> = None;
         loop {
-            match transport::open(&self.cfg.device, self.cfg.baud) {
+            match (self.opener)() {
                 Ok(port) => {
                     tracing::info!(modem = %self.cfg.id, device = %self.cfg.device.display(), "port opened");
                     return Some(port);
                 }
-                Err(e) => {
-                    let text = e.to_string();
+                Err(text) => {
                     if last_error.as_deref() != Some(&text) {
                         tracing::warn!(modem = %self.cfg.id, error = %text, "cannot open modem; retrying");
                     }

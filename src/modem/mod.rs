@@ -15,6 +15,8 @@ mod driver;
 pub mod init;
 pub mod quirks;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -216,11 +218,28 @@ impl ModemHandle {
     /// Starts the task that owns the port; it runs until `shutdown()` or until every handle is
     /// dropped. Must be called inside a tokio runtime.
     pub fn spawn(config: ModemConfig, events: mpsc::Sender<ModemEvent>) -> ModemHandle {
+        let opener = driver::serial_opener(&config);
+        Self::spawn_with(config, events, opener)
+    }
+
+    /// As `spawn`, over whatever `opener` returns (tests pass in-memory pipes).
+    fn spawn_with(
+        config: ModemConfig,
+        events: mpsc::Sender<ModemEvent>,
+        opener: driver::Opener,
+    ) -> ModemHandle {
         let (req_tx, req_rx) = mpsc::channel(16);
         let (status_tx, status_rx) = watch::channel(ModemStatus::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let id = config.id.clone();
-        let task = tokio::spawn(driver::run(config, events, req_rx, status_tx, shutdown_rx));
+        let task = tokio::spawn(driver::run(
+            config,
+            events,
+            req_rx,
+            status_tx,
+            shutdown_rx,
+            opener,
+        ));
         ModemHandle {
             inner: Arc::new(Inner {
                 id,
