@@ -701,3 +701,56 @@ fn help_documents_the_fault_semantics() {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn the_port_can_be_reopened_after_a_client_closes_it() {
+    // tokio-serial opens exclusively (TIOCEXCL) and clears that on close; the simulator's own
+    // slave fd must not get in the way of the next open.
+    let sim = SimProcess::start(&[]);
+    for _ in 0..3 {
+        let mut c = Client::open(&sim);
+        assert!(c.command("AT").await.ends_with("\r\nOK\r\n"));
+        drop(c);
+    }
+}
+
+#[tokio::test]
+async fn the_library_simulator_starts_and_stop_removes_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("modem");
+    let log = dir.path().join("sent.jsonl");
+    let sim = simgate::sim::Simulator::start(simgate::sim::SimOptions {
+        link: link.clone(),
+        log: Some(log.clone()),
+        ..simgate::sim::SimOptions::default()
+    })
+    .await
+    .expect("start");
+    assert_eq!(sim.link(), link.as_path());
+    assert!(std::fs::read_link(&link).unwrap().starts_with("/dev/pts/"));
+    let port = tokio_serial::new(link.to_str().unwrap(), 115_200)
+        .open_native_async()
+        .unwrap();
+    let mut c = Client {
+        port,
+        pending: Vec::new(),
+    };
+    assert_eq!(c.command("ATE0").await, "ATE0\r\r\nOK\r\n");
+    let p = parts("+15551234567", "in-process", false);
+    assert!(c.send_pdu(p[0].0, &p[0].1).await.starts_with("\r\n+CMGS: "));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"text\":\"in-process\""), "{text}");
+    sim.stop().await;
+    assert!(!link.exists() && std::fs::symlink_metadata(&link).is_err());
+
+    // Dropping without stop() also removes the link.
+    let sim = simgate::sim::Simulator::start(simgate::sim::SimOptions {
+        link: link.clone(),
+        ..simgate::sim::SimOptions::default()
+    })
+    .await
+    .expect("start again");
+    assert!(link.exists());
+    drop(sim);
+    assert!(std::fs::symlink_metadata(&link).is_err());
+}

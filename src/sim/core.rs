@@ -1968,6 +1968,22 @@ mod tests {
     }
 
     #[test]
+    fn radio_off_deregisters_and_numeric_results_follow_atv0() {
+        let mut c = quiet(cfg());
+        check(&mut c, "AT+CFUN=0\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CREG?\r", "\r\n+CREG: 0,0\r\n\r\nOK\r\n");
+        let (len, hex) = pdu("+15551234567", "x", false);
+        run(&mut c, &format!("AT+CMGS={len}\r"), 0);
+        check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 331\r\n");
+        check(&mut c, "AT+CFUN=1\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CREG?\r", "\r\n+CREG: 0,1\r\n\r\nOK\r\n");
+        check(&mut c, "ATV0\r", "0\r");
+        check(&mut c, "AT+CSQ\r", "+CSQ: 21,99\r\n0\r");
+        check(&mut c, "AT+BOGUS\r", "4\r");
+        check(&mut c, "AT+CMGR=1\r", "+CMS ERROR: 321\r\n");
+    }
+
+    #[test]
     fn escape_cancels_the_prompt() {
         let mut c = quiet(cfg());
         check(&mut c, "AT+CMGS=10\r", "\r\n> ");
