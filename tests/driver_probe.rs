@@ -86,6 +86,20 @@ fn probe_explains_what_is_not_a_modem() {
         "{v}"
     );
 
+    // A pty whose modem never answers.
+    let mute = SimProcess::start(&["--hang-after", "0"]);
+    let out = probe(&[
+        "--device",
+        mute.link.to_str().unwrap(),
+        "--json",
+        "--timeout",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reason"], "no-answer", "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer to AT"));
+
     // A port that is open (exclusively) elsewhere is busy.
     let sim = SimProcess::start(&[]);
     let _held = {

@@ -99,7 +99,7 @@ const URC_WORDS: &[&str] = &[
 const URC_PREFIXES: &[&str] = &[
     "+CDS", "+CDSI", "+CMTI", "+CMT", "+CBM", "+CBMI", "+CREG", "+CGREG", "+CEREG", "+C5GREG",
     "+CPIN", "+CFUN", "+CUSD", "+CRING", "+CLIP", "+CIEV", "+CTZV", "+CTZE", "+CGEV", "+QIND",
-    "+QUSIM", "+PACSP", "+STIN", "+CMGR_",
+    "+QUSIM", "+PACSP", "+STIN",
 ];
 
 /// The part of a line before its colon, if it has the `+NAME:` / `^NAME:` shape.
