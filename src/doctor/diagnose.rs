@@ -1,0 +1,402 @@
+//! The judging half of doctor: [`Facts`] in, [`Finding`]s out. Pure, so each finding has a unit
+//! test and none needs hardware.
+//!
+//! The fixes name commands and config keys, because the person reading them usually has just
+//! plugged in a dongle and wants the next step, not a diagnosis.
+
+use std::path::Path;
+
+use super::{AtOutcome, Facts, Finding, ModemFacts, OpenOutcome, PortFacts, Severity};
+use crate::at::cmd;
+use crate::modem::init::SimState;
+
+/// At or below this `+CSQ` level (dBm) texts start failing or crawling: rssi 4 of 31 is one bar.
+const WEAK_SIGNAL_DBM: i32 = -105;
+
+/// The fix for ModemManager, shared by the "running" and "holding a port" findings.
+const MODEM_MANAGER_FIX: &str = "stop it for good: sudo systemctl disable --now ModemManager; or, \
+     to keep it for other modems, make it ignore this one with a udev rule setting \
+     ENV{ID_MM_DEVICE_IGNORE}=\"1\" for the modem's USB ids, then replug the modem";
+
+/// What to check when no modem shows up at all.
+const NO_MODEM_FIX: &str = "check that `lsusb` lists the modem; a dongle that shows up as a \
+     CD-ROM or mass-storage device needs usb_modeswitch (sudo apt install usb-modeswitch, then \
+     replug) before it offers serial ports; a HiLink dongle (it appears as a network interface \
+     with a web page at 192.168.8.1) has no AT port and cannot be used by simgate; `dmesg` shows \
+     whether a serial driver (option, qcserial, cdc_acm) claimed it. To try simgate without a \
+     modem: simgate serve --simulate";
+
+/// Judges `facts`: every problem found, most severe first (machine-wide findings before
+/// per-port ones at the same severity). Empty means a usable modem and nothing to worry about.
+pub fn diagnose(facts: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mm_holds: Vec<&PortFacts> = facts
+        .ports
+        .iter()
+        .filter(|p| p.holders.iter().any(is_modem_manager))
+        .collect();
+    if !facts.modem_manager.is_empty() && mm_holds.is_empty() {
+        let pids = pid_list(&facts.modem_manager);
+        out.push(Finding {
+            severity: Severity::Warning,
+            port: None,
+            problem: format!(
+                "ModemManager is running (pid {pids}): it probes new serial ports and can take a \
+                 modem away from simgate or confuse it with its own AT commands"
+            ),
+            fix: MODEM_MANAGER_FIX.into(),
+        });
+    }
+    for port in &facts.ports {
+        judge_port(port, facts, &mut out);
+    }
+    let answering = facts
+        .ports
+        .iter()
+        .any(|p| matches!(p.at, Some(AtOutcome::Modem(_))));
+    if !facts.explicit && !answering {
+        let problem = if facts.ports.is_empty() {
+            if facts.sysfs_readable {
+                "no modem found: this machine has no USB or hardware serial port".to_string()
+            } else {
+                "no modem found: /sys/class/tty cannot be read (a container?), so no serial port \
+                 was seen"
+                    .to_string()
+            }
+        } else {
+            format!(
+                "no modem found: none of the {} serial port(s) looked at answered AT",
+                facts.ports.len()
+            )
+        };
+        out.push(Finding {
+            severity: Severity::Error,
+            port: None,
+            problem,
+            fix: NO_MODEM_FIX.into(),
+        });
+    }
+    // Stable: per-port findings keep port order within a severity.
+    out.sort_by_key(|f| f.severity);
+    out
+}
+
+/// The ports whose modem can send now: SIM ready and registered at home or roaming (what the
+/// driver waits for before it takes texts).
+pub fn usable_ports(facts: &Facts) -> Vec<&Path> {
+    facts
+        .ports
+        .iter()
+        .filter(|p| match &p.at {
+            Some(AtOutcome::Modem(m)) => is_usable(m),
+            _ => false,
+        })
+        .map(|p| p.path.as_path())
+        .collect()
+}
+
+fn is_usable(m: &ModemFacts) -> bool {
+    m.sim == Some(SimState::Ready) && m.registration().is_some_and(cmd::reg_is_registered)
+}
+
+fn is_modem_manager(h: &super::Holder) -> bool {
+    h.name == "ModemManager"
+}
+
+fn pid_list(holders: &[super::Holder]) -> String {
+    holders
+        .iter()
+        .map(|h| h.pid.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
+    let at = |severity, problem: String, fix: String| Finding {
+        severity,
+        port: Some(port.path.clone()),
+        problem,
+        fix,
+    };
+    let name = port.path.display();
+    let others: Vec<&super::Holder> = port
+        .holders
+        .iter()
+        .filter(|h| !is_modem_manager(h))
+        .collect();
+    if port.holders.iter().any(is_modem_manager) {
+        out.push(at(
+            Severity::Error,
+            format!(
+                "ModemManager (pid {}) has {name} open, so simgate cannot use it",
+                pid_list(&facts.modem_manager)
+            ),
+            MODEM_MANAGER_FIX.into(),
+        ));
+    }
+    match &port.open {
+        OpenOutcome::Opened => {}
+        OpenOutcome::NotFound => {
+            let fix = if port.path.starts_with("/dev/simgate") {
+                "the udev rule that creates this link did not match: install simgate's rule \
+                 (udev/ in the source) with the modem's USB ids, run sudo udevadm control \
+                 --reload && sudo udevadm trigger, and replug the modem; or name the port \
+                 directly: simgate doctor without --device lists them"
+            } else {
+                "check the path (simgate doctor without --device lists the serial ports); a USB \
+                 modem that was unplugged or re-enumerated gets a new ttyUSB number, so put a \
+                 /dev/serial/by-id/ link in the config instead"
+            };
+            out.push(at(
+                Severity::Error,
+                format!("{name} does not exist"),
+                fix.into(),
+            ));
+            return;
+        }
+        OpenOutcome::PermissionDenied { group } => {
+            let group = group.as_deref().unwrap_or("dialout");
+            out.push(at(
+                Severity::Error,
+                format!("permission denied opening {name} (the device belongs to group {group})"),
+                format!(
+                    "add yourself to the {group} group: sudo usermod -aG {group} $USER, then log \
+                     in again"
+                ),
+            ));
+            return;
+        }
+        OpenOutcome::Busy => {
+            let who = if others.is_empty() {
+                if port.holders.is_empty() && !facts.modem_manager.is_empty() {
+                    " (probably by ModemManager, which is running)".to_string()
+                } else if port.holders.is_empty() {
+                    String::new()
+                } else {
+                    " by ModemManager".to_string()
+                }
+            } else {
+                format!(
+                    " by {}",
+                    others
+                        .iter()
+                        .map(|h| format!("{} (pid {})", h.name, h.pid))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            out.push(at(
+                Severity::Error,
+                format!("{name} is busy: it is held open exclusively{who}; skipped"),
+                "stop the program holding it (another simgate, minicom, screen, gammu, \
+                 ModemManager) and run simgate doctor again; `sudo fuser -v` on the device \
+                 names the holder when doctor cannot see it"
+                    .into(),
+            ));
+            return;
+        }
+        OpenOutcome::NotASerialPort => {
+            out.push(at(
+                Severity::Error,
+                format!("{name} is not a serial port, so it cannot be a modem"),
+                "point --device (or device = in [[modem]]) at the modem's tty: \
+                 simgate doctor without --device lists them"
+                    .into(),
+            ));
+            return;
+        }
+        OpenOutcome::Failed(reason) => {
+            out.push(at(
+                Severity::Error,
+                format!("{name} cannot be opened: {reason}"),
+                "replug the modem and check `dmesg` for USB or driver errors".into(),
+            ));
+            return;
+        }
+    }
+    match &port.at {
+        None => {}
+        Some(AtOutcome::NoAnswer) => {
+            let (severity, fix) = if facts.explicit {
+                (
+                    Severity::Error,
+                    "this is not a modem's AT port, the baud rate is wrong, or the modem is hung: \
+                     a dongle exposes several ports and usually only one or two speak AT \
+                     (simgate doctor without --device tries them all); replug a hung modem",
+                )
+            } else {
+                (
+                    Severity::Info,
+                    "nothing to do if another port of the same modem answers: dongles also have \
+                     diagnostic, GPS and data ports that stay silent",
+                )
+            };
+            out.push(at(
+                severity,
+                format!("{name} does not answer AT"),
+                fix.into(),
+            ));
+        }
+        Some(AtOutcome::Lost(reason)) => out.push(at(
+            Severity::Error,
+            format!("{name} answered AT, then the link failed: {reason}"),
+            "the modem may be resetting or losing power: use a powered USB hub or a shorter \
+             cable, replug it, and check `dmesg` for disconnects"
+                .into(),
+        )),
+        Some(AtOutcome::Modem(m)) => judge_modem(m, &mut |s, p, f| out.push(at(s, p, f)), port),
+    }
+}
+
+fn judge_modem(m: &ModemFacts, push: &mut dyn FnMut(Severity, String, String), port: &PortFacts) {
+    let name = port.path.display();
+    let sim_ready = match &m.sim {
+        Some(SimState::Ready) => true,
+        Some(SimState::PinRequired) => {
+            push(
+                Severity::Error,
+                format!("the SIM in {name} wants its PIN before it can send"),
+                "give simgate the PIN: write it to a file only simgate can read (sudo sh -c \
+                 'umask 077; echo <PIN> > /etc/simgate/pin') and set pin_file = \
+                 \"/etc/simgate/pin\" under [[modem]] in /etc/simgate/simgate.toml, or set the \
+                 SIMGATE_PIN environment variable for the service; or remove the PIN lock once \
+                 in a phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
+                    .into(),
+            );
+            false
+        }
+        Some(SimState::PukRequired) => {
+            push(
+                Severity::Error,
+                format!("the SIM in {name} is blocked after wrong PINs and wants its PUK"),
+                "put the SIM in a phone and unblock it with the PUK from the SIM's card or the \
+                 carrier (simgate never sends a PUK), then set the right PIN in pin_file"
+                    .into(),
+            );
+            false
+        }
+        Some(SimState::NotInserted) => {
+            push(
+                Severity::Error,
+                format!("no SIM card in {name}"),
+                "unplug the modem, insert the SIM (contacts down, notch as drawn on the slot; a \
+                 nano-SIM in an adapter often loses contact), and plug it back in"
+                    .into(),
+            );
+            false
+        }
+        Some(SimState::Busy) => {
+            push(
+                Severity::Warning,
+                format!("the SIM in {name} is still starting up"),
+                "wait ten seconds and run simgate doctor again".into(),
+            );
+            false
+        }
+        Some(SimState::Other(state)) => {
+            push(
+                Severity::Error,
+                format!("the SIM in {name} is not usable: +CPIN says {state:?}"),
+                "PH-SIM PIN or PH-NET PIN means the modem is locked to another carrier (ask the \
+                 seller for the unlock code); SIM PIN2/PUK2 need a phone; SIM failure means \
+                 reseat or replace the SIM"
+                    .into(),
+            );
+            false
+        }
+        None => {
+            push(
+                Severity::Warning,
+                format!("{name} answered AT but would not report the SIM state (+CPIN?)"),
+                "the port may be a secondary AT port with limited commands: try the modem's \
+                 other ports, or check the SIM in a phone"
+                    .into(),
+            );
+            false
+        }
+    };
+    // Without a ready SIM the registration and SMSC answers are consequences, not causes.
+    if !sim_ready {
+        return;
+    }
+    match m.registration() {
+        Some(1) => {}
+        Some(5) => push(
+            Severity::Info,
+            format!("{name} is roaming{}", operator_suffix(m)),
+            "texts may cost more while roaming; nothing to do if that is expected".into(),
+        ),
+        Some(3) => push(
+            Severity::Error,
+            format!("the network denied registration to the SIM in {name}"),
+            "the SIM is not activated, has expired or ran out of credit, or the modem's IMEI is \
+             barred: check the SIM in a phone and ask the carrier"
+                .into(),
+        ),
+        Some(s @ (6 | 7)) => push(
+            Severity::Warning,
+            format!(
+                "{name} is registered for SMS only ({}); simgate waits for full registration",
+                cmd::reg_name(s)
+            ),
+            "check that the SIM's plan includes voice or data service, or use the modem on a \
+             network where it registers fully"
+                .into(),
+        ),
+        Some(s) => push(
+            Severity::Error,
+            format!(
+                "{name} is not registered on a network ({})",
+                match s {
+                    0 => "not searching",
+                    2 => "searching",
+                    8 => "emergency calls only",
+                    _ => "unknown state",
+                }
+            ),
+            "check the antenna and coverage (signal below), that the SIM's plan is active and \
+             includes SMS, and that the modem supports the carrier's bands; a modem needs up to a \
+             minute after plugging in to register"
+                .into(),
+        ),
+        None => push(
+            Severity::Warning,
+            format!("{name} would not report its registration (+CREG?/+CEREG?)"),
+            "try the modem's other AT ports; some firmware answers only on one of them".into(),
+        ),
+    }
+    match m.signal_dbm {
+        Some(dbm) if dbm <= WEAK_SIGNAL_DBM => push(
+            Severity::Warning,
+            format!("weak signal on {name}: {dbm} dBm"),
+            "move the modem (a USB extension cable to a window helps) or fit an external \
+             antenna; texts fail or are slow below about -105 dBm"
+                .into(),
+        ),
+        Some(_) => {}
+        None if m.signal_answered => push(
+            Severity::Warning,
+            format!("{name} reports no measurable signal (+CSQ: 99)"),
+            "check the antenna and coverage; move the modem near a window".into(),
+        ),
+        None => {}
+    }
+    match m.smsc.as_deref() {
+        Some(s) if !s.trim().is_empty() => {}
+        _ => push(
+            Severity::Error,
+            format!("{name} has no SMS service centre number (+CSCA is empty or refused)"),
+            "sends fail with +CMS ERROR 330 without it: ask the carrier for its SMSC number and \
+             store it once from a terminal (e.g. picocom) with AT+CSCA=\"+<number>\",145 then \
+             AT+CSAS, or put the SIM in a phone, which usually restores it"
+                .into(),
+        ),
+    }
+}
+
+fn operator_suffix(m: &ModemFacts) -> String {
+    m.operator
+        .as_deref()
+        .map(|o| format!(" on {o}"))
+        .unwrap_or_default()
+}
