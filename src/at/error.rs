@@ -21,8 +21,9 @@ pub enum CmsError {
     NetworkFailure,
     /// 21: short message transfer rejected.
     TransferRejected,
-    /// 22: memory capacity exceeded (or congestion, as several modems report it).
-    MemoryCapacityExceeded,
+    /// 22: congestion (TS 24.011 annex E-2, mobile-originating transfer; the same value means
+    /// "memory capacity exceeded" only on the receiving side).
+    CongestionNoChannel,
     /// 27: destination out of service.
     DestinationOutOfService,
     /// 28: unidentified subscriber.
@@ -120,7 +121,7 @@ const CMS_TABLE: &[(u16, CmsError)] = &[
     (10, CmsError::CallBarred),
     (17, CmsError::NetworkFailure),
     (21, CmsError::TransferRejected),
-    (22, CmsError::MemoryCapacityExceeded),
+    (22, CmsError::CongestionNoChannel),
     (27, CmsError::DestinationOutOfService),
     (28, CmsError::UnidentifiedSubscriber),
     (29, CmsError::FacilityRejected),
