@@ -384,6 +384,15 @@ impl Driver {
                 None,
             );
         }
+        if parts.is_empty() {
+            return (
+                Err(PartialSend {
+                    sent: Vec::new(),
+                    error: SendError::Permanent("a message needs at least one part".into()),
+                }),
+                None,
+            );
+        }
         self.apply(Event::SendStarted);
         let mut sent = Vec::with_capacity(parts.len());
         let total = parts.len();

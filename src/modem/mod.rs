@@ -255,8 +255,9 @@ impl ModemHandle {
     /// first (its outcome must be known).
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
-        let task = self.inner.task.lock().await.take();
-        if let Some(task) = task {
+        // The lock is held while waiting, so a second caller returns only once the task ended.
+        let mut task = self.inner.task.lock().await;
+        if let Some(task) = task.take() {
             let _ = task.await;
         }
     }
