@@ -913,8 +913,16 @@ fn bench_drain(
         "drain     {modems} modem(s), delay {send_delay:.1} s: {:>7.1} texts/s  {verdict}  ({texts} texts, per modem {:?}){incomplete}",
         result.rate, result.per_modem
     );
+    let steady = if send_delay > 0.0 && result.gap_p50 > 0.0 {
+        format!(
+            "; steady state (delay / median gap) {:.1} %",
+            100.0 * send_delay * 1000.0 / result.gap_p50
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "          one modem's gap between texts: p50 {:.1} ms, p99 {:.1} ms (send delay {:.0} ms); first text {:.1} ms after the first POST",
+        "          one modem's gap between texts: p50 {:.1} ms, p99 {:.1} ms (send delay {:.0} ms){steady}; first text {:.1} ms after the first POST",
         result.gap_p50,
         result.gap_p99,
         send_delay * 1000.0,
@@ -1047,10 +1055,47 @@ fn bench_idle(scratch: &Path, sizes: &Sizes, modems: Modems) -> IdleResult {
         // SAFETY: sysconf only reads a system constant.
         100.0 / (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64 * result.secs),
     );
+    // Where the resident memory is: heap and stacks (anonymous) versus pages of the binary and
+    // libraries (file-backed, shared with every other process mapping them).
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .map(|n| n.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    println!(
+        "          of which anonymous (heap, stacks) {:.2} MiB, file-backed (binary, libraries) {:.2} MiB; {threads} threads",
+        proc_status_mib(pid, "RssAnon:"),
+        proc_status_mib(pid, "RssFile:"),
+    );
     result
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// How long the scratch file system takes to make a small write durable (write + fdatasync),
+/// p50 and p99 in ms: the floor under every durable enqueue, measured where the data dirs live.
+fn fsync_probe(scratch: &Path) -> (f64, f64) {
+    use std::io::Write;
+    let dir = tempfile::Builder::new()
+        .prefix("simgate-bench-fsync-")
+        .tempdir_in(scratch)
+        .expect("create a scratch directory");
+    let mut file = File::create(dir.path().join("probe")).expect("create the probe file");
+    let block = [0x5a_u8; 4096];
+    let mut times: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            file.write_all(&block).expect("write the probe file");
+            file.sync_data().expect("fdatasync the probe file");
+            t.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    (ms(percentile(&times, 50.0)), ms(percentile(&times, 99.0)))
+}
 
 /// `/proc/loadavg`'s 1-minute figure: the machine is shared, and a load above the core count
 /// while the benchmark runs means the figures carry other work's noise.
@@ -1091,6 +1136,10 @@ fn main() {
     println!("simgate daemon benchmark, {today}, {}", machine());
     println!("binary {BIN}; scratch under {}", scratch.display());
     println!("load average before the run: {}", loadavg());
+    let (fsync_p50, fsync_p99) = fsync_probe(&scratch);
+    println!(
+        "disk      4 KiB write + fdatasync in the scratch dir: p50 {fsync_p50:.2} ms, p99 {fsync_p99:.2} ms (the floor of a durable commit)"
+    );
     println!();
 
     let enqueue: Vec<EnqueueResult> = [1, 16, 64]
@@ -1162,6 +1211,9 @@ fn main() {
     println!();
     println!("| Measure | Result | Target | Met |");
     println!("| --- | --- | --- | --- |");
+    println!(
+        "| Disk: 4 KiB write + `fdatasync` (the floor of a durable commit) | p50 {fsync_p50:.2} ms, p99 {fsync_p99:.2} ms | — | — |"
+    );
     for e in &enqueue {
         let (target, ok) = if e.threads == 1 {
             (
