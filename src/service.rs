@@ -19,8 +19,8 @@ use crate::limits::{LimitName, Limits, PrefixPolicy};
 use crate::otp::{self, AppHash, CodeLength, Keys, Origin, OtpError};
 use crate::pdu;
 use crate::store::{
-    Body, CreateOutcome, Idempotency, Message, MessageFilter, MessageKind, MessageStatus, Millis,
-    NewMessage, NewOtp, Otp, OtpStatus, ResendOutcome, Store, StoreError,
+    Body, CreateOutcome, DAY_MS, Idempotency, Message, MessageFilter, MessageKind, MessageStatus,
+    Millis, NewMessage, NewOtp, Otp, OtpStatus, ResendOutcome, Store, StoreError,
 };
 
 /// Why a use case refused or failed. Every variant maps to one HTTP status in `http`.
@@ -372,6 +372,8 @@ pub struct Service {
     clock: Clock,
     /// The code generator.
     codes: CodeSource,
+    /// Answers given under an idempotency key, so a retry is answered before the rate limits.
+    replays: std::sync::Mutex<ReplayCache>,
 }
 
 impl fmt::Debug for Service {
@@ -618,7 +620,84 @@ fn hmacs(otp: &Otp) -> Vec<[u8; 32]> {
         .collect()
 }
 
+/// Recent answers given under an idempotency key, by `(scope, key)`.
+///
+/// The store is the authority on replays (it survives restarts), but it is asked only after the
+/// rate limits, and a retry must not be refused by a limit its first attempt already passed: a
+/// client retrying after a timeout would get 429 instead of its answer, and each retry would
+/// spend another cell of the number's budget. The limiters live in memory and start empty after
+/// a restart, so a cache that also lives in memory covers exactly the retries they could refuse.
+#[derive(Debug, Default)]
+struct ReplayCache {
+    /// `(scope, key)` → (request digest, answer, when it was stored).
+    entries: std::collections::HashMap<(String, String), (Vec<u8>, String, Millis)>,
+    /// Insertion order, for evicting the oldest beyond [`REPLAY_CACHE_MAX`].
+    order: std::collections::VecDeque<(String, String)>,
+}
+
+/// Most answers kept in memory; older retries still get their answer from the store.
+const REPLAY_CACHE_MAX: usize = 10_000;
+
+impl ReplayCache {
+    /// The cached outcome for a key, if it is younger than the store keeps keys (one day).
+    fn lookup(
+        &self,
+        k: &IdempotencyKey,
+        digest: &[u8],
+        now: Millis,
+    ) -> Option<Result<String, ServiceError>> {
+        let (d, answer, at) = self.entries.get(&(k.scope.clone(), k.key.clone()))?;
+        if now - at >= DAY_MS {
+            return None;
+        }
+        Some(if d == digest {
+            Ok(answer.clone())
+        } else {
+            Err(ServiceError::IdempotencyMismatch)
+        })
+    }
+
+    fn insert(&mut self, k: &IdempotencyKey, digest: Vec<u8>, answer: String, now: Millis) {
+        let id = (k.scope.clone(), k.key.clone());
+        if self
+            .entries
+            .insert(id.clone(), (digest, answer, now))
+            .is_none()
+        {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REPLAY_CACHE_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+}
+
 impl Service {
+    fn cached_replay(
+        &self,
+        k: Option<&IdempotencyKey>,
+        digest: &[u8],
+    ) -> Option<Result<String, ServiceError>> {
+        let k = k?;
+        let now = (self.clock)();
+        self.replays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(k, digest, now)
+    }
+
+    fn remember(&self, k: Option<&IdempotencyKey>, digest: Vec<u8>, answer: &str) {
+        if let Some(k) = k {
+            let now = (self.clock)();
+            self.replays
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k, digest, answer.to_owned(), now);
+        }
+    }
+
     /// Builds the service.
     pub fn new(deps: Deps) -> Service {
         Service {
@@ -629,6 +708,7 @@ impl Service {
             settings: deps.settings,
             clock: deps.clock,
             codes: deps.codes,
+            replays: std::sync::Mutex::new(ReplayCache::default()),
         }
     }
 
@@ -761,6 +841,9 @@ impl Service {
             ],
         );
 
+        if let Some(seen) = self.cached_replay(idempotency.as_ref(), &digest) {
+            return seen.map(Answer::Replay);
+        }
         self.check_send_limits(&to)?;
 
         let now = (self.clock)();
@@ -784,12 +867,13 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&rendered.masked, parts),
         };
-        let idem = idempotency.map(|k| Idempotency {
-            scope: k.scope,
-            key: k.key,
-            request_hash: digest,
+        let idem = idempotency.as_ref().map(|k| Idempotency {
+            scope: k.scope.clone(),
+            key: k.key.clone(),
+            request_hash: digest.clone(),
             response: render(&created),
         });
+        let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store
             .create_otp(
@@ -821,9 +905,15 @@ impl Service {
             CreateOutcome::Created => {
                 self.wake.notify_one();
                 tracing::info!(otp = %created.id, message = %created.message_id, parts, "OTP queued");
+                if let Some(a) = answer {
+                    self.remember(idempotency.as_ref(), digest, &a);
+                }
                 Ok(Answer::New(created))
             }
-            CreateOutcome::Replay(stored) => Ok(Answer::Replay(stored)),
+            CreateOutcome::Replay(stored) => {
+                self.remember(idempotency.as_ref(), digest, &stored);
+                Ok(Answer::Replay(stored))
+            }
             CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
             CreateOutcome::DailyLimit { retry_after_ms } => {
                 Err(self.daily_limited(&to, retry_after_ms))
@@ -1099,6 +1189,9 @@ impl Service {
             check_idempotency_key(k)?;
         }
         let digest = request_digest("text", &[Some(to.as_str()), Some(&req.text)]);
+        if let Some(seen) = self.cached_replay(idempotency.as_ref(), &digest) {
+            return seen.map(Answer::Replay);
+        }
         self.check_global()?;
         let now = (self.clock)();
         let id = new_id(MSG_ID_PREFIX);
@@ -1108,12 +1201,13 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&req.text, parts),
         };
-        let idem = idempotency.map(|k| Idempotency {
-            scope: k.scope,
-            key: k.key,
-            request_hash: digest,
+        let idem = idempotency.as_ref().map(|k| Idempotency {
+            scope: k.scope.clone(),
+            key: k.key.clone(),
+            request_hash: digest.clone(),
             response: render(&queued),
         });
+        let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store
             .enqueue_text(
@@ -1136,9 +1230,15 @@ impl Service {
             CreateOutcome::Created => {
                 self.wake.notify_one();
                 tracing::info!(message = %queued.id, parts, "text queued");
+                if let Some(a) = answer {
+                    self.remember(idempotency.as_ref(), digest, &a);
+                }
                 Ok(Answer::New(queued))
             }
-            CreateOutcome::Replay(stored) => Ok(Answer::Replay(stored)),
+            CreateOutcome::Replay(stored) => {
+                self.remember(idempotency.as_ref(), digest, &stored);
+                Ok(Answer::Replay(stored))
+            }
             CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
             // Plain texts have no daily cap; the store reports one only for OTPs.
             CreateOutcome::DailyLimit { retry_after_ms } => {
@@ -1432,6 +1532,33 @@ mod tests {
         // Literal stars of another length make the mask ambiguous: fall back.
         assert!(Wording::from_masked("** code ******").is_none());
         assert!(Wording::from_masked("no code here").is_none());
+    }
+
+    #[test]
+    fn replay_cache_answers_mismatches_expires_and_evicts() {
+        let mut c = ReplayCache::default();
+        let k = |key: &str| IdempotencyKey {
+            scope: "t".into(),
+            key: key.into(),
+        };
+        c.insert(&k("a"), vec![1], "answer".into(), 1_000);
+        assert_eq!(c.lookup(&k("a"), &[1], 2_000), Some(Ok("answer".into())));
+        assert_eq!(
+            c.lookup(&k("a"), &[2], 2_000),
+            Some(Err(ServiceError::IdempotencyMismatch))
+        );
+        assert_eq!(c.lookup(&k("b"), &[1], 2_000), None);
+        assert_eq!(c.lookup(&k("a"), &[1], 1_000 + DAY_MS), None);
+        let other_scope = IdempotencyKey {
+            scope: "u".into(),
+            key: "a".into(),
+        };
+        assert_eq!(c.lookup(&other_scope, &[1], 2_000), None);
+        for i in 0..REPLAY_CACHE_MAX {
+            c.insert(&k(&format!("k{i}")), vec![0], String::new(), 3_000);
+        }
+        assert_eq!(c.entries.len(), REPLAY_CACHE_MAX);
+        assert_eq!(c.lookup(&k("a"), &[1], 3_000), None, "oldest evicted");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `simgate send`, `simgate otp`, `simgate log`: thin clients of a running daemon's HTTP API.
 //!
 //! They find the daemon and its token the way `serve` placed them: `--url`/`--token` first, then
-//! the environment (`SIMGATE_TOKEN`), then the config file (`api.listen`, `api.tokens`,
+//! the environment (`SIMGATE_URL`, `SIMGATE_TOKEN`), then the config file (`api.listen`, `api.tokens`,
 //! `store.data_dir`), then the token file `<data_dir>/api-token` that `serve` creates when no token
 //! is configured (also looked for in `./simgate-data`, where `serve --simulate` puts it).
 //! Blocking HTTP (ureq) is enough for one request per run.
@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// Default config file; used only when it exists.
-const DEFAULT_CONFIG: &str = "/etc/simgate/simgate.toml";
-/// Where `serve --simulate` keeps its data when no data dir is given.
-const SIMULATE_DATA_DIR: &str = "simgate-data";
+use crate::commands::serve::SIMULATE_DATA_DIR;
+use crate::config::DEFAULT_CONFIG_PATH;
 
 /// How to reach the daemon; shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnArgs {
-    /// Base URL of the daemon, e.g. http://127.0.0.1:8787 (default: from the config's api.listen).
+    /// Base URL of the daemon, e.g. http://127.0.0.1:8787 (default: $SIMGATE_URL, else the
+    /// config's api.listen).
     #[arg(long, global = true)]
     pub url: Option<String>,
     /// API token (default: $SIMGATE_TOKEN, the config's api.tokens, or <data dir>/api-token).
@@ -333,8 +332,7 @@ pub struct ConfigHints {
     pub data_dir: Option<PathBuf>,
 }
 
-/// A resolved daemon address and token.
-#[derive(Debug)]
+/// A resolved daemon address and token (no `Debug`: it holds the token).
 struct Client {
     /// Base URL without a trailing slash.
     base: String,
@@ -345,9 +343,10 @@ struct Client {
 impl Client {
     fn resolve(conn: &ConnArgs) -> Result<Client, String> {
         let hints = load_hints(conn.config.as_deref())?;
-        let base = match &conn.url {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => url_from_listen(hints.listen.as_deref().unwrap_or("127.0.0.1:8787")),
+        let env_url = std::env::var("SIMGATE_URL").ok().filter(|u| !u.is_empty());
+        let base = match (conn.url.clone(), env_url) {
+            (Some(u), _) | (None, Some(u)) => u.trim_end_matches('/').to_owned(),
+            (None, None) => url_from_listen(hints.listen.as_deref().unwrap_or("127.0.0.1:8787")),
         };
         let env_token = std::env::var("SIMGATE_TOKEN")
             .ok()
@@ -460,22 +459,27 @@ fn token_from_files(data_dir: Option<&Path>, hints: &ConfigHints) -> Result<Stri
                 candidates.push(d.join("api-token"));
             }
             candidates.push(PathBuf::from(SIMULATE_DATA_DIR).join("api-token"));
-            candidates.push(PathBuf::from("/var/lib/simgate/api-token"));
         }
     }
+    let mut denied = None;
     for path in &candidates {
         match std::fs::read_to_string(path) {
             Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(format!(
-                    "cannot read the API token {}: permission denied (run as the daemon's user \
-                     or give --token)",
-                    path.display()
-                ));
+            // Keep looking (a simulated daemon's token may be next), but if nothing is found,
+            // this is the likeliest explanation.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && denied.is_none() => {
+                denied = Some(path.clone());
             }
             Err(_) => {}
         }
+    }
+    if let Some(path) = denied {
+        return Err(format!(
+            "cannot read the API token {}: permission denied (run as the daemon's user or give \
+             --token)",
+            path.display()
+        ));
     }
     let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(format!(
@@ -488,12 +492,13 @@ fn token_from_files(data_dir: Option<&Path>, hints: &ConfigHints) -> Result<Stri
 fn load_hints(path: Option<&Path>) -> Result<ConfigHints, String> {
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
-    if !explicit && !path.exists() {
-        return Ok(ConfigHints::default());
-    }
-    let config = crate::config::Config::load(&path).map_err(|e| e.to_string())?;
+    let config = if !explicit && !path.exists() {
+        crate::config::Config::default()
+    } else {
+        crate::config::Config::load(&path).map_err(|e| e.to_string())?
+    };
     Ok(ConfigHints {
         listen: Some(config.api.listen.to_string()),
         tokens: config.api.tokens.clone(),
