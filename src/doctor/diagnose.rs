@@ -214,6 +214,21 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
             return;
         }
     }
+    if !others.is_empty() {
+        out.push(at(
+            Severity::Warning,
+            format!(
+                "{name} is also open in {}: whatever it reads is lost to simgate, and its \
+                 writes mix with simgate's commands",
+                others
+                    .iter()
+                    .map(|h| format!("{} (pid {})", h.name, h.pid))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "close that program before starting simgate".into(),
+        ));
+    }
     match &port.at {
         None => {}
         Some(AtOutcome::NoAnswer) => {
@@ -224,11 +239,17 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
                      a dongle exposes several ports and usually only one or two speak AT \
                      (simgate doctor without --device tries them all); replug a hung modem",
                 )
-            } else {
+            } else if port.usb.is_some() {
                 (
                     Severity::Info,
                     "nothing to do if another port of the same modem answers: dongles also have \
                      diagnostic, GPS and data ports that stay silent",
+                )
+            } else {
+                (
+                    Severity::Info,
+                    "nothing to do unless a modem is wired to this built-in serial port; if one \
+                     is, check the wiring, its power and the speed (--baud)",
                 )
             };
             out.push(at(

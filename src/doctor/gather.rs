@@ -263,7 +263,13 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
             }
         }
     }
-    let targets: Vec<PathBuf> = ports.iter().filter_map(|p| p.target.clone()).collect();
+    // A pty's other end is always held by whoever created it (a simulator, a terminal), so
+    // naming that process would only mislead; holders matter for real serial devices.
+    let targets: Vec<PathBuf> = ports
+        .iter()
+        .filter_map(|p| p.target.clone())
+        .filter(|t| !t.starts_with("/dev/pts"))
+        .collect();
     let held = holders(&roots.proc, &targets, std::process::id());
     for p in &mut ports {
         if let Some(h) = p.target.as_ref().and_then(|t| held.get(t)) {
@@ -286,7 +292,14 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
         }
     }
     // `target` was kept for every port to match holders; show it only where it says something.
+    // Holders of something that is not a serial port (`/dev/null`) are noise.
     for p in &mut ports {
+        if !matches!(
+            p.open,
+            OpenOutcome::Opened | OpenOutcome::Busy | OpenOutcome::PermissionDenied { .. }
+        ) {
+            p.holders.clear();
+        }
         if p.target.as_ref() == Some(&p.path) {
             p.target = None;
         }
@@ -364,6 +377,12 @@ fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
         },
         OpenError::Busy(_) => OpenOutcome::Busy,
         OpenError::NotASerialPort(_) => OpenOutcome::NotASerialPort,
+        // ENOTTY as the serial crate words it ("Not a typewriter"): the path is no terminal.
+        OpenError::Other { reason, .. }
+            if reason.contains("typewriter") || reason.contains("Inappropriate ioctl") =>
+        {
+            OpenOutcome::NotASerialPort
+        }
         OpenError::Other { reason, .. } => OpenOutcome::Failed(reason),
     }
 }
