@@ -63,9 +63,10 @@ pub trait ModemPort: Send + Sync + 'static {
     fn id(&self) -> &str;
     /// Whether a send may be attempted now.
     fn is_ready(&self) -> bool;
-    /// Resolves the next time readiness may have changed (spurious wake-ups are fine; it must not
-    /// resolve again immediately if nothing changed, or the watcher would spin).
-    fn readiness_changed(&self) -> impl Future<Output = ()> + Send;
+    /// Resolves once [`ModemPort::is_ready`] differs from `was_ready`, at once if it already
+    /// does (so no change slips through between two calls). Spurious wake-ups are harmless, but
+    /// it must not keep resolving while readiness equals `was_ready`, or the watcher would spin.
+    fn readiness_changed(&self, was_ready: bool) -> impl Future<Output = ()> + Send;
     /// Sends every part of one message, returning the TP-MR of each part in order.
     fn send(
         &self,
@@ -322,7 +323,8 @@ impl<M: ModemPort> Dispatcher<M> {
             let (port, poke) = (slot.port.clone(), poke.clone());
             watchers.spawn(async move {
                 loop {
-                    port.readiness_changed().await;
+                    let was_ready = port.is_ready();
+                    port.readiness_changed(was_ready).await;
                     poke.notify_one();
                 }
             });
@@ -702,17 +704,13 @@ impl ModemPort for ModemHandle {
         takes_sends(&self.status().borrow().state)
     }
 
-    async fn readiness_changed(&self) {
+    async fn readiness_changed(&self, was_ready: bool) {
         let mut rx = self.status();
-        let was = takes_sends(&rx.borrow_and_update().state);
         // Signal and counter updates change the status too; only a change of readiness is news.
-        loop {
+        while takes_sends(&rx.borrow_and_update().state) == was_ready {
             if rx.changed().await.is_err() {
                 // The driver is gone for good: readiness can never change again.
                 std::future::pending::<()>().await;
-            }
-            if takes_sends(&rx.borrow_and_update().state) != was {
-                return;
             }
         }
     }
@@ -870,9 +868,9 @@ mod tests {
         fn is_ready(&self) -> bool {
             *self.0.ready.borrow()
         }
-        async fn readiness_changed(&self) {
+        async fn readiness_changed(&self, was_ready: bool) {
             let mut rx = self.0.ready.subscribe();
-            let _ = rx.changed().await;
+            let _ = rx.wait_for(|ready| *ready != was_ready).await;
         }
         async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
             let s = &self.0;
@@ -1403,6 +1401,80 @@ mod tests {
         // The store's counter moved: the reference came from it.
         let store = rig.stop().await;
         assert_eq!(store.next_concat_reference().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn modem_events_pump_applies_status_reports() {
+        let modem = Fake::new("m0", Duration::ZERO);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        let (tx, rx) = mpsc::channel(4);
+        let pump = tokio::spawn(run_events(rig.store.clone(), rx, rig.clock));
+        tx.send(ModemEvent::Incoming {
+            modem_id: "m0".into(),
+            from: "+15550000000".into(),
+            text: "STOP".into(),
+        })
+        .await
+        .unwrap();
+        tx.send(ModemEvent::StatusReport {
+            modem_id: "m0".into(),
+            message_reference: 1,
+            recipient: "+15551230000".into(),
+            status: 0,
+            outcome: DeliveryOutcome::Delivered,
+            discharge_time: None,
+        })
+        .await
+        .unwrap();
+        drop(tx);
+        pump.await.unwrap();
+        rig.wait_status("msg_a", MessageStatus::Delivered).await;
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn retention_task_prunes_old_final_messages() {
+        let rig = rig(vec![]).await;
+        let now = rig.clock.now_ms();
+        let old = text_msg("msg_old", "+15551230000", now - 40 * 86_400_000);
+        rig.store.enqueue_text(old, None, 0).await.unwrap();
+        rig.store.mark_failed("msg_old", "gone", now).await.unwrap();
+        rig.enqueue("msg_new").await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_retention(
+            rig.store.clone(),
+            Some(Duration::from_secs(30 * 86_400)),
+            Some(Duration::from_secs(7 * 86_400)),
+            Duration::from_millis(20),
+            rig.clock,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while rig.store.get_message("msg_old").await.unwrap().is_some() {
+            assert!(Instant::now() < give_up, "never pruned");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop_tx.send(());
+        task.await.unwrap();
+        assert!(rig.store.get_message("msg_new").await.unwrap().is_some());
+        rig.stop().await;
+    }
+
+    #[test]
+    fn config_settings_map_to_dispatch_policy() {
+        let mut settings = crate::config::DispatchSettings {
+            on_unknown_outcome: crate::config::UnknownOutcome::Fail,
+            text_max_age: Duration::from_secs(60),
+        };
+        let cfg = DispatchConfig::from_settings(&settings);
+        assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Fail);
+        settings.on_unknown_outcome = crate::config::UnknownOutcome::Resend;
+        let cfg = DispatchConfig::from_settings(&settings);
+        assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Resend);
     }
 
     #[test]
