@@ -874,3 +874,39 @@ async fn concat_reference_rotates_and_survives_reopen() {
         last = next;
     }
 }
+
+#[tokio::test]
+async fn client_writes_sync_and_bookkeeping_does_not_under_balanced() {
+    // PRAGMA synchronous reads 2 for FULL and 1 for NORMAL.
+    async fn seen(store: &Store, client: bool) -> i64 {
+        store
+            .write_as(client, |c| {
+                Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap()
+    }
+    for (durability, client, bookkeeping) in [
+        (Durability::Balanced, 2, 1),
+        (Durability::Full, 2, 2),
+        (Durability::Normal, 1, 1),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("d.db"),
+            StoreOptions {
+                durability,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..2 {
+            assert_eq!(seen(&store, true).await, client, "{durability:?} client");
+            assert_eq!(
+                seen(&store, false).await,
+                bookkeeping,
+                "{durability:?} bookkeeping"
+            );
+        }
+    }
+}
