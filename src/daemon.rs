@@ -22,6 +22,7 @@ use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::modem::{ModemConfig, ModemHandle, ModemStatus};
+use crate::notify::{self, Notifier};
 use crate::otp::Keys;
 use crate::service::{self, Deps, Service, Settings};
 use crate::sim::{SimOptions, Simulator};
@@ -247,8 +248,32 @@ pub async fn run(
     };
     tracing::info!(%listen, "API listening");
     on_started(&started);
+    // Under systemd (Type=notify): READY=1 now that the store is open and the API listens, then
+    // STATUS= lines and watchdog pings while the daemon is healthy.
+    if let Some(notifier) = Notifier::from_env() {
+        notifier.ready();
+        let statuses = modems
+            .iter()
+            .map(|(s, h)| (s.id.clone(), h.status()))
+            .collect();
+        let probe_store = store.clone();
+        // The store answering a trivial read proves its threads and the disk are alive.
+        let health = move || {
+            let store = probe_store.clone();
+            async move { store.queue_depth().await.is_ok() }
+        };
+        tokio::spawn(notify::supervise(
+            notifier,
+            statuses,
+            health,
+            stopped(stop_rx.clone()),
+        ));
+    }
     let served = http::serve(listener, state, stopped(stop_rx.clone())).await;
 
+    if let Some(notifier) = Notifier::from_env() {
+        notifier.stopping();
+    }
     // Drain: the dispatcher lets sends in flight finish so their outcome is recorded.
     match dispatcher_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "dispatcher stopped on a store error"),

@@ -14,6 +14,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod modem;
+pub mod notify;
 pub mod otp;
 pub mod pdu;
 pub mod service;
