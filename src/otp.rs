@@ -215,7 +215,9 @@ impl Keys {
             other => return other,
         }
         let keys = Keys::generate(&mut os_rng());
-        let tmp = data_dir.join(format!("{KEY_FILE_NAME}.tmp.{}", std::process::id()));
+        // A random suffix: two starts racing (even threads of one process) never share a
+        // temporary file, so only the final hard link decides who wins.
+        let tmp = data_dir.join(format!("{KEY_FILE_NAME}.tmp.{:016x}", os_rng().next_u64()));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -753,6 +755,22 @@ mod tests {
         assert_eq!(a.code_hmac("x", "1234"), b.code_hmac("x", "1234"));
         assert_eq!(b.open(&a.seal("t")).unwrap(), "t");
         // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn racing_starts_agree_on_one_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let hmacs: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Keys::load_or_create(dir.path()).unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().code_hmac("x", "1234"))
+                .collect()
+        });
+        assert!(hmacs.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
