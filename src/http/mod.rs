@@ -212,8 +212,22 @@ pub fn router(state: AppState) -> Router {
     }
     app.fallback(handlers::no_route)
         .layer(DefaultBodyLimit::max(state.body_limit.0))
+        .layer(middleware::from_fn(contain_panics))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Runs the rest of the stack in its own task, so a bug that panics in a handler answers 500
+/// problem+json (and is logged) instead of dropping the connection without an answer.
+async fn contain_panics(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The panic payload is our own message; it never carries a code or a token.
+            tracing::error!(error = %e, "request handler panicked");
+            Problem::internal().into_response()
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes requests in flight.
@@ -329,6 +343,33 @@ mod tests {
         );
         assert_eq!(allowed_methods("/nope"), None);
         assert_eq!(allowed_methods("/v1/otp/"), None);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_problem() {
+        use tower::ServiceExt;
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(middleware::from_fn(contain_panics));
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .uri("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], problem::PROBLEM_JSON);
     }
 
     #[test]

@@ -58,6 +58,17 @@ fn common_errors(extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
     for (code, d) in extra {
         m.insert((*code).into(), problem_response(d));
     }
+    for code in ["429", "503"] {
+        if let Some(Value::Object(r)) = m.get_mut(code) {
+            r.insert(
+                "headers".into(),
+                json!({"Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "schema": {"type": "integer", "minimum": 1}
+                }}),
+            );
+        }
+    }
     m
 }
 
