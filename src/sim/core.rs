@@ -9,7 +9,7 @@
 //!
 //! Time (`now`, monotonic since start, plus a wall clock for timestamps) and randomness (a
 //! seeded RNG owned here) are inputs, so unit tests need no pty and are deterministic. The pty
-//! task in `runner.rs` only moves bytes and carries out the actions.
+//! task in `sim/mod.rs` only moves bytes and carries out the actions.
 
 use std::time::Duration;
 
@@ -182,7 +182,7 @@ impl Charset {
     fn decode(self, bytes: &[u8]) -> Option<String> {
         match self {
             Charset::Ucs2 => {
-                let raw = hex::decode(trim_ascii(bytes)).ok()?;
+                let raw = hex::decode(bytes.trim_ascii()).ok()?;
                 if raw.len() % 2 != 0 {
                     return None;
                 }
@@ -218,10 +218,6 @@ impl Charset {
             _ => s.to_string(),
         }
     }
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    b.trim_ascii()
 }
 
 /// The SIM's lock state (TS 27.007 §8.3).
@@ -375,25 +371,41 @@ const DEFAULT_SMSC: &str = "+15550000000";
 
 /// The simulated modem's state.
 pub struct Core {
+    /// Profile and faults.
     cfg: CoreConfig,
+    /// The only source of randomness, seeded from `cfg.seed` so runs repeat.
     rng: StdRng,
+    /// What ATZ / a reboot restores.
     settings: Settings,
+    /// The SIM's lock state.
     sim: SimLock,
+    /// The PIN in force (a PUK unlock sets a new one).
     pin: Option<String>,
+    /// Wrong PIN/PUK codes so far, for the stderr notices tests read.
     pin_rejections: u32,
+    /// +CFUN level: 1 full, 0/4 radio off (not registered).
     cfun: u8,
+    /// The SIM's service centre number (+CSCA).
     smsc: String,
+    /// Reading commands or a message body after `> `.
     mode: Mode,
+    /// The command line being received.
     line: Vec<u8>,
+    /// Command lines seen, for `--hang-after`.
     command_lines: u64,
     /// `Some(start)` while hung.
     hung_since: Option<Duration>,
+    /// The hang fault fires once per power-on.
     hang_done: bool,
+    /// Parts the network accepted, for `--unplug-after`.
     parts_accepted: u64,
+    /// Unplugged: everything is ignored from now on.
     gone: bool,
+    /// The TP-MR the next accepted part gets (TS 23.040 §9.2.3.6), rotating through 0..=255.
     next_mr: u8,
     /// Message storage, 1-based slots; only status reports ever land here.
     store: Vec<Option<StoredReport>>,
+    /// Actions produced by the current call, handed back at its end.
     out: Vec<Action>,
 }
 
@@ -452,7 +464,7 @@ impl Core {
                 break;
             }
             match &mut self.mode {
-                Mode::Command => self.command_byte(b, now, wall),
+                Mode::Command => self.command_byte(b, now),
                 Mode::Prompt { .. } => self.prompt_byte(b, now, wall),
             }
         }
@@ -519,14 +531,14 @@ impl Core {
         self.write(format!("\r\n{line}\r\n").as_bytes());
     }
 
-    fn command_byte(&mut self, b: u8, now: Duration, wall: OffsetDateTime) {
+    fn command_byte(&mut self, b: u8, now: Duration) {
         if self.settings.echo {
             self.write(&[b]);
         }
         match b {
             b'\r' => {
                 let line = std::mem::take(&mut self.line);
-                self.command_line(&line, now, wall);
+                self.command_line(&line, now);
             }
             b'\n' => {}
             0x08 | 0x7F => {
@@ -541,7 +553,7 @@ impl Core {
         }
     }
 
-    fn command_line(&mut self, raw: &[u8], now: Duration, wall: OffsetDateTime) {
+    fn command_line(&mut self, raw: &[u8], now: Duration) {
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
         // Anything before the `AT` (line noise, a stray Ctrl-Z) is ignored, as modems do.
@@ -570,7 +582,7 @@ impl Core {
         let mut info = Vec::new();
         let mut fin = Final::Ok;
         for cmd in cmds {
-            match self.execute(cmd, now, wall) {
+            match self.execute(cmd, now) {
                 Ok(lines) => info.extend(lines),
                 Err(f) => {
                     fin = f;
@@ -756,7 +768,8 @@ impl Core {
     }
 
     fn reset_settings(&mut self) {
-        let curc = Settings::default().curc;
+        // Huawei keeps ^CURC in non-volatile memory: a reset does not bring the noise back.
+        let curc = self.settings.curc;
         self.settings = Settings {
             curc,
             ..Settings::default()
@@ -764,10 +777,10 @@ impl Core {
     }
 
     /// Runs one command; `Ok` carries its information lines.
-    fn execute(&mut self, cmd: Cmd, now: Duration, wall: OffsetDateTime) -> CmdResult {
+    fn execute(&mut self, cmd: Cmd, now: Duration) -> CmdResult {
         match cmd {
             Cmd::Basic { name, value, read } => self.basic(&name, value.as_deref(), read),
-            Cmd::Extended { name, form } => self.extended(&name, form, now, wall),
+            Cmd::Extended { name, form } => self.extended(&name, form, now),
         }
     }
 
@@ -814,13 +827,7 @@ impl Core {
         }
     }
 
-    fn extended(
-        &mut self,
-        name: &str,
-        form: Form,
-        now: Duration,
-        wall: OffsetDateTime,
-    ) -> CmdResult {
+    fn extended(&mut self, name: &str, form: Form, now: Duration) -> CmdResult {
         let id = identity(self.cfg.profile);
         let cs = self.settings.cscs;
         match (name, form) {
@@ -867,8 +874,7 @@ impl Core {
                     // boot lines a moment later.
                     self.cfun = 1;
                     self.reset_settings();
-                    if let Some(_pin) = &self.pin
-                        && self.sim == SimLock::Ready
+                    if self.pin.is_some() && self.sim == SimLock::Ready
                     {
                         self.sim = SimLock::Pin {
                             attempts_left: PIN_ATTEMPTS,
@@ -1148,10 +1154,8 @@ impl Core {
             ("^CURC", Form::Read) if self.cfg.profile == Profile::Huawei => {
                 Ok(vec![format!("^CURC: {}", u8::from(self.settings.curc))])
             }
-            _ => {
-                let _ = wall;
-                Err(Final::Error)
-            }
+            // Unknown commands get a plain ERROR whatever +CMEE says, as on real modems.
+            _ => Err(Final::Error),
         }
     }
 
