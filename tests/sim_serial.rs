@@ -424,7 +424,7 @@ async fn no_network_means_searching_and_cms_331() {
 
 #[tokio::test]
 async fn network_after_registers_later_with_a_creg_urc() {
-    let sim = SimProcess::start(&["--network-after", "1"]);
+    let sim = SimProcess::start(&["--network-after", "2"]);
     let mut c = quiet_client(&sim).await;
     assert_eq!(c.command("AT+CREG=1").await, "\r\nOK\r\n");
     assert_eq!(c.command("AT+CREG?").await, "\r\n+CREG: 1,2\r\n\r\nOK\r\n");
@@ -497,10 +497,22 @@ async fn hang_after_stops_answering_and_hang_for_ends_it() {
     assert!(c.command("ATE0").await.ends_with("\r\nOK\r\n"));
     assert_eq!(c.command("AT").await, "\r\nOK\r\n");
     assert_eq!(c.command("AT").await, "\r\nOK\r\n");
+    let hung_at = Instant::now();
     c.send(b"AT\r").await;
     assert_eq!(c.quiet_for(Duration::from_millis(500)).await, "");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(c.command("AT").await, "\r\nOK\r\n");
+    // Poll until the hang ends; it must not end before --hang-for has passed.
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        c.send(b"AT\r").await;
+        let got = c.quiet_for(Duration::from_millis(250)).await;
+        if got.contains("OK") {
+            assert_eq!(got, "\r\nOK\r\n");
+            break;
+        }
+        assert_eq!(got, "", "only silence or OK while hung");
+        assert!(Instant::now() < deadline, "the hang never ended");
+    }
+    assert!(hung_at.elapsed() >= Duration::from_secs(1));
 }
 
 #[tokio::test]
