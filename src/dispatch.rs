@@ -215,6 +215,11 @@ struct Slot<M> {
     permit_held: bool,
     /// When this modem last started a send; the least recently used idle modem goes first.
     last_start: Option<Instant>,
+    /// Sends in a row that failed for reasons of the modem or network (temporary, unknown
+    /// outcome, not ready), not of the message.
+    failures_in_a_row: u32,
+    /// A modem that keeps failing rests until then, so its work goes to the others.
+    resting_until: Option<Instant>,
 }
 
 /// Takes queued messages and sends them through a pool of modems. See the module docs.
@@ -229,8 +234,8 @@ pub struct Dispatcher<M: ModemPort> {
     metrics: Option<Arc<Metrics>>,
     /// Send tasks report here the moment their modem is free again (before recording the
     /// result), so the next claim and the previous result share a group commit.
-    freed_tx: mpsc::UnboundedSender<usize>,
-    freed_rx: mpsc::UnboundedReceiver<usize>,
+    freed_tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
+    freed_rx: mpsc::UnboundedReceiver<(usize, ModemVerdict)>,
 }
 
 /// Counters for tests and metrics: how often the loop went to the store to claim.
@@ -270,6 +275,8 @@ impl<M: ModemPort> Dispatcher<M> {
                 busy: false,
                 permit_held: false,
                 last_start: None,
+                failures_in_a_row: 0,
+                resting_until: None,
             })
             .collect();
         Dispatcher {
@@ -349,8 +356,8 @@ impl<M: ModemPort> Dispatcher<M> {
                 _ = &mut shutdown => break,
                 _ = woken => {}
                 _ = poked => {}
-                Some(slot) = self.freed_rx.recv() => {
-                    self.slots[slot].busy = false;
+                Some((slot, verdict)) = self.freed_rx.recv() => {
+                    self.modem_done(slot, verdict);
                 }
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     finish(done);
@@ -363,6 +370,28 @@ impl<M: ModemPort> Dispatcher<M> {
             finish(done);
         }
         Ok(())
+    }
+
+    /// A modem finished a send: free it, and rest it after [`FAILURES_BEFORE_REST`] failures in a
+    /// row (for the backoff of that many attempts), so a SIM the network keeps refusing stops
+    /// taking work the other modems could send.
+    fn modem_done(&mut self, slot: usize, verdict: ModemVerdict) {
+        let cfg = &self.cfg;
+        let s = &mut self.slots[slot];
+        s.busy = false;
+        match verdict {
+            ModemVerdict::Healthy => s.failures_in_a_row = 0,
+            ModemVerdict::Unknown => {}
+            ModemVerdict::Failing => {
+                s.failures_in_a_row += 1;
+                if s.failures_in_a_row >= FAILURES_BEFORE_REST {
+                    let rest = backoff(cfg, s.failures_in_a_row - FAILURES_BEFORE_REST + 1);
+                    tracing::warn!(modem = %s.port.id(), failures = s.failures_in_a_row,
+                        rest_ms = rest.as_millis() as u64, "modem keeps failing; resting it");
+                    s.resting_until = Some(Instant::now() + rest);
+                }
+            }
+        }
     }
 
     /// Starts a send on every free modem while there is due work. Returns when the loop should
@@ -455,9 +484,22 @@ impl<M: ModemPort> Dispatcher<M> {
     /// The least busy free modem: idle and ready, least recently started first, that its rate
     /// limit lets send now. Rate-limited modems lower `until` to when they may send again.
     fn pick_modem(&mut self, until: &mut Option<Instant>) -> Option<usize> {
-        let mut free: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| !self.slots[i].busy && self.slots[i].port.is_ready())
-            .collect();
+        let now = Instant::now();
+        let mut free: Vec<usize> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.busy || !slot.port.is_ready() {
+                continue;
+            }
+            match slot.resting_until {
+                Some(at) if at > now => {
+                    *until = Some(until.map_or(at, |u| u.min(at)));
+                    continue;
+                }
+                Some(_) => slot.resting_until = None,
+                None => {}
+            }
+            free.push(i);
+        }
         free.sort_by_key(|&i| self.slots[i].last_start);
         for i in free {
             let slot = &mut self.slots[i];
@@ -490,25 +532,39 @@ fn finish(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Consecutive modem-side failures after which a modem rests.
+pub const FAILURES_BEFORE_REST: u32 = 3;
+
+/// What a finished send says about the modem (not the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModemVerdict {
+    /// The modem worked: the network took the text, or refused it for the message's own sake.
+    Healthy,
+    /// Temporary error, unknown outcome or not ready: the modem or its network is in trouble.
+    Failing,
+    /// The modem was never asked (expired, unreadable body, encoding error).
+    Unknown,
+}
+
 /// Tells the loop that a modem is free, exactly once: when the send is over, or when the task
 /// ends any other way (early return, panic), by `Drop`.
 struct Freed {
-    tx: mpsc::UnboundedSender<usize>,
+    tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
     slot: Option<usize>,
 }
 
 impl Freed {
-    fn now(&mut self) {
+    fn now(&mut self, verdict: ModemVerdict) {
         if let Some(slot) = self.slot.take() {
             // The loop outlives its send tasks; a closed channel only means shutdown.
-            let _ = self.tx.send(slot);
+            let _ = self.tx.send((slot, verdict));
         }
     }
 }
 
 impl Drop for Freed {
     fn drop(&mut self) {
-        self.now();
+        self.now(ModemVerdict::Unknown);
     }
 }
 
@@ -563,7 +619,10 @@ impl<M: ModemPort> SendJob<M> {
         };
         let started = Instant::now();
         let result = self.port.send(parts).await;
-        freed.now();
+        freed.now(match &result {
+            Ok(_) | Err(SendFailure::Permanent(_)) => ModemVerdict::Healthy,
+            Err(_) => ModemVerdict::Failing,
+        });
         let now = self.clock.now_ms();
         if let Some(m) = &self.metrics {
             m.observe_send_latency(started.elapsed());
@@ -1475,6 +1534,55 @@ mod tests {
         settings.on_unknown_outcome = crate::config::UnknownOutcome::Resend;
         let cfg = DispatchConfig::from_settings(&settings);
         assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Resend);
+    }
+
+    #[tokio::test]
+    async fn a_modem_that_keeps_failing_rests_and_the_other_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), StoreOptions::default()).unwrap();
+        let pool = ["m0", "m1"]
+            .into_iter()
+            .map(|id| PoolModem {
+                port: Fake::new(id, Duration::ZERO),
+                sends_per_minute: 0,
+                delivery_reports: false,
+            })
+            .collect();
+        let mut d = Dispatcher::new(store, pool, quick(), Arc::new(Notify::new()), opener());
+        let mut until = None;
+        // Never used: pool order.
+        assert_eq!(d.pick_modem(&mut until), Some(0));
+        d.slots[0].last_start = Some(Instant::now() - Duration::from_secs(10));
+        d.slots[1].last_start = Some(Instant::now());
+        // m0 is the least recently used; two failures do not change that...
+        for _ in 1..FAILURES_BEFORE_REST {
+            d.modem_done(0, ModemVerdict::Failing);
+        }
+        assert_eq!(d.pick_modem(&mut until), Some(0));
+        // ...a success resets the count...
+        d.modem_done(0, ModemVerdict::Healthy);
+        for _ in 1..FAILURES_BEFORE_REST {
+            d.modem_done(0, ModemVerdict::Failing);
+        }
+        assert_eq!(d.pick_modem(&mut until), Some(0));
+        // ...the next failure in a row sends it to rest, and m1 gets the work.
+        d.modem_done(0, ModemVerdict::Failing);
+        let mut until = None;
+        assert_eq!(d.pick_modem(&mut until), Some(1));
+        let rest_end = until.expect("the loop must wake when the rest ends");
+        assert!(rest_end > Instant::now());
+        // With m1 busy, nothing is free until the rest is over.
+        d.slots[1].busy = true;
+        let mut until = None;
+        assert_eq!(d.pick_modem(&mut until), None);
+        assert_eq!(until, Some(rest_end));
+        tokio::time::sleep_until(rest_end).await;
+        assert_eq!(d.pick_modem(&mut None), Some(0));
+        // Each further failure rests it longer.
+        d.modem_done(0, ModemVerdict::Failing);
+        let mut longer = None;
+        d.pick_modem(&mut longer);
+        assert!(longer.unwrap() - Instant::now() > backoff(&quick(), 1));
     }
 
     #[test]
