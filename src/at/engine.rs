@@ -89,13 +89,15 @@ pub struct AtClient {
     /// Pause between a final result and the next command: many modems drop a command that
     /// follows an answer too closely (atat's best practices).
     cooldown: Duration,
-    /// The reader task, aborted when the client is dropped.
-    reader: JoinHandle<()>,
+    /// The reader task, aborted when the client is closed or dropped.
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Drop for AtClient {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
     }
 }
 
@@ -133,7 +135,7 @@ where
         writer: Box::new(writer),
         last_final: None,
         cooldown: Duration::from_millis(20),
-        reader: task,
+        reader: Some(task),
     };
     (client, urc_rx)
 }
@@ -184,6 +186,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 impl AtClient {
+    /// Stops the reader and waits until it has let go of the read half, so that when this
+    /// returns the stream is closed (a serial port's exclusive lock released) — unlike a plain
+    /// drop, after which the reader task ends a moment later.
+    pub async fn close(mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+            let _ = reader.await;
+        }
+    }
+
     /// Changes the pause kept between a final result and the next command.
     pub fn set_cooldown(&mut self, cooldown: Duration) {
         self.cooldown = cooldown;
@@ -542,6 +554,15 @@ mod tests {
             }
         );
         drop(modem.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn close_lets_go_of_the_stream() {
+        let (client, _urcs, mut far) = pair();
+        client.close().await;
+        // Both halves are gone: the far end reads EOF.
+        let mut buf = [0u8; 1];
+        assert_eq!(far.read(&mut buf).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -182,12 +182,16 @@ pub(super) async fn run(
         };
         d.apply(Event::PortOpened);
         let next = d.session(&mut conn, &mut ctl).await;
-        // Dropping the engine closes the port (and releases its exclusive lock).
-        drop(conn);
+        // Closing the engine closes the port and releases its exclusive lock.
+        conn.client.close().await;
         match next {
             Next::Shutdown => break,
             Next::Lost | Next::Reinit => {
-                tracing::warn!(modem = %d.cfg.id, "modem port lost; reopening");
+                let why = match next {
+                    Next::Lost => "modem port lost",
+                    _ => "modem does not answer",
+                };
+                tracing::warn!(modem = %d.cfg.id, "{why}; reopening the port");
                 let delay = d.backoff.next_delay();
                 if ctl.guard(tokio::time::sleep(delay)).await.is_none() {
                     break;
