@@ -39,10 +39,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        Server::start_with(Vec::new(), RateSettings::default())
+        Server::start_with(Vec::new(), RateSettings::default(), Settings::default())
     }
 
-    fn start_with(modems: Vec<ModemJson>, rates: RateSettings) -> Server {
+    fn start_with(modems: Vec<ModemJson>, rates: RateSettings, settings: Settings) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let offset = Arc::new(AtomicI64::new(0));
         let codes: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
@@ -71,7 +71,7 @@ impl Server {
                     keys: Keys::from_bytes([1; 32], [2; 32]),
                     limits: Arc::new(Limits::new(&rates)),
                     wake: Arc::new(tokio::sync::Notify::new()),
-                    settings: Settings::default(),
+                    settings,
                     clock: Arc::new(move || {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
@@ -924,7 +924,7 @@ fn modems_and_readiness_come_from_the_modem_source() {
         signal: Some(20),
         ..ModemJson::default()
     };
-    let s = Server::start_with(vec![ready], RateSettings::default());
+    let s = Server::start_with(vec![ready], RateSettings::default(), Settings::default());
     let r = s.call(Req::new("GET", "/readyz").no_token());
     assert_eq!(r.status, 200, "{}", r.text);
     let m = s.get("/v1/modems").json();
@@ -944,7 +944,7 @@ fn modems_and_readiness_come_from_the_modem_source() {
         state: "searching".into(),
         ..ModemJson::default()
     };
-    let s = Server::start_with(vec![down], RateSettings::default());
+    let s = Server::start_with(vec![down], RateSettings::default(), Settings::default());
     let p = s.call(Req::new("GET", "/readyz").no_token()).problem(503);
     assert!(
         p["detail"]
@@ -1058,4 +1058,93 @@ fn cli_clients_talk_to_the_daemon() {
         err.contains("cannot reach the simgate daemon at http://127.0.0.1:9"),
         "{err}"
     );
+}
+
+#[test]
+fn concurrent_right_codes_approve_exactly_once() {
+    let s = Arc::new(Server::start());
+    let otp = s.create_otp(TO, "555555");
+    let id = otp["id"].as_str().unwrap().to_owned();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, id) = (s.clone(), id.clone());
+            std::thread::spawn(move || s.verify(&id, "555555"))
+        })
+        .collect();
+    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let approvals = answers.iter().filter(|a| a["verified"] == true).count();
+    assert_eq!(approvals, 1, "{answers:?}");
+    assert!(answers.iter().all(|a| a["status"] == "approved"));
+}
+
+#[test]
+fn policy_limits_answer_with_their_own_problems() {
+    let rates = RateSettings {
+        otp_per_number: "off".parse().unwrap(),
+        requests_per_token: "8/1m".parse().unwrap(),
+        ..RateSettings::default()
+    };
+    let settings = Settings {
+        otp_per_number_per_day: 2,
+        queue_max: 3,
+        prefixes: simgate::limits::PrefixPolicy {
+            allow: vec!["+1".into(), "+44".into()],
+            deny: vec!["+1900".into()],
+        },
+        ..Settings::default()
+    };
+    let s = Server::start_with(Vec::new(), rates, settings);
+
+    // Prefix lists: 403 naming the list (requests 1 and 2 of the token's 8).
+    let p = s
+        .post("/v1/otp", json!({"to": "+33612345678"}))
+        .problem(403);
+    assert_eq!(p["field"], "to");
+    assert!(
+        p["detail"].as_str().unwrap().contains("allow_prefixes"),
+        "{p}"
+    );
+    let p = s
+        .post("/v1/messages", json!({"to": "+19005550100", "text": "x"}))
+        .problem(403);
+    assert!(
+        p["detail"].as_str().unwrap().contains("deny_prefixes"),
+        "{p}"
+    );
+
+    // The daily cap is counted in the store: the third OTP of the day is refused (3 to 5).
+    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
+    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
+    let r = s.post("/v1/otp", json!({"to": TO}));
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "otp_per_number_per_day");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+
+    // The queue bound: 503 with Retry-After (the first OTP was canceled by the second, so one
+    // message is queued; two more fill the queue of 3) (6 to 8).
+    assert_eq!(
+        s.post("/v1/messages", json!({"to": TO, "text": "a"}))
+            .status,
+        202
+    );
+    assert_eq!(
+        s.post("/v1/messages", json!({"to": TO, "text": "b"}))
+            .status,
+        202
+    );
+    let r = s.post("/v1/messages", json!({"to": TO, "text": "c"}));
+    r.problem(503);
+    assert!(r.header("retry-after").is_some());
+
+    // The token's own budget (8 per minute) is spent now.
+    let r = s.get("/v1/modems");
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "requests_per_token");
+    // Other tokens have their own budget.
+    assert_eq!(
+        s.call(Req::new("GET", "/v1/modems").token(OTHER_TOKEN))
+            .status,
+        200
+    );
+    s.assert_healthy();
 }
