@@ -98,6 +98,21 @@ async fn fresh_database_gets_the_current_schema() {
 }
 
 #[tokio::test]
+async fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = open();
+    db.store
+        .enqueue_text(text("msg_a", "+15550000001", T0), None, 0)
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.path.display());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{path} is readable by others: {mode:o}");
+    }
+}
+
+#[tokio::test]
 async fn upgrades_from_every_earlier_version() {
     for start in 0..SCHEMA_VERSION {
         let dir = tempfile::tempdir().unwrap();
