@@ -53,6 +53,9 @@ async fn initialises_and_sends_on_every_profile() {
         assert_eq!(modem.status().borrow().sent, 1);
         modem.shutdown().await;
         assert_eq!(modem.status().borrow().state, ModemState::Disconnected);
+        // Shutdown closed the port: its exclusive lock is free at once.
+        let reopened = simgate::transport::open(&sim.link, 115_200);
+        assert!(reopened.is_ok(), "{profile}: {:?}", reopened.err());
     }
 }
 
