@@ -137,7 +137,7 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
     match &port.open {
         OpenOutcome::Opened => {}
         OpenOutcome::NotFound => {
-            let fix = if port.path.starts_with("/dev/simgate") {
+            let fix = if port.path.to_string_lossy().starts_with("/dev/simgate") {
                 "the udev rule that creates this link did not match: install simgate's rule \
                  (udev/ in the source) with the modem's USB ids, run sudo udevadm control \
                  --reload && sudo udevadm trigger, and replug the modem; or name the port \
@@ -420,4 +420,419 @@ fn operator_suffix(m: &ModemFacts) -> String {
         .as_deref()
         .map(|o| format!(" on {o}"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::{Holder, UsbInfo};
+    use std::path::PathBuf;
+
+    fn port(path: &str, open: OpenOutcome, at: Option<AtOutcome>) -> PortFacts {
+        PortFacts {
+            path: PathBuf::from(path),
+            target: None,
+            links: Vec::new(),
+            usb: None,
+            driver: None,
+            holders: Vec::new(),
+            open,
+            at,
+        }
+    }
+
+    fn healthy() -> ModemFacts {
+        ModemFacts {
+            manufacturer: Some("huawei".into()),
+            model: Some("E3372".into()),
+            sim: Some(SimState::Ready),
+            creg: Some(1),
+            cereg: Some(1),
+            operator: Some("Simgate Mobile".into()),
+            signal_dbm: Some(-71),
+            signal_answered: true,
+            smsc: Some("+15550000000".into()),
+        }
+    }
+
+    fn modem(m: ModemFacts) -> PortFacts {
+        port(
+            "/dev/ttyUSB2",
+            OpenOutcome::Opened,
+            Some(AtOutcome::Modem(m)),
+        )
+    }
+
+    fn facts(explicit: bool, ports: Vec<PortFacts>) -> Facts {
+        Facts {
+            explicit,
+            ports,
+            modem_manager: Vec::new(),
+            sysfs_readable: true,
+        }
+    }
+
+    fn mm(pid: u32) -> Holder {
+        Holder {
+            pid,
+            name: "ModemManager".into(),
+        }
+    }
+
+    /// Asserts the findings, in order, by severity and a piece of the problem text, and returns
+    /// them for checks on the fixes.
+    fn check(facts: &Facts, expect: &[(Severity, &str)]) -> Vec<Finding> {
+        let got = diagnose(facts);
+        let summary: Vec<(Severity, &str)> = got
+            .iter()
+            .map(|f| (f.severity, f.problem.as_str()))
+            .collect();
+        assert_eq!(got.len(), expect.len(), "findings: {summary:#?}");
+        for (f, (severity, text)) in got.iter().zip(expect) {
+            assert_eq!(f.severity, *severity, "{summary:#?}");
+            assert!(f.problem.contains(text), "{:?} lacks {text:?}", f.problem);
+            assert!(!f.fix.is_empty());
+        }
+        got
+    }
+
+    #[test]
+    fn a_healthy_modem_has_no_findings_and_is_usable() {
+        let f = facts(true, vec![modem(healthy())]);
+        check(&f, &[]);
+        assert_eq!(usable_ports(&f), [Path::new("/dev/ttyUSB2")]);
+    }
+
+    #[test]
+    fn no_ports_at_all_says_what_to_check() {
+        let got = check(
+            &facts(false, vec![]),
+            &[(Severity::Error, "no modem found")],
+        );
+        assert!(got[0].port.is_none());
+        for hint in ["lsusb", "usb_modeswitch", "HiLink", "--simulate"] {
+            assert!(got[0].fix.contains(hint), "fix lacks {hint}");
+        }
+        let mut blind = facts(false, vec![]);
+        blind.sysfs_readable = false;
+        check(
+            &blind,
+            &[(Severity::Error, "/sys/class/tty cannot be read")],
+        );
+        assert!(usable_ports(&blind).is_empty());
+    }
+
+    #[test]
+    fn scanned_silent_ports_are_info_but_no_modem_is_an_error() {
+        let mut usb = port(
+            "/dev/ttyUSB0",
+            OpenOutcome::Opened,
+            Some(AtOutcome::NoAnswer),
+        );
+        usb.usb = Some(UsbInfo::default());
+        let uart = port("/dev/ttyS0", OpenOutcome::Opened, Some(AtOutcome::NoAnswer));
+        let got = check(
+            &facts(false, vec![usb, uart]),
+            &[
+                (Severity::Error, "none of the 2 serial port(s)"),
+                (Severity::Info, "/dev/ttyUSB0 does not answer AT"),
+                (Severity::Info, "/dev/ttyS0 does not answer AT"),
+            ],
+        );
+        assert!(got[1].fix.contains("diagnostic, GPS"));
+        assert!(got[2].fix.contains("built-in serial port"));
+        // Once another port answers, the silent one is no longer part of a "no modem" verdict.
+        let silent = port(
+            "/dev/ttyUSB0",
+            OpenOutcome::Opened,
+            Some(AtOutcome::NoAnswer),
+        );
+        check(
+            &facts(false, vec![silent, modem(healthy())]),
+            &[(Severity::Info, "does not answer AT")],
+        );
+    }
+
+    #[test]
+    fn a_named_port_that_does_not_answer_is_an_error() {
+        let got = check(
+            &facts(
+                true,
+                vec![port(
+                    "/tmp/x",
+                    OpenOutcome::Opened,
+                    Some(AtOutcome::NoAnswer),
+                )],
+            ),
+            &[(Severity::Error, "/tmp/x does not answer AT")],
+        );
+        assert_eq!(got[0].port.as_deref(), Some(Path::new("/tmp/x")));
+        assert!(got[0].fix.contains("not a modem's AT port"));
+    }
+
+    #[test]
+    fn open_failures() {
+        let denied = port(
+            "/dev/ttyUSB2",
+            OpenOutcome::PermissionDenied {
+                group: Some("uucp".into()),
+            },
+            None,
+        );
+        let got = check(
+            &facts(true, vec![denied]),
+            &[(Severity::Error, "permission denied opening /dev/ttyUSB2")],
+        );
+        assert!(
+            got[0]
+                .fix
+                .contains("sudo usermod -aG uucp $USER, then log in again")
+        );
+        let denied = port(
+            "/dev/ttyUSB2",
+            OpenOutcome::PermissionDenied { group: None },
+            None,
+        );
+        let got = check(&facts(true, vec![denied]), &[(Severity::Error, "dialout")]);
+        assert!(got[0].fix.contains("sudo usermod -aG dialout $USER"));
+
+        let got = check(
+            &facts(
+                true,
+                vec![port("/dev/simgate-modem", OpenOutcome::NotFound, None)],
+            ),
+            &[(Severity::Error, "does not exist")],
+        );
+        assert!(got[0].fix.contains("udev"));
+        let got = check(
+            &facts(
+                true,
+                vec![port("/dev/ttyUSB5", OpenOutcome::NotFound, None)],
+            ),
+            &[(Severity::Error, "does not exist")],
+        );
+        assert!(got[0].fix.contains("/dev/serial/by-id/"));
+        check(
+            &facts(
+                true,
+                vec![port("/dev/null", OpenOutcome::NotASerialPort, None)],
+            ),
+            &[(Severity::Error, "/dev/null is not a serial port")],
+        );
+        check(
+            &facts(
+                true,
+                vec![port(
+                    "/dev/ttyUSB2",
+                    OpenOutcome::Failed("EIO".into()),
+                    None,
+                )],
+            ),
+            &[(Severity::Error, "cannot be opened: EIO")],
+        );
+    }
+
+    #[test]
+    fn busy_ports_are_skipped_and_the_holder_named() {
+        let mut busy = port("/dev/ttyUSB2", OpenOutcome::Busy, None);
+        busy.holders = vec![Holder {
+            pid: 77,
+            name: "minicom".into(),
+        }];
+        check(
+            &facts(true, vec![busy]),
+            &[(
+                Severity::Error,
+                "busy: it is held open exclusively by minicom (pid 77); skipped",
+            )],
+        );
+        let mut f = facts(true, vec![port("/dev/ttyUSB2", OpenOutcome::Busy, None)]);
+        f.modem_manager = vec![mm(812)];
+        check(
+            &f,
+            &[
+                (Severity::Error, "probably by ModemManager"),
+                (Severity::Warning, "ModemManager is running (pid 812)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn modem_manager_running_or_holding() {
+        let mut f = facts(true, vec![modem(healthy())]);
+        f.modem_manager = vec![mm(812)];
+        let got = check(
+            &f,
+            &[(Severity::Warning, "ModemManager is running (pid 812)")],
+        );
+        assert!(got[0].fix.contains("systemctl disable --now ModemManager"));
+        assert!(got[0].fix.contains("ID_MM_DEVICE_IGNORE"));
+        let mut held = port("/dev/ttyUSB2", OpenOutcome::Busy, None);
+        held.holders = vec![mm(812)];
+        f.ports = vec![held];
+        check(
+            &f,
+            &[
+                (
+                    Severity::Error,
+                    "ModemManager (pid 812) has /dev/ttyUSB2 open",
+                ),
+                (
+                    Severity::Error,
+                    "busy: it is held open exclusively by ModemManager",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn another_reader_on_an_open_port_is_a_warning() {
+        let mut p = modem(healthy());
+        p.holders = vec![Holder {
+            pid: 5,
+            name: "cat".into(),
+        }];
+        let f = facts(true, vec![p]);
+        check(&f, &[(Severity::Warning, "also open in cat (pid 5)")]);
+        assert_eq!(usable_ports(&f).len(), 1);
+    }
+
+    #[test]
+    fn sim_states() {
+        let with = |sim| {
+            facts(
+                true,
+                vec![modem(ModemFacts {
+                    sim,
+                    creg: Some(0),
+                    cereg: None,
+                    signal_dbm: None,
+                    smsc: None,
+                    ..healthy()
+                })],
+            )
+        };
+        // A locked SIM explains the rest: no registration, signal or SMSC findings after it.
+        let got = check(
+            &with(Some(SimState::PinRequired)),
+            &[(Severity::Error, "wants its PIN")],
+        );
+        for hint in ["pin_file", "SIMGATE_PIN", "umask 077"] {
+            assert!(got[0].fix.contains(hint), "fix lacks {hint}");
+        }
+        assert!(usable_ports(&with(Some(SimState::PinRequired))).is_empty());
+        let got = check(
+            &with(Some(SimState::PukRequired)),
+            &[(Severity::Error, "PUK")],
+        );
+        assert!(got[0].fix.contains("never sends a PUK"));
+        check(
+            &with(Some(SimState::NotInserted)),
+            &[(Severity::Error, "no SIM card")],
+        );
+        check(
+            &with(Some(SimState::Busy)),
+            &[(Severity::Warning, "still starting up")],
+        );
+        check(
+            &with(Some(SimState::Other("PH-NET PIN".into()))),
+            &[(Severity::Error, "\"PH-NET PIN\"")],
+        );
+        check(&with(None), &[(Severity::Warning, "+CPIN?")]);
+    }
+
+    #[test]
+    fn registration_states() {
+        let with = |creg, cereg| {
+            facts(
+                true,
+                vec![modem(ModemFacts {
+                    creg,
+                    cereg,
+                    ..healthy()
+                })],
+            )
+        };
+        let got = check(
+            &with(Some(2), Some(0)),
+            &[(Severity::Error, "not registered on a network (searching)")],
+        );
+        assert!(got[0].fix.contains("antenna"));
+        assert!(got[0].fix.contains("plan"));
+        assert!(usable_ports(&with(Some(2), None)).is_empty());
+        check(
+            &with(Some(0), None),
+            &[(Severity::Error, "(not searching)")],
+        );
+        check(
+            &with(Some(8), None),
+            &[(Severity::Error, "emergency calls only")],
+        );
+        let got = check(&with(Some(3), None), &[(Severity::Error, "denied")]);
+        assert!(got[0].fix.contains("activated"));
+        check(
+            &with(Some(5), None),
+            &[(Severity::Info, "roaming on Simgate Mobile")],
+        );
+        assert_eq!(usable_ports(&with(Some(5), None)).len(), 1);
+        check(&with(Some(6), None), &[(Severity::Warning, "SMS only")]);
+        assert!(usable_ports(&with(Some(6), None)).is_empty());
+        check(&with(None, None), &[(Severity::Warning, "+CREG?/+CEREG?")]);
+        // LTE-only: CREG searching, CEREG registered — usable, nothing to say.
+        let lte = with(Some(2), Some(1));
+        check(&lte, &[]);
+        assert_eq!(usable_ports(&lte).len(), 1);
+    }
+
+    #[test]
+    fn signal_and_smsc() {
+        let with = |signal_dbm, signal_answered, smsc: Option<&str>| {
+            facts(
+                true,
+                vec![modem(ModemFacts {
+                    signal_dbm,
+                    signal_answered,
+                    smsc: smsc.map(str::to_string),
+                    ..healthy()
+                })],
+            )
+        };
+        check(
+            &with(Some(-107), true, Some("+1555")),
+            &[(Severity::Warning, "weak signal on /dev/ttyUSB2: -107 dBm")],
+        );
+        check(&with(Some(-103), true, Some("+1555")), &[]);
+        check(
+            &with(None, true, Some("+1555")),
+            &[(Severity::Warning, "no measurable signal")],
+        );
+        check(&with(None, false, Some("+1555")), &[]);
+        let got = check(
+            &with(Some(-71), true, Some("")),
+            &[(Severity::Error, "no SMS service centre number")],
+        );
+        assert!(got[0].fix.contains("AT+CSCA="));
+        check(
+            &with(Some(-71), true, None),
+            &[(Severity::Error, "no SMS service centre number")],
+        );
+    }
+
+    #[test]
+    fn lost_link_after_answering() {
+        check(
+            &facts(
+                true,
+                vec![port(
+                    "/dev/ttyUSB2",
+                    OpenOutcome::Opened,
+                    Some(AtOutcome::Lost("port closed: EOF".into())),
+                )],
+            ),
+            &[(
+                Severity::Error,
+                "answered AT, then the link failed: port closed: EOF",
+            )],
+        );
+    }
 }
