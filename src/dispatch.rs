@@ -20,6 +20,10 @@
 //!   [`UnknownOutcomePolicy`]; the same holds for messages found `sending` at start-up;
 //! - modem not ready → back to `queued` at once, for another modem to take.
 //!
+//! "Least busy" means: idle (one send per modem), then least recently started. A modem whose
+//! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
+//! unknown outcome, not ready) rests for a growing backoff, so the other modems take its work.
+//!
 //! Time: the loop reads the wall clock as `wall-clock at start + tokio elapsed`, so tests can run
 //! it under paused tokio time and still get consistent store timestamps.
 
