@@ -616,4 +616,62 @@ mod tests {
         assert_eq!(d.digest(), Digested::Incomplete);
         assert_eq!(d.pending_bytes(), 0);
     }
+
+    /// Drives a whole session (several commands, URCs between and inside answers) with the
+    /// input cut at arbitrary points; the items must not depend on where the cuts fall.
+    fn session(cuts: &[usize]) -> Vec<Digested> {
+        let script: &[(Option<(&str, bool)>, &str)] = &[
+            (Some(("AT", false)), "AT\r\r\nOK\r\n"),
+            (
+                Some(("AT+CGMR", false)),
+                "\r\n^RSSI:14\r\n\r\n11.608\r\n\r\n^MODE:5,4\r\n\r\nOK\r\n",
+            ),
+            (Some(("AT+CMGS=23", true)), "\r\n> "),
+            (
+                None,
+                "\r\n+CDS: 25\r\n0006D60B911326880736F4111011719551401110117195714000\r\n\r\n+CMGS: 9\r\n\r\nOK\r\n",
+            ),
+            (Some(("AT+CREG?", false)), "\n+CREG: 0,1\n\nOK\n"),
+            (None, "\rRING\r+CMTI: \"SM\",2\r"),
+        ];
+        let mut d = Digester::new();
+        let mut got = Vec::new();
+        for (command, input) in script {
+            if let Some((c, prompt)) = command {
+                d.begin(c, *prompt);
+            }
+            let bytes = input.as_bytes();
+            let mut start = 0;
+            for &cut in cuts.iter().filter(|&&c| c < bytes.len()) {
+                if cut > start {
+                    d.feed(&bytes[start..cut]);
+                    start = cut;
+                    while let item @ (Digested::Urc(_) | Digested::Response(_) | Digested::Prompt) =
+                        d.digest()
+                    {
+                        got.push(item);
+                    }
+                }
+            }
+            d.feed(&bytes[start..]);
+            loop {
+                match d.digest() {
+                    Digested::Incomplete => break,
+                    item => got.push(item),
+                }
+            }
+        }
+        got
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cuts_do_not_matter(mut cuts in proptest::collection::vec(0usize..120, 0..12)) {
+            cuts.sort_unstable();
+            cuts.dedup();
+            let whole = session(&[]);
+            proptest::prop_assert_eq!(whole.len(), 10);
+            proptest::prop_assert_eq!(session(&cuts), whole);
+        }
+    }
 }
