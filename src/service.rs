@@ -48,6 +48,12 @@ pub enum ServiceError {
         /// The id asked for.
         id: String,
     },
+    /// No pending, unexpired OTP exists for the number a code was checked against (404).
+    #[error("there is no pending, unexpired OTP for {to}")]
+    NoPendingOtp {
+        /// The number asked about.
+        to: String,
+    },
     /// The request conflicts with the resource's state (409), e.g. resending a finished OTP.
     #[error("{0}")]
     Conflict(String),
@@ -953,9 +959,8 @@ impl Service {
             .newest_pending_otp(to.as_str(), now)
             .await
             .map_err(store_err)?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "pending OTP for",
-                id: to.as_str().to_owned(),
+            .ok_or_else(|| ServiceError::NoPendingOtp {
+                to: to.as_str().to_owned(),
             })?;
         let id = otp.id.clone();
         Ok((id, self.verify_loaded(otp, code).await?))

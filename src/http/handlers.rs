@@ -39,14 +39,18 @@ pub(super) fn service_problem(e: ServiceError, state: Option<&AppState>) -> Prob
             "The id is malformed",
             detail,
         ),
-        ServiceError::NotFound { what, id } => {
-            let detail = if what == "pending OTP for" {
-                format!("there is no pending, unexpired OTP for {id}")
-            } else {
-                format!("{what} {id} does not exist (or was removed by retention)")
-            };
-            Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
-        }
+        ServiceError::NotFound { what, id } => Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} {id} does not exist (or was removed by retention)"),
+        ),
+        e @ ServiceError::NoPendingOtp { .. } => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-pending-otp",
+            "No pending OTP",
+            e.to_string(),
+        ),
         ServiceError::Conflict(detail) => Problem::new(
             StatusCode::CONFLICT,
             "conflict",
