@@ -1,0 +1,409 @@
+//! A `simgate serve` child that drives an EXTERNAL simulator (a [`super::SimProcess`] started
+//! with faults), plus a probe thread that measures how fast the API answers while a fault is in
+//! progress.
+//!
+//! Include it together with the simulator helpers and the daemon's HTTP helpers:
+//! `mod support;` and `#[path = "support/faults.rs"] mod faults;` (which includes
+//! `support/daemon.rs` itself for `request`).
+
+#![allow(dead_code)]
+
+#[path = "daemon.rs"]
+pub mod daemon;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use daemon::{Answer, code_in, read_jsonl, request};
+use serde_json::{Value, json};
+
+/// How long the daemon may take to print its banner (the machine may be busy compiling).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bearer token every fault test configures in `api.tokens`.
+pub const TOKEN: &str = "fault-test-token-0123456789abcdef";
+
+/// A running `simgate serve` with a config file of the test's making.
+pub struct ServeProcess {
+    /// Its data directory (database, key file).
+    pub data_dir: PathBuf,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The bearer token requests carry (the first of `api.tokens`).
+    pub token: String,
+    /// Its stderr (the daemon's log), kept for assertions and failure messages.
+    pub stderr_path: PathBuf,
+    /// The child; `None` once stopped, so `Drop` is idempotent.
+    child: Option<Child>,
+}
+
+/// A config for one external modem at `device`: no per-number limits (tests use many numbers
+/// and many OTPs per number), no per-SIM send rate, a short send timeout so a hung modem is
+/// noticed quickly. `extra` is appended verbatim (more `[limits]` keys go in `limits_extra`).
+pub fn config_for(device: &Path, limits_extra: &str, extra: &str) -> String {
+    format!(
+        r#"[api]
+tokens = ["{TOKEN}"]
+
+[limits]
+otp_per_number = "off"
+otp_per_number_per_day = 0
+verify_per_number = "off"
+{limits_extra}
+
+[[modem]]
+device = "{}"
+sends_per_minute = 0
+send_timeout_seconds = 5
+delivery_reports = true
+{extra}"#,
+        device.display()
+    )
+}
+
+impl ServeProcess {
+    /// Starts `simgate --json serve --config <data_dir>.toml --data-dir <data_dir> --listen
+    /// 127.0.0.1:0` with `config` as the file's text and `RUST_LOG` set to `rust_log`.
+    pub fn start(data_dir: &Path, config: &str, rust_log: &str) -> ServeProcess {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let stderr_path = data_dir.with_extension("stderr");
+        let stderr = File::create(&stderr_path).expect("create stderr capture");
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn simgate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        // The banner is the first stdout line; read on a thread so a hung start cannot hang the
+        // test. The rest of stdout is drained so the daemon never blocks on a full pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) if !line.trim().is_empty() => line,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon printed no banner; its log:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+        };
+        let banner: Value = serde_json::from_str(&line).expect("banner is JSON");
+        let listen: SocketAddr = banner["listen"]
+            .as_str()
+            .expect("banner names the listen address")
+            .parse()
+            .expect("listen address");
+        ServeProcess {
+            data_dir: data_dir.to_path_buf(),
+            base: format!("http://{listen}"),
+            token: TOKEN.to_owned(),
+            stderr_path,
+            child: Some(child),
+        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `Authorization` header value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// `POST` a JSON body with the token.
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, Some(body.to_string()), true)
+    }
+
+    /// `GET` with the token.
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None, true)
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<String>, auth: bool) -> Answer {
+        let bearer = self.bearer();
+        let headers: &[(&str, &str)] = if auth {
+            &[("Authorization", &bearer)]
+        } else {
+            &[]
+        };
+        request(&self.base, method, path, body, headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+    }
+
+    /// The state `/v1/modems` shows for the only modem.
+    pub fn modem_state(&self) -> String {
+        let a = self.get("/v1/modems");
+        assert_eq!(a.status, 200, "{a:?}");
+        a.body["modems"][0]["state"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_owned()
+    }
+
+    /// Waits until the modem's state is `want`, returning every distinct state seen on the way
+    /// (in order); panics with the daemon's log when `timeout` passes.
+    pub fn wait_state(&self, want: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let state = self.modem_state();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == want {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "modem never reached {want:?}; states seen {seen:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Creates an OTP for `to` and returns the id of its message; panics unless `202`.
+    pub fn create_otp(&self, to: &str) -> String {
+        let a = self.post("/v1/otp", &json!({ "to": to }));
+        assert_eq!(a.status, 202, "POST /v1/otp for {to}: {a:?}");
+        a.body["message_id"]
+            .as_str()
+            .expect("message_id")
+            .to_owned()
+    }
+
+    /// Waits until every message in `ids` is final (not queued or sending) and returns them.
+    pub fn wait_final(&self, ids: &[String], timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all: Vec<Value> = ids
+                .iter()
+                .map(|id| self.get(&format!("/v1/messages/{id}")).body)
+                .collect();
+            let open: Vec<&Value> = all
+                .iter()
+                .filter(|m| matches!(m["status"].as_str(), Some("queued" | "sending") | None))
+                .collect();
+            if open.is_empty() {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} messages never became final, e.g. {}; log:\n{}",
+                open.len(),
+                ids.len(),
+                open[0],
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a [`Probe`] measured.
+#[derive(Debug)]
+pub struct ProbeReport {
+    /// Latencies of `GET /healthz`, sorted.
+    pub healthz: Vec<Duration>,
+    /// Latencies of `POST /v1/otp`, sorted.
+    pub otp: Vec<Duration>,
+    /// Message ids of the OTPs the probe created (each answered 202): they must end sent too.
+    pub message_ids: Vec<String>,
+    /// Answers that were neither the expected status nor a connection success, with reasons.
+    pub failures: Vec<String>,
+}
+
+/// The `p`-th percentile (0..=100) of sorted samples; zero when there are none.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl ProbeReport {
+    /// Panics unless both routes kept p99 below `bound` and every probe request succeeded.
+    pub fn assert_responsive(&self, what: &str, bound: Duration) {
+        let h99 = percentile(&self.healthz, 99);
+        let o99 = percentile(&self.otp, 99);
+        eprintln!(
+            "{what}: probe /healthz n={} p50={:?} p99={:?} max={:?}; POST /v1/otp n={} p50={:?} \
+             p99={:?} max={:?}",
+            self.healthz.len(),
+            percentile(&self.healthz, 50),
+            h99,
+            self.healthz.last().copied().unwrap_or_default(),
+            self.otp.len(),
+            percentile(&self.otp, 50),
+            o99,
+            self.otp.last().copied().unwrap_or_default(),
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{what}: probe requests failed: {:?}",
+            self.failures
+        );
+        assert!(
+            self.healthz.len() >= 10 && self.otp.len() >= 10,
+            "{what}: too few probe samples"
+        );
+        assert!(h99 < bound, "{what}: /healthz p99 {h99:?} >= {bound:?}");
+        assert!(o99 < bound, "{what}: POST /v1/otp p99 {o99:?} >= {bound:?}");
+    }
+}
+
+/// A thread that alternates `GET /healthz` and `POST /v1/otp` (to fresh numbers under
+/// `prefix`) every `interval` until stopped, timing each answer.
+pub struct Probe {
+    /// Tells the thread to finish.
+    stop: Arc<AtomicBool>,
+    /// The thread, joined by [`Probe::finish`].
+    handle: Option<JoinHandle<ProbeReport>>,
+    /// Requests made so far, so a test can wait until the probe has covered a fault.
+    pub count: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    /// Starts probing `base` with `token`.
+    pub fn start(base: &str, token: &str, prefix: &str, interval: Duration) -> Probe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (base, bearer, prefix) = (
+            base.to_owned(),
+            format!("Bearer {token}"),
+            prefix.to_owned(),
+        );
+        let (stop2, count2) = (stop.clone(), count.clone());
+        let handle = std::thread::spawn(move || {
+            let mut report = ProbeReport {
+                healthz: Vec::new(),
+                otp: Vec::new(),
+                message_ids: Vec::new(),
+                failures: Vec::new(),
+            };
+            let mut n = 0u32;
+            while !stop2.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match request(&base, "GET", "/healthz", None, &[]) {
+                    Ok(a) if a.status == 200 => report.healthz.push(t.elapsed()),
+                    Ok(a) => report
+                        .failures
+                        .push(format!("/healthz answered {}", a.status)),
+                    Err(e) => report.failures.push(format!("/healthz: {e}")),
+                }
+                n += 1;
+                let to = format!("{prefix}{n:04}");
+                let body = json!({ "to": to }).to_string();
+                let t = Instant::now();
+                match request(
+                    &base,
+                    "POST",
+                    "/v1/otp",
+                    Some(body),
+                    &[("Authorization", &bearer)],
+                ) {
+                    Ok(a) if a.status == 202 => {
+                        report.otp.push(t.elapsed());
+                        if let Some(id) = a.body["message_id"].as_str() {
+                            report.message_ids.push(id.to_owned());
+                        }
+                    }
+                    Ok(a) => report
+                        .failures
+                        .push(format!("POST /v1/otp answered {}: {}", a.status, a.body)),
+                    Err(e) => report.failures.push(format!("POST /v1/otp: {e}")),
+                }
+                count2.fetch_add(2, Ordering::Relaxed);
+                std::thread::sleep(interval);
+            }
+            report.healthz.sort();
+            report.otp.sort();
+            report
+        });
+        Probe {
+            stop,
+            handle: Some(handle),
+            count,
+        }
+    }
+
+    /// Stops the thread and returns what it measured.
+    pub fn finish(mut self) -> ProbeReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .expect("probe running")
+            .join()
+            .expect("probe thread")
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
