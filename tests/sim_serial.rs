@@ -766,3 +766,19 @@ async fn the_library_simulator_starts_and_stop_removes_the_link() {
     drop(sim);
     assert!(std::fs::symlink_metadata(&link).is_err());
 }
+
+#[test]
+fn refuses_to_replace_a_regular_file_at_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("not-a-link");
+    std::fs::write(&link, "keep me").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["sim", "--link"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&link).unwrap(), "keep me");
+}

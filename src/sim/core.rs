@@ -2032,4 +2032,49 @@ mod tests {
             check(&mut c, "AT+CSQ\r", "\r\n+CSQ: 21,99\r\n\r\nOK\r\n");
         }
     }
+
+    /// Writes joined, other actions kept in order: what a chunking must not change.
+    fn normalise(actions: Vec<Action>) -> (String, Vec<Action>) {
+        let mut text = String::new();
+        let mut rest = Vec::new();
+        for a in actions {
+            match a {
+                Action::Write(b) => text.push_str(&String::from_utf8_lossy(&b)),
+                other => rest.push(other),
+            }
+        }
+        (text, rest)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chunking_does_not_change_the_session(cuts in proptest::collection::vec(0usize..400, 0..12)) {
+            let (len, hex) = pdu("+15551234567", "chunked text", true);
+            let session = format!(
+                "AT\r\nATE0;+CMEE=1\rAT+CNMI=2,1,0,1,0\rAT+CMGS={len}\r{hex}\x1aAT+CMGF=1\r\
+                 AT+CMGS=\"+15550001\"\rtext body\x1aAT+CMGS=9\r00\x1bAT+CSQ\r"
+            );
+            let bytes = session.as_bytes();
+            let whole = normalise(Core::new(cfg()).feed(bytes, Duration::ZERO, WALL));
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut core = Core::new(cfg());
+            let mut actions = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                actions.extend(core.feed(&bytes[start..cut], Duration::ZERO, WALL));
+                start = cut;
+            }
+            proptest::prop_assert_eq!(normalise(actions), whole);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut core = Core::new(CoreConfig { profile: Profile::Huawei, ..cfg() });
+            let _ = core.feed(&input, Duration::ZERO, WALL);
+            let mut text_mode = Core::new(cfg());
+            let _ = text_mode.feed(b"AT+CMGF=1;+CSCS=\"UCS2\"\r", Duration::ZERO, WALL);
+            let _ = text_mode.feed(&input, Duration::ZERO, WALL);
+        }
+    }
 }
