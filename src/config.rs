@@ -189,6 +189,10 @@ pub struct RawLimits {
     pub otp_per_number_per_day: u32,
     /// `limits.verify_per_number`.
     pub verify_per_number: String,
+    /// `limits.otp_per_prefix`.
+    pub otp_per_prefix: String,
+    /// `limits.prefix_digits`.
+    pub prefix_digits: u32,
     /// `limits.requests_per_token`.
     pub requests_per_token: String,
     /// `limits.sends_global`.
@@ -207,6 +211,8 @@ impl Default for RawLimits {
             otp_per_number: "3/10m".into(),
             otp_per_number_per_day: 10,
             verify_per_number: "10/1m".into(),
+            otp_per_prefix: "30/10m".into(),
+            prefix_digits: 6,
             requests_per_token: "off".into(),
             sends_global: "off".into(),
             queue_max: 100_000,
@@ -713,6 +719,16 @@ impl RawConfig {
         let rates = RateSettings {
             otp_per_number: rate("otp_per_number", &self.limits.otp_per_number)?,
             verify_per_number: rate("verify_per_number", &self.limits.verify_per_number)?,
+            otp_per_prefix: rate("otp_per_prefix", &self.limits.otp_per_prefix)?,
+            prefix_digits: match self.limits.prefix_digits {
+                n @ 1..=14 => n as usize,
+                n => {
+                    return Err(err(
+                        "limits.prefix_digits",
+                        format!("{n} is out of range (1..=14)"),
+                    ));
+                }
+            },
             requests_per_token: rate("requests_per_token", &self.limits.requests_per_token)?,
             sends_global: rate("sends_global", &self.limits.sends_global)?,
         };

@@ -180,6 +180,8 @@ pub enum LimitName {
     OtpPerNumberPerDay,
     /// `limits.verify_per_number`.
     VerifyPerNumber,
+    /// `limits.otp_per_prefix`.
+    OtpPerPrefix,
     /// `limits.requests_per_token`.
     RequestsPerToken,
     /// `limits.sends_global`.
@@ -195,6 +197,7 @@ impl LimitName {
             LimitName::OtpPerNumber => "otp_per_number",
             LimitName::OtpPerNumberPerDay => "otp_per_number_per_day",
             LimitName::VerifyPerNumber => "verify_per_number",
+            LimitName::OtpPerPrefix => "otp_per_prefix",
             LimitName::RequestsPerToken => "requests_per_token",
             LimitName::SendsGlobal => "sends_global",
             LimitName::QueueFull => "queue_max",
@@ -209,6 +212,12 @@ pub struct RateSettings {
     pub otp_per_number: Rate,
     /// Verify attempts per number, against guessing across many OTPs.
     pub verify_per_number: Rate,
+    /// OTP sends per number range (the first `prefix_digits` digits), against SMS pumping: a
+    /// fraud that requests codes for many numbers of one premium range, each under the
+    /// per-number limit, to earn a share of the termination fees the SIM pays.
+    pub otp_per_prefix: Rate,
+    /// Digits after `+` that make a number range for `otp_per_prefix` (country code included).
+    pub prefix_digits: usize,
     /// API requests per bearer token, against one runaway client starving others.
     pub requests_per_token: Rate,
     /// All sends together, to protect the SIM and the operator's patience.
@@ -226,6 +235,11 @@ impl Default for RateSettings {
                 count: NonZeroU32::new(10).expect("nonzero"),
                 period: Duration::from_secs(60),
             },
+            otp_per_prefix: Rate::Limit {
+                count: NonZeroU32::new(30).expect("nonzero"),
+                period: Duration::from_secs(600),
+            },
+            prefix_digits: 6,
             requests_per_token: Rate::Off,
             sends_global: Rate::Off,
         }
@@ -241,6 +255,10 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     otp_per_number: Option<Keyed<String, C>>,
     /// Per destination number (E.164 string).
     verify_per_number: Option<Keyed<String, C>>,
+    /// Per number range: the first `prefix_digits` digits of the E.164 number.
+    otp_per_prefix: Option<Keyed<String, C>>,
+    /// How many digits after `+` make a range.
+    prefix_digits: usize,
     /// Per SHA-256 of the bearer token, so the token itself is never kept here.
     requests_per_token: Option<Keyed<[u8; 32], C>>,
     /// One bucket for every send.
@@ -272,6 +290,8 @@ impl<C: Clock + Clone> Limits<C> {
         Limits {
             otp_per_number: keyed(&settings.otp_per_number),
             verify_per_number: keyed(&settings.verify_per_number),
+            otp_per_prefix: keyed(&settings.otp_per_prefix),
+            prefix_digits: settings.prefix_digits,
             requests_per_token: settings
                 .requests_per_token
                 .quota()
@@ -297,6 +317,17 @@ impl<C: Clock + Clone> Limits<C> {
     /// One OTP send (create or resend) to `number`. Consumes a cell when it passes.
     pub fn check_otp_send(&self, number: &str) -> Result<(), RetryAfter> {
         self.keyed_check(&self.otp_per_number, &number.to_string())
+    }
+
+    /// One OTP send to the number range of `number` (see [`RateSettings::otp_per_prefix`]).
+    pub fn check_otp_prefix(&self, number: &str) -> Result<(), RetryAfter> {
+        self.keyed_check(&self.otp_per_prefix, &self.number_range(number).to_owned())
+    }
+
+    /// The range `number` belongs to: `+` and its first `prefix_digits` digits.
+    pub fn number_range<'a>(&self, number: &'a str) -> &'a str {
+        let end = (1 + self.prefix_digits).min(number.len());
+        number.get(..end).unwrap_or(number)
     }
 
     /// One verify attempt for `number`.
@@ -328,6 +359,10 @@ impl<C: Clock + Clone> Limits<C> {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        if let Some(l) = &self.otp_per_prefix {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
         if let Some(l) = &self.requests_per_token {
             l.retain_recent();
             l.shrink_to_fit();
@@ -338,6 +373,7 @@ impl<C: Clock + Clone> Limits<C> {
     pub fn tracked_keys(&self) -> usize {
         self.otp_per_number.as_ref().map_or(0, |l| l.len())
             + self.verify_per_number.as_ref().map_or(0, |l| l.len())
+            + self.otp_per_prefix.as_ref().map_or(0, |l| l.len())
             + self.requests_per_token.as_ref().map_or(0, |l| l.len())
     }
 }
@@ -452,8 +488,32 @@ mod tests {
             verify_per_number: rate(verify),
             requests_per_token: rate(tok),
             sends_global: rate(global),
+            otp_per_prefix: Rate::Off,
+            prefix_digits: 6,
         };
         (Limits::with_clock(&s, clock.clone()), clock)
+    }
+
+    #[test]
+    fn otp_per_prefix_counts_a_number_range_together() {
+        let clock = FakeRelativeClock::default();
+        let s = RateSettings {
+            otp_per_prefix: rate("2/10m"),
+            prefix_digits: 6,
+            ..RateSettings::default()
+        };
+        let l = Limits::with_clock(&s, clock.clone());
+        assert_eq!(l.number_range("+15551234567"), "+155512");
+        assert_eq!(l.number_range("+44"), "+44");
+        // Two numbers of one range pass, a third of the same range is refused…
+        assert_eq!(l.check_otp_prefix("+15551230001"), Ok(()));
+        assert_eq!(l.check_otp_prefix("+15551239999"), Ok(()));
+        let refused = l.check_otp_prefix("+15551235555").unwrap_err();
+        assert_eq!(refused.seconds(), 300);
+        // …while another range is untouched, and the range refills with time.
+        assert_eq!(l.check_otp_prefix("+15559990001"), Ok(()));
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(l.check_otp_prefix("+15551235555"), Ok(()));
     }
 
     #[test]

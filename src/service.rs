@@ -750,6 +750,16 @@ impl Service {
                 ra.seconds(),
             )
         })?;
+        self.limits.check_otp_prefix(to.as_str()).map_err(|ra| {
+            self.rejected(
+                LimitName::OtpPerPrefix,
+                format!(
+                    "otp_per_prefix: too many codes for numbers starting {} (a defence against SMS pumping)",
+                    self.limits.number_range(to.as_str())
+                ),
+                ra.seconds(),
+            )
+        })?;
         self.check_global()
     }
 

@@ -40,6 +40,8 @@ fn example_file_names_every_key() {
         "otp_per_number",
         "otp_per_number_per_day",
         "verify_per_number",
+        "otp_per_prefix",
+        "prefix_digits",
         "requests_per_token",
         "sends_global",
         "queue_max",
