@@ -68,7 +68,7 @@ fn gammu_identifies_the_modem_and_reads_its_state() {
 }
 
 #[test]
-fn gammu_reports_a_locked_sim() {
+fn gammu_reports_a_locked_sim_and_unlocks_it() {
     if !gammu_present() {
         eprintln!("skipping: gammu is not installed");
         return;
@@ -76,7 +76,14 @@ fn gammu_reports_a_locked_sim() {
     let sim = SimProcess::start(&["--pin", "1234"]);
     let rc = gammurc(&sim);
     let sec = gammu(&rc, &["getsecuritystatus"]);
-    assert!(sec.contains("PIN"), "{sec}");
+    assert!(sec.contains("Waiting for PIN"), "{sec}");
+    gammu(&rc, &["entersecuritycode", "PIN", "1234"]);
+    let sec = gammu(&rc, &["getsecuritystatus"]);
+    assert!(sec.contains("Nothing to enter"), "{sec}");
+    assert!(
+        !sim.stderr_text().contains("pin attempt"),
+        "gammu sent a wrong PIN"
+    );
 }
 
 #[test]
