@@ -152,6 +152,13 @@ async fn a_restarted_simulator_on_the_same_link_is_picked_up() {
         "simulator did not stop"
     );
     wait_for_state(&modem, ModemState::Disconnected).await;
+    let status = modem.status().borrow().clone();
+    assert_eq!(
+        status.signal_dbm, None,
+        "no stale network facts: {status:?}"
+    );
+    assert_eq!(status.registration, None, "{status:?}");
+    assert_eq!(status.manufacturer.as_deref(), Some("SIMCOM_Ltd"));
     assert_eq!(
         modem.send(parts(TO, "x", false, 2)).await,
         Err(SendError::NotReady)

@@ -169,7 +169,7 @@ pub(super) async fn run(
         opener,
     };
     loop {
-        d.apply(Event::PortClosed);
+        d.disconnected();
         let Some(port) = d.open(&mut ctl).await else {
             break;
         };
@@ -199,11 +199,26 @@ pub(super) async fn run(
             }
         }
     }
-    d.apply(Event::PortClosed);
+    d.disconnected();
     tracing::info!(modem = %d.cfg.id, "modem driver stopped");
 }
 
 impl Driver {
+    /// Publishes "disconnected". Network facts of a closed port are unknown, not "as last
+    /// seen"; the identity stays, as it names the device the operator plugged in. They are
+    /// cleared before the state changes, so a watcher that sees "disconnected" never sees stale
+    /// facts with it.
+    fn disconnected(&self) {
+        self.status.send_if_modified(|s| {
+            let had = s.registration.is_some() || s.operator.is_some() || s.signal_dbm.is_some();
+            s.registration = None;
+            s.operator = None;
+            s.signal_dbm = None;
+            had
+        });
+        self.apply(Event::PortClosed);
+    }
+
     fn apply(&self, event: Event) {
         self.status.send_if_modified(|s| {
             let next = state::step(&s.state, &event);
