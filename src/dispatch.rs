@@ -24,8 +24,8 @@
 //! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
 //! unknown outcome, not ready) rests for a growing backoff, so the other modems take its work.
 //!
-//! Time: the loop reads the wall clock as `wall-clock at start + tokio elapsed`, so tests can run
-//! it under paused tokio time and still get consistent store timestamps.
+//! Time: store timestamps are the system clock (see [`Clock`]); sleeps and rate limits use
+//! tokio's monotonic clock.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -154,45 +154,48 @@ pub fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
         .min(cfg.retry_max)
 }
 
-/// Wall-clock milliseconds derived from tokio's clock (see the module documentation).
+/// The wall clock in unix milliseconds, as the store's timestamps use it, and the conversion of
+/// such timestamps into tokio instants for `sleep_until`.
+///
+/// It reads the system clock every time rather than extrapolating from a start point: the
+/// service stamps new messages with the system clock, and a dispatcher whose own idea of "now"
+/// drifted behind it (monotonic clocks and NTP-disciplined wall clocks part by seconds a day)
+/// would see fresh messages as not yet due.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    /// Unix milliseconds at `origin`.
-    wall_origin: Millis,
-    /// The tokio instant matching `wall_origin`.
+    /// Anchor of the governor clock (rate limits measure monotonic time since here).
     origin: Instant,
 }
 
 impl Clock {
-    /// Anchors the clock at the current system time.
+    /// A clock; `origin` is now.
     pub fn start() -> Clock {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0);
         Clock {
-            wall_origin: wall,
             origin: Instant::now(),
         }
     }
 
     /// Unix milliseconds now.
     pub fn now_ms(&self) -> Millis {
-        self.wall_origin + self.origin.elapsed().as_millis() as Millis
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
     }
 
-    /// The tokio instant at which the wall clock reads `ms`.
+    /// The tokio instant at which the wall clock will read `ms` (now, if it already has).
     pub fn instant_at(&self, ms: Millis) -> Instant {
-        let delta = ms - self.wall_origin;
+        let now = Instant::now();
+        let delta = ms - self.now_ms();
         if delta <= 0 {
-            self.origin
+            now
         } else {
-            self.origin + Duration::from_millis(delta as u64)
+            now + Duration::from_millis(delta as u64)
         }
     }
 }
 
-/// governor's clock over tokio time, so rate limits follow paused time in tests.
+/// governor's clock over tokio's monotonic clock.
 #[derive(Debug, Clone, Copy)]
 struct TokioClock {
     origin: Instant,
