@@ -185,13 +185,21 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
                         .join(", ")
                 )
             };
-            out.push(at(
-                Severity::Error,
-                format!("{name} is busy: it is held open exclusively{who}; skipped"),
+            // A running simgate daemon holding its own modem is the normal case, not a fault
+            // to remove: point at the daemon's view instead.
+            let fix = if others.iter().any(|h| h.name == "simgate") {
+                "simgate itself is using this port (the service, or serve in a terminal): \
+                 GET /v1/modems on the running daemon shows the modem's state; to let doctor \
+                 check the port, stop it first (sudo systemctl stop simgate)"
+            } else {
                 "stop the program holding it (another simgate, minicom, screen, gammu, \
                  ModemManager) and run simgate doctor again; `sudo fuser -v` on the device \
                  names the holder when doctor cannot see it"
-                    .into(),
+            };
+            out.push(at(
+                Severity::Error,
+                format!("{name} is busy: it is held open exclusively{who}; skipped"),
+                fix.into(),
             ));
             return;
         }
@@ -639,13 +647,24 @@ mod tests {
             pid: 77,
             name: "minicom".into(),
         }];
-        check(
+        let got = check(
             &facts(true, vec![busy]),
             &[(
                 Severity::Error,
                 "busy: it is held open exclusively by minicom (pid 77); skipped",
             )],
         );
+        assert!(got[0].fix.contains("fuser"));
+        let mut daemon = port("/dev/ttyUSB2", OpenOutcome::Busy, None);
+        daemon.holders = vec![Holder {
+            pid: 90,
+            name: "simgate".into(),
+        }];
+        let got = check(
+            &facts(true, vec![daemon]),
+            &[(Severity::Error, "by simgate (pid 90)")],
+        );
+        assert!(got[0].fix.contains("GET /v1/modems"));
         let mut f = facts(true, vec![port("/dev/ttyUSB2", OpenOutcome::Busy, None)]);
         f.modem_manager = vec![mm(812)];
         check(

@@ -472,8 +472,8 @@ mod tests {
         std::fs::create_dir_all(drivers.join("option1")).unwrap();
         std::fs::create_dir_all(drivers.join("cdc_acm")).unwrap();
         std::fs::create_dir_all(drivers.join("serial8250")).unwrap();
-        for (iface, tty) in [("00", "ttyUSB0"), ("02", "ttyUSB2")] {
-            let i = usb.join(format!("1-1:1.{}", iface.trim_start_matches('0').max("0")));
+        for (dir, iface, tty) in [("1-1:1.0", "00", "ttyUSB0"), ("1-1:1.2", "02", "ttyUSB2")] {
+            let i = usb.join(dir);
             write(&i.join("bInterfaceNumber"), &format!("{iface}\n"));
             std::fs::create_dir_all(i.join(tty)).unwrap();
             symlink(drivers.join("option1"), i.join(tty).join("driver")).unwrap();
