@@ -671,11 +671,16 @@ struct EnqueueResult {
     /// The daemon's CPU time over the run's wall time, in cores: near 2 means CPU-bound on this
     /// machine, well below means waiting (fsync, locks, the client).
     cpu_share: f64,
+    /// Concurrent clients.
     threads: usize,
+    /// Accepted OTPs per second of wall time.
     rate: f64,
+    /// Latency percentiles of the `202`, ms.
     p50: f64,
     p99: f64,
+    /// Requests not answered `202`.
     failed: usize,
+    /// The daemon's VmHWM after the run, MiB.
     peak_rss: f64,
 }
 
@@ -726,9 +731,12 @@ fn bench_enqueue(scratch: &Path, sizes: &Sizes, threads: usize, scenario: u32) -
 
 /// `POST /v1/otp` → the simulator's log line, one OTP at a time on an idle modem.
 struct LatencyResult {
+    /// OTPs sent one at a time.
     samples: usize,
+    /// POST → simulator log percentiles, ms.
     p50: f64,
     p99: f64,
+    /// The `202` alone, ms: separates the commit path from the modem path.
     http_p50: f64,
     http_p99: f64,
 }
@@ -791,11 +799,17 @@ fn bench_post_to_sim(scratch: &Path, sizes: &Sizes) -> LatencyResult {
 
 /// A backlog drained into `modems` simulators with `send_delay`.
 struct DrainResult {
+    /// Simulators driven.
     modems: usize,
+    /// Their `--send-delay`, seconds.
     send_delay: f64,
+    /// The backlog pushed.
     texts: usize,
+    /// Texts that reached a simulator before the timeout.
     drained: usize,
+    /// Texts per second from the first POST to the last log line.
     rate: f64,
+    /// Texts per simulator: shows whether the dispatcher spreads the load.
     per_modem: Vec<usize>,
     /// Median and p99 time between consecutive texts on one modem, ms: the send delay plus
     /// the daemon's own cost per text, which is where utilisation goes.
@@ -803,6 +817,7 @@ struct DrainResult {
     gap_p99: f64,
     /// From the clock's start to the first text, ms.
     first_ms: f64,
+    /// The daemon's VmHWM after the run, MiB.
     peak_rss: f64,
 }
 
@@ -933,11 +948,16 @@ fn bench_drain(
 
 /// `POST /v1/otp/{id}/verify` with the right code, from `LOAD_THREADS` clients.
 struct VerifyResult {
+    /// Verifies made (one per OTP whose text reached the simulator).
     verifies: usize,
+    /// Successful verifies per second.
     rate: f64,
+    /// Latency percentiles, ms.
     p50: f64,
     p99: f64,
+    /// Verifies not answered `200` with `verified: true`.
     failed: usize,
+    /// The daemon's VmHWM after the run, MiB.
     peak_rss: f64,
 }
 
@@ -1016,8 +1036,11 @@ fn bench_verify(scratch: &Path, sizes: &Sizes) -> VerifyResult {
 struct IdleResult {
     /// Which daemon shape idled.
     shape: &'static str,
+    /// VmRSS at the end of the idle span, MiB.
     rss: f64,
+    /// CPU seconds per second over the idle span.
     cpu_share: f64,
+    /// The idle span actually measured, seconds.
     secs: f64,
 }
 
