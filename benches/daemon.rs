@@ -535,6 +535,7 @@ const LOAD_LIMITS: &str = r#"[limits]
 otp_per_number = "off"
 otp_per_number_per_day = 0
 verify_per_number = "off"
+otp_per_prefix = "off"
 requests_per_token = "off"
 queue_max = 1000000
 "#;
