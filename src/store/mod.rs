@@ -814,8 +814,8 @@ impl Store {
         self.write(move |c| ops::claim_next(c, now)).await
     }
 
-    /// Every part was accepted: `sent`, with the modem and the TP-MR of each part. The sealed
-    /// body is wiped: nothing will be sent again.
+    /// Every part was accepted: `sent`, with the modem and the TP-MR of each part (whose count
+    /// becomes the message's `parts`). The sealed body is wiped: nothing will be sent again.
     pub async fn mark_sent(
         &self,
         id: &str,

@@ -476,10 +476,11 @@ pub(crate) fn mark_sent(
     // The body is no longer needed once the network has it: wipe the sealed code at once.
     c.prepare_cached(
         "UPDATE messages SET status = 'sent', sent_at = ?2, modem_id = ?3, error = NULL,
-             sealed_body = NULL, updated_at = ?2
+             sealed_body = NULL, updated_at = ?2, parts = ?4
          WHERE seq = ?1",
     )?
-    .execute(params![seq, now, modem_id])?;
+    // The encoder's part count is the truth; the caller's estimate at enqueue may differ.
+    .execute(params![seq, now, modem_id, mrs.len() as i64])?;
     let mut insert = c.prepare_cached(
         "INSERT OR REPLACE INTO message_parts
              (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
@@ -669,10 +670,10 @@ pub(crate) fn record_status_report(
             update_part(c, seq, part_no, "delivered", None, at)?;
             let undelivered: i64 = c
                 .prepare_cached(
-                    "SELECT ?2 - COUNT(*) FROM message_parts
-                     WHERE message_seq = ?1 AND status = 'delivered'",
+                    "SELECT COUNT(*) FROM message_parts
+                     WHERE message_seq = ?1 AND status <> 'delivered'",
                 )?
-                .query_row(params![seq, parts], |r| r.get(0))?;
+                .query_row(params![seq], |r| r.get(0))?;
             if undelivered <= 0 && status == MessageStatus::Sent {
                 c.prepare_cached(
                     "UPDATE messages SET status = 'delivered', delivered_at = ?2, updated_at = ?2

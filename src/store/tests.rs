@@ -925,3 +925,41 @@ async fn client_writes_sync_and_bookkeeping_does_not_under_balanced() {
         }
     }
 }
+
+#[tokio::test]
+async fn sent_parts_count_is_what_the_modem_took() {
+    let db = open();
+    // Enqueued as one part, encoded as three.
+    db.store
+        .enqueue_text(text("msg_a", "+15551234567", T0), None, 0)
+        .await
+        .unwrap();
+    db.store.claim_next(T0).await.unwrap().unwrap();
+    db.store
+        .mark_sent("msg_a", "m0", vec![10, 11, 12], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.get_message("msg_a").await.unwrap().unwrap().parts,
+        3
+    );
+    for (mr, want) in [
+        (10, MessageStatus::Sent),
+        (12, MessageStatus::Sent),
+        (11, MessageStatus::Delivered),
+    ] {
+        let effect = db
+            .store
+            .record_status_report(StatusReport {
+                modem_id: "m0".into(),
+                message_reference: mr,
+                recipient: "+15551234567".into(),
+                outcome: ReportOutcome::Delivered,
+                at: T0 + 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(effect.status, want, "after TP-MR {mr}");
+    }
+}
