@@ -15,8 +15,9 @@ const WEAK_SIGNAL_DBM: i32 = -105;
 
 /// The fix for ModemManager, shared by the "running" and "holding a port" findings.
 const MODEM_MANAGER_FIX: &str = "stop it for good: sudo systemctl disable --now ModemManager; or, \
-     to keep it for other modems, make it ignore this one with a udev rule setting \
-     ENV{ID_MM_DEVICE_IGNORE}=\"1\" for the modem's USB ids, then replug the modem";
+     to keep it for other modems, make it ignore this one: simgate's udev rule \
+     (60-simgate-modems.rules) sets ENV{ID_MM_DEVICE_IGNORE}=\"1\" for known modem vendors (add \
+     yours if missing), then replug the modem";
 
 /// What to check when no modem shows up at all.
 const NO_MODEM_FIX: &str = "check that `lsusb` lists the modem; a dongle that shows up as a \
@@ -138,8 +139,9 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
         OpenOutcome::Opened => {}
         OpenOutcome::NotFound => {
             let fix = if port.path.to_string_lossy().starts_with("/dev/simgate") {
-                "the udev rule that creates this link did not match: install simgate's rule \
-                 (udev/ in the source) with the modem's USB ids, run sudo udevadm control \
+                "the udev rule that creates this link did not match: install \
+                 udev/60-simgate-modems.rules as /lib/udev/rules.d/60-simgate-modems.rules (add \
+                 the modem's USB ids if its vendor is not listed), run sudo udevadm control \
                  --reload && sudo udevadm trigger, and replug the modem; or name the port \
                  directly: simgate doctor without --device lists them"
             } else {
@@ -222,6 +224,18 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
             return;
         }
     }
+    if facts.as_root && port.usb.is_some() {
+        out.push(at(
+            Severity::Info,
+            format!(
+                "doctor runs as root, so opening {name} proves nothing about the service's user"
+            ),
+            "check as that user: sudo -u simgate simgate doctor (the service runs as simgate \
+             with SupplementaryGroups=dialout; udev/60-simgate-modems.rules gives the port to \
+             dialout)"
+                .into(),
+        ));
+    }
     if !others.is_empty() {
         out.push(at(
             Severity::Warning,
@@ -273,8 +287,38 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
              cable, replug it, and check `dmesg` for disconnects"
                 .into(),
         )),
-        Some(AtOutcome::Modem(m)) => judge_modem(m, &mut |s, p, f| out.push(at(s, p, f)), port),
+        Some(AtOutcome::Modem(m)) => {
+            judge_modem(m, &mut |s, p, f| out.push(at(s, p, f)), port);
+            if let Some(finding) = stable_name(port) {
+                out.push(at(Severity::Info, finding.0, finding.1));
+            }
+        }
     }
+}
+
+/// A USB modem addressed by its kernel name (`/dev/ttyUSB2`) may come back as another number
+/// after a replug or reboot: point at the stable name, or at the rule that makes one.
+fn stable_name(port: &PortFacts) -> Option<(String, String)> {
+    let stable = |p: &Path| {
+        let s = p.to_string_lossy();
+        s.starts_with("/dev/simgate") || s.starts_with("/dev/serial/by-id/")
+    };
+    if port.usb.is_none() || stable(&port.path) {
+        return None;
+    }
+    let name = port.path.display();
+    let problem = format!("{name} is a kernel name that can change when the modem is replugged");
+    let fix = match port.links.iter().find(|l| stable(l)) {
+        Some(link) => format!(
+            "configure it by its stable name: device = \"{}\" under [[modem]]",
+            link.display()
+        ),
+        None => "install simgate's udev rule (udev/60-simgate-modems.rules as \
+                 /lib/udev/rules.d/60-simgate-modems.rules, then sudo udevadm control --reload \
+                 && sudo udevadm trigger) to get /dev/simgate-modem and /dev/simgate/* names"
+            .to_string(),
+    };
+    Some((problem, fix))
 }
 
 fn judge_modem(m: &ModemFacts, push: &mut dyn FnMut(Severity, String, String), port: &PortFacts) {
@@ -477,6 +521,7 @@ mod tests {
             ports,
             modem_manager: Vec::new(),
             sysfs_readable: true,
+            as_root: false,
         }
     }
 
@@ -853,5 +898,34 @@ mod tests {
                 "answered AT, then the link failed: port closed: EOF",
             )],
         );
+    }
+
+    #[test]
+    fn usb_modems_get_stable_names_and_root_is_told_its_open_proves_little() {
+        let mut p = modem(healthy());
+        p.usb = Some(UsbInfo::default());
+        let f = facts(true, vec![p.clone()]);
+        let got = check(&f, &[(Severity::Info, "kernel name that can change")]);
+        assert!(got[0].fix.contains("60-simgate-modems.rules"));
+        p.links = vec![PathBuf::from("/dev/serial/by-id/usb-Quectel-if02-port0")];
+        let got = check(
+            &facts(true, vec![p.clone()]),
+            &[(Severity::Info, "kernel name")],
+        );
+        assert!(
+            got[0]
+                .fix
+                .contains("device = \"/dev/serial/by-id/usb-Quectel-if02-port0\"")
+        );
+        p.path = PathBuf::from("/dev/simgate-modem");
+        let mut f = facts(true, vec![p]);
+        check(&f, &[]);
+        f.as_root = true;
+        let got = check(&f, &[(Severity::Info, "doctor runs as root")]);
+        assert!(got[0].fix.contains("sudo -u simgate simgate doctor"));
+        // A pty or built-in UART has no service-user question worth asking.
+        let mut f = facts(true, vec![modem(healthy())]);
+        f.as_root = true;
+        check(&f, &[]);
     }
 }

@@ -32,6 +32,9 @@ pub struct Facts {
     pub modem_manager: Vec<Holder>,
     /// Whether `/sys/class/tty` could be read: without it a "no ports" verdict means little.
     pub sysfs_readable: bool,
+    /// Whether doctor runs as root: root opens every port, so a successful open then says
+    /// nothing about whether the service's user may.
+    pub as_root: bool,
 }
 
 /// One serial port.
