@@ -23,6 +23,7 @@ pub struct ConnArgs {
     #[arg(long, global = true)]
     pub url: Option<String>,
     /// API token (default: $SIMGATE_TOKEN, the config's api.tokens, or <data dir>/api-token).
+    /// Prefer the environment: other local users can read command lines with `ps`.
     #[arg(long, global = true)]
     pub token: Option<String>,
     /// Config file (default: /etc/simgate/simgate.toml when it exists).
@@ -45,6 +46,7 @@ pub struct SendArgs {
     /// Makes a retried command safe: the daemon answers a repeated key with the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// How to reach the daemon.
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -52,8 +54,10 @@ pub struct SendArgs {
 /// `simgate otp`: send or verify a one-time password.
 #[derive(Debug, clap::Args)]
 pub struct OtpArgs {
+    /// `send` or `verify`.
     #[command(subcommand)]
     pub command: OtpCommand,
+    /// How to reach the daemon.
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -120,6 +124,7 @@ pub struct LogArgs {
     /// Only messages older than this message id (for paging).
     #[arg(long)]
     pub before: Option<String>,
+    /// How to reach the daemon.
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -179,7 +184,7 @@ pub fn run_otp(args: OtpArgs, json: bool) -> ExitCode {
             );
             finish(res, json, |v| {
                 let mut out = format!(
-                    "sent OTP {} to {} (message {}), expires at {}",
+                    "queued OTP {} for {} (message {}), expires at {}",
                     s(v, "id"),
                     s(v, "to"),
                     s(v, "message_id"),
