@@ -1316,8 +1316,10 @@ impl Service {
                 }
             },
         };
-        let before = match &q.before {
-            None => None,
+        // A message id as cursor: (its instant, its id), so paging is exact even when several
+        // messages share a millisecond. A time as cursor: strictly older.
+        let (before, cursor) = match &q.before {
+            None => (None, None),
             Some(b) if b.starts_with(MSG_ID_PREFIX) => {
                 check_id(MSG_ID_PREFIX, b).map_err(|_| {
                     invalid(
@@ -1331,7 +1333,7 @@ impl Service {
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| invalid("before", format!("message {b} does not exist")))?;
-                Some(m.created_at)
+                (Some(m.created_at), Some(b.clone()))
             }
             Some(b) => {
                 let t = time::OffsetDateTime::parse(
@@ -1348,18 +1350,50 @@ impl Service {
                         ),
                     )
                 })?;
-                Some(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+                let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+                (Some(ms), None)
             }
         };
-        self.store
-            .list_messages(MessageFilter {
-                to,
-                status,
-                before,
-                limit,
-            })
-            .await
-            .map_err(store_err)
+        let filter = |before: Option<Millis>, limit: u32| MessageFilter {
+            to: to.clone(),
+            status,
+            before,
+            limit,
+        };
+        let (Some(at), Some(cursor)) = (before, cursor) else {
+            return self
+                .store
+                .list_messages(filter(before, limit))
+                .await
+                .map_err(store_err);
+        };
+        // The store orders by (created_at, insertion) descending and filters by instant only, so
+        // ask for everything up to and including the cursor's instant and drop what precedes the
+        // cursor in that order, widening the window until a full page follows the cursor.
+        let mut fetch = limit.saturating_add(64).min(MAX_LIST_LIMIT);
+        loop {
+            let rows = self
+                .store
+                .list_messages(filter(Some(at.saturating_add(1)), fetch))
+                .await
+                .map_err(store_err)?;
+            let exhausted = (rows.len() as u32) < fetch || fetch == MAX_LIST_LIMIT;
+            match rows.iter().position(|m| m.id == cursor) {
+                Some(i) if exhausted || rows.len() - i - 1 >= limit as usize => {
+                    return Ok(rows.into_iter().skip(i + 1).take(limit as usize).collect());
+                }
+                // The cursor left the filtered set (e.g. its status changed): everything of its
+                // instant is treated as seen.
+                None if exhausted => {
+                    return Ok(rows
+                        .into_iter()
+                        .filter(|m| m.created_at < at)
+                        .take(limit as usize)
+                        .collect());
+                }
+                _ => fetch = fetch.saturating_mul(4).min(MAX_LIST_LIMIT),
+            }
+        }
     }
 }
 

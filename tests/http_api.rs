@@ -27,6 +27,8 @@ struct Server {
     base: String,
     /// Milliseconds added to the real clock, moved by [`Server::advance`].
     offset: Arc<AtomicI64>,
+    /// When non-zero, the clock stands still at this instant (unix ms).
+    frozen: Arc<AtomicI64>,
     /// Codes the next OTPs will get, in order.
     codes: Arc<Mutex<VecDeque<String>>>,
     /// Ends the server.
@@ -49,7 +51,8 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let db = dir.path().join("simgate.db");
-        let (o, c) = (offset.clone(), codes.clone());
+        let frozen = Arc::new(AtomicI64::new(0));
+        let (o, c, f) = (offset.clone(), codes.clone(), frozen.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -66,6 +69,7 @@ impl Server {
                 )
                 .unwrap();
                 let clock_offset = o.clone();
+                let clock_frozen = f.clone();
                 let service = Service::new(Deps {
                     store,
                     keys: Keys::from_bytes([1; 32], [2; 32]),
@@ -77,7 +81,11 @@ impl Server {
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap()
                             .as_millis() as i64;
-                        now + clock_offset.load(Ordering::SeqCst)
+                        // A frozen clock (non-zero) puts many requests in one millisecond.
+                        match clock_frozen.load(Ordering::SeqCst) {
+                            0 => now + clock_offset.load(Ordering::SeqCst),
+                            at => at,
+                        }
                     }),
                     codes: Arc::new(move |len: CodeLength| {
                         c.lock()
@@ -106,6 +114,7 @@ impl Server {
         Server {
             base: format!("http://{addr}"),
             offset,
+            frozen,
             codes,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -121,6 +130,10 @@ impl Server {
     fn advance(&self, d: Duration) {
         self.offset
             .fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+
+    fn freeze(&self, at_ms: i64) {
+        self.frozen.store(at_ms, Ordering::SeqCst);
     }
 
     fn call(&self, req: Req) -> Resp {
@@ -1147,4 +1160,30 @@ fn policy_limits_answer_with_their_own_problems() {
         200
     );
     s.assert_healthy();
+}
+
+#[test]
+fn paging_is_exact_when_messages_share_a_millisecond() {
+    let s = Server::start();
+    s.freeze(1_800_000_000_000);
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let r = s.post("/v1/messages", json!({"to": TO, "text": format!("t{i}")}));
+        assert_eq!(r.status, 202);
+        sent.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/messages?limit=3".to_owned();
+    loop {
+        let page = s.get(&path).json();
+        for m in page["messages"].as_array().unwrap() {
+            seen.push(m["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_before"].as_str() {
+            Some(next) => path = format!("/v1/messages?limit=3&before={next}"),
+            None => break,
+        }
+    }
+    sent.reverse();
+    assert_eq!(seen, sent, "every message once, newest first");
 }
