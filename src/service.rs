@@ -1379,7 +1379,7 @@ impl Service {
                 .map_err(store_err)?;
             let exhausted = (rows.len() as u32) < fetch || fetch == MAX_LIST_LIMIT;
             match rows.iter().position(|m| m.id == cursor) {
-                Some(i) if exhausted || rows.len() - i - 1 >= limit as usize => {
+                Some(i) if exhausted || rows.len() - i > limit as usize => {
                     return Ok(rows.into_iter().skip(i + 1).take(limit as usize).collect());
                 }
                 // The cursor left the filtered set (e.g. its status changed): everything of its
