@@ -86,7 +86,7 @@ fn wait_any_state(d: &ServeProcess, want: &[&str], timeout: Duration) -> Vec<Str
             "modem never reached any of {want:?}; states seen {seen:?}; log:\n{}",
             d.log()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -197,6 +197,16 @@ fn thirty_percent_temporary_errors_are_retried_until_sent() {
 
     let probe = Probe::start(&d.base, &d.token, "+4477021", PROBE_INTERVAL);
     let mut ids = create_many(&d, "+4477022", 20);
+    // Probe while the retries run: until these 20 are final.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while d.open_ids().iter().any(|id| ids.contains(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "retries never finished:\n{}",
+            d.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let first = d.wait_final(&ids, DRAIN_TIMEOUT);
     let report = probe.finish();
     report.assert_responsive("errors", P99_BOUND);

@@ -57,6 +57,7 @@ tokens = ["{TOKEN}"]
 otp_per_number = "off"
 otp_per_number_per_day = 0
 verify_per_number = "off"
+otp_per_prefix = "off"
 {limits_extra}
 
 [[modem]]
@@ -186,7 +187,7 @@ impl ServeProcess {
                 "modem never reached {want:?}; states seen {seen:?}; log:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -200,31 +201,58 @@ impl ServeProcess {
             .to_owned()
     }
 
-    /// Waits until every message in `ids` is final (not queued or sending) and returns them.
+    /// Whether any message is still `queued` (including one waiting for a retry) or `sending`.
+    /// Two list requests, so waiting stays cheap for the daemon however many messages there are.
+    pub fn any_open(&self) -> bool {
+        ["queued", "sending"].iter().any(|s| {
+            let a = self.get(&format!("/v1/messages?status={s}&limit=1"));
+            assert_eq!(a.status, 200, "{a:?}");
+            a.body["messages"].as_array().is_some_and(|m| !m.is_empty())
+        })
+    }
+
+    /// Ids of the messages still `queued` or `sending` (up to 1000 of each).
+    pub fn open_ids(&self) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        for s in ["queued", "sending"] {
+            let a = self.get(&format!("/v1/messages?status={s}&limit=1000"));
+            assert_eq!(a.status, 200, "{a:?}");
+            for m in a.body["messages"].as_array().into_iter().flatten() {
+                out.insert(m["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        out
+    }
+
+    /// Waits until no message is open, then returns the messages `ids` (which must be final).
     pub fn wait_final(&self, ids: &[String], timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let all: Vec<Value> = ids
-                .iter()
-                .map(|id| self.get(&format!("/v1/messages/{id}")).body)
-                .collect();
-            let open: Vec<&Value> = all
-                .iter()
-                .filter(|m| matches!(m["status"].as_str(), Some("queued" | "sending") | None))
-                .collect();
-            if open.is_empty() {
-                return all;
-            }
+        while self.any_open() {
             assert!(
                 Instant::now() < deadline,
-                "{} of {} messages never became final, e.g. {}; log:\n{}",
-                open.len(),
-                ids.len(),
-                open[0],
-                self.log()
+                "messages still open after {timeout:?}: {}; log tail:\n{}",
+                self.get("/v1/messages?limit=5").body,
+                self.log_tail(60)
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(250));
         }
+        ids.iter()
+            .map(|id| {
+                let m = self.get(&format!("/v1/messages/{id}")).body;
+                assert!(
+                    !matches!(m["status"].as_str(), Some("queued" | "sending") | None),
+                    "message {id} not final: {m}"
+                );
+                m
+            })
+            .collect()
+    }
+
+    /// The last `n` lines of the daemon's log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// The daemon's log so far.
@@ -345,36 +373,51 @@ impl Probe {
                 message_ids: Vec::new(),
                 failures: Vec::new(),
             };
+            // One keep-alive agent, as a real client of the API would hold.
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
             let mut n = 0u32;
             while !stop2.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                match request(&base, "GET", "/healthz", None, &[]) {
-                    Ok(a) if a.status == 200 => report.healthz.push(t.elapsed()),
+                match agent.get(format!("{base}/healthz")).call() {
+                    Ok(mut a) if a.status() == 200 => {
+                        let _ = a.body_mut().read_to_string();
+                        report.healthz.push(t.elapsed());
+                    }
                     Ok(a) => report
                         .failures
-                        .push(format!("/healthz answered {}", a.status)),
+                        .push(format!("/healthz answered {}", a.status())),
                     Err(e) => report.failures.push(format!("/healthz: {e}")),
                 }
                 n += 1;
                 let to = format!("{prefix}{n:04}");
                 let body = json!({ "to": to }).to_string();
                 let t = Instant::now();
-                match request(
-                    &base,
-                    "POST",
-                    "/v1/otp",
-                    Some(body),
-                    &[("Authorization", &bearer)],
-                ) {
-                    Ok(a) if a.status == 202 => {
-                        report.otp.push(t.elapsed());
-                        if let Some(id) = a.body["message_id"].as_str() {
-                            report.message_ids.push(id.to_owned());
+                let answer = agent
+                    .post(format!("{base}/v1/otp"))
+                    .header("Authorization", &bearer)
+                    .content_type("application/json")
+                    .send(body);
+                match answer {
+                    Ok(mut a) => {
+                        let status = a.status().as_u16();
+                        let text = a.body_mut().read_to_string().unwrap_or_default();
+                        let elapsed = t.elapsed();
+                        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        if status == 202 {
+                            report.otp.push(elapsed);
+                            if let Some(id) = body["message_id"].as_str() {
+                                report.message_ids.push(id.to_owned());
+                            }
+                        } else {
+                            report
+                                .failures
+                                .push(format!("POST /v1/otp answered {status}: {text}"));
                         }
                     }
-                    Ok(a) => report
-                        .failures
-                        .push(format!("POST /v1/otp answered {}: {}", a.status, a.body)),
                     Err(e) => report.failures.push(format!("POST /v1/otp: {e}")),
                 }
                 count2.fetch_add(2, Ordering::Relaxed);
