@@ -232,7 +232,7 @@ pub fn check_id(prefix: &'static str, id: &str) -> Result<(), ServiceError> {
         Err(ServiceError::MalformedId {
             detail: format!(
                 "{:?} is not {what} id: ids look like {prefix} followed by 32 lowercase hex digits",
-                crate::service::shorten(id)
+                shorten(id)
             ),
         })
     }
