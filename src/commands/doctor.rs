@@ -79,6 +79,8 @@ fn open_word(o: &OpenOutcome) -> &'static str {
         OpenOutcome::NotFound => "not-found",
         OpenOutcome::PermissionDenied { .. } => "permission-denied",
         OpenOutcome::Busy => "busy",
+        OpenOutcome::InUse => "in-use",
+        OpenOutcome::Console => "console",
         OpenOutcome::NotASerialPort => "not-a-serial-port",
         OpenOutcome::Failed(_) => "failed",
     }
@@ -157,6 +159,8 @@ fn port_text(out: &mut String, p: &PortFacts) {
         OpenOutcome::NotFound => "no such device".into(),
         OpenOutcome::PermissionDenied { .. } => "permission denied".into(),
         OpenOutcome::Busy => "busy (skipped)".into(),
+        OpenOutcome::InUse => "not tried: open in another program".into(),
+        OpenOutcome::Console => "not tried: kernel console".into(),
         OpenOutcome::NotASerialPort => "not a serial port".into(),
         OpenOutcome::Failed(r) => format!("failed: {r}"),
     };

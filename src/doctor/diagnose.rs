@@ -66,7 +66,7 @@ pub fn diagnose(facts: &Facts) -> Vec<Finding> {
             }
         } else {
             format!(
-                "no modem found: none of the {} serial port(s) looked at answered AT",
+                "no modem found: none of the {} serial port(s) on this machine answered AT",
                 facts.ports.len()
             )
         };
@@ -168,7 +168,15 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
             ));
             return;
         }
-        OpenOutcome::Busy => {
+        OpenOutcome::Console => {
+            out.push(at(
+                Severity::Info,
+                format!("{name} is the kernel console; not probed"),
+                "nothing to do: a modem is never on the console port".into(),
+            ));
+            return;
+        }
+        OpenOutcome::Busy | OpenOutcome::InUse => {
             let who = if others.is_empty() {
                 if port.holders.is_empty() && !facts.modem_manager.is_empty() {
                     " (probably by ModemManager, which is running)".to_string()
@@ -198,11 +206,23 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
                  ModemManager) and run simgate doctor again; `sudo fuser -v` on the device \
                  names the holder when doctor cannot see it"
             };
-            out.push(at(
-                Severity::Error,
-                format!("{name} is busy: it is held open exclusively{who}; skipped"),
-                fix.into(),
-            ));
+            let problem = if port.open == OpenOutcome::Busy {
+                format!("{name} is busy: it is held open exclusively{who}; skipped")
+            } else {
+                format!(
+                    "{name} is in use{who}; not probed, since AT written into it would disturb \
+                     that program, and simgate could not share the port anyway"
+                )
+            };
+            // A built-in UART found by scanning and held by a getty is someone's terminal, not
+            // a modem problem.
+            let severity = if facts.explicit || port.usb.is_some() || port.open == OpenOutcome::Busy
+            {
+                Severity::Error
+            } else {
+                Severity::Info
+            };
+            out.push(at(severity, problem, fix.into()));
             return;
         }
         OpenOutcome::NotASerialPort => {
@@ -234,21 +254,6 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
              with SupplementaryGroups=dialout; udev/60-simgate-modems.rules gives the port to \
              dialout)"
                 .into(),
-        ));
-    }
-    if !others.is_empty() {
-        out.push(at(
-            Severity::Warning,
-            format!(
-                "{name} is also open in {}: whatever it reads is lost to simgate, and its \
-                 writes mix with simgate's commands",
-                others
-                    .iter()
-                    .map(|h| format!("{} (pid {})", h.name, h.pid))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            "close that program before starting simgate".into(),
         ));
     }
     match &port.at {
@@ -750,15 +755,44 @@ mod tests {
     }
 
     #[test]
-    fn another_reader_on_an_open_port_is_a_warning() {
-        let mut p = modem(healthy());
-        p.holders = vec![Holder {
+    fn ports_in_use_or_the_console_are_not_probed() {
+        let agetty = Holder {
             pid: 5,
-            name: "cat".into(),
-        }];
-        let f = facts(true, vec![p]);
-        check(&f, &[(Severity::Warning, "also open in cat (pid 5)")]);
-        assert_eq!(usable_ports(&f).len(), 1);
+            name: "agetty".into(),
+        };
+        let mut p = port("/dev/ttyS0", OpenOutcome::InUse, None);
+        p.holders = vec![agetty.clone()];
+        // Scanned and built in: someone's terminal, worth a note only.
+        check(
+            &facts(false, vec![p.clone()]),
+            &[
+                (Severity::Error, "no modem found"),
+                (
+                    Severity::Info,
+                    "/dev/ttyS0 is in use by agetty (pid 5); not probed",
+                ),
+            ],
+        );
+        check(
+            &facts(true, vec![p.clone()]),
+            &[(Severity::Error, "in use by agetty (pid 5)")],
+        );
+        p.usb = Some(UsbInfo::default());
+        check(
+            &facts(false, vec![p]),
+            &[
+                (Severity::Error, "in use by agetty"),
+                (Severity::Error, "no modem found"),
+            ],
+        );
+        let console = port("/dev/ttyS0", OpenOutcome::Console, None);
+        check(
+            &facts(false, vec![console]),
+            &[
+                (Severity::Error, "no modem found"),
+                (Severity::Info, "kernel console"),
+            ],
+        );
     }
 
     #[test]

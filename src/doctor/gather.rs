@@ -156,6 +156,14 @@ pub fn scan_links(dev: &Path) -> Vec<(PathBuf, Option<PathBuf>)> {
         .collect()
 }
 
+/// The ttys the kernel console writes to, from `<sys/class/tty>/console/active` (e.g.
+/// `tty0 ttyS0`).
+pub fn console_names(sys_class_tty: &Path) -> Vec<String> {
+    std::fs::read_to_string(sys_class_tty.join("console/active"))
+        .map(|t| t.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// Running `ModemManager` processes, from `/proc/*/comm`.
 pub fn modem_manager(proc: &Path) -> Vec<Holder> {
     processes(proc)
@@ -276,8 +284,23 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
             p.holders = h.clone();
         }
     }
+    let consoles = console_names(&roots.sys_class_tty);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, p) in ports.iter().enumerate() {
+    for (i, p) in ports.iter_mut().enumerate() {
+        if !p.holders.is_empty() {
+            p.open = OpenOutcome::InUse;
+            continue;
+        }
+        let kernel_name = p
+            .target
+            .as_ref()
+            .filter(|t| t.parent() == Some(roots.dev.as_path()))
+            .and_then(|t| t.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        if kernel_name.is_some_and(|n| consoles.contains(&n)) {
+            p.open = OpenOutcome::Console;
+            continue;
+        }
         let path = p.path.clone();
         let group_file = roots.group_file.clone();
         tasks.spawn(async move { (i, check_port(&path, baud, timeouts, &group_file).await) });
@@ -296,7 +319,10 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
     for p in &mut ports {
         if !matches!(
             p.open,
-            OpenOutcome::Opened | OpenOutcome::Busy | OpenOutcome::PermissionDenied { .. }
+            OpenOutcome::Opened
+                | OpenOutcome::Busy
+                | OpenOutcome::InUse
+                | OpenOutcome::PermissionDenied { .. }
         ) {
             p.holders.clear();
         }
@@ -503,6 +529,7 @@ mod tests {
             symlink(dev, class.join(name).join("device")).unwrap();
         }
         write(&class.join("ttyS0/type"), "4\n");
+        write(&class.join("console/active"), "tty0 ttyS0\n");
         write(&class.join("ttyS1/type"), "0\n");
         std::fs::create_dir_all(class.join("tty1")).unwrap();
         class
@@ -537,6 +564,8 @@ mod tests {
         assert_eq!(ttys[1].driver.as_deref(), Some("serial8250"));
         assert!(!ttys[2].hardware, "8250 type 0 means no UART");
         assert!(scan_sysfs(&dir.path().join("nope")).is_none());
+        assert_eq!(console_names(&class), ["tty0", "ttyS0"]);
+        assert!(console_names(&dir.path().join("nope")).is_empty());
     }
 
     #[test]

@@ -101,6 +101,13 @@ pub enum OpenOutcome {
     },
     /// Someone else holds it exclusively.
     Busy,
+    /// Not opened: other processes have it open (see `holders`). Writing `AT` into a login
+    /// prompt or a terminal program's session would disturb it, and simgate could not share the
+    /// port anyway.
+    InUse,
+    /// Not opened: it is the kernel console (`/sys/class/tty/console/active`), which carries
+    /// kernel messages and often a login prompt, never a modem.
+    Console,
     /// The path is not a terminal at all (e.g. `/dev/null`, a regular file).
     NotASerialPort,
     /// Another failure, in the system's words.
