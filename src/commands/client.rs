@@ -144,13 +144,22 @@ pub fn run_send(args: SendArgs, json: bool) -> ExitCode {
         args.idempotency_key.as_deref(),
     );
     finish(res, json, |v| {
-        format!(
+        let mut out = format!(
             "queued {} ({} part{})",
             s(v, "id"),
             v["parts"],
             if v["parts"] == 1 { "" } else { "s" }
-        )
+        );
+        push_warnings(&mut out, v);
+        out
     })
+}
+
+/// Appends the answer's `warnings` (multi-part texts and the like), one per line.
+fn push_warnings(out: &mut String, v: &Value) {
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("\nwarning: {}", w.as_str().unwrap_or("")));
+    }
 }
 
 /// Runs `simgate otp send` / `simgate otp verify`.
@@ -190,11 +199,7 @@ pub fn run_otp(args: OtpArgs, json: bool) -> ExitCode {
                     s(v, "message_id"),
                     s(v, "expires_at")
                 );
-                if let Some(w) = v["warnings"].as_array() {
-                    for w in w {
-                        out.push_str(&format!("\nwarning: {}", w.as_str().unwrap_or("")));
-                    }
-                }
+                push_warnings(&mut out, v);
                 out
             })
         }
