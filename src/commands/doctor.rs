@@ -5,15 +5,19 @@
 //! ready and registered), 1 otherwise, 2 for usage errors (clap's own code).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::at::cmd;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::doctor::gather::{self, Roots, Timeouts};
-use crate::doctor::{AtOutcome, Facts, Finding, ModemFacts, OpenOutcome, PortFacts, UsbInfo};
+use crate::doctor::{
+    AtOutcome, ConfigFacts, ConfiguredModem, Facts, Finding, ModemFacts, OpenOutcome, PortFacts,
+    UsbInfo,
+};
 
 /// Arguments of `simgate doctor`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +35,44 @@ pub struct DoctorArgs {
     /// Seconds each later command may take once the modem has answered.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub timeout: u64,
+    /// The config file whose modems to check as well (and whose pin_file settings explain a
+    /// locked SIM). Default: /etc/simgate/simgate.toml when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file's modems, from `path` or (when not given) the default file if it exists.
+fn read_config(path: Option<&Path>) -> Option<ConfigFacts> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+            if !default.exists() {
+                return None;
+            }
+            default
+        }
+    };
+    Some(match Config::load(&path) {
+        Ok(config) => ConfigFacts {
+            path,
+            error: None,
+            modems: config
+                .modems
+                .iter()
+                .map(|m| ConfiguredModem {
+                    device: m.device.clone(),
+                    resolved: std::fs::canonicalize(&m.device).ok(),
+                    pin_file: m.pin_file.clone(),
+                })
+                .collect(),
+        },
+        Err(e) => ConfigFacts {
+            path,
+            error: Some(e.to_string()),
+            modems: Vec::new(),
+        },
+    })
 }
 
 /// Runs `simgate doctor`.
@@ -50,12 +92,19 @@ pub fn run(args: DoctorArgs, json: bool) -> ExitCode {
         sync: Duration::from_millis(args.at_timeout_ms.max(100)),
         command: Duration::from_secs(args.timeout.max(1)),
     };
-    let facts = runtime.block_on(gather::gather(
+    let config = read_config(args.config.as_deref());
+    let configured: Vec<PathBuf> = config
+        .iter()
+        .flat_map(|c| c.modems.iter().map(|m| m.device.clone()))
+        .collect();
+    let mut facts = runtime.block_on(gather::gather(
         &Roots::default(),
         &args.device,
+        &configured,
         args.baud,
         timeouts,
     ));
+    facts.config = config;
     let findings = crate::doctor::diagnose(&facts);
     let usable: Vec<String> = crate::doctor::usable_ports(&facts)
         .iter()

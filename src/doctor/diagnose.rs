@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use super::{AtOutcome, Facts, Finding, ModemFacts, OpenOutcome, PortFacts, Severity};
+use super::{
+    AtOutcome, ConfiguredModem, Facts, Finding, ModemFacts, OpenOutcome, PortFacts, Severity,
+};
 use crate::at::cmd;
 use crate::modem::init::SimState;
 
@@ -48,8 +50,53 @@ pub fn diagnose(facts: &Facts) -> Vec<Finding> {
             fix: MODEM_MANAGER_FIX.into(),
         });
     }
+    if let Some(cfg) = &facts.config
+        && let Some(error) = &cfg.error
+    {
+        out.push(Finding {
+            severity: Severity::Error,
+            port: None,
+            problem: format!("the config file does not load, so serve would not start: {error}"),
+            fix: format!(
+                "fix the key it names; simgate config check {} checks it again",
+                cfg.path.display()
+            ),
+        });
+    }
     for port in &facts.ports {
         judge_port(port, facts, &mut out);
+    }
+    if let Some(cfg) = &facts.config
+        && cfg.error.is_none()
+        && !facts.explicit
+    {
+        let ready: Vec<&PortFacts> = facts
+            .ports
+            .iter()
+            .filter(|p| matches!(&p.at, Some(AtOutcome::Modem(m)) if is_usable(m)))
+            .collect();
+        if !ready.is_empty() && !ready.iter().any(|p| configured(facts, p).is_some()) {
+            let p = ready[0];
+            let name = p.links.first().unwrap_or(&p.path).display().to_string();
+            out.push(Finding {
+                severity: Severity::Warning,
+                port: Some(p.path.clone()),
+                problem: format!(
+                    "{} is ready, but {} configures other devices ({})",
+                    p.path.display(),
+                    cfg.path.display(),
+                    cfg.modems
+                        .iter()
+                        .map(|m| m.device.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                fix: format!(
+                    "set device = \"{name}\" under [[modem]] in {}",
+                    cfg.path.display()
+                ),
+            });
+        }
     }
     let answering = facts
         .ports
@@ -98,6 +145,16 @@ pub fn usable_ports(facts: &Facts) -> Vec<&Path> {
 
 fn is_usable(m: &ModemFacts) -> bool {
     m.sim == Some(SimState::Ready) && m.registration().is_some_and(cmd::reg_is_registered)
+}
+
+/// The config file's modem for `port`, matched by path or by resolved target.
+fn configured<'a>(facts: &'a Facts, port: &PortFacts) -> Option<&'a ConfiguredModem> {
+    facts.config.as_ref()?.modems.iter().find(|c| {
+        c.device == port.path
+            || c.resolved
+                .as_ref()
+                .is_some_and(|r| *r == port.path || Some(r) == port.target.as_ref())
+    })
 }
 
 fn is_modem_manager(h: &super::Holder) -> bool {
@@ -293,7 +350,8 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
                 .into(),
         )),
         Some(AtOutcome::Modem(m)) => {
-            judge_modem(m, &mut |s, p, f| out.push(at(s, p, f)), port);
+            let pin_file = configured(facts, port).and_then(|c| c.pin_file.as_deref());
+            judge_modem(m, &mut |s, p, f| out.push(at(s, p, f)), port, pin_file);
             if let Some(finding) = stable_name(port) {
                 out.push(at(Severity::Info, finding.0, finding.1));
             }
@@ -326,21 +384,40 @@ fn stable_name(port: &PortFacts) -> Option<(String, String)> {
     Some((problem, fix))
 }
 
-fn judge_modem(m: &ModemFacts, push: &mut dyn FnMut(Severity, String, String), port: &PortFacts) {
+fn judge_modem(
+    m: &ModemFacts,
+    push: &mut dyn FnMut(Severity, String, String),
+    port: &PortFacts,
+    pin_file: Option<&Path>,
+) {
     let name = port.path.display();
     let sim_ready = match &m.sim {
         Some(SimState::Ready) => true,
         Some(SimState::PinRequired) => {
-            push(
-                Severity::Error,
-                format!("the SIM in {name} wants its PIN before it can send"),
-                "give simgate the PIN: write it to a file only simgate can read (sudo sh -c \
-                 'umask 077; echo <PIN> > /etc/simgate/pin') and set pin_file = \
-                 \"/etc/simgate/pin\" under [[modem]] in /etc/simgate/simgate.toml, or set the \
-                 SIMGATE_PIN environment variable for the service; or remove the PIN lock once \
-                 in a phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
-                    .into(),
-            );
+            if let Some(pin_file) = pin_file {
+                push(
+                    Severity::Warning,
+                    format!(
+                        "the SIM in {name} wants its PIN; the config gives it in {}",
+                        pin_file.display()
+                    ),
+                    "nothing to do if simgate is stopped: serve sends that PIN once at start; \
+                     simgate config check verifies the file is readable, private and holds 4 to \
+                     8 digits"
+                        .into(),
+                );
+            } else {
+                push(
+                    Severity::Error,
+                    format!("the SIM in {name} wants its PIN before it can send"),
+                    "give simgate the PIN: write it to a file only simgate can read (sudo sh -c \
+                     'umask 077; echo <PIN> > /etc/simgate/pin') and set pin_file = \
+                     \"/etc/simgate/pin\" under [[modem]] in /etc/simgate/simgate.toml, or set the \
+                     SIMGATE_PIN environment variable for the service (SIMGATE_PIN=<PIN> in \
+                     /etc/simgate/simgate.env, mode 0600); or remove the PIN lock once in a phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
+                        .into(),
+                );
+            }
             false
         }
         Some(SimState::PukRequired) => {
@@ -527,6 +604,7 @@ mod tests {
             modem_manager: Vec::new(),
             sysfs_readable: true,
             as_root: false,
+            config: None,
         }
     }
 
@@ -961,5 +1039,93 @@ mod tests {
         let mut f = facts(true, vec![modem(healthy())]);
         f.as_root = true;
         check(&f, &[]);
+    }
+
+    fn config(modems: Vec<ConfiguredModem>) -> Option<crate::doctor::ConfigFacts> {
+        Some(crate::doctor::ConfigFacts {
+            path: PathBuf::from("/etc/simgate/simgate.toml"),
+            error: None,
+            modems,
+        })
+    }
+
+    fn configured_at(device: &str, resolved: Option<&str>, pin: Option<&str>) -> ConfiguredModem {
+        ConfiguredModem {
+            device: PathBuf::from(device),
+            resolved: resolved.map(PathBuf::from),
+            pin_file: pin.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_config_file_explains_a_locked_sim_and_names_the_device() {
+        let locked = modem(ModemFacts {
+            sim: Some(SimState::PinRequired),
+            ..healthy()
+        });
+        let mut f = facts(true, vec![locked.clone()]);
+        f.config = config(vec![configured_at(
+            "/dev/simgate-modem",
+            Some("/dev/ttyUSB2"),
+            Some("/etc/simgate/pin"),
+        )]);
+        let got = check(
+            &f,
+            &[(
+                Severity::Warning,
+                "wants its PIN; the config gives it in /etc/simgate/pin",
+            )],
+        );
+        assert!(got[0].fix.contains("simgate config check"));
+        assert!(usable_ports(&f).is_empty());
+        // A PIN for another modem does not count.
+        f.config = config(vec![configured_at("/dev/ttyUSB7", None, Some("/x"))]);
+        check(&f, &[(Severity::Error, "wants its PIN before it can send")]);
+
+        // Scanning: a ready modem the config does not use.
+        let mut ready = modem(healthy());
+        ready.links = vec![PathBuf::from("/dev/serial/by-id/usb-X-if02")];
+        let mut f = facts(false, vec![ready]);
+        f.config = config(vec![configured_at("/dev/ttyUSB0", None, None)]);
+        let got = check(
+            &f,
+            &[(
+                Severity::Warning,
+                "/dev/ttyUSB2 is ready, but /etc/simgate/simgate.toml configures other devices \
+                 (/dev/ttyUSB0)",
+            )],
+        );
+        assert!(
+            got[0]
+                .fix
+                .contains("device = \"/dev/serial/by-id/usb-X-if02\"")
+        );
+        f.config = config(vec![configured_at(
+            "/dev/simgate-modem",
+            Some("/dev/ttyUSB2"),
+            None,
+        )]);
+        check(&f, &[]);
+    }
+
+    #[test]
+    fn a_config_file_that_does_not_load_is_an_error() {
+        let mut f = facts(true, vec![modem(healthy())]);
+        f.config = Some(crate::doctor::ConfigFacts {
+            path: PathBuf::from("/etc/simgate/simgate.toml"),
+            error: Some("/etc/simgate/simgate.toml: api.lisen: unknown field".into()),
+            modems: Vec::new(),
+        });
+        let got = check(
+            &f,
+            &[(Severity::Error, "does not load, so serve would not start")],
+        );
+        assert!(got[0].port.is_none());
+        assert!(
+            got[0]
+                .fix
+                .contains("simgate config check /etc/simgate/simgate.toml")
+        );
+        assert_eq!(usable_ports(&f).len(), 1);
     }
 }

@@ -233,7 +233,15 @@ pub fn group_name(group_file: &Path, gid: u32) -> Option<String> {
 
 /// Gathers the facts: the given `devices`, or (when empty) every hardware serial port and
 /// every udev link to one.
-pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Timeouts) -> Facts {
+/// `configured` (the config file's modem devices) are checked too when scanning, so a
+/// configured path that is missing is reported.
+pub async fn gather(
+    roots: &Roots,
+    devices: &[PathBuf],
+    configured: &[PathBuf],
+    baud: u32,
+    timeouts: Timeouts,
+) -> Facts {
     let sysfs = scan_sysfs(&roots.sys_class_tty);
     let sys_by_name: BTreeMap<String, SysTty> = sysfs
         .iter()
@@ -255,19 +263,21 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
             ports.push(describe(path, resolved, &sys_by_name, &links, roots));
         }
         // A link whose target is not a scanned port (a simulator's pty, or a dangling link
-        // left by an unplugged modem) is a candidate of its own.
-        for (link, target) in &links {
-            let known = target
-                .as_ref()
-                .is_some_and(|t| ports.iter().any(|p| p.target.as_ref() == Some(t)));
+        // left by an unplugged modem) is a candidate of its own, and so is a configured device.
+        let extra = links.iter().cloned().chain(
+            configured
+                .iter()
+                .map(|d| (d.clone(), std::fs::canonicalize(d).ok())),
+        );
+        for (link, target) in extra {
+            let known = ports.iter().any(|p| {
+                p.path == link
+                    || target
+                        .as_ref()
+                        .is_some_and(|t| p.target.as_ref() == Some(t))
+            });
             if !known {
-                ports.push(describe(
-                    link.clone(),
-                    target.clone(),
-                    &sys_by_name,
-                    &links,
-                    roots,
-                ));
+                ports.push(describe(link, target, &sys_by_name, &links, roots));
             }
         }
     }
@@ -337,6 +347,7 @@ pub async fn gather(roots: &Roots, devices: &[PathBuf], baud: u32, timeouts: Tim
         sysfs_readable: sysfs.is_some(),
         // The owner of /proc/self is the effective user; no unsafe call or extra nix feature.
         as_root: std::fs::metadata(roots.proc.join("self")).is_ok_and(|m| m.uid() == 0),
+        config: None,
     }
 }
 

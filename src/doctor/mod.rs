@@ -35,6 +35,32 @@ pub struct Facts {
     /// Whether doctor runs as root: root opens every port, so a successful open then says
     /// nothing about whether the service's user may.
     pub as_root: bool,
+    /// The config file's path and modems, when one was read: findings then say whether the
+    /// modem found is the one configured and whether a PIN is configured for it.
+    pub config: Option<ConfigFacts>,
+}
+
+/// What doctor took from the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFacts {
+    /// The file, to name in fixes.
+    pub path: PathBuf,
+    /// Why the file does not load, if it does not (then `modems` is empty): `serve` would
+    /// refuse to start, which matters more than any port.
+    pub error: Option<String>,
+    /// The `[[modem]]` tables.
+    pub modems: Vec<ConfiguredModem>,
+}
+
+/// One `[[modem]]` of the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredModem {
+    /// `device` as written.
+    pub device: PathBuf,
+    /// `device` with symlinks resolved, to match it against a port found under another name.
+    pub resolved: Option<PathBuf>,
+    /// `pin_file`, if set: a SIM asking for its PIN is then expected while simgate is stopped.
+    pub pin_file: Option<PathBuf>,
 }
 
 /// One serial port.
