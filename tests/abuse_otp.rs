@@ -366,6 +366,11 @@ fn no_code_text_or_token_reaches_the_trace_log() {
         log.lines().count() > 50 && log.contains("TRACE"),
         "the daemon did not log at trace level:\n{log}"
     );
+    // The AT traffic is in the log, so the redaction of the CMGS payload was exercised.
+    assert!(
+        log.contains("AT+CMGS="),
+        "no AT+CMGS in the trace log:\n{log}"
+    );
     let runs = digit_runs(&log);
     for code in &codes {
         assert!(
