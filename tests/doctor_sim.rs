@@ -223,3 +223,83 @@ fn this_machine_without_a_modem() {
     assert!(text.stdout.contains("no modem found"), "{}", text.stdout);
     assert!(text.stdout.contains("ModemManager: "), "{}", text.stdout);
 }
+
+/// A config file in the simulator's directory naming its link, with an optional pin_file.
+fn config_for(sim: &SimProcess, pin_file: Option<&Path>) -> std::path::PathBuf {
+    let path = sim.dir.path().join("simgate.toml");
+    let mut text = format!("[[modem]]\ndevice = \"{}\"\n", sim.link.display());
+    if let Some(pin) = pin_file {
+        text += &format!("pin_file = \"{}\"\n", pin.display());
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn scanning_checks_the_configured_modem_too() {
+    let sim = SimProcess::start(&[]);
+    let config = config_for(&sim, None);
+    let run = doctor(&["--config", config.to_str().unwrap(), "--json"]);
+    let v = json_of(&run);
+    assert_eq!(run.code, Some(0), "{v:#}");
+    assert_eq!(v["usable"], serde_json::json!([sim.link.to_str().unwrap()]));
+    let f = findings(&v);
+    assert!(
+        !f.iter().any(|f| f.2.starts_with("no modem found")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn a_configured_pin_file_explains_a_locked_sim() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = SimProcess::start(&["--pin", "1234"]);
+    let pin = sim.dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config_for(&sim, Some(&pin));
+    let run = doctor(&[
+        "--device",
+        sim.link.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let f = findings(&json_of(&run));
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].0, "warning");
+    assert!(
+        f[0].2
+            .contains(&format!("the config gives it in {}", pin.display())),
+        "{}",
+        f[0].2
+    );
+    assert!(
+        !run.stdout.contains("1234"),
+        "the PIN leaked: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_broken_config_file_is_reported() {
+    let sim = SimProcess::start(&[]);
+    let config = sim.dir.path().join("simgate.toml");
+    std::fs::write(&config, "[api]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let run = doctor(&[
+        "--device",
+        sim.link.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // The modem itself is fine, so the exit code says so; the finding says serve would not start.
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("the config file does not load, so serve would not start"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("api.lisen"), "{}", run.stdout);
+}

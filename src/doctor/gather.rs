@@ -281,12 +281,16 @@ pub async fn gather(
             }
         }
     }
-    // A pty's other end is always held by whoever created it (a simulator, a terminal), so
-    // naming that process would only mislead; holders matter for real serial devices.
+    // Holders matter for the kernel's serial ttys only: a pty's other end is always held by
+    // whoever created it (a simulator, a terminal), and everyone holds `/dev/null`.
     let targets: Vec<PathBuf> = ports
         .iter()
         .filter_map(|p| p.target.clone())
-        .filter(|t| !t.starts_with("/dev/pts"))
+        .filter(|t| {
+            t.parent() == Some(roots.dev.as_path())
+                && t.file_name()
+                    .is_some_and(|n| roots.sys_class_tty.join(n).exists())
+        })
         .collect();
     let held = holders(&roots.proc, &targets, std::process::id());
     for p in &mut ports {
