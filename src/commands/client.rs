@@ -333,7 +333,7 @@ fn path_segment(s: &str) -> String {
 
 /// What the client commands read from a config file.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ConfigHints {
+struct ConfigHints {
     /// `api.listen`, the daemon's address.
     pub listen: Option<String>,
     /// `api.tokens`; the first one is used.

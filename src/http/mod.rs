@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -303,19 +303,6 @@ impl IntoResponse for crate::service::ServiceError {
     fn into_response(self) -> Response {
         handlers::service_problem(self, None).into_response()
     }
-}
-
-/// Methods of [`ROUTES`] as `http` values, for tests and the OpenAPI check.
-pub fn route_methods() -> Vec<(Method, &'static str)> {
-    ROUTES
-        .iter()
-        .map(|r| {
-            (
-                Method::from_bytes(r.method.as_bytes()).expect("valid method"),
-                r.path,
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
