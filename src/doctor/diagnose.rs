@@ -509,7 +509,7 @@ fn judge_modem(
                     _ => "unknown state",
                 }
             ),
-            "check the antenna and coverage (signal below), that the SIM's plan is active and \
+            "check the antenna and coverage (see the signal reading), that the SIM's plan is active and \
              includes SMS, and that the modem supports the carrier's bands; a modem needs up to a \
              minute after plugging in to register"
                 .into(),
