@@ -328,7 +328,10 @@ fn port_json(p: &PortFacts) -> Value {
             "interface": u.interface,
         })),
         "driver": p.driver,
-        "holders": p.holders.iter().map(|h| json!({"pid": h.pid, "name": h.name})).collect::<Vec<_>>(),
+        "holders": p.holders
+            .iter()
+            .map(|h| json!({"pid": h.pid, "name": h.name}))
+            .collect::<Vec<_>>(),
         "open": open_word(&p.open),
         "open_error": match &p.open { OpenOutcome::Failed(r) => Some(r.clone()), _ => None },
         "answers_at": answers_at,

@@ -414,7 +414,8 @@ fn judge_modem(
                      'umask 077; echo <PIN> > /etc/simgate/pin') and set pin_file = \
                      \"/etc/simgate/pin\" under [[modem]] in /etc/simgate/simgate.toml, or set the \
                      SIMGATE_PIN environment variable for the service (SIMGATE_PIN=<PIN> in \
-                     /etc/simgate/simgate.env, mode 0600); or remove the PIN lock once in a phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
+                     /etc/simgate/simgate.env, mode 0600); or remove the PIN lock once in a \
+                     phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
                         .into(),
                 );
             }
@@ -509,9 +510,9 @@ fn judge_modem(
                     _ => "unknown state",
                 }
             ),
-            "check the antenna and coverage (see the signal reading), that the SIM's plan is active and \
-             includes SMS, and that the modem supports the carrier's bands; a modem needs up to a \
-             minute after plugging in to register"
+            "check the antenna and coverage (see the signal reading), that the SIM's plan is \
+             active and includes SMS, and that the modem supports the carrier's bands; a modem \
+             needs up to a minute after plugging in to register"
                 .into(),
         ),
         None => push(
