@@ -655,4 +655,78 @@ mod tests {
         assert_eq!(parse_csca("+CSCA: \"\",129").as_deref(), Some(""));
         assert_eq!(parse_csca("+CSQ: 1,2"), None);
     }
+
+    #[tokio::test]
+    async fn scanning_merges_sysfs_links_and_config_and_never_opens_held_or_console_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let roots = Roots {
+            sys_class_tty: fake_sysfs(&root),
+            dev: root.join("dev"),
+            proc: root.join("proc"),
+            group_file: root.join("group"),
+        };
+        let dev = &roots.dev;
+        write(&dev.join("ttyUSB2"), "");
+        std::fs::create_dir_all(dev.join("serial/by-id")).unwrap();
+        symlink(
+            dev.join("ttyUSB2"),
+            dev.join("serial/by-id/usb-HUAWEI-if02"),
+        )
+        .unwrap();
+        symlink(dev.join("ttyUSB2"), dev.join("simgate-modem")).unwrap();
+        let minicom = roots.proc.join("10");
+        write(&minicom.join("comm"), "minicom\n");
+        std::fs::create_dir_all(minicom.join("fd")).unwrap();
+        symlink(dev.join("ttyUSB2"), minicom.join("fd/3")).unwrap();
+        let configured = dev.join("configured-modem");
+
+        let facts = gather(
+            &roots,
+            &[],
+            std::slice::from_ref(&configured),
+            115_200,
+            Timeouts::default(),
+        )
+        .await;
+        assert!(!facts.explicit && facts.sysfs_readable);
+        assert!(facts.modem_manager.is_empty());
+        let seen: Vec<(String, OpenOutcome)> = facts
+            .ports
+            .iter()
+            .map(|p| {
+                let name = p.path.strip_prefix(dev).unwrap().display().to_string();
+                (name, p.open.clone())
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ttyACM0".to_string(), OpenOutcome::NotFound),
+                ("ttyS0".to_string(), OpenOutcome::Console),
+                ("ttyUSB0".to_string(), OpenOutcome::NotFound),
+                ("ttyUSB2".to_string(), OpenOutcome::InUse),
+                ("configured-modem".to_string(), OpenOutcome::NotFound),
+            ]
+        );
+        let usb2 = &facts.ports[3];
+        assert_eq!(
+            usb2.links,
+            [
+                dev.join("serial/by-id/usb-HUAWEI-if02"),
+                dev.join("simgate-modem")
+            ]
+        );
+        assert_eq!(usb2.usb.as_ref().unwrap().interface, Some(2));
+        assert_eq!(usb2.driver.as_deref(), Some("option1"));
+        assert_eq!(
+            usb2.holders,
+            [Holder {
+                pid: 10,
+                name: "minicom".into()
+            }]
+        );
+        assert!(usb2.target.is_none(), "the path is already the device");
+        assert!(facts.ports.iter().all(|p| p.at.is_none()));
+    }
 }
