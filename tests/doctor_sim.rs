@@ -303,3 +303,20 @@ fn a_broken_config_file_is_reported() {
     );
     assert!(run.stdout.contains("api.lisen"), "{}", run.stdout);
 }
+
+#[test]
+fn every_simulated_vendor_profile_is_ready() {
+    for profile in ["generic", "huawei", "simcom", "quectel"] {
+        let sim = SimProcess::start(&["--profile", profile]);
+        let run = doctor_on(&sim.link, true);
+        let v = json_of(&run);
+        assert_eq!(run.code, Some(0), "{profile}: {v:#}");
+        assert_eq!(findings(&v), vec![], "{profile}");
+        let modem = &v["ports"][0]["modem"];
+        assert!(
+            !modem["manufacturer"].as_str().unwrap_or("").is_empty(),
+            "{profile}: {modem}"
+        );
+        assert_eq!(modem["sim"], "ready", "{profile}");
+    }
+}
