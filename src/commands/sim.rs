@@ -15,6 +15,12 @@ pub struct SimArgs {
     /// Which modem to imitate: generic, huawei, simcom or quectel.
     #[arg(long, value_name = "NAME", default_value = "generic", value_parser = parse_profile)]
     pub profile: Profile,
+    /// The IMEI `AT+CGSN` answers (default: the profile's).
+    #[arg(long, value_name = "DIGITS", value_parser = parse_digits)]
+    pub imei: Option<String>,
+    /// The SIM's ICCID `AT+CCID` answers (default: 89001012012345678905).
+    #[arg(long, value_name = "DIGITS", value_parser = parse_digits)]
+    pub iccid: Option<String>,
     /// Append one JSON line per accepted SMS to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -98,6 +104,16 @@ fn parse_profile(s: &str) -> Result<Profile, String> {
         .ok_or_else(|| format!("unknown profile {s:?}: generic, huawei, simcom or quectel"))
 }
 
+fn parse_digits(s: &str) -> Result<String, String> {
+    // An identity a modem reports is digits (an ICCID may end in an F filler); anything else
+    // would put quotes or separators on the wire.
+    if !s.is_empty() && s.len() <= 22 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} must be 1 to 22 digits"))
+    }
+}
+
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -124,6 +140,8 @@ impl SimArgs {
         SimOptions {
             link: self.link.clone(),
             profile: self.profile,
+            imei: self.imei.clone(),
+            iccid: self.iccid.clone(),
             log: self.log.clone(),
             send_delay: Duration::from_secs_f64(self.send_delay),
             error_rate: self.error_rate,

@@ -102,6 +102,10 @@ pub struct AcceptedPart {
 pub struct CoreConfig {
     /// Which vendor's modem to imitate.
     pub profile: Profile,
+    /// Overrides the profile's IMEI, so several simulators have distinct identities.
+    pub imei: Option<String>,
+    /// The SIM's ICCID; `None` answers [`super::DEFAULT_ICCID`].
+    pub iccid: Option<String>,
     /// Network time per part before `+CMGS:` answers.
     pub send_delay: Duration,
     /// Share of sends that fail with a temporary `+CMS ERROR`.
@@ -133,6 +137,8 @@ impl CoreConfig {
     pub fn from_options(o: &SimOptions) -> CoreConfig {
         CoreConfig {
             profile: o.profile,
+            imei: o.imei.clone(),
+            iccid: o.iccid.clone(),
             send_delay: o.send_delay,
             error_rate: o.error_rate,
             seed: o.seed,
@@ -643,6 +649,10 @@ impl Core {
         }
     }
 
+    fn iccid(&self) -> &str {
+        self.cfg.iccid.as_deref().unwrap_or(super::DEFAULT_ICCID)
+    }
+
     fn cme_if_not_ready(&self) -> Result<(), Final> {
         match self.sim {
             SimLock::Ready => Ok(()),
@@ -834,7 +844,17 @@ impl Core {
             ("+CGMI" | "+GMI", Form::Exec) => Ok(vec![id.manufacturer.into()]),
             ("+CGMM" | "+GMM", Form::Exec) => Ok(vec![id.model.into()]),
             ("+CGMR" | "+GMR", Form::Exec) => Ok(vec![id.revision.into()]),
-            ("+CGSN" | "+GSN", Form::Exec) => Ok(vec![id.imei.into()]),
+            ("+CGSN" | "+GSN", Form::Exec) => {
+                Ok(vec![self.cfg.imei.as_deref().unwrap_or(id.imei).into()])
+            }
+            // The ICCID (EF_ICCID, readable without the PIN on real SIMs). Vendors disagree on
+            // the command: `+CCID` (SIMCom, Quectel, many generic), `+ICCID` and Huawei's
+            // `^ICCID?`; all answer here so every client's fallback finds it.
+            ("+CCID" | "+ICCID", Form::Exec | Form::Read) => {
+                Ok(vec![format!("{name}: {}", self.iccid())])
+            }
+            ("^ICCID", Form::Read) => Ok(vec![format!("^ICCID: {}", self.iccid())]),
+            ("+CCID" | "+ICCID" | "^ICCID", Form::Test) => Ok(vec![]),
             ("+CGMI" | "+GMI" | "+CGMM" | "+GMM" | "+CGMR" | "+GMR" | "+CGSN" | "+GSN", Form::Test) => {
                 Ok(vec![])
             }
@@ -1936,6 +1956,34 @@ mod tests {
             "\r\nOK\r\n",
         );
         check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: READY\r\n\r\nOK\r\n");
+    }
+
+    #[test]
+    fn identity_options_change_cgsn_and_ccid_even_when_locked() {
+        let mut c = quiet(CoreConfig {
+            imei: Some("490154203237518".into()),
+            iccid: Some("8944500102198304826".into()),
+            pin: Some("1234".into()),
+            ..cfg()
+        });
+        check(&mut c, "AT+CGSN\r", "\r\n490154203237518\r\n\r\nOK\r\n");
+        check(
+            &mut c,
+            "AT+CCID\r",
+            "\r\n+CCID: 8944500102198304826\r\n\r\nOK\r\n",
+        );
+        check(
+            &mut c,
+            "AT^ICCID?\r",
+            "\r\n^ICCID: 8944500102198304826\r\n\r\nOK\r\n",
+        );
+        let mut d = quiet(cfg());
+        check(&mut d, "AT+CGSN\r", "\r\n356938035643809\r\n\r\nOK\r\n");
+        check(
+            &mut d,
+            "AT+ICCID\r",
+            &format!("\r\n+ICCID: {}\r\n\r\nOK\r\n", super::super::DEFAULT_ICCID),
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::core::{Action, Core, CoreConfig, Event};
+
+/// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
+/// 001 (the test network of TS 23.003, like the IMSI).
+pub const DEFAULT_ICCID: &str = "89001012012345678905";
 use self::log::Reassembler;
 use self::pty::Pty;
 
@@ -79,6 +83,11 @@ pub struct SimOptions {
     pub link: PathBuf,
     /// Which vendor's modem to imitate.
     pub profile: Profile,
+    /// The IMEI `AT+CGSN` answers; `None` keeps the profile's. Lets two simulators be told
+    /// apart by identity (a `[[modem]]` configured by `imei`).
+    pub imei: Option<String>,
+    /// The SIM's ICCID `AT+CCID` answers; `None` keeps [`DEFAULT_ICCID`].
+    pub iccid: Option<String>,
     /// The JSON-lines log of accepted messages; `None` logs nothing.
     pub log: Option<PathBuf>,
     /// Network time per SMS part before `+CMGS:` is answered.
@@ -115,6 +124,8 @@ impl Default for SimOptions {
         SimOptions {
             link: std::env::temp_dir().join("simgate-sim"),
             profile: Profile::Generic,
+            imei: None,
+            iccid: None,
             log: None,
             send_delay: Duration::ZERO,
             error_rate: 0.0,
