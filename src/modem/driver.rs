@@ -7,12 +7,16 @@
 //! dispatcher can pick another modem.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
+use super::discovery::{self, Claim};
 use super::init::{self, SimState, UnlockError};
+use super::recovery::{self, Ladder, Outcome, Rung};
 use super::state::{self, Event};
 use super::{ModemConfig, ModemEvent, ModemState, ModemStatus, PartialSend, Request, SendError};
 use crate::at::cmd::{self, Param};
@@ -24,17 +28,45 @@ use crate::transport::{self, Backoff};
 pub(super) trait PortIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PortIo for T {}
 
-/// Opens the port afresh (at start and after every loss); an error is logged and retried.
-pub(super) type Opener = Box<dyn FnMut() -> Result<Box<dyn PortIo>, String> + Send>;
+/// An opened port and the device path it is (when there is one).
+pub(super) struct Opened {
+    /// The byte stream.
+    pub(super) port: Box<dyn PortIo>,
+    /// The device opened: the configured path, or the one discovery bound.
+    pub(super) device: Option<PathBuf>,
+}
 
-/// The opener of a real device: tokio-serial through `crate::transport`.
+/// What an [`Opener`] returns: discovery probes ports, so opening is asynchronous.
+pub(super) type OpenFuture = Pin<Box<dyn Future<Output = Result<Opened, String>> + Send>>;
+
+/// Opens the port afresh (at start and after every loss); an error is logged and retried.
+pub(super) type Opener = Box<dyn FnMut() -> OpenFuture + Send>;
+
+/// The opener of a real device: tokio-serial through `crate::transport`, after discovery when
+/// the config names an identity.
 pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
+    let id = cfg.id.clone();
     let device = cfg.device.clone();
+    let identity = cfg.identity.clone();
+    let scan = cfg.scan.clone();
     let baud = cfg.baud;
     Box::new(move || {
-        transport::open(&device, baud)
-            .map(|port| Box::new(port) as Box<dyn PortIo>)
-            .map_err(|e| e.to_string())
+        let (id, device, identity, scan) =
+            (id.clone(), device.clone(), identity.clone(), scan.clone());
+        Box::pin(async move {
+            let device = match &identity {
+                Some(wanted) => {
+                    let expected = (!device.as_os_str().is_empty()).then_some(device.as_path());
+                    discovery::find(&id, wanted, &scan, expected, baud).await?
+                }
+                None => device,
+            };
+            let port = transport::open(&device, baud).map_err(|e| e.to_string())?;
+            Ok(Opened {
+                port: Box::new(port),
+                device: Some(device),
+            })
+        })
     })
 }
 
@@ -47,6 +79,10 @@ const FAILED_RECHECK: Duration = Duration::from_secs(30);
 /// `AT` attempts when synchronising, each with a short timeout.
 const SYNC_ATTEMPTS: u32 = 5;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+/// `AT` attempts of the re-sync rung: a modem that merely lost its place answers at once.
+const LADDER_SYNC_ATTEMPTS: u32 = 3;
+/// `AT` attempts while waiting for a modem to come back from `AT+CFUN=1,1`.
+const RESET_WAIT_ATTEMPTS: u32 = 5;
 
 /// The handle side of the task: requests and the shutdown signal, kept apart from the port so
 /// the task can answer requests while a long AT sequence is running.
@@ -118,8 +154,18 @@ enum Next {
     Shutdown,
     /// The port is gone: reopen it.
     Lost,
-    /// The modem stopped answering: re-synchronise and re-initialise on the same port.
+    /// The modem stopped answering: climb the recovery ladder.
     Reinit,
+}
+
+/// How a climb of the ladder ended.
+enum Climb {
+    /// The modem answers on this port again: re-initialise.
+    Recovered,
+    /// Close the port and open (discover) it again.
+    Reopen,
+    /// Shutdown was asked for meanwhile.
+    Shutdown,
 }
 
 /// Why initialisation stopped.
@@ -149,6 +195,12 @@ struct Driver {
     backoff: Backoff,
     /// Opens the port.
     opener: Opener,
+    /// Recovery rungs tried since the modem last worked.
+    ladder: Ladder,
+    /// The device open now (or last), for the USB reset rung.
+    device: Option<PathBuf>,
+    /// Marks the open port as this modem's so other modems' scans skip it.
+    claim: Option<Claim>,
 }
 
 pub(super) async fn run(
@@ -167,6 +219,9 @@ pub(super) async fn run(
         pin_rejected: false,
         backoff: Backoff::default(),
         opener,
+        ladder: Ladder::default(),
+        device: None,
+        claim: None,
     };
     loop {
         d.disconnected();
@@ -184,6 +239,7 @@ pub(super) async fn run(
         let next = d.session(&mut conn, &mut ctl).await;
         // Closing the engine closes the port and releases its exclusive lock.
         conn.client.close().await;
+        d.claim = None;
         match next {
             Next::Shutdown => break,
             Next::Lost | Next::Reinit => {
@@ -238,13 +294,31 @@ impl Driver {
         self.status.borrow().state.clone()
     }
 
-    /// Opens the port, retrying with backoff; `None` on shutdown.
+    /// Opens the port (discovering it first for identity configs), retrying with backoff;
+    /// `None` on shutdown.
     async fn open(&mut self, ctl: &mut Control) -> Option<Box<dyn PortIo>> {
         let mut last_error: Option<String> = None;
         loop {
-            match (self.opener)() {
-                Ok(port) => {
-                    tracing::info!(modem = %self.cfg.id, device = %self.cfg.device.display(), "port opened");
+            let attempt = (self.opener)();
+            match ctl.guard(attempt).await? {
+                Ok(Opened { port, device }) => {
+                    let shown = device.as_deref().unwrap_or(&self.cfg.device).to_path_buf();
+                    tracing::info!(modem = %self.cfg.id, device = %shown.display(), "port opened");
+                    if self.ladder.climbing() {
+                        tracing::warn!(
+                            modem = %self.cfg.id,
+                            rung = Rung::Rediscover.name(),
+                            outcome = %format!("port {} open again", shown.display()),
+                            "recovery rung"
+                        );
+                    }
+                    self.claim = device.as_deref().map(|d| Claim::new(d, &self.cfg.id));
+                    self.status.send_if_modified(|s| {
+                        let changed = s.device != device;
+                        s.device = device.clone();
+                        changed
+                    });
+                    self.device = device;
                     return Some(port);
                 }
                 Err(text) => {
@@ -269,17 +343,16 @@ impl Driver {
             let next = match result {
                 Ok(registered) => {
                     self.backoff.reset();
+                    self.ladder.reset();
                     self.apply(Event::InitDone { registered });
                     self.serve(conn, ctl).await
                 }
                 Err(InitError::Link(e)) => {
                     tracing::warn!(modem = %self.cfg.id, error = %e, "modem does not answer during init");
-                    // A modem that does not even answer AT on this port is reopened (with backoff):
-                    // a USB modem that hung often comes back as a new device.
-                    return match e {
-                        AtError::Closed { .. } => Next::Lost,
+                    match e {
+                        AtError::Closed { .. } => return Next::Lost,
                         _ => Next::Reinit,
-                    };
+                    }
                 }
                 Err(InitError::Failed { reason, retry }) => {
                     self.apply(Event::InitFailed(reason));
@@ -288,10 +361,89 @@ impl Driver {
             };
             match next {
                 Next::Reinit => {
-                    tracing::warn!(modem = %self.cfg.id, "modem stopped answering; re-synchronising");
+                    tracing::warn!(modem = %self.cfg.id, "modem stopped answering; climbing the recovery ladder");
                     self.apply(Event::CommandTimeout);
+                    match self.climb(conn, ctl).await {
+                        Climb::Recovered => {}
+                        // The port goes back to the outer loop, which reopens it after a
+                        // backoff: with an identity, by scanning for the modem again.
+                        Climb::Reopen => return Next::Lost,
+                        Climb::Shutdown => return Next::Shutdown,
+                    }
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Tries rungs of the recovery ladder (module `recovery`) until one brings the modem back
+    /// on this port or the port must be reopened. Each rung is logged at warn.
+    async fn climb(&mut self, conn: &mut Conn, ctl: &mut Control) -> Climb {
+        let sync_timeout = SYNC_TIMEOUT.min(self.cfg.command_timeout);
+        loop {
+            let rung = self.ladder.next();
+            let (outcome, then) = match rung {
+                Rung::Resync => {
+                    let sync = init::sync(&mut conn.client, LADDER_SYNC_ATTEMPTS, sync_timeout);
+                    let Some(result) = ctl.guard(sync).await else {
+                        return Climb::Shutdown;
+                    };
+                    rung_result(result)
+                }
+                Rung::CfunReset => {
+                    let id = &self.cfg.id;
+                    let command_timeout = self.cfg.command_timeout;
+                    let client = &mut conn.client;
+                    let reset = async move {
+                        // A hung modem may not answer the reset itself; whether it rebooted
+                        // shows in whether it answers afterwards.
+                        match client.command("AT+CFUN=1,1", command_timeout).await {
+                            Err(e @ AtError::Closed { .. }) => return Err(e),
+                            Err(e) => {
+                                tracing::debug!(modem = %id, error = %e, "AT+CFUN=1,1 not answered")
+                            }
+                            Ok(_) => {}
+                        }
+                        init::sync(client, RESET_WAIT_ATTEMPTS, sync_timeout).await
+                    };
+                    let Some(result) = ctl.guard(reset).await else {
+                        return Climb::Shutdown;
+                    };
+                    rung_result(result)
+                }
+                Rung::UsbReset => {
+                    let outcome = match &self.device {
+                        Some(device) => recovery::usb_reset(Path::new(discovery::SYSFS), device),
+                        None => Outcome::Skipped("no device path known".into()),
+                    };
+                    let then = match outcome {
+                        Outcome::Pending => Some(Climb::Reopen),
+                        _ => None,
+                    };
+                    (outcome, then)
+                }
+                Rung::Rediscover => {
+                    let how = match &self.cfg.identity {
+                        Some(identity) => format!("closing the port; scanning for {identity}"),
+                        None => {
+                            format!("closing the port; reopening {}", self.cfg.device.display())
+                        }
+                    };
+                    (Outcome::Skipped(how), Some(Climb::Reopen))
+                }
+            };
+            let shown = match &outcome {
+                Outcome::Skipped(how) if rung == Rung::Rediscover => how.clone(),
+                other => other.describe(),
+            };
+            tracing::warn!(modem = %self.cfg.id, rung = rung.name(), outcome = %shown, "recovery rung");
+            let recovered = outcome == Outcome::Recovered;
+            self.ladder.record(rung, outcome);
+            if recovered {
+                return Climb::Recovered;
+            }
+            if let Some(then) = then {
+                return then;
             }
         }
     }
@@ -588,6 +740,18 @@ async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
             tracing::warn!(error = %e, "AT+CNMA refused");
             Ok(())
         }
+    }
+}
+
+/// A sync's result as a rung outcome; a closed port ends the climb with a reopen.
+fn rung_result(result: Result<(), AtError>) -> (Outcome, Option<Climb>) {
+    match result {
+        Ok(()) => (Outcome::Recovered, None),
+        Err(e @ AtError::Closed { .. }) => (
+            Outcome::Failed(format!("port gone ({e})")),
+            Some(Climb::Reopen),
+        ),
+        Err(e) => (Outcome::Failed(e.to_string()), None),
     }
 }
 

@@ -96,6 +96,43 @@ pub async fn identify(client: &mut AtClient, timeout: Duration) -> Result<Identi
     Ok(id)
 }
 
+/// The IMEI alone (`+CGSN`, TS 27.007 §5.4), for discovery probes that need nothing else; a
+/// refusal is `None`.
+pub async fn imei(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
+    Ok(optional(client, &line(cmd::execute("+CGSN")), timeout)
+        .await?
+        .and_then(|lines| ident_text(lines, "+CGSN:")))
+}
+
+/// The SIM's ICCID. TS 27.007 has no command for it, so vendors invented theirs: `AT+CCID`
+/// (SIMCom, Quectel, most generic firmware), `AT+ICCID` and Huawei's `AT^ICCID?`; they are
+/// tried in that order and the first answer wins. Digits (and a trailing `F` filler) only.
+pub async fn iccid(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
+    for (command, prefix) in [
+        ("AT+CCID", "+CCID:"),
+        ("AT+ICCID", "+ICCID:"),
+        ("AT^ICCID?", "^ICCID:"),
+    ] {
+        if let Some(lines) = optional(client, command, timeout).await?
+            && let Some(iccid) = lines.iter().find_map(|l| parse_iccid(l, prefix))
+        {
+            return Ok(Some(iccid));
+        }
+    }
+    Ok(None)
+}
+
+/// The ICCID in one answer line (`+CCID: "8944..."`, or the bare digits some firmware sends).
+pub fn parse_iccid(line: &str, prefix: &str) -> Option<String> {
+    let text = line.strip_prefix(prefix).unwrap_or(line).trim();
+    let text = text.trim_matches('"').trim();
+    let ok = (18..=22).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'F' || b == b'f');
+    ok.then(|| text.to_ascii_uppercase())
+}
+
 /// The SIM as `+CPIN?` (TS 27.007 §8.3) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SimState {
@@ -352,6 +389,24 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iccid_answers_of_each_vendor_parse() {
+        assert_eq!(
+            parse_iccid("+CCID: \"89001012012345678905\"", "+CCID:").as_deref(),
+            Some("89001012012345678905")
+        );
+        assert_eq!(
+            parse_iccid("^ICCID: 984405102091384028F6", "^ICCID:").as_deref(),
+            Some("984405102091384028F6")
+        );
+        assert_eq!(
+            parse_iccid("8944500102198304826f", "+CCID:").as_deref(),
+            Some("8944500102198304826F")
+        );
+        assert_eq!(parse_iccid("+CCID: ERROR", "+CCID:"), None);
+        assert_eq!(parse_iccid("+CCID: 1234", "+CCID:"), None);
+    }
 
     #[test]
     fn static_commands_build() {

@@ -11,9 +11,11 @@
 //! whether a retry makes sense. [`ModemHandle::send_detailed`] also reports the TP-MRs of the
 //! parts that did go out before a later part failed.
 
+pub mod discovery;
 mod driver;
 pub mod init;
 pub mod quirks;
+pub mod recovery;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -27,13 +29,21 @@ use tokio::task::JoinHandle;
 
 use crate::pdu::{DeliveryOutcome, EncodedPart};
 
+pub use discovery::DeviceIdentity;
+
 /// How to reach and use one modem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModemConfig {
     /// A stable name for logs, events and the API (e.g. "modem0").
     pub id: String,
-    /// The serial device (or the simulator's link).
+    /// The serial device (or the simulator's link). Empty when the modem is found by
+    /// `identity` alone; with an identity too, the identity must be found at this device.
     pub device: PathBuf,
+    /// What the modem is (IMEI, ICCID, USB serial): when set, the driver scans `scan` for it
+    /// before every (re)open, so a replug that renames the tty changes nothing.
+    pub identity: Option<DeviceIdentity>,
+    /// Glob patterns (`*` in the last component only) of candidate ports for `identity`.
+    pub scan: Vec<String>,
     /// Serial speed; USB modems ignore it, real UARTs need the right one.
     pub baud: u32,
     /// The SIM PIN, if the SIM is locked. Tried at most once; a rejected PIN is never retried
@@ -55,6 +65,11 @@ impl ModemConfig {
         ModemConfig {
             id: id.into(),
             device: device.into(),
+            identity: None,
+            scan: discovery::DEFAULT_SCAN
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             baud: 115_200,
             pin: None,
             delivery_reports: true,
@@ -101,6 +116,9 @@ impl ModemState {
 pub struct ModemStatus {
     /// Where the driver is.
     pub state: ModemState,
+    /// The port the driver has open (or last had): for identity configs, the one discovery
+    /// bound, which the operator cannot know from the config.
+    pub device: Option<PathBuf>,
     /// `+CGMI`.
     pub manufacturer: Option<String>,
     /// `+CGMM`.

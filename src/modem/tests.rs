@@ -119,9 +119,15 @@ fn harness(script: Script) -> Harness {
     let (urc_tx, urc_rx) = mpsc::channel(8);
     tokio::spawn(fake_modem(theirs, script, seen.clone(), urc_rx));
     let mut port = Some(ours);
-    let opener: driver::Opener = Box::new(move || match port.take() {
-        Some(p) => Ok(Box::new(p) as Box<dyn driver::PortIo>),
-        None => Err("the fake modem was unplugged".into()),
+    let opener: driver::Opener = Box::new(move || {
+        let opened = match port.take() {
+            Some(p) => Ok(driver::Opened {
+                port: Box::new(p),
+                device: None,
+            }),
+            None => Err("the fake modem was unplugged".into()),
+        };
+        Box::pin(async move { opened })
     });
     let mut cfg = ModemConfig::new("fake", "/dev/fake");
     cfg.command_timeout = Duration::from_secs(2);
