@@ -148,7 +148,7 @@ fn hung_modem_restarted_at_the_same_link_loses_nothing() {
     let _serial = serial();
     // Enough command lines for initialisation and a few status polls, then silence; the probe's
     // sends (two lines each) reach the limit within a second or two of starting.
-    let mut sim = SimProcess::start(&["--hang-after", "60"]);
+    let mut sim = SimProcess::start(&["--hang-after", "100"]);
     let (_dir, d) = start(&sim, "");
     d.wait_state("ready", Duration::from_secs(30));
 
