@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::limits::{PrefixPolicy, Rate, RateSettings};
+use crate::modem::discovery::{self, DeviceIdentity};
 use crate::otp::{self, AppHash, CodeLength};
 
 /// Where `serve` looks for the config file when `--config` is not given.
@@ -263,8 +264,16 @@ impl Default for RawLog {
 pub struct RawModem {
     /// `modem[i].id`; empty means `modem<i>`.
     pub id: String,
-    /// `modem[i].device`.
-    pub device: PathBuf,
+    /// `modem[i].device`; absent means the default device, unless an identity is given.
+    pub device: Option<PathBuf>,
+    /// `modem[i].imei`; empty means none.
+    pub imei: String,
+    /// `modem[i].iccid`; empty means none.
+    pub iccid: String,
+    /// `modem[i].usb_serial`; empty means none.
+    pub usb_serial: String,
+    /// `modem[i].scan`: where to look for a modem named by identity.
+    pub scan: Vec<String>,
     /// `modem[i].baud`.
     pub baud: u32,
     /// `modem[i].pin_file`; empty means none.
@@ -284,7 +293,14 @@ impl Default for RawModem {
     fn default() -> Self {
         RawModem {
             id: String::new(),
-            device: PathBuf::from(DEFAULT_DEVICE),
+            device: None,
+            imei: String::new(),
+            iccid: String::new(),
+            usb_serial: String::new(),
+            scan: discovery::DEFAULT_SCAN
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             baud: 115_200,
             pin_file: PathBuf::new(),
             pin: None,
@@ -416,8 +432,14 @@ pub struct ModemSettings {
     /// Stable name used in logs, metrics and `GET /v1/modems` (`modem0`, `modem1`, ... by
     /// default), so a modem keeps its name when its device path changes.
     pub id: String,
-    /// Serial device path (often a udev symlink).
+    /// Serial device path (often a udev symlink). Empty when the modem is found by `identity`
+    /// alone; with both, the identity is expected at this device.
     pub device: PathBuf,
+    /// What the modem is (IMEI, ICCID or USB serial), so it is found wherever the kernel
+    /// named its port this time.
+    pub identity: Option<DeviceIdentity>,
+    /// Glob patterns of candidate ports for `identity` (`*` in the last component only).
+    pub scan: Vec<String>,
     /// Serial speed; USB modems ignore it, real UARTs do not.
     pub baud: u32,
     /// File holding the SIM PIN, if the SIM needs one and `SIMGATE_PIN` is not used.
@@ -457,6 +479,8 @@ impl ModemSettings {
         ModemSettings {
             id: id.into(),
             device: device.into(),
+            identity: None,
+            scan: raw.scan,
             baud: raw.baud,
             pin_file: None,
             delivery_reports: raw.delivery_reports,
@@ -567,6 +591,41 @@ impl Config {
             .enumerate()
             .map(|(i, d)| ModemSettings::new(format!("modem{i}"), d.clone()))
             .collect();
+    }
+}
+
+/// A configured identity, checked for the shape modems report it in: an IMEI is 14 to 16
+/// digits (TS 23.003 §6.2: IMEI 15 with its check digit, IMEISV 16), an ICCID 18 to 22 digits
+/// with an optional `F` filler (ITU-T E.118), a USB serial printable ASCII without spaces.
+fn parse_identity(key: &str, value: &str) -> Result<DeviceIdentity, String> {
+    match key {
+        "imei" => {
+            if (14..=16).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(DeviceIdentity::Imei(value.to_string()))
+            } else {
+                Err(format!("{value:?} is not an IMEI (14 to 16 digits)"))
+            }
+        }
+        "iccid" => {
+            let digits = value.trim_end_matches(['F', 'f']);
+            if (18..=22).contains(&value.len())
+                && value.len() - digits.len() <= 1
+                && digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                Ok(DeviceIdentity::Iccid(value.to_ascii_uppercase()))
+            } else {
+                Err(format!("{value:?} is not an ICCID (18 to 22 digits)"))
+            }
+        }
+        _ => {
+            if value.len() <= 126 && value.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(DeviceIdentity::UsbSerial(value.to_string()))
+            } else {
+                Err(format!(
+                    "{value:?} is not a USB serial number (printable ASCII without spaces)"
+                ))
+            }
+        }
     }
 }
 
@@ -813,14 +872,54 @@ impl RawConfig {
             if modems.iter().any(|o| o.id == id) {
                 return Err(err(&k("id"), format!("{id:?} is used by another modem")));
             }
-            if m.device.as_os_str().is_empty() {
-                return Err(err(&k("device"), "must not be empty".into()));
+            let mut identity = None;
+            for (key, value) in [
+                ("imei", &m.imei),
+                ("iccid", &m.iccid),
+                ("usb_serial", &m.usb_serial),
+            ] {
+                if value.is_empty() {
+                    continue;
+                }
+                if let Some(first) = &identity {
+                    return Err(err(
+                        &k(key),
+                        format!(
+                            "a modem is named by one identity; {} is already given",
+                            DeviceIdentity::key(first)
+                        ),
+                    ));
+                }
+                identity = Some(parse_identity(key, value).map_err(|reason| err(&k(key), reason))?);
             }
-            if modems.iter().any(|o| o.device == m.device) {
+            if let Some(identity) = &identity
+                && modems.iter().any(|o| o.identity.as_ref() == Some(identity))
+            {
+                return Err(err(
+                    &k(identity.key()),
+                    format!("{identity} is used by another modem"),
+                ));
+            }
+            let device = match (m.device, &identity) {
+                (Some(d), _) if d.as_os_str().is_empty() => {
+                    return Err(err(&k("device"), "must not be empty".into()));
+                }
+                (Some(d), _) => d,
+                // Found by identity wherever it is.
+                (None, Some(_)) => PathBuf::new(),
+                (None, None) => PathBuf::from(DEFAULT_DEVICE),
+            };
+            if !device.as_os_str().is_empty() && modems.iter().any(|o| o.device == device) {
                 return Err(err(
                     &k("device"),
-                    format!("{} is used by another modem", m.device.display()),
+                    format!("{} is used by another modem", device.display()),
                 ));
+            }
+            if m.scan.is_empty() {
+                return Err(err(&k("scan"), "needs at least one pattern".into()));
+            }
+            for pattern in &m.scan {
+                discovery::check_pattern(pattern).map_err(|reason| err(&k("scan"), reason))?;
             }
             if !(300..=4_000_000).contains(&m.baud) {
                 return Err(err(
@@ -836,7 +935,9 @@ impl RawConfig {
             }
             modems.push(ModemSettings {
                 id,
-                device: m.device,
+                device,
+                identity,
+                scan: m.scan,
                 baud: m.baud,
                 pin_file: (!m.pin_file.as_os_str().is_empty()).then_some(m.pin_file),
                 delivery_reports: m.delivery_reports,
@@ -965,6 +1066,89 @@ mod tests {
         assert!(c.warnings()[0].contains("0.0.0.0:8787"));
         let c = parse("[api]\nlisten = \"[::1]:9000\"\n").unwrap();
         assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn modems_may_be_named_by_identity() {
+        let c = parse(
+            "[[modem]]\nimei = \"356938035643809\"\n\
+             [[modem]]\niccid = \"8944500102198304826f\"\nscan = [\"/dev/serial/by-id/*\"]\n\
+             [[modem]]\ndevice = \"/dev/ttyUSB7\"\nusb_serial = \"0123456789ABCDEF\"\n\
+             [[modem]]\n",
+        )
+        .unwrap();
+        let m = &c.modems;
+        assert_eq!(m[0].device, PathBuf::new(), "no device: found by identity");
+        assert_eq!(
+            m[0].identity,
+            Some(DeviceIdentity::Imei("356938035643809".into()))
+        );
+        assert_eq!(m[0].scan, discovery::DEFAULT_SCAN);
+        assert_eq!(
+            m[1].identity,
+            Some(DeviceIdentity::Iccid("8944500102198304826F".into()))
+        );
+        assert_eq!(m[1].scan, ["/dev/serial/by-id/*"]);
+        assert_eq!(m[2].device, PathBuf::from("/dev/ttyUSB7"));
+        assert_eq!(
+            m[2].identity,
+            Some(DeviceIdentity::UsbSerial("0123456789ABCDEF".into()))
+        );
+        assert_eq!(m[3].device, PathBuf::from(DEFAULT_DEVICE));
+        assert_eq!(m[3].identity, None);
+    }
+
+    #[test]
+    fn identity_errors_name_the_key() {
+        let cases = [
+            (
+                "[[modem]]\nimei = \"356938035643809\"\niccid = \"8944500102198304826\"\n",
+                "modem[0].iccid",
+                "one identity",
+            ),
+            (
+                "[[modem]]\nimei = \"35693803564380x\"\n",
+                "modem[0].imei",
+                "IMEI",
+            ),
+            ("[[modem]]\niccid = \"12345\"\n", "modem[0].iccid", "ICCID"),
+            (
+                "[[modem]]\nusb_serial = \"a b\"\n",
+                "modem[0].usb_serial",
+                "USB serial",
+            ),
+            (
+                "[[modem]]\nimei = \"356938035643809\"\n[[modem]]\nimei = \"356938035643809\"\n",
+                "modem[1].imei",
+                "another modem",
+            ),
+            (
+                "[[modem]]\nimei = \"356938035643809\"\nscan = []\n",
+                "modem[0].scan",
+                "at least one",
+            ),
+            (
+                "[[modem]]\nimei = \"356938035643809\"\nscan = [\"/dev/*/ttyUSB0\"]\n",
+                "modem[0].scan",
+                "last path component",
+            ),
+            (
+                "[[modem]]\nimei = \"356938035643809\"\nscan = [\"ttyUSB*\"]\n",
+                "modem[0].scan",
+                "absolute",
+            ),
+            ("[[modem]]\ndevice = \"\"\n", "modem[0].device", "empty"),
+        ];
+        for (text, key, reason) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+            assert!(e.reason.contains(reason), "{text}: {}", e.reason);
+        }
+        // Two modems found by identity have no device; that is no clash.
+        assert!(
+            parse("[[modem]]\nimei = \"356938035643809\"\n[[modem]]\nimei = \"356938035643808\"\n")
+                .is_ok()
+        );
     }
 
     #[test]
