@@ -162,6 +162,8 @@ pub async fn run(
                 baud: settings.baud,
                 delivery_reports: settings.delivery_reports,
                 send_timeout: settings.send_timeout,
+                identity: settings.identity.clone(),
+                scan: settings.scan.clone(),
                 ..ModemConfig::new(settings.id.clone(), settings.device.clone())
             },
             events_tx.clone(),
