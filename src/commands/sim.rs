@@ -93,6 +93,11 @@ Faults:
                        fresh pty appears at the same link, the modem's state reset; the unplug
                        does not fire again.
 
+Identity:
+  --imei DIGITS        what AT+CGSN (and ATI) answer instead of the profile's IMEI.
+  --iccid DIGITS       the SIM's ICCID, answered to AT+CCID, AT+ICCID and AT^ICCID? (even
+                       while the SIM is PIN-locked, as real SIMs allow).
+
 Status reports:
   When a SUBMIT asks for one (TP-SRR; in text mode bit 5 of +CSMP's first octet) and +CNMI's
   <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the part's TP-MR, its recipient

@@ -811,11 +811,12 @@ impl Core {
                 self.reset_settings();
                 Ok(vec![])
             }
-            "I" => Ok(identity(self.cfg.profile)
-                .ati
-                .iter()
-                .map(|s| s.to_string())
-                .collect()),
+            "I" => {
+                let id = identity(self.cfg.profile);
+                let imei = self.cfg.imei.as_deref().unwrap_or(id.imei);
+                // ATI repeats the IMEI on profiles that show it; keep it consistent with +CGSN.
+                Ok(id.ati.iter().map(|s| s.replace(id.imei, imei)).collect())
+            }
             "Q" if num.unwrap_or(0) == 0 => Ok(vec![]),
             "&C" | "&D" | "&K" | "&W" | "X" | "L" | "M" => Ok(vec![]),
             s if s.starts_with('S') => {
@@ -1977,6 +1978,7 @@ mod tests {
             "AT^ICCID?\r",
             "\r\n^ICCID: 8944500102198304826\r\n\r\nOK\r\n",
         );
+        assert!(run(&mut c, "ATI\r", 0).contains("IMEI: 490154203237518"));
         let mut d = quiet(cfg());
         check(&mut d, "AT+CGSN\r", "\r\n356938035643809\r\n\r\nOK\r\n");
         check(
