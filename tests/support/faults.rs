@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -259,27 +259,6 @@ impl ServeProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
-
-    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
-    pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for ServeProcess {
@@ -351,21 +330,18 @@ pub struct Probe {
     stop: Arc<AtomicBool>,
     /// The thread, joined by [`Probe::finish`].
     handle: Option<JoinHandle<ProbeReport>>,
-    /// Requests made so far, so a test can wait until the probe has covered a fault.
-    pub count: Arc<AtomicUsize>,
 }
 
 impl Probe {
     /// Starts probing `base` with `token`.
     pub fn start(base: &str, token: &str, prefix: &str, interval: Duration) -> Probe {
         let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicUsize::new(0));
         let (base, bearer, prefix) = (
             base.to_owned(),
             format!("Bearer {token}"),
             prefix.to_owned(),
         );
-        let (stop2, count2) = (stop.clone(), count.clone());
+        let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut report = ProbeReport {
                 healthz: Vec::new(),
@@ -420,7 +396,6 @@ impl Probe {
                     }
                     Err(e) => report.failures.push(format!("POST /v1/otp: {e}")),
                 }
-                count2.fetch_add(2, Ordering::Relaxed);
                 std::thread::sleep(interval);
             }
             report.healthz.sort();
@@ -430,7 +405,6 @@ impl Probe {
         Probe {
             stop,
             handle: Some(handle),
-            count,
         }
     }
 
