@@ -34,7 +34,13 @@ pub(super) struct Opened {
     pub(super) port: Box<dyn PortIo>,
     /// The device opened: the configured path, or the one discovery bound.
     pub(super) device: Option<PathBuf>,
+    /// The port marked as this modem's, taken while no other modem of the process scans.
+    pub(super) claim: Option<Claim>,
 }
+
+/// Serialises scanning and binding across the modems of one process: two modems probing at
+/// once would find each other's ports busy (ports open exclusively) and both back off.
+static BINDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What an [`Opener`] returns: discovery probes ports, so opening is asynchronous.
 pub(super) type OpenFuture = Pin<Box<dyn Future<Output = Result<Opened, String>> + Send>>;
@@ -54,6 +60,7 @@ pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
         let (id, device, identity, scan) =
             (id.clone(), device.clone(), identity.clone(), scan.clone());
         Box::pin(async move {
+            let _binding = BINDING.lock().await;
             let device = match &identity {
                 Some(wanted) => {
                     let expected = (!device.as_os_str().is_empty()).then_some(device.as_path());
@@ -62,9 +69,11 @@ pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
                 None => device,
             };
             let port = transport::open(&device, baud).map_err(|e| e.to_string())?;
+            let claim = Claim::new(&device, &id);
             Ok(Opened {
                 port: Box::new(port),
                 device: Some(device),
+                claim: Some(claim),
             })
         })
     })
@@ -156,6 +165,8 @@ enum Next {
     Lost,
     /// The modem stopped answering: climb the recovery ladder.
     Reinit,
+    /// The ladder wants the port closed and opened (discovered) again.
+    Reopen,
 }
 
 /// How a climb of the ladder ended.
@@ -242,9 +253,10 @@ pub(super) async fn run(
         d.claim = None;
         match next {
             Next::Shutdown => break,
-            Next::Lost | Next::Reinit => {
+            Next::Lost | Next::Reinit | Next::Reopen => {
                 let why = match next {
                     Next::Lost => "modem port lost",
+                    Next::Reopen => "recovery ladder",
                     _ => "modem does not answer",
                 };
                 tracing::warn!(modem = %d.cfg.id, "{why}; reopening the port");
@@ -301,7 +313,11 @@ impl Driver {
         loop {
             let attempt = (self.opener)();
             match ctl.guard(attempt).await? {
-                Ok(Opened { port, device }) => {
+                Ok(Opened {
+                    port,
+                    device,
+                    claim,
+                }) => {
                     let shown = device.as_deref().unwrap_or(&self.cfg.device).to_path_buf();
                     tracing::info!(modem = %self.cfg.id, device = %shown.display(), "port opened");
                     if self.ladder.climbing() {
@@ -312,7 +328,7 @@ impl Driver {
                             "recovery rung"
                         );
                     }
-                    self.claim = device.as_deref().map(|d| Claim::new(d, &self.cfg.id));
+                    self.claim = claim;
                     self.status.send_if_modified(|s| {
                         let changed = s.device != device;
                         s.device = device.clone();
@@ -367,7 +383,7 @@ impl Driver {
                         Climb::Recovered => {}
                         // The port goes back to the outer loop, which reopens it after a
                         // backoff: with an identity, by scanning for the modem again.
-                        Climb::Reopen => return Next::Lost,
+                        Climb::Reopen => return Next::Reopen,
                         Climb::Shutdown => return Next::Shutdown,
                     }
                 }

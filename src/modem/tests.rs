@@ -124,6 +124,7 @@ fn harness(script: Script) -> Harness {
             Some(p) => Ok(driver::Opened {
                 port: Box::new(p),
                 device: None,
+                claim: None,
             }),
             None => Err("the fake modem was unplugged".into()),
         };
