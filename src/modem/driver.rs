@@ -1,8 +1,9 @@
 //! The task behind a [`ModemHandle`](super::ModemHandle): open, initialise, serve, recover.
 //!
-//! Life of the task: open the port (retrying with backoff while it is absent) → initialise →
-//! serve sends, URCs and polls → on a command timeout re-synchronise and re-initialise on the
-//! same port; on EOF or an I/O error drop the port and go back to opening it. Requests that
+//! Life of the task: open the port (discovering it first when the config names an identity;
+//! retrying with backoff while it is absent) → initialise → serve sends, URCs and polls → on a
+//! command timeout climb the recovery ladder (re-sync, CFUN reset, USB reset on this port;
+//! then reopen); on EOF or an I/O error drop the port and go back to opening it. Requests that
 //! arrive while the modem cannot send are answered `NotReady` at once, never queued, so the
 //! dispatcher can pick another modem.
 
@@ -167,6 +168,8 @@ enum Next {
     Reinit,
     /// The ladder wants the port closed and opened (discovered) again.
     Reopen,
+    /// The modem answers but was waiting for something (a SIM): initialise again, no ladder.
+    Retry,
 }
 
 /// How a climb of the ladder ended.
@@ -253,7 +256,7 @@ pub(super) async fn run(
         d.claim = None;
         match next {
             Next::Shutdown => break,
-            Next::Lost | Next::Reinit | Next::Reopen => {
+            Next::Lost | Next::Reinit | Next::Reopen | Next::Retry => {
                 let why = match next {
                     Next::Lost => "modem port lost",
                     Next::Reopen => "recovery ladder",
@@ -376,6 +379,10 @@ impl Driver {
                 }
             };
             match next {
+                Next::Retry => {
+                    tracing::info!(modem = %self.cfg.id, "initialising again");
+                    self.apply(Event::CommandTimeout);
+                }
                 Next::Reinit => {
                     tracing::warn!(modem = %self.cfg.id, "modem stopped answering; climbing the recovery ladder");
                     self.apply(Event::CommandTimeout);
@@ -478,11 +485,11 @@ impl Driver {
                 urc = conn.urcs.recv() => match urc {
                     None => return Next::Lost,
                     Some(urc) if urc.line == "+CPIN: READY" || urc.line == "SMS Ready" => {
-                        return Next::Reinit;
+                        return Next::Retry;
                     }
                     Some(_) => {}
                 },
-                _ = &mut recheck, if retry => return Next::Reinit,
+                _ = &mut recheck, if retry => return Next::Retry,
             }
         }
     }

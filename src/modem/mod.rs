@@ -3,8 +3,11 @@
 //! [`ModemHandle::spawn`] starts the task. It opens the port (`crate::transport`), runs the init
 //! sequence (`init`), then serves sends, URCs (status reports, registration changes) and
 //! periodic registration/signal polls, one AT command at a time. Its state is published on a
-//! `watch` channel; its transitions are the pure rules of [`state`]. On a command timeout it
-//! re-synchronises and re-initialises; when the port vanishes it reopens it with backoff.
+//! `watch` channel; its transitions are the pure rules of [`state`]. When the modem stops
+//! answering it climbs the ladder of [`recovery`] (re-sync, `AT+CFUN=1,1`, USB reset, reopen),
+//! logging each rung; when the port vanishes it reopens it with backoff. A modem configured by
+//! identity (IMEI, ICCID, USB serial) is found by [`discovery`] before every (re)open, and the
+//! port it was found at is published in [`ModemStatus::device`].
 //!
 //! A message's parts are sent in order with `AT+CMGS` (TS 27.005 §3.5.1). The driver never
 //! retries a send: the caller (the dispatcher) owns retry policy, and [`SendError`] tells it
