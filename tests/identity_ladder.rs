@@ -68,6 +68,9 @@ async fn a_hung_modem_climbs_the_ladder_and_comes_back() {
     .await;
     let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     let seen = rungs(&text, "ladder");
+    for (_, line) in &seen {
+        eprintln!("{line}");
+    }
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
         names.starts_with(&["re-sync", "cfun-reset", "usb-reset", "re-discovery"]),
