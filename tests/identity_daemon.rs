@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use faults::{ServeProcess, TOKEN, fast_tempdir};
+use faults::{ServeProcess, TOKEN};
 use support::SimProcess;
 
 #[test]
@@ -37,7 +37,7 @@ sends_per_minute = 0
 "#,
         d.display()
     );
-    let data = fast_tempdir();
+    let data = tempfile::tempdir().unwrap();
     let serve = ServeProcess::start(&data.path().join("data"), &config, "simgate=info");
     serve.wait_state("ready", Duration::from_secs(20));
     let modems = serve.get("/v1/modems");
