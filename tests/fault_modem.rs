@@ -91,7 +91,9 @@ fn wait_any_state(d: &ServeProcess, want: &[&str], timeout: Duration) -> Vec<Str
 }
 
 fn start(sim: &SimProcess, limits: &str) -> (tempfile::TempDir, ServeProcess) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    // The data directory on tmpfs: the latency bound is about the modem fault, not the shared
+    // disk's fsync floor (see `faults::fast_tempdir`).
+    let dir = faults::fast_tempdir();
     let config = config_for(&sim.link, limits, "");
     let d = ServeProcess::start(&dir.path().join("data"), &config, "simgate=debug,info");
     (dir, d)
