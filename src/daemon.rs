@@ -326,7 +326,9 @@ impl ModemSource for ModemWatch {
                 let s = rx.borrow();
                 ModemJson {
                     id: id.clone(),
-                    device: device.display().to_string(),
+                    // The port the driver bound (found by identity, or the configured path),
+                    // else the configured path while nothing is bound.
+                    device: s.device.as_deref().unwrap_or(device).display().to_string(),
                     state: s.state.as_str().to_owned(),
                     manufacturer: s.manufacturer.clone(),
                     model: s.model.clone(),

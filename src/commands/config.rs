@@ -128,7 +128,9 @@ pub fn check(file: &Path) -> CheckReport {
                 });
             }
         }
-        if std::fs::symlink_metadata(&modem.device).is_err() {
+        // A modem named only by identity has no fixed path to check: it is found by scanning.
+        let scanned = modem.device.as_os_str().is_empty();
+        if !scanned && std::fs::symlink_metadata(&modem.device).is_err() {
             warnings.push(format!(
                 "modem[{i}].device {} does not exist now: plug the modem in or install the udev \
                  rule that creates it (simgate doctor lists the serial ports)",
