@@ -220,3 +220,25 @@ proptest! {
         }
     }
 }
+
+/// A modem that never ends a line (stuck in a binary mode, or a hostile device on the port) must
+/// not make the digester buffer without bound: no AT line is longer than a few kilobytes (the
+/// longest are PDU lines of `+CMGL`/`+CDS`, under 600 hex characters), so the unfinished line
+/// has to be capped or dropped. Unbounded, memory grows with the stream and every read rescans
+/// the whole buffer for a line end, so the CPU cost grows quadratically too.
+#[test]
+fn a_line_without_end_is_bounded() {
+    const BOUND: usize = 64 * 1024;
+    let mut d = Digester::new();
+    d.begin("AT+CSQ", false);
+    let chunk = [b'A'; 256];
+    for _ in 0..(1024 * 1024 / chunk.len()) {
+        d.feed(&chunk);
+        assert_eq!(d.digest(), Digested::Incomplete);
+        assert!(
+            d.pending_bytes() <= BOUND,
+            "the digester holds {} bytes of one unfinished line (bound {BOUND})",
+            d.pending_bytes()
+        );
+    }
+}
