@@ -185,7 +185,16 @@ pub struct Digester {
     command: Option<InFlight>,
     /// A two-line URC's first line, waiting for its PDU line.
     pending_urc: Option<String>,
+    /// The bytes since the last line end outgrew [`MAX_LINE`] and were dropped; the rest of that
+    /// line is dropped too when its end arrives, so its tail is never read as a line of its own.
+    overlong: bool,
 }
+
+/// The longest line kept. The longest real AT lines are PDU lines of `+CMGL`/`+CMGR`/`+CDS`
+/// (under 600 hex characters); a modem that never ends a line (stuck in a binary mode, a wrong
+/// baud rate, a hostile device) must not make the buffer, and the rescan for a line end on every
+/// read, grow without bound.
+pub const MAX_LINE: usize = 4096;
 
 impl Digester {
     /// An idle digester with an empty buffer.
@@ -236,8 +245,22 @@ impl Digester {
 
     /// Takes the next complete line out of the buffer (trimmed, possibly empty).
     fn take_line(&mut self) -> Option<String> {
-        let end = self.buf.iter().position(|&b| b == b'\r' || b == b'\n')?;
+        let Some(end) = self.buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            if self.buf.len() > MAX_LINE {
+                tracing::warn!(
+                    bytes = self.buf.len(),
+                    "the modem sent a line longer than {MAX_LINE} bytes; dropping it"
+                );
+                self.buf.clear();
+                self.overlong = true;
+            }
+            return None;
+        };
         let raw: Vec<u8> = self.buf.drain(..=end).collect();
+        if std::mem::take(&mut self.overlong) {
+            // The end of the dropped line: an empty line, which every caller skips.
+            return Some(String::new());
+        }
         let text = String::from_utf8_lossy(&raw[..end]);
         // NUL, other control bytes and invalid UTF-8 are line noise (seen while a modem boots or
         // after a baud mismatch), never part of an answer.
