@@ -51,13 +51,7 @@ pub fn run(args: ModemArgs, json: bool) -> ExitCode {
 fn probe(args: ProbeArgs, json: bool) -> ExitCode {
     // Quiet by default (the result is the output); `RUST_LOG=simgate=trace` shows the AT traffic
     // on stderr, PINs and PDUs redacted.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_tracing("error");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,7 +1,6 @@
 //! `simgate serve`: load and validate the config, apply the command-line overrides, run the
 //! daemon until SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,7 +42,7 @@ pub fn run(args: ServeArgs, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config.log.level);
+    super::init_tracing(&config.log.level);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -91,18 +90,6 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
         config.set_devices(&args.device);
     }
     Ok(config)
-}
-
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal: journald and log files get plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -167,13 +167,7 @@ impl SimArgs {
 
 /// Runs the simulator until SIGINT or SIGTERM.
 pub fn run(args: SimArgs, json: bool) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_tracing("info");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
