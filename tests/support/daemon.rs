@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// How long the daemon may take to print its banner (the machine may be busy compiling).
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running daemon.
 pub struct Daemon {
@@ -51,60 +51,13 @@ impl Daemon {
         Self::start_with(data_dir, config, &[])
     }
 
-    /// As [`Daemon::start`] with extra `serve` arguments and environment.
+    /// As [`Daemon::start`] with extra environment.
     pub fn start_with(data_dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Daemon {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let stderr_path = data_dir.with_extension("stderr");
-        let stderr = File::options()
-            .create(true)
-            .append(true)
-            .open(&stderr_path)
-            .expect("open stderr capture");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simgate"));
-        cmd.args(["--json", "serve", "--simulate", "--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir);
-        if let Some(text) = config {
-            let path = data_dir.with_extension("toml");
-            std::fs::write(&path, text).expect("write config");
-            cmd.arg("--config").arg(path);
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
+            env.push(("RUST_LOG", "simgate=debug,info"));
         }
-        cmd.env("RUST_LOG", "simgate=debug,info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn simgate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        // The banner is the first stdout line; read it on a thread so a hung daemon cannot hang
-        // the test past its deadline.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if !line.trim().is_empty() => line,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "daemon printed no banner; its log:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                );
-            }
-        };
-        let banner: Value = serde_json::from_str(&line).expect("banner is JSON");
-        let listen: SocketAddr = banner["listen"]
-            .as_str()
-            .expect("listen")
-            .parse()
-            .expect("listen addr");
+        let (child, listen, stderr_path) = spawn_serve(data_dir, &["--simulate"], config, &env);
         let token = std::fs::read_to_string(data_dir.join("api-token"))
             .expect("api-token")
             .trim()
@@ -306,4 +259,71 @@ pub fn request(
         retry_after,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
     })
+}
+
+/// Starts `simgate --json serve --listen 127.0.0.1:0 --data-dir <data_dir> <args>`, with
+/// `config` (TOML text) written to `<data_dir>.toml` and passed with `--config`, and waits for
+/// its banner. Returns the child, the address it listens on and the file its stderr (the
+/// daemon's log) goes to, `<data_dir>.stderr` (appended to, so restarts keep one log).
+pub fn spawn_serve(
+    data_dir: &Path,
+    args: &[&str],
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, PathBuf) {
+    std::fs::create_dir_all(data_dir).expect("create data dir");
+    let stderr_path = data_dir.with_extension("stderr");
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(&stderr_path)
+        .expect("open stderr capture");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_simgate"));
+    cmd.args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args);
+    if let Some(text) = config {
+        let path = data_dir.with_extension("toml");
+        std::fs::write(&path, text).expect("write config");
+        cmd.arg("--config").arg(path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn simgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    // The banner is the first stdout line; read it on a thread so a hung start cannot hang the
+    // test past its deadline, and drain the rest so the daemon never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) if !line.trim().is_empty() => line,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "daemon printed no banner; its log:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+    };
+    let banner: Value = serde_json::from_str(&line).expect("banner is JSON");
+    let listen: SocketAddr = banner["listen"]
+        .as_str()
+        .expect("banner names the listen address")
+        .parse()
+        .expect("listen address");
+    (child, listen, stderr_path)
 }

@@ -11,11 +11,8 @@
 #[path = "daemon.rs"]
 pub mod daemon;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -24,9 +21,6 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use daemon::{Answer, code_in, read_jsonl, request};
 use serde_json::{Value, json};
-
-/// How long the daemon may take to print its banner (the machine may be busy compiling).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The bearer token every fault test configures in `api.tokens`.
 pub const TOKEN: &str = "fault-test-token-0123456789abcdef";
@@ -94,51 +88,8 @@ impl ServeProcess {
     /// Starts `simgate --json serve --config <data_dir>.toml --data-dir <data_dir> --listen
     /// 127.0.0.1:0` with `config` as the file's text and `RUST_LOG` set to `rust_log`.
     pub fn start(data_dir: &Path, config: &str, rust_log: &str) -> ServeProcess {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let stderr_path = data_dir.with_extension("stderr");
-        let stderr = File::create(&stderr_path).expect("create stderr capture");
-        let config_path = data_dir.with_extension("toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
-            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn simgate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        // The banner is the first stdout line; read on a thread so a hung start cannot hang the
-        // test. The rest of stdout is drained so the daemon never blocks on a full pipe.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if !line.trim().is_empty() => line,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "daemon printed no banner; its log:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                );
-            }
-        };
-        let banner: Value = serde_json::from_str(&line).expect("banner is JSON");
-        let listen: SocketAddr = banner["listen"]
-            .as_str()
-            .expect("banner names the listen address")
-            .parse()
-            .expect("listen address");
+        let (child, listen, stderr_path) =
+            daemon::spawn_serve(data_dir, &[], Some(config), &[("RUST_LOG", rust_log)]);
         ServeProcess {
             data_dir: data_dir.to_path_buf(),
             base: format!("http://{listen}"),
