@@ -784,6 +784,37 @@ impl Service {
         )
     }
 
+    /// Turns the store's answer to an idempotent enqueue into the service's: wakes the
+    /// dispatcher for a new message, and remembers the answer for in-memory replays.
+    fn settle<T>(
+        &self,
+        outcome: CreateOutcome,
+        created: T,
+        answer: Option<String>,
+        idempotency: Option<&IdempotencyKey>,
+        digest: Vec<u8>,
+        to: &Msisdn,
+    ) -> Result<Answer<T>, ServiceError> {
+        match outcome {
+            CreateOutcome::Created => {
+                self.wake.notify_one();
+                if let Some(a) = answer {
+                    self.remember(idempotency, digest, &a);
+                }
+                Ok(Answer::New(created))
+            }
+            CreateOutcome::Replay(stored) => {
+                self.remember(idempotency, digest, &stored);
+                Ok(Answer::Replay(stored))
+            }
+            CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
+            CreateOutcome::DailyLimit { retry_after_ms } => {
+                Err(self.daily_limited(to, retry_after_ms))
+            }
+            CreateOutcome::QueueFull => Err(self.queue_full()),
+        }
+    }
+
     fn queue_full(&self) -> ServiceError {
         ServiceError::QueueFull {
             retry_after: self.settings.queue_full_retry_after.as_secs().max(1),
@@ -917,25 +948,12 @@ impl Service {
             )
             .await
             .map_err(store_err)?;
-        match outcome {
-            CreateOutcome::Created => {
-                self.wake.notify_one();
-                tracing::info!(otp = %created.id, message = %created.message_id, parts, "OTP queued");
-                if let Some(a) = answer {
-                    self.remember(idempotency.as_ref(), digest, &a);
-                }
-                Ok(Answer::New(created))
-            }
-            CreateOutcome::Replay(stored) => {
-                self.remember(idempotency.as_ref(), digest, &stored);
-                Ok(Answer::Replay(stored))
-            }
-            CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
-            CreateOutcome::DailyLimit { retry_after_ms } => {
-                Err(self.daily_limited(&to, retry_after_ms))
-            }
-            CreateOutcome::QueueFull => Err(self.queue_full()),
+        let (otp_id, msg_id) = (created.id.clone(), created.message_id.clone());
+        let settled = self.settle(outcome, created, answer, idempotency.as_ref(), digest, &to)?;
+        if matches!(settled, Answer::New(_)) {
+            tracing::info!(otp = %otp_id, message = %msg_id, parts, "OTP queued");
         }
+        Ok(settled)
     }
 
     /// Checks a code against one OTP. Expired or finished OTPs answer with their status and
@@ -1241,26 +1259,13 @@ impl Service {
             )
             .await
             .map_err(store_err)?;
-        match outcome {
-            CreateOutcome::Created => {
-                self.wake.notify_one();
-                tracing::info!(message = %queued.id, parts, "text queued");
-                if let Some(a) = answer {
-                    self.remember(idempotency.as_ref(), digest, &a);
-                }
-                Ok(Answer::New(queued))
-            }
-            CreateOutcome::Replay(stored) => {
-                self.remember(idempotency.as_ref(), digest, &stored);
-                Ok(Answer::Replay(stored))
-            }
-            CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
-            // Plain texts have no daily cap; the store reports one only for OTPs.
-            CreateOutcome::DailyLimit { retry_after_ms } => {
-                Err(self.daily_limited(&to, retry_after_ms))
-            }
-            CreateOutcome::QueueFull => Err(self.queue_full()),
+        let msg_id = queued.id.clone();
+        // Plain texts have no daily cap; the store reports one only for OTPs.
+        let settled = self.settle(outcome, queued, answer, idempotency.as_ref(), digest, &to)?;
+        if matches!(settled, Answer::New(_)) {
+            tracing::info!(message = %msg_id, parts, "text queued");
         }
+        Ok(settled)
     }
 
     /// One message of the delivery log.
