@@ -250,6 +250,21 @@ pub(crate) fn shorten(s: &str) -> String {
     }
 }
 
+/// What the store keeps for an `Idempotency-Key`: the request's digest and the answer to
+/// replay. The answer is rendered only when a key was given.
+fn idempotency_record(
+    key: Option<&IdempotencyKey>,
+    digest: &[u8],
+    render: impl FnOnce() -> String,
+) -> Option<Idempotency> {
+    key.map(|k| Idempotency {
+        scope: k.scope.clone(),
+        key: k.key.clone(),
+        request_hash: digest.to_vec(),
+        response: render(),
+    })
+}
+
 /// Where the service gets the time: unix milliseconds. Injected so tests can move past expiry.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
@@ -914,12 +929,7 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&rendered.masked, parts),
         };
-        let idem = idempotency.as_ref().map(|k| Idempotency {
-            scope: k.scope.clone(),
-            key: k.key.clone(),
-            request_hash: digest.clone(),
-            response: render(&created),
-        });
+        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&created));
         let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store
@@ -1234,12 +1244,7 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&req.text, parts),
         };
-        let idem = idempotency.as_ref().map(|k| Idempotency {
-            scope: k.scope.clone(),
-            key: k.key.clone(),
-            request_hash: digest.clone(),
-            response: render(&queued),
-        });
+        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&queued));
         let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store

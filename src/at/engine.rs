@@ -266,11 +266,15 @@ impl AtClient {
         }
     }
 
-    /// Sends `line` (without its CR) and waits up to `timeout` for its final result. On `OK`
-    /// returns the command's information lines.
-    pub async fn command(&mut self, line: &str, timeout: Duration) -> Result<Vec<String>, AtError> {
+    /// Keeps the cool-down, takes the response slot and writes `line` + CR; the receiver gets
+    /// the command's replies. A write error frees the slot again.
+    async fn send_line(
+        &mut self,
+        line: &str,
+        expect_prompt: bool,
+    ) -> Result<mpsc::UnboundedReceiver<Reply>, AtError> {
         self.cool_down().await;
-        let mut rx = self.begin(line, false)?;
+        let rx = self.begin(line, expect_prompt)?;
         tracing::trace!(line = loggable(line), "at tx");
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\r');
@@ -281,6 +285,13 @@ impl AtClient {
                 payload_written: false,
             });
         }
+        Ok(rx)
+    }
+
+    /// Sends `line` (without its CR) and waits up to `timeout` for its final result. On `OK`
+    /// returns the command's information lines.
+    pub async fn command(&mut self, line: &str, timeout: Duration) -> Result<Vec<String>, AtError> {
+        let mut rx = self.send_line(line, false).await?;
         let deadline = Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -308,18 +319,7 @@ impl AtClient {
         payload: &str,
         timeout: Duration,
     ) -> Result<Vec<String>, AtError> {
-        self.cool_down().await;
-        let mut rx = self.begin(line, true)?;
-        tracing::trace!(line = loggable(line), "at tx");
-        let mut bytes = line.as_bytes().to_vec();
-        bytes.push(b'\r');
-        if let Err(e) = self.write(&bytes).await {
-            self.abandon();
-            return Err(AtError::Closed {
-                reason: e.to_string(),
-                payload_written: false,
-            });
-        }
+        let mut rx = self.send_line(line, true).await?;
         let deadline = Instant::now() + timeout;
         let mut payload_written = false;
         loop {
