@@ -5,16 +5,19 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::service::{self, OtpCreated, OtpView, TextQueued, Verified};
 use crate::store::{Message, Millis, OtpStatus};
 
-/// RFC 3339 in UTC with milliseconds, the form every timestamp of the API takes.
+/// RFC 3339 in UTC with always three fractional digits, the form every timestamp of the API
+/// takes: a fixed width keeps columns aligned and sorts as text (`Rfc3339` drops trailing zeros).
 pub fn rfc3339(ms: Millis) -> String {
+    const MILLIS_UTC: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(MILLIS_UTC).ok())
         .unwrap_or_default()
 }
 
@@ -333,7 +336,8 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(1_700_000_000_120), "2023-11-14T22:13:20.120Z");
     }
 }
