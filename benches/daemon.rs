@@ -1,6 +1,6 @@
 //! The daemon benchmark (issue 4): a real `simgate serve` process driven over loopback HTTP, its
 //! texts taken by simulated modems on pseudo-terminals, measured from the outside only (the CLI,
-//! the HTTP API of SPEC.md, the simulator's JSON-lines log and `/proc/PID`).
+//! the HTTP API of docs/SPEC.md, the simulator's JSON-lines log and `/proc/PID`).
 //!
 //! It prints, each beside its target: the durable enqueue rate and latency of `POST /v1/otp` at
 //! concurrency 1, 16 and 64; the time from `POST /v1/otp` to the simulator receiving the SMS on
@@ -420,7 +420,7 @@ fn run_load(
 // ---------------------------------------------------------------------------------------------
 // The simulator's log
 
-/// One line of a simulator's log (SPEC.md "The simulator's log").
+/// One line of a simulator's log (docs/SPEC.md "The simulator's log").
 struct SimLine {
     /// `at`, as nanoseconds since the Unix epoch: when the last part reached the simulator.
     at_ns: i128,

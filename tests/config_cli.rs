@@ -1,5 +1,5 @@
 //! `simgate serve --config FILE` with a bad file: the real binary must refuse to start and say
-//! which file, which key and why (SPEC.md "Config file"), before it opens a port or a modem.
+//! which file, which key and why (docs/SPEC.md "Config file"), before it opens a port or a modem.
 
 use std::process::Command;
 

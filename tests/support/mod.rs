@@ -20,7 +20,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SimProcess {
     /// The symlink to the simulator's serial end: what a client opens as its device.
     pub link: PathBuf,
-    /// The simulator's JSON-lines log of accepted messages (SPEC.md "The simulator's log").
+    /// The simulator's JSON-lines log of accepted messages (docs/SPEC.md "The simulator's log").
     pub log: PathBuf,
     /// Owns the temporary directory holding link, log and captured stderr; removed on drop.
     pub dir: tempfile::TempDir,
