@@ -7,8 +7,10 @@ use simgate::commands;
 #[derive(Debug, Parser)]
 #[command(name = "simgate", version, about)]
 pub struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    /// Print machine-readable JSON instead of text; the daemon's clients print errors as one JSON
+    /// object on stderr.
+    // After each command's own options, so every `--help` lists them in the same order.
+    #[arg(long, global = true, display_order = 900)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -30,8 +32,15 @@ pub enum Command {
     Serve(commands::serve::ServeArgs),
     /// Send a text through a running daemon.
     Send(commands::client::SendArgs),
-    /// Send or verify a one-time password through a running daemon.
+    /// Send, verify, resend, cancel or show a one-time password through a running daemon.
     Otp(commands::client::OtpArgs),
     /// Show the delivery log of a running daemon.
     Log(commands::client::LogArgs),
+    /// Show a running daemon at a glance: readiness, queue, sends and modems.
+    Status(commands::status::StatusArgs),
+    /// Print a shell completion script.
+    Completions(commands::completions::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man(commands::completions::ManArgs),
 }

@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use simgate::commands;
 
@@ -19,5 +19,8 @@ fn main() -> std::process::ExitCode {
         Command::Send(args) => commands::client::run_send(args, json),
         Command::Otp(args) => commands::client::run_otp(args, json),
         Command::Log(args) => commands::client::run_log(args, json),
+        Command::Status(args) => commands::status::run(args, json),
+        Command::Completions(args) => commands::completions::run_completions(args, Cli::command()),
+        Command::Man(args) => commands::completions::run_man(args, Cli::command(), json),
     }
 }

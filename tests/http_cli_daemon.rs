@@ -72,7 +72,8 @@ fn otp_send_verify_and_log_through_the_cli() {
         &d.base,
         &["otp", "verify", "--id", &id, "--code", wrong],
     );
-    assert_eq!(code, 1, "{out}");
+    // 3: the code was not accepted (not 1, which any other failure gives).
+    assert_eq!(code, 3, "{out}");
     assert!(out.contains("4 attempts remaining"), "{out}");
     let (code, out, err) = cli(
         cwd,
@@ -119,7 +120,8 @@ fn otp_send_verify_and_log_through_the_cli() {
     // Elsewhere, with no token to be found, the CLI says where it looked.
     let elsewhere = tempfile::tempdir().unwrap();
     let (code, _, err) = cli(elsewhere.path(), &d.base, &["log"]);
-    assert_eq!(code, 1);
+    // 4: authentication (no token found, or a token the daemon refused).
+    assert_eq!(code, 4, "{err}");
     // (A machine with a system-wide daemon has a token in /var/lib/simgate; it is not this one's.)
     assert!(err.contains("no API token") || err.contains("401"), "{err}");
 }

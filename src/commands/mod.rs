@@ -2,12 +2,14 @@
 //! `main.rs` only parses and dispatches; each `run` builds its own runtime if it needs one.
 
 pub mod client;
+pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod modem;
 pub mod pdu;
 pub mod serve;
 pub mod sim;
+pub mod status;
 
 /// Logs to stderr: `RUST_LOG` if set, else `default_filter` (a level or `EnvFilter` directives).
 /// Colour codes only for a person at a terminal; journald and log files get plain text.
