@@ -34,8 +34,12 @@ pub fn run_completions(args: CompletionsArgs, mut cmd: clap::Command) -> ExitCod
 
 /// Writes `simgate.1` and one `simgate-<command>.1` per visible subcommand into the directory.
 pub fn run_man(args: ManArgs, cmd: clap::Command, json: bool) -> ExitCode {
+    let mut cmd = cmd.disable_help_subcommand(true);
+    // Fills in every subcommand's full name (`simgate otp send`) for the pages' synopses.
+    cmd.build();
+    let source = format!("simgate {}", env!("CARGO_PKG_VERSION"));
     let written = std::fs::create_dir_all(&args.dir)
-        .and_then(|()| clap_mangen::generate_to(cmd, &args.dir))
+        .and_then(|()| write_pages(cmd, &args.dir, &source))
         .and_then(|()| {
             let mut pages: Vec<String> = std::fs::read_dir(&args.dir)?
                 .filter_map(|e| e.ok())
@@ -65,4 +69,17 @@ pub fn run_man(args: ManArgs, cmd: clap::Command, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// One page for `cmd` and one per visible subcommand, all footed with `source`: the version
+/// of simgate, also on the subcommands' pages (clap would name only the subcommand there).
+fn write_pages(cmd: clap::Command, dir: &std::path::Path, source: &str) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub.clone(), dir, source)?;
+    }
+    clap_mangen::Man::new(cmd)
+        .source(source)
+        .manual("simgate manual")
+        .generate_to(dir)
+        .map(|_| ())
 }
