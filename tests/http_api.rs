@@ -1036,7 +1036,7 @@ fn cli_clients_talk_to_the_daemon() {
     let id = created["id"].as_str().unwrap();
 
     let (code, out, _) = run(&["otp", "verify", "--id", id, "--code", "000000"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("not verified"), "{out}");
     let (code, out, _) = run(&["otp", "verify", "--to", TO, "--code", "314159"]);
     assert_eq!(code, Some(0), "{out}");
@@ -1056,7 +1056,7 @@ fn cli_clients_talk_to_the_daemon() {
     assert_eq!(code, Some(1));
     assert!(err.contains("add the country code"), "{err}");
     let (code, _, err) = run(&["otp", "verify", "--id", UNKNOWN_OTP, "--code", "123456"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("404"), "{err}");
 
     // A daemon that is not there is named.
@@ -1065,7 +1065,7 @@ fn cli_clients_talk_to_the_daemon() {
         .env_remove("SIMGATE_URL")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(8));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot reach the simgate daemon at http://127.0.0.1:9"),
