@@ -4,6 +4,7 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -433,4 +434,74 @@ fn status_shows_readiness_queue_and_modems() {
         "{}",
         r.err
     );
+}
+
+#[test]
+fn no_modem_ready_and_a_full_queue_exit_7() {
+    // An external simulator that never registers: the modem is never ready, texts stay queued.
+    let sim = support::SimProcess::start(&["--no-network"]);
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("simgate-data");
+    let config = format!(
+        "[limits]\nqueue_max = 1\n\n[[modem]]\ndevice = {:?}\n",
+        sim.link.display().to_string()
+    );
+    let (child, listen, _) = daemon::spawn_serve(&data_dir, &[], Some(&config), &[]);
+    let _daemon = KillOnDrop(child);
+    let url = format!("http://{listen}");
+    let cwd = root.path();
+
+    let r = cli(cwd, &["status", "--url", &url]);
+    assert_eq!(r.code, 7, "{}{}", r.out, r.err);
+    assert!(
+        r.out.starts_with(&format!(
+            "simgate at {url}: not ready (no modem is ready: modem0 is "
+        )),
+        "{}",
+        r.out
+    );
+    let r = cli(cwd, &["--json", "status", "--url", &url]);
+    assert_eq!(r.code, 7, "{}{}", r.out, r.err);
+    assert_eq!(r.json()["ready"], false);
+
+    let r = cli(
+        cwd,
+        &[
+            "send",
+            "--to",
+            "+15551230081",
+            "--text",
+            "one",
+            "--url",
+            &url,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+    let r = cli(
+        cwd,
+        &[
+            "--json",
+            "send",
+            "--to",
+            "+15551230082",
+            "--text",
+            "two",
+            "--url",
+            &url,
+        ],
+    );
+    assert_eq!(r.code, 7, "{}{}", r.out, r.err);
+    let e = r.json_error();
+    assert_eq!(e["error"]["status"], 503, "{e}");
+    assert_eq!(e["error"]["kind"], "queue-full", "{e}");
+}
+
+/// Stops a daemon child however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
