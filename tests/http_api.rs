@@ -40,8 +40,13 @@ struct Server {
 }
 
 impl Server {
+    /// A server with one ready modem, so answers carry no "no modem is ready" warning.
     fn start() -> Server {
-        Server::start_with(Vec::new(), RateSettings::default(), Settings::default())
+        Server::start_with(
+            vec![ready_modem()],
+            RateSettings::default(),
+            Settings::default(),
+        )
     }
 
     fn start_with(modems: Vec<ModemJson>, rates: RateSettings, settings: Settings) -> Server {
@@ -189,10 +194,44 @@ impl Server {
         r.json()
     }
 
+    /// A verify of an OTP that has ended: a problem with `http` naming the final `status`.
+    fn verify_ended(&self, id: &str, code: &str, http: u16, status: &str) -> Value {
+        let r = self.post(&format!("/v1/otp/{id}/verify"), json!({"code": code}));
+        let p = r.problem(http);
+        assert_eq!(p["otp_status"], status, "{p}");
+        assert_eq!(p["id"], id, "{p}");
+        assert_eq!(p["verified"], false, "{p}");
+        assert_eq!(
+            p["type"],
+            format!(
+                "https://simgate.dev/problems/{}",
+                match status {
+                    "approved" => "otp-already-approved",
+                    "expired" => "otp-expired",
+                    "canceled" => "otp-canceled",
+                    _ => "otp-attempts-exhausted",
+                }
+            ),
+            "{p}"
+        );
+        // The final state stays visible.
+        assert_eq!(self.get(&format!("/v1/otp/{id}")).json()["status"], status);
+        p
+    }
+
     fn assert_healthy(&self) {
         let r = self.call(Req::new("GET", "/healthz").no_token());
         assert_eq!(r.status, 200);
         assert_eq!(r.json(), json!({"status": "ok"}));
+    }
+}
+
+fn ready_modem() -> ModemJson {
+    ModemJson {
+        id: "modem0".into(),
+        device: "/dev/ttyUSB0".into(),
+        state: "ready".into(),
+        ..ModemJson::default()
     }
 }
 
@@ -329,7 +368,8 @@ fn v1_routes_need_a_valid_bearer_token() {
     assert_eq!(s.call(Req::new("GET", "/v1/modems")).status, 200);
     s.assert_healthy();
     assert_eq!(s.call(Req::new("GET", "/metrics").no_token()).status, 200);
-    assert_eq!(s.call(Req::new("GET", "/readyz").no_token()).status, 503);
+    // This server's modem is ready; one without modems is not.
+    assert_eq!(s.call(Req::new("GET", "/readyz").no_token()).status, 200);
 }
 
 /// A bad request, the status it must get and a piece of the detail that proves it says why.
@@ -718,11 +758,13 @@ fn idempotent_retry_returns_the_same_answer_and_sends_once() {
 #[test]
 fn per_number_limit_answers_429_with_retry_after() {
     let s = Server::start();
-    // The default otp_per_number is 3/10m.
+    // The default otp_per_number is 3/10m. Superseding, so each request is a new OTP and no
+    // per-OTP resend cap is involved.
+    let fresh = json!({"to": TO, "on_pending": "supersede"});
     for _ in 0..3 {
-        assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
+        assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
     }
-    let r = s.post("/v1/otp", json!({"to": TO}));
+    let r = s.post("/v1/otp", fresh);
     let p = r.problem(429);
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=600).contains(&retry), "Retry-After {retry}");
@@ -760,9 +802,16 @@ fn right_code_approves_once_then_is_refused() {
         right,
         json!({"id": id, "status": "approved", "verified": true, "attempts_remaining": 4})
     );
-    let again = s.verify(id, "424242");
-    assert_eq!(again["verified"], false);
-    assert_eq!(again["status"], "approved");
+    // A second verify is refused as a conflict, without counting an attempt.
+    let again = s.verify_ended(id, "424242", 409, "approved");
+    assert_eq!(again["attempts_remaining"], 4);
+    assert!(
+        again["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already approved"),
+        "{again}"
+    );
 
     let view = s.get(&format!("/v1/otp/{id}")).json();
     assert_eq!(view["status"], "approved");
@@ -793,9 +842,9 @@ fn five_wrong_codes_end_the_otp() {
         };
         assert_eq!(v["status"], want);
     }
-    let v = s.verify(id, "123456");
-    assert_eq!(v["status"], "max_attempts_reached");
-    assert_eq!(v["verified"], false);
+    // After the last attempt even the right code is refused, as a conflict.
+    let p = s.verify_ended(id, "123456", 409, "max_attempts_reached");
+    assert_eq!(p["attempts_remaining"], 0);
 }
 
 #[test]
@@ -806,10 +855,8 @@ fn expired_code_answers_expired_not_404() {
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     s.advance(Duration::from_secs(61));
-    let v = s.verify(&id, "777777");
-    assert_eq!(v["status"], "expired");
-    assert_eq!(v["verified"], false);
-    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["status"], "expired");
+    // 410 Gone: the OTP exists (not 404) but its codes never verify again.
+    s.verify_ended(&id, "777777", 410, "expired");
     // Resending an expired OTP is a conflict, not a new code.
     s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")))
         .problem(409);
@@ -819,8 +866,12 @@ fn expired_code_answers_expired_not_404() {
 fn verify_by_number_checks_the_newest_pending_code() {
     let s = Server::start();
     let first = s.create_otp(TO, "111111");
-    let second = s.create_otp(TO, "222222");
-    // A new OTP for the number cancels the pending one.
+    s.next_code("222222");
+    let second = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    assert_eq!(second.status, 202, "{}", second.text);
+    let second = second.json();
+    assert_ne!(second["id"], first["id"]);
+    // A new OTP with on_pending = supersede cancels the number's pending one.
     let old = s
         .get(&format!("/v1/otp/{}", first["id"].as_str().unwrap()))
         .json();
@@ -871,7 +922,7 @@ fn resend_adds_a_code_and_cancel_ends_the_otp() {
     let c = s.call(Req::new("DELETE", &format!("/v1/otp/{oid}")));
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.json(), json!({"id": oid, "status": "canceled"}));
-    assert_eq!(s.verify(oid, "112233")["status"], "canceled");
+    s.verify_ended(oid, "112233", 409, "canceled");
     // Canceling an approved OTP is a conflict.
     s.call(Req::new("DELETE", &format!("/v1/otp/{id}")))
         .problem(409);
@@ -1081,13 +1132,27 @@ fn concurrent_right_codes_approve_exactly_once() {
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let (s, id) = (s.clone(), id.clone());
-            std::thread::spawn(move || s.verify(&id, "555555"))
+            std::thread::spawn(move || {
+                let r = s.post(&format!("/v1/otp/{id}/verify"), json!({"code": "555555"}));
+                (r.status, r.json())
+            })
         })
         .collect();
-    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let approvals = answers.iter().filter(|a| a["verified"] == true).count();
-    assert_eq!(approvals, 1, "{answers:?}");
-    assert!(answers.iter().all(|a| a["status"] == "approved"));
+    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let approvals: Vec<&(u16, Value)> = answers
+        .iter()
+        .filter(|(_, a)| a["verified"] == true)
+        .collect();
+    assert_eq!(approvals.len(), 1, "{answers:?}");
+    assert_eq!(approvals[0].0, 200);
+    // Every other one learns it was already approved.
+    assert!(
+        answers
+            .iter()
+            .all(|(st, a)| (*st == 200 && a["status"] == "approved")
+                || (*st == 409 && a["otp_status"] == "approved")),
+        "{answers:?}"
+    );
 }
 
 #[test]
@@ -1126,9 +1191,10 @@ fn policy_limits_answer_with_their_own_problems() {
     );
 
     // The daily cap is counted in the store: the third OTP of the day is refused (3 to 5).
-    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
-    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
-    let r = s.post("/v1/otp", json!({"to": TO}));
+    let fresh = json!({"to": TO, "on_pending": "supersede"});
+    assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
+    assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
+    let r = s.post("/v1/otp", fresh);
     let p = r.problem(429);
     assert_eq!(p["limit"], "otp_per_number_per_day");
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
