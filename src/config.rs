@@ -1065,6 +1065,44 @@ mod tests {
     }
 
     #[test]
+    fn otp_part_cap_resends_and_pending_rule() {
+        let c = parse("").unwrap();
+        assert_eq!(c.otp.max_parts, 3);
+        assert_eq!(c.otp.max_resends, 2);
+        assert_eq!(c.otp.on_pending, otp::OnPending::Reuse);
+        let c =
+            parse("[otp]\nmax_parts = 1\nmax_resends = 0\non_pending = \"supersede\"\n").unwrap();
+        assert_eq!(
+            (c.otp.max_parts, c.otp.max_resends, c.otp.on_pending),
+            (1, 0, otp::OnPending::Supersede)
+        );
+        for (text, key, says) in [
+            ("[otp]\nmax_parts = 0\n", "otp.max_parts", "out of range"),
+            ("[otp]\nmax_parts = 11\n", "otp.max_parts", "out of range"),
+            (
+                "[otp]\nmax_resends = 101\n",
+                "otp.max_resends",
+                "out of range",
+            ),
+            (
+                "[otp]\non_pending = \"replace\"\n",
+                "otp.on_pending",
+                "\"supersede\"",
+            ),
+            (
+                "[otp]\nmax_parts = 1\ntemplate = \"{code} 😀 and a long tail of words that \
+                 needs more than seventy characters in UCS-2\"\n",
+                "otp.template",
+                "more than otp.max_parts = 1",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn modem_ids_default_by_position() {
         let c = parse(
             "[[modem]]\ndevice = \"/dev/a\"\n[[modem]]\nid = \"spare\"\ndevice = \"/dev/b\"\n\

@@ -949,6 +949,81 @@ mod tests {
     }
 
     #[test]
+    fn lifetimes_read_in_the_unit_a_person_would_use() {
+        for (secs, want) in [
+            (1, "1 second"),
+            (30, "30 seconds"),
+            (60, "1 minute"),
+            (90, "90 seconds"),
+            (119, "119 seconds"),
+            (120, "2 minutes"),
+            (300, "5 minutes"),
+            (301, "5 minutes"),
+            (3_600, "1 hour"),
+            (5_400, "90 minutes"),
+            (7_200, "2 hours"),
+            (86_400, "24 hours"),
+        ] {
+            assert_eq!(lifetime_words(Duration::from_secs(secs)), want, "{secs} s");
+        }
+    }
+
+    #[test]
+    fn the_default_text_reads_right_for_every_ttl() {
+        let say = |secs| {
+            render(
+                DEFAULT_TEMPLATE,
+                "123456",
+                Duration::from_secs(secs),
+                None,
+                None,
+            )
+            .unwrap()
+            .text
+        };
+        assert_eq!(say(60), "Your code is 123456. It expires in 1 minute.");
+        assert_eq!(say(30), "Your code is 123456. It expires in 30 seconds.");
+        assert_eq!(say(86_400), "Your code is 123456. It expires in 24 hours.");
+        assert_eq!(say(600), "Your code is 123456. It expires in 10 minutes.");
+        for secs in (30..=86_400).step_by(37) {
+            let t = say(secs);
+            assert!(
+                !t.contains(" 1 minutes") && !t.contains(" 1 seconds"),
+                "{t}"
+            );
+            assert!(!t.contains("1440"), "{t}");
+        }
+        // {lifetime} says the same; {minutes} on its own stays the bare number (SPEC).
+        let r = |t: &str, secs| {
+            render(t, "1234", Duration::from_secs(secs), None, None)
+                .unwrap()
+                .text
+        };
+        assert_eq!(r("{code}, valid {lifetime}", 60), "1234, valid 1 minute");
+        assert_eq!(r("{code} ({minutes} min)", 60), "1234 (1 min)");
+        assert_eq!(r("{code} {minutes} Minuten", 86_400), "1234 1440 Minuten");
+        assert_eq!(r("{code} {minutes} minutesx", 60), "1234 1 minutesx");
+    }
+
+    #[test]
+    fn code_offsets_point_at_every_code() {
+        let o = Origin::parse("example.com").unwrap();
+        let r = render(
+            "*{code}* and {code}",
+            "4821",
+            Duration::from_secs(60),
+            Some(&o),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.code_offsets, vec![1, 11, 31]);
+        for &at in &r.code_offsets {
+            assert_eq!(&r.text[at..at + 4], "4821");
+            assert_eq!(&r.masked[at..at + 4], "****");
+        }
+    }
+
+    #[test]
     fn origin_line_is_last_and_masked() {
         let o = Origin::parse("example.com").unwrap();
         let r = render(

@@ -1037,20 +1037,10 @@ impl Service {
         if let Some(seen) = self.cached_replay(idempotency.as_ref(), &digest) {
             return seen.map(Answer::Replay);
         }
+        // Whether the number has a pending OTP to reuse is decided inside the store's
+        // transaction, not read first: most numbers have none, and a read per request would
+        // cost every one of them a round trip.
         let now = (self.clock)();
-        if on_pending == OnPending::Reuse
-            && let Some(pending) = self
-                .store
-                .newest_pending_otp(to.as_str(), now)
-                .await
-                .map_err(store_err)?
-        {
-            let note = reuse_note(&pending.id, &req);
-            return self
-                .add_text(pending, idempotency, digest, render, Some(note), true)
-                .await;
-        }
-
         let id = new_id(OTP_ID_PREFIX);
         let message_id = new_id(MSG_ID_PREFIX);
         let code = (self.codes)(len);
@@ -1125,8 +1115,8 @@ impl Service {
             .map_err(store_err)?;
         let outcome = match outcome {
             CreateOtpOutcome::Done(o) => o,
-            // Another request created an OTP for the number since we looked: reuse it. This
-            // request's cells are already spent, so the reused text is not charged again.
+            // The number has a pending OTP: add a text to it instead. This request's cells
+            // are spent already, so the reused text is not charged again.
             CreateOtpOutcome::PendingExists { otp_id } => {
                 let pending = self.load_otp(&otp_id).await?;
                 let note = reuse_note(&otp_id, &req);
@@ -1952,6 +1942,37 @@ mod tests {
         // Literal stars of another length make the mask ambiguous: fall back.
         assert!(Wording::from_masked("** code ******").is_none());
         assert!(Wording::from_masked("no code here").is_none());
+    }
+
+    #[test]
+    fn wording_from_recorded_offsets_survives_literal_stars() {
+        // "*{code}" masks to seven stars: the mask alone would make a 7-digit code of it.
+        assert_eq!(Wording::from_masked("*******").unwrap().len.get(), 7);
+        let w = Wording::from_offsets(
+            "*******",
+            &OtpWording {
+                code_length: 6,
+                code_offsets: vec![1],
+            },
+        )
+        .unwrap();
+        assert_eq!(w.len.get(), 6);
+        assert_eq!(w.replace_code("123456"), "*123456");
+        // Offsets that do not point at a mask of the recorded length are not trusted.
+        let bad = |offsets: Vec<usize>, len| {
+            Wording::from_offsets(
+                "Code ****",
+                &OtpWording {
+                    code_length: len,
+                    code_offsets: offsets,
+                },
+            )
+        };
+        assert!(bad(vec![0], 4).is_none());
+        assert!(bad(vec![6], 4).is_none());
+        assert!(bad(vec![5], 6).is_none());
+        assert!(bad(vec![], 4).is_none());
+        assert_eq!(bad(vec![5], 4).unwrap().replace_code("9876"), "Code 9876");
     }
 
     #[test]

@@ -1253,3 +1253,243 @@ fn paging_is_exact_when_messages_share_a_millisecond() {
     sent.reverse();
     assert_eq!(seen, sent, "every message once, newest first");
 }
+
+/// Issue 17.4: an OTP text has a part cap, and the refusal names the field that made it long.
+#[test]
+fn otp_texts_over_max_parts_are_refused_naming_the_field() {
+    let s = Server::start();
+    // The report: an emoji template, a 10-digit code and a long origin made 18 parts.
+    let host = format!("{}.example.com", ["login-portal"; 10].join("."));
+    let emoji = format!(
+        "🔐 {} {{code}} {}",
+        "Dein Anmeldecode lautet".repeat(3),
+        "😀".repeat(20)
+    );
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "template": emoji, "code_length": 10, "origin": host}),
+    );
+    let p = r.problem(422);
+    assert_eq!(p["field"], "template", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(d.contains("otp.max_parts = 3"), "{d}");
+    assert!(d.contains("outside the GSM 7-bit alphabet"), "{d}");
+    // Nothing was queued, and no budget was spent: the same number still gets a short code.
+    assert_eq!(
+        s.get("/v1/messages").json()["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // A plain template that fits, made long by the origin line alone: the origin is to blame.
+    // The longest host name there is (253 characters).
+    let long_host = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    let template = format!("Your code is {{code}}. {}", "x".repeat(180));
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "template": template, "origin": long_host}),
+    );
+    let p = r.problem(422);
+    assert_eq!(p["field"], "origin", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with the origin line"),
+        "{p}"
+    );
+    // The same template without the origin fits and is accepted.
+    let r = s.post("/v1/otp", json!({"to": TO, "template": template}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["parts"], 2);
+}
+
+/// Issue 17.4: a 3-part OTP costs 3 cells of the per-number budget, and parts are counted in
+/// the metrics; the cap is configurable.
+#[test]
+fn multi_part_otps_cost_their_parts_in_the_limits_and_metrics() {
+    let three_parts = format!("Your code is {{code}}. {}", "x".repeat(300));
+    let s = Server::start();
+    let r = s.post("/v1/otp", json!({"to": TO, "template": three_parts}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["parts"], 3);
+    // otp_per_number = 3/10m is spent by that one text: even a 1-part OTP must wait.
+    let r = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "otp_per_number", "{p}");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // A 1-part OTP to another number costs one cell.
+    assert_eq!(s.post("/v1/otp", json!({"to": "+15557654321"})).status, 202);
+    let metrics = s.call(Req::new("GET", "/metrics").no_token()).text;
+    assert!(
+        metrics.contains("simgate_sms_parts_accepted_total{kind=\"otp\"} 4"),
+        "{metrics}"
+    );
+
+    // otp.max_parts = 1 refuses the 3-part text; a limit that could never pass it says so.
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings {
+            otp_per_number: "2/10m".parse().unwrap(),
+            ..RateSettings::default()
+        },
+        Settings {
+            max_otp_parts: 5,
+            ..Settings::default()
+        },
+    );
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "template": three_parts}))
+        .problem(422);
+    assert_eq!(p["field"], "template", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(
+        d.contains("3 SMS parts") && d.contains("limits.otp_per_number allows 2 parts"),
+        "{d}"
+    );
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings::default(),
+        Settings {
+            max_otp_parts: 1,
+            ..Settings::default()
+        },
+    );
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "template": three_parts}))
+        .problem(422);
+    assert!(
+        p["detail"].as_str().unwrap().contains("otp.max_parts = 1"),
+        "{p}"
+    );
+}
+
+/// Issue 16: a second POST /v1/otp for a number with a pending OTP reuses it (same id, one
+/// more text, same limits); supersede stays available per request; replays still replay.
+#[test]
+fn a_pending_otp_is_reused_unless_superseding_is_asked_for() {
+    let s = Server::start();
+    let first = s.create_otp(TO, "111111");
+    let again = s.create_otp(TO, "222222");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["expires_at"], first["expires_at"]);
+    assert_ne!(again["message_id"], first["message_id"]);
+    let w = again["warnings"][0].as_str().unwrap();
+    assert!(w.contains("reused") && w.contains("stay valid"), "{w}");
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["texts"], 2);
+
+    // Fields that cannot apply to a reused OTP are named in the warning.
+    s.next_code("333333");
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "ttl_seconds": 600, "code_length": 8}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let w = r.json()["warnings"][0].as_str().unwrap().to_owned();
+    assert!(w.contains("ttl_seconds, code_length"), "{w}");
+    assert!(w.contains("supersede"), "{w}");
+
+    // Every code sent stays valid: the first one approves.
+    assert_eq!(s.verify(id, "111111")["verified"], true);
+
+    // Idempotent replays of a reusing request answer the same text.
+    let other = "+15557654321";
+    s.create_otp(other, "444444");
+    let keyed = |body: Value| {
+        s.call(
+            Req::new("POST", "/v1/otp")
+                .json(&body)
+                .header("Idempotency-Key", "k-reuse"),
+        )
+    };
+    let one = keyed(json!({"to": other}));
+    let two = keyed(json!({"to": other}));
+    assert_eq!(one.status, 202, "{}", one.text);
+    assert_eq!(one.text, two.text);
+    assert_eq!(two.header("idempotent-replayed"), Some("true"));
+
+    // A bad on_pending names the field.
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "on_pending": "replace"}))
+        .problem(422);
+    assert_eq!(p["field"], "on_pending", "{p}");
+}
+
+/// Issue 17.8: resends per OTP are capped (otp.max_resends) with a 429 that says why.
+#[test]
+fn resends_per_otp_are_capped() {
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings {
+            otp_per_number: "off".parse().unwrap(),
+            ..RateSettings::default()
+        },
+        Settings {
+            max_resends: 1,
+            ..Settings::default()
+        },
+    );
+    let otp = s.create_otp(TO, "123456");
+    let id = otp["id"].as_str().unwrap();
+    let resend = || s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")));
+    assert_eq!(resend().status, 202);
+    let r = resend();
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "max_resends", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(
+        d.contains("has had 2 texts") && d.contains("otp.max_resends = 1"),
+        "{d}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry), "until the expiry: {retry}");
+    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["texts"], 2);
+    // Superseding starts a new OTP with its own budget of resends.
+    let r = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_ne!(r.json()["id"], otp["id"]);
+}
+
+/// Issue 16: a 202 while no modem is ready says so in `warnings`.
+#[test]
+fn answers_warn_when_no_modem_is_ready() {
+    let down = ModemJson {
+        id: "modem0".into(),
+        state: "searching".into(),
+        ..ModemJson::default()
+    };
+    let s = Server::start_with(vec![down], RateSettings::default(), Settings::default());
+    let has_warning = |v: &Value| {
+        v["warnings"].as_array().is_some_and(|w| {
+            w.iter().any(|w| {
+                let w = w.as_str().unwrap();
+                w.contains("no modem is ready") && w.contains("modem0 is searching")
+            })
+        })
+    };
+    let otp = s.create_otp(TO, "123456");
+    assert!(has_warning(&otp), "{otp}");
+    let id = otp["id"].as_str().unwrap();
+    let r = s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")));
+    assert_eq!(r.status, 202);
+    assert!(has_warning(&r.json()), "{}", r.text);
+    let r = s.post("/v1/messages", json!({"to": TO, "text": "hello"}));
+    assert_eq!(r.status, 202);
+    assert!(has_warning(&r.json()), "{}", r.text);
+    // Without any modem configured, too.
+    let s = Server::start_with(Vec::new(), RateSettings::default(), Settings::default());
+    let w = s.create_otp(TO, "123456")["warnings"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(w.contains("no modem is configured"), "{w}");
+}
