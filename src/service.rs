@@ -1062,7 +1062,22 @@ impl Service {
         if parts > self.settings.max_otp_parts {
             return Err(self.too_many_parts(parts, &rendered.masked, &inputs));
         }
-        self.check_send_limits(&to, parts, self.blame(&inputs))?;
+        if let Err(e) = self.check_send_limits(&to, parts, self.blame(&inputs)) {
+            // A number whose pending OTP has all its texts is better told so than sent to a
+            // per-number wait it would only meet again; the read is paid on refusals only.
+            if on_pending == OnPending::Reuse
+                && matches!(e, ServiceError::RateLimited { .. })
+                && let Some(p) = self
+                    .store
+                    .newest_pending_otp(to.as_str(), now)
+                    .await
+                    .map_err(store_err)?
+                && p.message_ids.len() as u64 > u64::from(self.settings.max_resends)
+            {
+                return Err(self.resend_cap(&p, now));
+            }
+            return Err(e);
+        }
 
         let sealed = self.keys.seal(&rendered.text);
         drop(rendered.text);
