@@ -164,6 +164,12 @@ pub struct RawOtp {
     pub template: String,
     /// `otp.app_hash`; empty means none.
     pub app_hash: String,
+    /// `otp.max_parts`.
+    pub max_parts: u32,
+    /// `otp.max_resends`.
+    pub max_resends: u32,
+    /// `otp.on_pending`: `"reuse"` or `"supersede"`.
+    pub on_pending: String,
 }
 
 impl Default for RawOtp {
@@ -176,6 +182,9 @@ impl Default for RawOtp {
             max_attempts: 5,
             template: otp::DEFAULT_TEMPLATE.into(),
             app_hash: String::new(),
+            max_parts: otp::DEFAULT_MAX_PARTS as u32,
+            max_resends: otp::DEFAULT_MAX_RESENDS,
+            on_pending: "reuse".into(),
         }
     }
 }
@@ -386,6 +395,12 @@ pub struct OtpSettings {
     pub template: String,
     /// Android SMS Retriever hash appended to every OTP text, if the operator's app needs it.
     pub app_hash: Option<AppHash>,
+    /// Most SMS parts one OTP text may take; longer ones are refused with the field to blame.
+    pub max_parts: usize,
+    /// Resends allowed per OTP: every code sent stays valid, so each one adds to a guesser's odds.
+    pub max_resends: u32,
+    /// What `POST /v1/otp` does for a number with a pending OTP when the request does not say.
+    pub on_pending: otp::OnPending,
 }
 
 /// `[limits]`.
@@ -770,6 +785,44 @@ impl RawConfig {
             )
         };
 
+        if !(1..=10).contains(&self.otp.max_parts) {
+            return Err(err(
+                "otp.max_parts",
+                format!("{} is out of range (1..=10)", self.otp.max_parts),
+            ));
+        }
+        let max_parts = self.otp.max_parts as usize;
+        // The configured text itself must fit, with the longest code a request may ask for.
+        let longest = "0".repeat(otp::MAX_CODE_LENGTH);
+        let parts = otp::render(&self.otp.template, &longest, ttl, None, app_hash.as_ref())
+            .map(|r| crate::pdu::plan(&r.masked).parts)
+            .unwrap_or(1);
+        if parts > max_parts {
+            return Err(err(
+                "otp.template",
+                format!(
+                    "the text needs {parts} SMS parts with a {}-digit code, more than \
+                     otp.max_parts = {max_parts}; shorten it or raise otp.max_parts",
+                    otp::MAX_CODE_LENGTH
+                ),
+            ));
+        }
+        if self.otp.max_resends > 100 {
+            return Err(err(
+                "otp.max_resends",
+                format!("{} is out of range (0..=100)", self.otp.max_resends),
+            ));
+        }
+        let on_pending = otp::OnPending::parse(&self.otp.on_pending).ok_or_else(|| {
+            err(
+                "otp.on_pending",
+                format!(
+                    "{:?} is neither \"reuse\" nor \"supersede\"",
+                    self.otp.on_pending
+                ),
+            )
+        })?;
+
         // [limits]
         let rate = |key: &str, v: &str| -> Result<Rate, ConfigError> {
             v.parse::<Rate>()
@@ -965,6 +1018,9 @@ impl RawConfig {
                 max_attempts: self.otp.max_attempts,
                 template: self.otp.template,
                 app_hash,
+                max_parts,
+                max_resends: self.otp.max_resends,
+                on_pending,
             },
             limits: LimitSettings {
                 rates,
@@ -1006,6 +1062,44 @@ mod tests {
         assert_eq!(c.modems[0].id, "modem0");
         assert_eq!(c.modems[0].device, PathBuf::from(DEFAULT_DEVICE));
         assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn otp_part_cap_resends_and_pending_rule() {
+        let c = parse("").unwrap();
+        assert_eq!(c.otp.max_parts, 3);
+        assert_eq!(c.otp.max_resends, 2);
+        assert_eq!(c.otp.on_pending, otp::OnPending::Reuse);
+        let c =
+            parse("[otp]\nmax_parts = 1\nmax_resends = 0\non_pending = \"supersede\"\n").unwrap();
+        assert_eq!(
+            (c.otp.max_parts, c.otp.max_resends, c.otp.on_pending),
+            (1, 0, otp::OnPending::Supersede)
+        );
+        for (text, key, says) in [
+            ("[otp]\nmax_parts = 0\n", "otp.max_parts", "out of range"),
+            ("[otp]\nmax_parts = 11\n", "otp.max_parts", "out of range"),
+            (
+                "[otp]\nmax_resends = 101\n",
+                "otp.max_resends",
+                "out of range",
+            ),
+            (
+                "[otp]\non_pending = \"replace\"\n",
+                "otp.on_pending",
+                "\"supersede\"",
+            ),
+            (
+                "[otp]\nmax_parts = 1\ntemplate = \"{code} 😀 and a long tail of words that \
+                 needs more than seventy characters in UCS-2\"\n",
+                "otp.template",
+                "more than otp.max_parts = 1",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -171,6 +171,18 @@ impl fmt::Display for RetryAfter {
     }
 }
 
+/// Why a send of several parts was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The budget will have room again after this wait.
+    Wait(RetryAfter),
+    /// The text needs more parts than the limit allows in a whole period: no wait helps.
+    Never {
+        /// Most parts the limit allows at once (its count).
+        capacity: u32,
+    },
+}
+
 /// Which limiter refused, for metrics (`limit` label) and problem details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitName {
@@ -188,6 +200,8 @@ pub enum LimitName {
     SendsGlobal,
     /// `limits.queue_max`.
     QueueFull,
+    /// `otp.max_resends`: texts per OTP (checked by the service against the store).
+    MaxResends,
 }
 
 impl LimitName {
@@ -201,6 +215,7 @@ impl LimitName {
             LimitName::RequestsPerToken => "requests_per_token",
             LimitName::SendsGlobal => "sends_global",
             LimitName::QueueFull => "queue_max",
+            LimitName::MaxResends => "max_resends",
         }
     }
 }
@@ -314,14 +329,45 @@ impl<C: Clock + Clone> Limits<C> {
             .map_err(|nu| RetryAfter::from_wait(nu.wait_time_from(self.clock.now())))
     }
 
+    fn keyed_check_n<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: &Option<Keyed<K, C>>,
+        key: &K,
+        parts: NonZeroU32,
+    ) -> Result<(), Refusal> {
+        let Some(l) = limiter else { return Ok(()) };
+        match l.check_key_n(key, parts) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(nu)) => Err(Refusal::Wait(RetryAfter::from_wait(
+                nu.wait_time_from(self.clock.now()),
+            ))),
+            Err(governor::InsufficientCapacity(capacity)) => Err(Refusal::Never { capacity }),
+        }
+    }
+
     /// One OTP send (create or resend) to `number`. Consumes a cell when it passes.
     pub fn check_otp_send(&self, number: &str) -> Result<(), RetryAfter> {
         self.keyed_check(&self.otp_per_number, &number.to_string())
     }
 
+    /// One OTP send of `parts` SMS parts to `number`: each part costs one cell, so a 3-part text
+    /// spends what three 1-part texts would. Consumes nothing when refused.
+    pub fn check_otp_send_parts(&self, number: &str, parts: NonZeroU32) -> Result<(), Refusal> {
+        self.keyed_check_n(&self.otp_per_number, &number.to_string(), parts)
+    }
+
     /// One OTP send to the number range of `number` (see [`RateSettings::otp_per_prefix`]).
     pub fn check_otp_prefix(&self, number: &str) -> Result<(), RetryAfter> {
         self.keyed_check(&self.otp_per_prefix, &self.number_range(number).to_owned())
+    }
+
+    /// [`Limits::check_otp_prefix`] for a text of `parts` SMS parts, one cell per part.
+    pub fn check_otp_prefix_parts(&self, number: &str, parts: NonZeroU32) -> Result<(), Refusal> {
+        self.keyed_check_n(
+            &self.otp_per_prefix,
+            &self.number_range(number).to_owned(),
+            parts,
+        )
     }
 
     /// The range `number` belongs to: `+` and its first `prefix_digits` digits.
@@ -347,6 +393,20 @@ impl<C: Clock + Clone> Limits<C> {
         };
         l.check()
             .map_err(|nu| RetryAfter::from_wait(nu.wait_time_from(self.clock.now())))
+    }
+
+    /// [`Limits::check_global_send`] for a text of `parts` SMS parts, one cell per part.
+    pub fn check_global_send_parts(&self, parts: NonZeroU32) -> Result<(), Refusal> {
+        let Some(l) = &self.sends_global else {
+            return Ok(());
+        };
+        match l.check_n(parts) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(nu)) => Err(Refusal::Wait(RetryAfter::from_wait(
+                nu.wait_time_from(self.clock.now()),
+            ))),
+            Err(governor::InsufficientCapacity(capacity)) => Err(Refusal::Never { capacity }),
+        }
     }
 
     /// Forgets keys whose buckets are full again, so memory tracks active keys only.
@@ -534,6 +594,36 @@ mod tests {
         clock.advance(Duration::from_millis(500));
         assert_eq!(l.check_otp_send(n), Ok(()));
         assert!(l.check_otp_send(n).is_err());
+    }
+
+    #[test]
+    fn multi_part_sends_cost_one_cell_per_part() {
+        let (l, clock) = limits("3/10m", "off", "off", "5/1m");
+        let n = "+15551234567";
+        let three = NonZeroU32::new(3).unwrap();
+        assert_eq!(l.check_otp_send_parts(n, three), Ok(()));
+        // The 3-part text spent the whole burst: even a 1-part text waits 200 s.
+        assert_eq!(
+            l.check_otp_send_parts(n, NonZeroU32::MIN),
+            Err(Refusal::Wait(RetryAfter(Duration::from_secs(200))))
+        );
+        // More parts than the burst can never pass, and says so instead of a wait.
+        assert_eq!(
+            l.check_otp_send_parts("+15550000000", NonZeroU32::new(4).unwrap()),
+            Err(Refusal::Never { capacity: 3 })
+        );
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(l.check_otp_send_parts(n, three), Ok(()));
+        // The global budget counts parts too: 3 + 3 > 5.
+        assert_eq!(l.check_global_send_parts(three), Ok(()));
+        assert!(matches!(
+            l.check_global_send_parts(three),
+            Err(Refusal::Wait(_))
+        ));
+        assert_eq!(
+            l.check_global_send_parts(NonZeroU32::new(6).unwrap()),
+            Err(Refusal::Never { capacity: 5 })
+        );
     }
 
     #[test]

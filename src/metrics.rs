@@ -101,6 +101,14 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     /// HTTP requests by route template and status class (`2xx`, `4xx`, ...).
     http_requests: Family<HttpLabels, Counter>,
+    /// SMS parts of the messages the API accepted, by kind (`otp`, `text`): what the SIM will
+    /// be billed for, where the message count alone hides a 3-part text.
+    parts_accepted: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,8 +160,15 @@ impl Metrics {
             "HTTP requests by route and status class",
             http_requests.clone(),
         );
+        let parts_accepted = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sms_parts_accepted",
+            "SMS parts of the messages accepted for sending, by kind (otp, text)",
+            parts_accepted.clone(),
+        );
         Metrics {
             registry,
+            parts_accepted,
             queue_depth,
             sends,
             send_latency,
@@ -228,6 +243,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts the SMS parts of one accepted message of `kind` (`otp` or `text`).
+    pub fn record_parts_accepted(&self, kind: &str, parts: u32) {
+        self.parts_accepted
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc_by(u64::from(parts));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -253,6 +277,8 @@ mod tests {
         m.record_rate_limited("otp_per_number");
         m.record_http("/v1/otp", 202);
         m.record_http("/v1/otp", 429);
+        m.record_parts_accepted("otp", 3);
+        m.record_parts_accepted("otp", 1);
         let text = m.encode();
         for want in [
             "simgate_queue_depth 7",
@@ -265,6 +291,7 @@ mod tests {
             "simgate_rate_limit_rejections_total{limit=\"otp_per_number\"} 1",
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"2xx\"} 1",
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"4xx\"} 1",
+            "simgate_sms_parts_accepted_total{kind=\"otp\"} 4",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

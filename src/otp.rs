@@ -43,6 +43,44 @@ pub const MAX_TEMPLATE_CHARS: usize = 459;
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30);
 /// Longest TTL accepted by default: a day-old code is a password, not a one-time code.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default of `otp.max_parts`: three concatenated parts hold a long template with a WebOTP
+/// line even in UCS-2; beyond that a code arrives late or in pieces on many phones.
+pub const DEFAULT_MAX_PARTS: usize = 3;
+/// Default of `otp.max_resends`: with every code valid until expiry, 2 resends give a guesser
+/// at most 3 live codes (3 × 5 attempts in 10^6 with the defaults).
+pub const DEFAULT_MAX_RESENDS: u32 = 2;
+
+/// What a new OTP for a number that has a pending one does (`otp.on_pending`, request field
+/// `on_pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPending {
+    /// The pending OTP is reused: same id and expiry, one more text with a fresh code as a
+    /// resend sends it; earlier codes stay valid, so a late first text still works.
+    #[default]
+    Reuse,
+    /// The pending OTP is canceled with its queued texts and a new one starts.
+    Supersede,
+}
+
+impl OnPending {
+    /// `"reuse"` or `"supersede"`.
+    pub fn parse(s: &str) -> Option<OnPending> {
+        match s {
+            "reuse" => Some(OnPending::Reuse),
+            "supersede" => Some(OnPending::Supersede),
+            _ => None,
+        }
+    }
+
+    /// The config and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnPending::Reuse => "reuse",
+            OnPending::Supersede => "supersede",
+        }
+    }
+}
+
 /// Name of the key file inside the data directory.
 pub const KEY_FILE_NAME: &str = "otp-keys";
 
@@ -80,9 +118,11 @@ pub enum OtpError {
         /// The limit.
         max: usize,
     },
-    /// A `{name}` other than `{code}` or `{minutes}`: most likely a typo that would be sent
-    /// verbatim to every user.
-    #[error("template has unknown placeholder {{{0}}} (known: {{code}}, {{minutes}})")]
+    /// A `{name}` other than `{code}`, `{minutes}` or `{lifetime}`: most likely a typo that
+    /// would be sent verbatim to every user.
+    #[error(
+        "template has unknown placeholder {{{0}}} (known: {{code}}, {{minutes}}, {{lifetime}})"
+    )]
     TemplateUnknownPlaceholder(String),
     /// `origin` is not a bare host name.
     #[error("origin {0:?} is not a host name (expected e.g. \"example.com\", no scheme, no path)")]
@@ -451,6 +491,41 @@ enum Piece<'a> {
     Literal(&'a str),
     Code,
     Minutes,
+    Lifetime,
+}
+
+/// What follows `{minutes}` in templates written for a number of minutes; together they are read
+/// as `{lifetime}`, so "expires in {minutes} minutes" never says "1 minutes" or "1440 minutes".
+const MINUTES_WORD: &str = " minutes";
+
+/// The lifetime in the unit a person would use: "30 seconds", "1 minute", "5 minutes",
+/// "90 minutes", "24 hours".
+///
+/// Whole hours are said in hours; other lifetimes from one minute up in whole
+/// minutes rounded down (a code never outlives what the text promises by more than a minute,
+/// and is never said to live longer than it does); below two minutes, a lifetime that is not
+/// exactly one minute is said in seconds.
+pub fn lifetime_words(ttl: Duration) -> String {
+    let s = ttl.as_secs().max(1);
+    let (n, unit) = if s == 60 {
+        (1, "minute")
+    } else if s < 120 {
+        (s, "second")
+    } else if s >= 3600 && s % 3600 == 0 {
+        (s / 3600, "hour")
+    } else {
+        (s / 60, "minute")
+    };
+    count_noun(n, unit)
+}
+
+/// `1 minute`, `2 minutes`: English plural by appending `s`, which every unit here takes.
+pub fn count_noun(n: u64, singular: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {singular}s")
+    }
 }
 
 /// Splits a template into literals and placeholders. A `{` without a matching `}` on the same
@@ -482,7 +557,21 @@ fn parse_template(template: &str) -> Result<Vec<Piece<'_>>, OtpError> {
                 has_code = true;
                 pieces.push(Piece::Code);
             }
-            "minutes" => pieces.push(Piece::Minutes),
+            "minutes" => {
+                let tail = &after[close + 1..];
+                let worded = tail.strip_prefix(MINUTES_WORD).filter(|t| {
+                    !t.chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                });
+                if let Some(t) = worded {
+                    pieces.push(Piece::Lifetime);
+                    rest = t;
+                    continue;
+                }
+                pieces.push(Piece::Minutes);
+            }
+            "lifetime" => pieces.push(Piece::Lifetime),
             other => return Err(OtpError::TemplateUnknownPlaceholder(other.to_string())),
         }
         rest = &after[close + 1..];
@@ -507,12 +596,19 @@ pub struct Rendered {
     /// The same text with every occurrence of the code replaced by `*` of equal length: what the
     /// delivery log stores and shows, and what has the same SMS length and encoding as `text`.
     pub masked: String,
+    /// Byte offset of each occurrence of the code in `text` (and of its mask in `masked`), so a
+    /// resend can put a new code in exactly the same places even when the template has literal
+    /// `*` next to `{code}`.
+    pub code_offsets: Vec<usize>,
 }
 
 /// Renders an OTP text.
 ///
-/// `{code}` becomes the code, `{minutes}` the TTL in whole minutes rounded up (a 30 s TTL says
-/// "1 minute" rather than "0"). With `origin`, the WebOTP line `@<origin> #<code>` is appended
+/// `{code}` becomes the code, `{lifetime}` the TTL in words ([`lifetime_words`]), and
+/// `{minutes}` the TTL in whole minutes rounded up (a 30 s TTL says "1" rather than "0"), except
+/// that `{minutes} minutes` reads as `{lifetime}`: templates written for the number keep
+/// working, and the default one says "1 minute" and "24 hours" rather than "1 minutes" and
+/// "1440 minutes". With `origin`, the WebOTP line `@<origin> #<code>` is appended
 /// as the last line, after an empty line (WICG WebOTP "origin-bound one-time code" format). With
 /// `app_hash`, the 11-character hash is appended as the last line (Android SMS Retriever). Both
 /// together are refused ([`OtpError::OriginWithAppHash`]) because each must be last.
@@ -528,31 +624,41 @@ pub fn render(
     }
     let pieces = parse_template(template)?;
     let minutes = ttl.as_secs().div_ceil(60).max(1);
+    let lifetime = lifetime_words(ttl);
     let mask = "*".repeat(code.chars().count());
     let build = |c: &str| {
         let mut s = String::with_capacity(template.len() + 32);
+        let mut offsets = Vec::new();
         for p in &pieces {
             match p {
                 Piece::Literal(l) => s.push_str(l),
-                Piece::Code => s.push_str(c),
+                Piece::Code => {
+                    offsets.push(s.len());
+                    s.push_str(c);
+                }
                 Piece::Minutes => s.push_str(&minutes.to_string()),
+                Piece::Lifetime => s.push_str(&lifetime),
             }
         }
         if let Some(o) = origin {
             s.push_str("\n\n@");
             s.push_str(o.as_str());
             s.push_str(" #");
+            offsets.push(s.len());
             s.push_str(c);
         }
         if let Some(h) = app_hash {
             s.push_str("\n\n");
             s.push_str(h.as_str());
         }
-        s
+        (s, offsets)
     };
+    let (text, code_offsets) = build(code);
+    let (masked, _) = build(&mask);
     Ok(Rendered {
-        text: build(code),
-        masked: build(&mask),
+        text,
+        masked,
+        code_offsets,
     })
 }
 
@@ -839,6 +945,81 @@ mod tests {
             )
             .unwrap();
             assert_eq!(r.text, format!("1234 {want}"), "{secs}");
+        }
+    }
+
+    #[test]
+    fn lifetimes_read_in_the_unit_a_person_would_use() {
+        for (secs, want) in [
+            (1, "1 second"),
+            (30, "30 seconds"),
+            (60, "1 minute"),
+            (90, "90 seconds"),
+            (119, "119 seconds"),
+            (120, "2 minutes"),
+            (300, "5 minutes"),
+            (301, "5 minutes"),
+            (3_600, "1 hour"),
+            (5_400, "90 minutes"),
+            (7_200, "2 hours"),
+            (86_400, "24 hours"),
+        ] {
+            assert_eq!(lifetime_words(Duration::from_secs(secs)), want, "{secs} s");
+        }
+    }
+
+    #[test]
+    fn the_default_text_reads_right_for_every_ttl() {
+        let say = |secs| {
+            render(
+                DEFAULT_TEMPLATE,
+                "123456",
+                Duration::from_secs(secs),
+                None,
+                None,
+            )
+            .unwrap()
+            .text
+        };
+        assert_eq!(say(60), "Your code is 123456. It expires in 1 minute.");
+        assert_eq!(say(30), "Your code is 123456. It expires in 30 seconds.");
+        assert_eq!(say(86_400), "Your code is 123456. It expires in 24 hours.");
+        assert_eq!(say(600), "Your code is 123456. It expires in 10 minutes.");
+        for secs in (30..=86_400).step_by(37) {
+            let t = say(secs);
+            assert!(
+                !t.contains(" 1 minutes") && !t.contains(" 1 seconds"),
+                "{t}"
+            );
+            assert!(!t.contains("1440"), "{t}");
+        }
+        // {lifetime} says the same; {minutes} on its own stays the bare number (SPEC).
+        let r = |t: &str, secs| {
+            render(t, "1234", Duration::from_secs(secs), None, None)
+                .unwrap()
+                .text
+        };
+        assert_eq!(r("{code}, valid {lifetime}", 60), "1234, valid 1 minute");
+        assert_eq!(r("{code} ({minutes} min)", 60), "1234 (1 min)");
+        assert_eq!(r("{code} {minutes} Minuten", 86_400), "1234 1440 Minuten");
+        assert_eq!(r("{code} {minutes} minutesx", 60), "1234 1 minutesx");
+    }
+
+    #[test]
+    fn code_offsets_point_at_every_code() {
+        let o = Origin::parse("example.com").unwrap();
+        let r = render(
+            "*{code}* and {code}",
+            "4821",
+            Duration::from_secs(60),
+            Some(&o),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.code_offsets, vec![1, 11, 31]);
+        for &at in &r.code_offsets {
+            assert_eq!(&r.text[at..at + 4], "4821");
+            assert_eq!(&r.masked[at..at + 4], "****");
         }
     }
 

@@ -15,12 +15,15 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::limits::{LimitName, Limits, PrefixPolicy};
-use crate::otp::{self, AppHash, CodeLength, Keys, Origin, OtpError};
+use std::num::NonZeroU32;
+
+use crate::limits::{LimitName, Limits, PrefixPolicy, Refusal};
+use crate::otp::{self, AppHash, CodeLength, Keys, OnPending, Origin, OtpError};
 use crate::pdu;
 use crate::store::{
-    Body, CreateOutcome, DAY_MS, Idempotency, Message, MessageFilter, MessageKind, MessageStatus,
-    Millis, NewMessage, NewOtp, Otp, OtpStatus, ResendOutcome, Store, StoreError,
+    self, AddTextOutcome, Body, CreateOtpOutcome, CreateOutcome, DAY_MS, Idempotency, Message,
+    MessageFilter, MessageKind, MessageStatus, Millis, NewMessage, NewOtp, NewOtpText, Otp,
+    OtpStatus, OtpWording, Store, StoreError,
 };
 
 /// Why a use case refused or failed. Every variant maps to one HTTP status in `http`.
@@ -57,6 +60,17 @@ pub enum ServiceError {
     /// The request conflicts with the resource's state (409), e.g. resending a finished OTP.
     #[error("{0}")]
     Conflict(String),
+    /// A code was checked against an OTP that had already ended (409, or 410 once expired):
+    /// nothing was counted, and `GET /v1/otp/{id}` still shows the final state.
+    #[error("OTP {id} is already {}", status.as_str())]
+    OtpEnded {
+        /// The OTP.
+        id: String,
+        /// Its final status.
+        status: OtpStatus,
+        /// Wrong attempts it had left when it ended.
+        attempts_remaining: u32,
+    },
     /// An id in the path does not have the shape of an id (400), as opposed to an unknown one.
     #[error("{detail}")]
     MalformedId {
@@ -304,6 +318,12 @@ pub struct Settings {
     pub template: String,
     /// `otp.app_hash`: the Android SMS Retriever line added when the request names no `origin`.
     pub app_hash: Option<AppHash>,
+    /// `otp.max_parts`: most SMS parts one OTP text may take.
+    pub max_otp_parts: usize,
+    /// `otp.max_resends`: texts per OTP beyond the first (0 = none).
+    pub max_resends: u32,
+    /// `otp.on_pending`: what a new OTP for a number with a pending one does by default.
+    pub on_pending: OnPending,
     /// `limits.otp_per_number_per_day`, counted in the store (0 = off).
     pub otp_per_number_per_day: u32,
     /// `limits.queue_max`: queued messages beyond this answer 503 (0 = off).
@@ -330,6 +350,9 @@ impl Settings {
             max_attempts: c.otp.max_attempts,
             template: c.otp.template.clone(),
             app_hash: c.otp.app_hash.clone(),
+            max_otp_parts: c.otp.max_parts,
+            max_resends: c.otp.max_resends,
+            on_pending: c.otp.on_pending,
             otp_per_number_per_day: c.limits.otp_per_number_per_day,
             queue_max: c.limits.queue_max,
             prefixes: c.limits.prefixes.clone(),
@@ -349,6 +372,9 @@ impl Default for Settings {
             max_attempts: 5,
             template: otp::DEFAULT_TEMPLATE.to_owned(),
             app_hash: None,
+            max_otp_parts: otp::DEFAULT_MAX_PARTS,
+            max_resends: otp::DEFAULT_MAX_RESENDS,
+            on_pending: OnPending::default(),
             otp_per_number_per_day: 10,
             queue_max: 100_000,
             prefixes: PrefixPolicy::default(),
@@ -420,6 +446,9 @@ pub struct CreateOtp {
     pub origin: Option<String>,
     /// Android SMS Retriever app hash, appended as the last line.
     pub app_hash: Option<String>,
+    /// `reuse` or `supersede`: what to do when the number has a pending OTP (default
+    /// `otp.on_pending`).
+    pub on_pending: Option<String>,
 }
 
 /// A request to send a plain text.
@@ -616,6 +645,49 @@ fn parts_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+fn parts_nonzero(n: usize) -> NonZeroU32 {
+    NonZeroU32::new(parts_u32(n)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// What an OTP text is made of, and which parts of it the request chose, to say which field
+/// makes a text too long.
+struct TextInputs<'a> {
+    template: &'a str,
+    template_requested: bool,
+    len: CodeLength,
+    len_requested: bool,
+    ttl: Duration,
+    origin: Option<&'a Origin>,
+    app_hash: Option<&'a AppHash>,
+    app_hash_requested: bool,
+}
+
+/// The warning of a `POST /v1/otp` that reused the number's pending OTP.
+fn reuse_note(otp_id: &str, req: &CreateOtp) -> String {
+    let ignored: Vec<&str> = [
+        ("ttl_seconds", req.ttl_seconds.is_some()),
+        ("code_length", req.code_length.is_some()),
+        ("template", req.template.is_some()),
+        ("origin", req.origin.is_some()),
+        ("app_hash", req.app_hash.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(f, given)| given.then_some(f))
+    .collect();
+    let mut note = format!(
+        "the number has a pending OTP, so {otp_id} was reused (on_pending = reuse): a new text \
+         with a fresh code, the same expiry, and the codes sent before stay valid"
+    );
+    if !ignored.is_empty() {
+        note.push_str(&format!(
+            "; {} of this request did not apply (the first text's wording is kept); send \
+             \"on_pending\": \"supersede\" to start a new OTP",
+            ignored.join(", ")
+        ));
+    }
+    note
+}
+
 fn ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -757,35 +829,81 @@ impl Service {
         })
     }
 
-    fn check_send_limits(&self, to: &Msisdn) -> Result<(), ServiceError> {
-        self.limits.check_otp_send(to.as_str()).map_err(|ra| {
-            self.rejected(
-                LimitName::OtpPerNumber,
-                format!("otp_per_number: too many codes for {to}"),
-                ra.seconds(),
-            )
-        })?;
-        self.limits.check_otp_prefix(to.as_str()).map_err(|ra| {
-            self.rejected(
-                LimitName::OtpPerPrefix,
-                format!(
-                    "otp_per_prefix: too many codes for numbers starting {} (a defence against SMS pumping)",
-                    self.limits.number_range(to.as_str())
-                ),
-                ra.seconds(),
-            )
-        })?;
-        self.check_global()
+    /// Charges one OTP text of `parts` SMS parts to the per-number, per-range and global
+    /// budgets: every part is one SMS the SIM pays for, so a 3-part text costs 3 cells.
+    /// `blame` names the request field to point at when the text can never fit a budget.
+    fn check_send_limits(
+        &self,
+        to: &Msisdn,
+        parts: usize,
+        blame: &'static str,
+    ) -> Result<(), ServiceError> {
+        let n = parts_nonzero(parts);
+        self.limits
+            .check_otp_send_parts(to.as_str(), n)
+            .map_err(|r| {
+                self.refused(
+                    r,
+                    LimitName::OtpPerNumber,
+                    format!("otp_per_number: too many codes for {to}"),
+                    parts,
+                    blame,
+                )
+            })?;
+        self.limits
+            .check_otp_prefix_parts(to.as_str(), n)
+            .map_err(|r| {
+                self.refused(
+                    r,
+                    LimitName::OtpPerPrefix,
+                    format!(
+                        "otp_per_prefix: too many codes for numbers starting {} (a defence against SMS pumping)",
+                        self.limits.number_range(to.as_str())
+                    ),
+                    parts,
+                    blame,
+                )
+            })?;
+        self.check_global(parts, blame)
     }
 
-    fn check_global(&self) -> Result<(), ServiceError> {
-        self.limits.check_global_send().map_err(|ra| {
-            self.rejected(
-                LimitName::SendsGlobal,
-                "sends_global: the gateway's total send rate".into(),
-                ra.seconds(),
-            )
-        })
+    fn check_global(&self, parts: usize, blame: &'static str) -> Result<(), ServiceError> {
+        self.limits
+            .check_global_send_parts(parts_nonzero(parts))
+            .map_err(|r| {
+                self.refused(
+                    r,
+                    LimitName::SendsGlobal,
+                    "sends_global: the gateway's total send rate".into(),
+                    parts,
+                    blame,
+                )
+            })
+    }
+
+    /// A limiter's refusal of a text of `parts` parts: 429 when waiting helps, 422 naming the
+    /// field when the text needs more parts than the limit allows in a whole period.
+    fn refused(
+        &self,
+        r: Refusal,
+        name: LimitName,
+        limit: String,
+        parts: usize,
+        blame: &'static str,
+    ) -> ServiceError {
+        match r {
+            Refusal::Wait(ra) => self.rejected(name, limit, ra.seconds()),
+            Refusal::Never { capacity } => invalid(
+                blame,
+                format!(
+                    "the text needs {} but limits.{} allows {} per period, so it could \
+                     never be sent; shorten it or raise the limit",
+                    otp::count_noun(parts as u64, "SMS part"),
+                    name.as_str(),
+                    otp::count_noun(u64::from(capacity), "part"),
+                ),
+            ),
+        }
     }
 
     fn daily_limited(&self, to: &Msisdn, retry_after_ms: Millis) -> ServiceError {
@@ -838,11 +956,14 @@ impl Service {
 
     /// Creates an OTP and queues its text. `render` turns the answer into the bytes an
     /// idempotent retry must get back verbatim; it is stored in the same transaction.
+    ///
+    /// With `on_pending = reuse` (the default) a number that has a pending OTP gets that OTP
+    /// back with one more text, exactly as [`Service::resend`] sends it.
     pub async fn create_otp(
         &self,
         req: CreateOtp,
         idempotency: Option<IdempotencyKey>,
-        render: impl FnOnce(&OtpCreated) -> String,
+        render: impl Fn(&OtpCreated) -> String,
     ) -> Result<Answer<OtpCreated>, ServiceError> {
         let to = Msisdn::parse(&req.to).map_err(|d| invalid("to", d))?;
         check_prefixes(&self.settings.prefixes, &to)?;
@@ -886,6 +1007,15 @@ impl Service {
             None if origin.is_none() => self.settings.app_hash.clone(),
             None => None,
         };
+        let on_pending = match &req.on_pending {
+            None => self.settings.on_pending,
+            Some(p) => OnPending::parse(p).ok_or_else(|| {
+                invalid(
+                    "on_pending",
+                    format!("{:?} is neither \"reuse\" nor \"supersede\"", shorten(p)),
+                )
+            })?,
+        };
         if let Some(k) = &idempotency {
             check_idempotency_key(k)?;
         }
@@ -900,14 +1030,16 @@ impl Service {
                 req.template.as_deref(),
                 req.origin.as_deref(),
                 req.app_hash.as_deref(),
+                req.on_pending.as_deref(),
             ],
         );
 
         if let Some(seen) = self.cached_replay(idempotency.as_ref(), &digest) {
             return seen.map(Answer::Replay);
         }
-        self.check_send_limits(&to)?;
-
+        // Whether the number has a pending OTP to reuse is decided inside the store's
+        // transaction, not read first: most numbers have none, and a read per request would
+        // cost every one of them a round trip.
         let now = (self.clock)();
         let id = new_id(OTP_ID_PREFIX);
         let message_id = new_id(MSG_ID_PREFIX);
@@ -917,6 +1049,36 @@ impl Service {
         let code_hmac = self.keys.code_hmac(&id, &code).to_vec();
         drop(code);
         let parts = pdu::plan(&rendered.masked).parts;
+        let inputs = TextInputs {
+            template,
+            template_requested: req.template.is_some(),
+            len,
+            len_requested: req.code_length.is_some(),
+            ttl,
+            origin: origin.as_ref(),
+            app_hash: app_hash.as_ref(),
+            app_hash_requested: req.app_hash.is_some(),
+        };
+        if parts > self.settings.max_otp_parts {
+            return Err(self.too_many_parts(parts, &rendered.masked, &inputs));
+        }
+        if let Err(e) = self.check_send_limits(&to, parts, self.blame(&inputs)) {
+            // A number whose pending OTP has all its texts is better told so than sent to a
+            // per-number wait it would only meet again; the read is paid on refusals only.
+            if on_pending == OnPending::Reuse
+                && matches!(e, ServiceError::RateLimited { .. })
+                && let Some(p) = self
+                    .store
+                    .newest_pending_otp(to.as_str(), now)
+                    .await
+                    .map_err(store_err)?
+                && p.message_ids.len() as u64 > u64::from(self.settings.max_resends)
+            {
+                return Err(self.resend_cap(&p, now));
+            }
+            return Err(e);
+        }
+
         let sealed = self.keys.seal(&rendered.text);
         drop(rendered.text);
         let expires_at = now.saturating_add(ms(ttl));
@@ -933,7 +1095,7 @@ impl Service {
         let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store
-            .create_otp(
+            .create_otp_worded(
                 NewOtp {
                     id,
                     to: to.as_str().to_owned(),
@@ -952,12 +1114,32 @@ impl Service {
                     created_at: now,
                     deadline: expires_at,
                 },
+                OtpWording {
+                    code_length: len.get() as u32,
+                    code_offsets: rendered.code_offsets,
+                },
+                match on_pending {
+                    OnPending::Reuse => store::OnPending::Keep,
+                    OnPending::Supersede => store::OnPending::Supersede,
+                },
                 idem,
                 self.settings.otp_per_number_per_day,
                 self.settings.queue_max,
             )
             .await
             .map_err(store_err)?;
+        let outcome = match outcome {
+            CreateOtpOutcome::Done(o) => o,
+            // The number has a pending OTP: add a text to it instead. This request's cells
+            // are spent already, so the reused text is not charged again.
+            CreateOtpOutcome::PendingExists { otp_id } => {
+                let pending = self.load_otp(&otp_id).await?;
+                let note = reuse_note(&otp_id, &req);
+                return self
+                    .add_text(pending, idempotency, digest, &render, Some(note), false)
+                    .await;
+            }
+        };
         let (otp_id, msg_id) = (created.id.clone(), created.message_id.clone());
         let settled = self.settle(outcome, created, answer, idempotency.as_ref(), digest, &to)?;
         if matches!(settled, Answer::New(_)) {
@@ -966,20 +1148,12 @@ impl Service {
         Ok(settled)
     }
 
-    /// Checks a code against one OTP. Expired or finished OTPs answer with their status and
-    /// `verified: false`.
+    /// Checks a code against one OTP. An OTP that has already ended answers
+    /// [`ServiceError::OtpEnded`] without counting anything.
     pub async fn verify(&self, id: &str, code: &str) -> Result<Verified, ServiceError> {
         check_id(OTP_ID_PREFIX, id)?;
         check_code(code)?;
-        let otp = self
-            .store
-            .get_otp(id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "OTP",
-                id: id.to_owned(),
-            })?;
+        let otp = self.load_otp(id).await?;
         self.verify_loaded(otp, code).await
     }
 
@@ -1006,16 +1180,23 @@ impl Service {
 
     async fn verify_loaded(&self, otp: Otp, code: &str) -> Result<Verified, ServiceError> {
         let now = (self.clock)();
-        // Only attempts that can still change the outcome spend the number's verify budget.
-        if effective_status(&otp, now) == OtpStatus::Pending {
-            self.limits.check_verify(&otp.to).map_err(|ra| {
-                self.rejected(
-                    LimitName::VerifyPerNumber,
-                    format!("verify_per_number: too many attempts for {}", otp.to),
-                    ra.seconds(),
-                )
-            })?;
+        let ended = |status: OtpStatus, attempts_remaining: u32| ServiceError::OtpEnded {
+            id: otp.id.clone(),
+            status,
+            attempts_remaining,
+        };
+        let status = effective_status(&otp, now);
+        if status != OtpStatus::Pending {
+            return Err(ended(status, otp.max_attempts.saturating_sub(otp.attempts)));
         }
+        // Only attempts that can still change the outcome spend the number's verify budget.
+        self.limits.check_verify(&otp.to).map_err(|ra| {
+            self.rejected(
+                LimitName::VerifyPerNumber,
+                format!("verify_per_number: too many attempts for {}", otp.to),
+                ra.seconds(),
+            )
+        })?;
         let matched = self.keys.verify(&otp.id, code, &hmacs(&otp));
         let r = self
             .store
@@ -1026,6 +1207,17 @@ impl Service {
                 what: "OTP",
                 id: otp.id.clone(),
             })?;
+        // The OTP ended between the read above and this attempt (another request approved or
+        // canceled it, or its time ran out): nothing was counted. An OTP that reached
+        // max_attempts_reached may have been ended by this very attempt, so that one answers 200.
+        if !r.verified
+            && matches!(
+                r.status,
+                OtpStatus::Approved | OtpStatus::Canceled | OtpStatus::Expired
+            )
+        {
+            return Err(ended(r.status, r.attempts_remaining));
+        }
         Ok(Verified {
             status: r.status,
             verified: r.verified,
@@ -1033,18 +1225,21 @@ impl Service {
         })
     }
 
-    /// One OTP and its newest text.
-    pub async fn get_otp(&self, id: &str) -> Result<OtpView, ServiceError> {
-        check_id(OTP_ID_PREFIX, id)?;
-        let otp = self
-            .store
+    async fn load_otp(&self, id: &str) -> Result<Otp, ServiceError> {
+        self.store
             .get_otp(id)
             .await
             .map_err(store_err)?
             .ok_or_else(|| ServiceError::NotFound {
                 what: "OTP",
                 id: id.to_owned(),
-            })?;
+            })
+    }
+
+    /// One OTP and its newest text.
+    pub async fn get_otp(&self, id: &str) -> Result<OtpView, ServiceError> {
+        check_id(OTP_ID_PREFIX, id)?;
+        let otp = self.load_otp(id).await?;
         let message = match otp.message_ids.last() {
             Some(m) => self.store.get_message(m).await.map_err(store_err)?,
             None => None,
@@ -1064,27 +1259,51 @@ impl Service {
 
     /// Sends a fresh code for a pending OTP; earlier codes stay valid until it expires.
     ///
-    /// The new text reuses the first text's wording: its masked log text with the mask replaced
-    /// by the new code, so a custom template, language and WebOTP line carry over (the stated
-    /// lifetime is the original one; the expiry instant is unchanged).
+    /// The new text is the first text with only the code changed: same template, code length,
+    /// origin line and stated lifetime (the expiry instant is unchanged). At most
+    /// `otp.max_resends` resends per OTP.
     pub async fn resend(&self, id: &str) -> Result<OtpCreated, ServiceError> {
         check_id(OTP_ID_PREFIX, id)?;
-        let otp = self
-            .store
-            .get_otp(id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "OTP",
-                id: id.to_owned(),
-            })?;
+        let otp = self.load_otp(id).await?;
+        match self
+            .add_text(otp, None, Vec::new(), |_| String::new(), None, true)
+            .await?
+        {
+            Answer::New(c) => Ok(c),
+            // Without an idempotency key nothing can be replayed.
+            Answer::Replay(_) => Err(ServiceError::Internal(
+                "a resend without a key was answered as a replay".into(),
+            )),
+        }
+    }
+
+    /// One more text with a fresh code for a pending OTP: the body of a resend, and of a
+    /// `POST /v1/otp` that reuses a pending OTP (`note` then says so in the warnings).
+    /// `charge` is false only when this request's cells were already spent on the same number.
+    async fn add_text(
+        &self,
+        otp: Otp,
+        idempotency: Option<IdempotencyKey>,
+        digest: Vec<u8>,
+        render: impl Fn(&OtpCreated) -> String,
+        note: Option<String>,
+        charge: bool,
+    ) -> Result<Answer<OtpCreated>, ServiceError> {
+        let id = otp.id.clone();
         let now = (self.clock)();
+        let not_pending = |st: OtpStatus| {
+            ServiceError::Conflict(format!(
+                "OTP {id} is {}; only a pending OTP can be resent (create a new one instead)",
+                st.as_str()
+            ))
+        };
         let status = effective_status(&otp, now);
         if status != OtpStatus::Pending {
-            return Err(ServiceError::Conflict(format!(
-                "OTP {id} is {}; only a pending OTP can be resent (create a new one instead)",
-                status.as_str()
-            )));
+            return Err(not_pending(status));
+        }
+        let max_texts = self.settings.max_resends.saturating_add(1);
+        if otp.message_ids.len() as u64 >= u64::from(max_texts) {
+            return Err(self.resend_cap(&otp, now));
         }
         let to = Msisdn::parse(&otp.to)
             .map_err(|_| ServiceError::Internal(format!("OTP {id} has a bad stored number")))?;
@@ -1092,79 +1311,112 @@ impl Service {
             Some(m) => self.store.get_message(m).await.map_err(store_err)?,
             None => None,
         };
-        self.check_send_limits(&to)?;
-
-        let (text, masked, len) = self.reword(first.as_ref(), otp.expires_at - now);
+        let recorded = self.store.otp_wording(&otp.id).await.map_err(store_err)?;
+        let (wording, masked, len) = self.reword(first.as_ref(), recorded, otp.expires_at - now);
+        let parts = pdu::plan(&masked).parts;
+        if charge {
+            self.check_send_limits(&to, parts, "template")?;
+        }
         let code = (self.codes)(len);
-        let text = text.replace_code(&code);
+        let text = wording.replace_code(&code);
         let code_hmac = self.keys.code_hmac(&otp.id, &code).to_vec();
         drop(code);
-        let parts = pdu::plan(&masked).parts;
         let sealed = self.keys.seal(&text);
         drop(text);
         let message_id = new_id(MSG_ID_PREFIX);
+        let mut warnings = warnings_for(&masked, parts);
+        warnings.extend(note);
+        let created = OtpCreated {
+            id: otp.id.clone(),
+            to: to.as_str().to_owned(),
+            status: OtpStatus::Pending,
+            message_id: message_id.clone(),
+            expires_at: otp.expires_at,
+            parts: parts_u32(parts),
+            warnings,
+        };
+        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&created));
+        let answer = idem.as_ref().map(|i| i.response.clone());
         let outcome = self
             .store
-            .resend_otp(
-                &otp.id,
+            .add_otp_text(NewOtpText {
+                otp_id: otp.id.clone(),
                 code_hmac,
-                NewMessage {
+                msg: NewMessage {
                     id: message_id.clone(),
                     to: to.as_str().to_owned(),
                     kind: MessageKind::Otp,
-                    log_text: masked.clone(),
+                    log_text: masked,
                     body: Body::Sealed(sealed),
                     parts: parts_u32(parts),
                     created_at: now,
                     deadline: otp.expires_at,
                 },
-                self.settings.otp_per_number_per_day,
-                self.settings.queue_max,
-            )
+                idem,
+                max_texts,
+                daily_cap: self.settings.otp_per_number_per_day,
+                queue_max: self.settings.queue_max,
+            })
             .await
             .map_err(store_err)?;
         match outcome {
-            ResendOutcome::Created => {
+            AddTextOutcome::Added => {
                 self.wake.notify_one();
-                tracing::info!(otp = %otp.id, message = %message_id, parts, "OTP resent");
-                Ok(OtpCreated {
-                    id: otp.id,
-                    to: to.as_str().to_owned(),
-                    status: OtpStatus::Pending,
-                    message_id,
-                    expires_at: otp.expires_at,
-                    parts: parts_u32(parts),
-                    warnings: warnings_for(&masked, parts),
-                })
+                if let Some(a) = answer {
+                    self.remember(idempotency.as_ref(), digest, &a);
+                }
+                tracing::info!(otp = %otp.id, message = %message_id, parts, "OTP text added");
+                Ok(Answer::New(created))
             }
-            ResendOutcome::NotFound => Err(ServiceError::NotFound {
-                what: "OTP",
-                id: id.to_owned(),
-            }),
-            ResendOutcome::NotPending(st) => Err(ServiceError::Conflict(format!(
-                "OTP {id} is {}; only a pending OTP can be resent (create a new one instead)",
-                st.as_str()
-            ))),
-            ResendOutcome::DailyLimit { retry_after_ms } => {
+            AddTextOutcome::Replay(stored) => {
+                self.remember(idempotency.as_ref(), digest, &stored);
+                Ok(Answer::Replay(stored))
+            }
+            AddTextOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
+            AddTextOutcome::NotFound => Err(ServiceError::NotFound { what: "OTP", id }),
+            AddTextOutcome::NotPending(st) => Err(not_pending(st)),
+            AddTextOutcome::TextCap { .. } => Err(self.resend_cap(&otp, now)),
+            AddTextOutcome::DailyLimit { retry_after_ms } => {
                 Err(self.daily_limited(&to, retry_after_ms))
             }
-            ResendOutcome::QueueFull => Err(self.queue_full()),
+            AddTextOutcome::QueueFull => Err(self.queue_full()),
         }
     }
 
-    /// The wording of a resent text: the first text's masked form when it has exactly the mask
-    /// of one code length, else the configured template for the remaining lifetime.
+    /// 429 for an OTP that has all the texts `otp.max_resends` allows; a new code can be asked
+    /// for once it expires (or at once with `on_pending = "supersede"`).
+    fn resend_cap(&self, otp: &Otp, now: Millis) -> ServiceError {
+        let max = self.settings.max_resends;
+        self.rejected(
+            LimitName::MaxResends,
+            format!(
+                "max_resends: OTP {} has had {} (the first and otp.max_resends = {max}); every \
+                 code sent stays valid until it expires, so each resend raises the odds of a \
+                 guess; ask the user for a code already sent, or wait for the expiry (or create \
+                 the OTP again with \"on_pending\": \"supersede\")",
+                otp.id,
+                otp::count_noun(u64::from(max) + 1, "text"),
+            ),
+            retry_secs(otp.expires_at - now),
+        )
+    }
+
+    /// The wording of an added text: the first text with its codes where the store recorded
+    /// them; for OTPs from before that record, the first text's masked form when it has exactly
+    /// the mask of one code length; else the configured template for the remaining lifetime.
     fn reword(
         &self,
         first: Option<&Message>,
+        recorded: Option<OtpWording>,
         remaining_ms: Millis,
     ) -> (Wording, String, CodeLength) {
-        if let Some(m) = first
-            && let Some(w) = Wording::from_masked(&m.log_text)
-        {
-            let masked = w.masked();
-            let len = w.len;
-            return (w, masked, len);
+        if let Some(m) = first {
+            let exact = recorded.and_then(|r| Wording::from_offsets(&m.log_text, &r));
+            if let Some(w) = exact.or_else(|| Wording::from_masked(&m.log_text)) {
+                let masked = w.masked();
+                let len = w.len;
+                return (w, masked, len);
+            }
         }
         let len = self.settings.code_length;
         let secs = u64::try_from(remaining_ms.max(1000) / 1000).unwrap_or(1);
@@ -1184,6 +1436,101 @@ impl Service {
         });
         let masked = w.masked();
         (w, masked, len)
+    }
+
+    /// The request field to blame when a text cannot fit a limit: the one whose default would
+    /// shorten it most.
+    fn blame(&self, t: &TextInputs<'_>) -> &'static str {
+        self.shortest_without(t).map_or("template", |(f, _)| f)
+    }
+
+    /// Of the fields the request chose, the one whose removal (or default) gives the fewest
+    /// parts, with that count.
+    fn shortest_without(&self, t: &TextInputs<'_>) -> Option<(&'static str, usize)> {
+        let parts = |template: &str,
+                     len: CodeLength,
+                     origin: Option<&Origin>,
+                     app_hash: Option<&AppHash>| {
+            let mask = "*".repeat(len.get());
+            otp::render(template, &mask, t.ttl, origin, app_hash)
+                .map(|r| pdu::plan(&r.masked).parts)
+                .unwrap_or(usize::MAX)
+        };
+        let mut candidates = Vec::new();
+        if t.template_requested {
+            candidates.push((
+                "template",
+                parts(&self.settings.template, t.len, t.origin, t.app_hash),
+            ));
+        }
+        if t.origin.is_some() {
+            candidates.push(("origin", parts(t.template, t.len, None, t.app_hash)));
+        }
+        if t.app_hash_requested {
+            candidates.push(("app_hash", parts(t.template, t.len, t.origin, None)));
+        }
+        if t.len_requested {
+            candidates.push((
+                "code_length",
+                parts(t.template, self.settings.code_length, t.origin, t.app_hash),
+            ));
+        }
+        // The first of equals wins: the template is what usually makes a text long.
+        candidates
+            .into_iter()
+            .reduce(|best, c| if c.1 < best.1 { c } else { best })
+    }
+
+    /// 422 for an OTP text over `otp.max_parts`, naming the field that made it long and why.
+    fn too_many_parts(&self, parts: usize, masked: &str, t: &TextInputs<'_>) -> ServiceError {
+        let plan = pdu::plan(masked);
+        let chars = masked.chars().count();
+        let mut detail = format!(
+            "the OTP text would need {parts} SMS parts ({chars} characters), more than \
+             otp.max_parts = {}",
+            self.settings.max_otp_parts
+        );
+        if plan.encoding == pdu::Encoding::Ucs2
+            && let Some(c) = masked
+                .chars()
+                .find(|c| pdu::gsm7::char_septets(*c).is_none())
+        {
+            detail.push_str(&format!(
+                "; {c:?} is outside the GSM 7-bit alphabet, so the whole text goes as UCS-2: 70 \
+                 characters in one SMS, 67 per part when split, instead of 160 and 153"
+            ));
+        }
+        let (field, hint) = match self.shortest_without(t) {
+            Some((field, without)) => {
+                let what = match field {
+                    "template" => "the configured template instead of this one".to_owned(),
+                    "origin" => format!(
+                        "the origin line (\"@{} #<code>\", {} characters)",
+                        t.origin.map_or("", |o| o.as_str()),
+                        t.origin.map_or(0, |o| o.as_str().chars().count()) + t.len.get() + 4,
+                    ),
+                    "app_hash" => "the app hash line".to_owned(),
+                    _ => format!(
+                        "{} codes instead of {}",
+                        otp::count_noun(self.settings.code_length.get() as u64, "digit"),
+                        otp::count_noun(t.len.get() as u64, "digit"),
+                    ),
+                };
+                (
+                    field,
+                    format!(
+                        "; {field} makes it long: with {what} it needs {}",
+                        otp::count_noun(without as u64, "part")
+                    ),
+                )
+            }
+            None => (
+                "template",
+                "; the configured template (otp.template) makes it long".to_owned(),
+            ),
+        };
+        detail.push_str(&hint);
+        invalid(field, detail)
     }
 
     /// Cancels a pending OTP (its queued texts are not sent).
@@ -1235,7 +1582,7 @@ impl Service {
         if let Some(seen) = self.cached_replay(idempotency.as_ref(), &digest) {
             return seen.map(Answer::Replay);
         }
-        self.check_global()?;
+        self.check_global(parts, "text")?;
         let now = (self.clock)();
         let id = new_id(MSG_ID_PREFIX);
         let queued = TextQueued {
@@ -1478,6 +1825,25 @@ impl Wording {
         Some(Wording { pieces, len })
     }
 
+    /// Splits a masked log text at the offsets the store recorded for its code; `None` when
+    /// they do not point at masks of the recorded length (a text from elsewhere).
+    fn from_offsets(masked: &str, w: &OtpWording) -> Option<Wording> {
+        let len = otp::validate_code_length(w.code_length as usize).ok()?;
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for &o in &w.code_offsets {
+            let end = o.checked_add(len.get())?;
+            let mask = masked.get(o..end)?;
+            if o < at || !mask.bytes().all(|b| b == b'*') {
+                return None;
+            }
+            pieces.push(masked[at..o].to_owned());
+            at = end;
+        }
+        pieces.push(masked.get(at..)?.to_owned());
+        (pieces.len() >= 2).then_some(Wording { pieces, len })
+    }
+
     /// Splits a rendered text at a placeholder code.
     fn split(text: &str, placeholder: &str, len: CodeLength) -> Option<Wording> {
         let pieces: Vec<String> = text.split(placeholder).map(str::to_owned).collect();
@@ -1591,6 +1957,37 @@ mod tests {
         // Literal stars of another length make the mask ambiguous: fall back.
         assert!(Wording::from_masked("** code ******").is_none());
         assert!(Wording::from_masked("no code here").is_none());
+    }
+
+    #[test]
+    fn wording_from_recorded_offsets_survives_literal_stars() {
+        // "*{code}" masks to seven stars: the mask alone would make a 7-digit code of it.
+        assert_eq!(Wording::from_masked("*******").unwrap().len.get(), 7);
+        let w = Wording::from_offsets(
+            "*******",
+            &OtpWording {
+                code_length: 6,
+                code_offsets: vec![1],
+            },
+        )
+        .unwrap();
+        assert_eq!(w.len.get(), 6);
+        assert_eq!(w.replace_code("123456"), "*123456");
+        // Offsets that do not point at a mask of the recorded length are not trusted.
+        let bad = |offsets: Vec<usize>, len| {
+            Wording::from_offsets(
+                "Code ****",
+                &OtpWording {
+                    code_length: len,
+                    code_offsets: offsets,
+                },
+            )
+        };
+        assert!(bad(vec![0], 4).is_none());
+        assert!(bad(vec![6], 4).is_none());
+        assert!(bad(vec![5], 6).is_none());
+        assert!(bad(vec![], 4).is_none());
+        assert_eq!(bad(vec![5], 4).unwrap().replace_code("9876"), "Code 9876");
     }
 
     #[test]

@@ -55,8 +55,9 @@ fn otp_code_received_by_the_phone_verifies_once() {
     assert_eq!(ok.body["verified"], true);
 
     let again = d.post(&format!("/v1/otp/{id}/verify"), &json!({"code": code}));
-    assert_eq!(again.body["verified"], false, "a code verifies once");
-    assert_eq!(again.body["status"], "approved");
+    assert_eq!(again.status, 409, "a code verifies once: {:?}", again.body);
+    assert_eq!(again.body["verified"], false);
+    assert_eq!(again.body["otp_status"], "approved");
 
     // The message behind it reached `sent` (or `delivered`: the simulator reports after 1 s).
     let msg_id = otp["message_id"].as_str().unwrap();
@@ -88,8 +89,13 @@ fn wrong_codes_end_in_max_attempts_reached() {
         assert_eq!(a.body["attempts_remaining"], remaining, "{:?}", a.body);
     }
     let a = d.post(&format!("/v1/otp/{id}/verify"), &json!({"code": code}));
-    assert_eq!(a.body["verified"], false, "the right code after the limit");
-    assert_eq!(a.body["status"], "max_attempts_reached");
+    assert_eq!(
+        a.status, 409,
+        "the right code after the limit: {:?}",
+        a.body
+    );
+    assert_eq!(a.body["verified"], false);
+    assert_eq!(a.body["otp_status"], "max_attempts_reached");
     assert_eq!(
         d.get(&format!("/v1/otp/{id}")).body["status"],
         "max_attempts_reached"
@@ -115,18 +121,18 @@ min_ttl_seconds = 1
         &format!("/v1/otp/{short_id}/verify"),
         &json!({"code": code}),
     );
-    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.status, 410, "{:?}", a.body);
     assert_eq!(a.body["verified"], false);
-    assert_eq!(a.body["status"], "expired");
+    assert_eq!(a.body["otp_status"], "expired");
     assert_eq!(
         d.get(&format!("/v1/otp/{short_id}")).body["status"],
         "expired"
     );
 
-    // Superseding: a new OTP for the number cancels the pending one.
+    // Superseding, when asked for: a new OTP for the number cancels the pending one.
     let first = create_otp(&d, json!({"to": "+15551230004"}));
     let first_code = code_in(&received_text(&d, "+15551230004", 1));
-    let second = create_otp(&d, json!({"to": "+15551230004"}));
+    let second = create_otp(&d, json!({"to": "+15551230004", "on_pending": "supersede"}));
     let first_id = first["id"].as_str().unwrap();
     assert_eq!(
         d.get(&format!("/v1/otp/{first_id}")).body["status"],
@@ -136,7 +142,8 @@ min_ttl_seconds = 1
         &format!("/v1/otp/{first_id}/verify"),
         &json!({"code": first_code}),
     );
-    assert_eq!(a.body["verified"], false);
+    assert_eq!(a.status, 409, "{:?}", a.body);
+    assert_eq!(a.body["otp_status"], "canceled");
     assert_ne!(first["id"], second["id"]);
 
     // Idempotency: the same key and body answer the same OTP and send one SMS.
@@ -187,12 +194,15 @@ min_ttl_seconds = 1
     );
     assert_eq!(a.status, 401);
 
-    // Rate limit: the default is 3 OTPs per number per 10 minutes.
+    // Rate limit: the default is 3 OTPs per number per 10 minutes (superseding, so the
+    // per-OTP resend cap is not what refuses).
+    let fresh = json!({"to": "+15551230008", "on_pending": "supersede"});
     for _ in 0..3 {
-        create_otp(&d, json!({"to": "+15551230008"}));
+        create_otp(&d, fresh.clone());
     }
-    let a = d.post("/v1/otp", &json!({"to": "+15551230008"}));
+    let a = d.post("/v1/otp", &fresh);
     assert_eq!(a.status, 429, "{:?}", a.body);
+    assert_eq!(a.body["limit"], "otp_per_number", "{:?}", a.body);
     assert_eq!(a.content_type.as_deref(), Some("application/problem+json"));
     let retry: u64 = a.retry_after.expect("Retry-After").parse().unwrap();
     assert!(retry >= 1, "{retry}");
@@ -220,4 +230,120 @@ fn state_survives_a_restart() {
     let modems = d.get("/v1/modems");
     assert_eq!(modems.status, 200);
     assert_eq!(modems.body["modems"][0]["id"], "sim0");
+}
+
+/// The text with its digits blanked: the shape a resend must keep.
+fn shape(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
+}
+
+#[test]
+fn a_resend_is_the_first_text_with_only_the_code_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), None);
+    d.wait_ready();
+    let to = "+15551230010";
+    // Literal stars next to the code, and the code twice: the masked log text cannot say where
+    // the code is, so a resend must not be worded from it.
+    let otp = create_otp(
+        &d,
+        json!({"to": to, "code_length": 4, "template": "Code **{code}** (again: {code})",
+               "origin": "example.com"}),
+    );
+    let id = otp["id"].as_str().unwrap();
+    let first = received_text(&d, to, 1);
+    assert_eq!(
+        shape(&first),
+        "Code **####** (again: ####)\n\n@example.com #####"
+    );
+    let r = d.post(&format!("/v1/otp/{id}/resend"), &json!({}));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let second = received_text(&d, to, 2);
+    assert_eq!(shape(&second), shape(&first), "{first:?} then {second:?}");
+    // Every place holds the same new code, of the first code's length.
+    let codes: Vec<&str> = second
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(codes.len(), 3, "{second:?}");
+    assert!(
+        codes.iter().all(|c| *c == codes[0] && c.len() == 4),
+        "{second:?}"
+    );
+    let a = d.post(&format!("/v1/otp/{id}/verify"), &json!({"code": codes[0]}));
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["verified"], true, "{:?}", a.body);
+
+    // A star glued to the code: the resent code keeps its length.
+    let to = "+15551230011";
+    let otp = create_otp(&d, json!({"to": to, "template": "*{code}"}));
+    let id = otp["id"].as_str().unwrap();
+    assert_eq!(shape(&received_text(&d, to, 1)), "*######");
+    assert_eq!(
+        d.post(&format!("/v1/otp/{id}/resend"), &json!({})).status,
+        202
+    );
+    let second = received_text(&d, to, 2);
+    assert_eq!(shape(&second), "*######", "{second:?}");
+    let a = d.post(
+        &format!("/v1/otp/{id}/verify"),
+        &json!({"code": &second[1..]}),
+    );
+    assert_eq!(a.body["verified"], true, "{:?}", a.body);
+}
+
+#[test]
+fn a_second_request_reuses_the_pending_otp_and_resends_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), None);
+    d.wait_ready();
+    let to = "+15551230012";
+    let first = create_otp(&d, json!({"to": to, "ttl_seconds": 60}));
+    let id = first["id"].as_str().unwrap();
+    let first_text = received_text(&d, to, 1);
+    // The default template reads right for a one-minute code.
+    assert!(
+        first_text.ends_with("It expires in 1 minute."),
+        "{first_text}"
+    );
+    let first_code = code_in(&first_text);
+
+    // The user asks again: the same OTP, one more text with a fresh code, same expiry.
+    let again = create_otp(&d, json!({"to": to}));
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["expires_at"], first["expires_at"]);
+    assert_ne!(again["message_id"], first["message_id"]);
+    assert!(
+        again["warnings"][0].as_str().unwrap().contains("reused"),
+        "{again}"
+    );
+    let second_text = received_text(&d, to, 2);
+    assert_eq!(shape(&second_text), shape(&first_text));
+    assert_ne!(code_in(&second_text), first_code);
+
+    // One resend more reaches the default otp.max_resends = 2; the next is refused.
+    let r = d.post(&format!("/v1/otp/{id}/resend"), &json!({}));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    for refused in [
+        d.post(&format!("/v1/otp/{id}/resend"), &json!({})),
+        d.post("/v1/otp", &json!({"to": to})),
+    ] {
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(refused.body["limit"], "max_resends", "{:?}", refused.body);
+        let detail = refused.body["detail"].as_str().unwrap();
+        assert!(detail.contains("otp.max_resends = 2"), "{detail}");
+        let retry: u64 = refused.retry_after.expect("Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&retry), "until the expiry: {retry}");
+    }
+    assert_eq!(d.get(&format!("/v1/otp/{id}")).body["texts"], 3);
+
+    // The late first text still works: reusing never invalidated it.
+    let a = d.post(
+        &format!("/v1/otp/{id}/verify"),
+        &json!({"code": first_code}),
+    );
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["verified"], true);
 }

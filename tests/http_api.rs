@@ -40,8 +40,13 @@ struct Server {
 }
 
 impl Server {
+    /// A server with one ready modem, so answers carry no "no modem is ready" warning.
     fn start() -> Server {
-        Server::start_with(Vec::new(), RateSettings::default(), Settings::default())
+        Server::start_with(
+            vec![ready_modem()],
+            RateSettings::default(),
+            Settings::default(),
+        )
     }
 
     fn start_with(modems: Vec<ModemJson>, rates: RateSettings, settings: Settings) -> Server {
@@ -189,10 +194,44 @@ impl Server {
         r.json()
     }
 
+    /// A verify of an OTP that has ended: a problem with `http` naming the final `status`.
+    fn verify_ended(&self, id: &str, code: &str, http: u16, status: &str) -> Value {
+        let r = self.post(&format!("/v1/otp/{id}/verify"), json!({"code": code}));
+        let p = r.problem(http);
+        assert_eq!(p["otp_status"], status, "{p}");
+        assert_eq!(p["id"], id, "{p}");
+        assert_eq!(p["verified"], false, "{p}");
+        assert_eq!(
+            p["type"],
+            format!(
+                "https://simgate.dev/problems/{}",
+                match status {
+                    "approved" => "otp-already-approved",
+                    "expired" => "otp-expired",
+                    "canceled" => "otp-canceled",
+                    _ => "otp-attempts-exhausted",
+                }
+            ),
+            "{p}"
+        );
+        // The final state stays visible.
+        assert_eq!(self.get(&format!("/v1/otp/{id}")).json()["status"], status);
+        p
+    }
+
     fn assert_healthy(&self) {
         let r = self.call(Req::new("GET", "/healthz").no_token());
         assert_eq!(r.status, 200);
         assert_eq!(r.json(), json!({"status": "ok"}));
+    }
+}
+
+fn ready_modem() -> ModemJson {
+    ModemJson {
+        id: "modem0".into(),
+        device: "/dev/ttyUSB0".into(),
+        state: "ready".into(),
+        ..ModemJson::default()
     }
 }
 
@@ -329,7 +368,8 @@ fn v1_routes_need_a_valid_bearer_token() {
     assert_eq!(s.call(Req::new("GET", "/v1/modems")).status, 200);
     s.assert_healthy();
     assert_eq!(s.call(Req::new("GET", "/metrics").no_token()).status, 200);
-    assert_eq!(s.call(Req::new("GET", "/readyz").no_token()).status, 503);
+    // This server's modem is ready; one without modems is not.
+    assert_eq!(s.call(Req::new("GET", "/readyz").no_token()).status, 200);
 }
 
 /// A bad request, the status it must get and a piece of the detail that proves it says why.
@@ -718,11 +758,13 @@ fn idempotent_retry_returns_the_same_answer_and_sends_once() {
 #[test]
 fn per_number_limit_answers_429_with_retry_after() {
     let s = Server::start();
-    // The default otp_per_number is 3/10m.
+    // The default otp_per_number is 3/10m. Superseding, so each request is a new OTP and no
+    // per-OTP resend cap is involved.
+    let fresh = json!({"to": TO, "on_pending": "supersede"});
     for _ in 0..3 {
-        assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
+        assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
     }
-    let r = s.post("/v1/otp", json!({"to": TO}));
+    let r = s.post("/v1/otp", fresh);
     let p = r.problem(429);
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=600).contains(&retry), "Retry-After {retry}");
@@ -760,9 +802,16 @@ fn right_code_approves_once_then_is_refused() {
         right,
         json!({"id": id, "status": "approved", "verified": true, "attempts_remaining": 4})
     );
-    let again = s.verify(id, "424242");
-    assert_eq!(again["verified"], false);
-    assert_eq!(again["status"], "approved");
+    // A second verify is refused as a conflict, without counting an attempt.
+    let again = s.verify_ended(id, "424242", 409, "approved");
+    assert_eq!(again["attempts_remaining"], 4);
+    assert!(
+        again["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already approved"),
+        "{again}"
+    );
 
     let view = s.get(&format!("/v1/otp/{id}")).json();
     assert_eq!(view["status"], "approved");
@@ -793,9 +842,9 @@ fn five_wrong_codes_end_the_otp() {
         };
         assert_eq!(v["status"], want);
     }
-    let v = s.verify(id, "123456");
-    assert_eq!(v["status"], "max_attempts_reached");
-    assert_eq!(v["verified"], false);
+    // After the last attempt even the right code is refused, as a conflict.
+    let p = s.verify_ended(id, "123456", 409, "max_attempts_reached");
+    assert_eq!(p["attempts_remaining"], 0);
 }
 
 #[test]
@@ -806,10 +855,8 @@ fn expired_code_answers_expired_not_404() {
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     s.advance(Duration::from_secs(61));
-    let v = s.verify(&id, "777777");
-    assert_eq!(v["status"], "expired");
-    assert_eq!(v["verified"], false);
-    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["status"], "expired");
+    // 410 Gone: the OTP exists (not 404) but its codes never verify again.
+    s.verify_ended(&id, "777777", 410, "expired");
     // Resending an expired OTP is a conflict, not a new code.
     s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")))
         .problem(409);
@@ -819,8 +866,12 @@ fn expired_code_answers_expired_not_404() {
 fn verify_by_number_checks_the_newest_pending_code() {
     let s = Server::start();
     let first = s.create_otp(TO, "111111");
-    let second = s.create_otp(TO, "222222");
-    // A new OTP for the number cancels the pending one.
+    s.next_code("222222");
+    let second = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    assert_eq!(second.status, 202, "{}", second.text);
+    let second = second.json();
+    assert_ne!(second["id"], first["id"]);
+    // A new OTP with on_pending = supersede cancels the number's pending one.
     let old = s
         .get(&format!("/v1/otp/{}", first["id"].as_str().unwrap()))
         .json();
@@ -871,7 +922,7 @@ fn resend_adds_a_code_and_cancel_ends_the_otp() {
     let c = s.call(Req::new("DELETE", &format!("/v1/otp/{oid}")));
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.json(), json!({"id": oid, "status": "canceled"}));
-    assert_eq!(s.verify(oid, "112233")["status"], "canceled");
+    s.verify_ended(oid, "112233", 409, "canceled");
     // Canceling an approved OTP is a conflict.
     s.call(Req::new("DELETE", &format!("/v1/otp/{id}")))
         .problem(409);
@@ -1081,13 +1132,27 @@ fn concurrent_right_codes_approve_exactly_once() {
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let (s, id) = (s.clone(), id.clone());
-            std::thread::spawn(move || s.verify(&id, "555555"))
+            std::thread::spawn(move || {
+                let r = s.post(&format!("/v1/otp/{id}/verify"), json!({"code": "555555"}));
+                (r.status, r.json())
+            })
         })
         .collect();
-    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let approvals = answers.iter().filter(|a| a["verified"] == true).count();
-    assert_eq!(approvals, 1, "{answers:?}");
-    assert!(answers.iter().all(|a| a["status"] == "approved"));
+    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let approvals: Vec<&(u16, Value)> = answers
+        .iter()
+        .filter(|(_, a)| a["verified"] == true)
+        .collect();
+    assert_eq!(approvals.len(), 1, "{answers:?}");
+    assert_eq!(approvals[0].0, 200);
+    // Every other one learns it was already approved.
+    assert!(
+        answers
+            .iter()
+            .all(|(st, a)| (*st == 200 && a["status"] == "approved")
+                || (*st == 409 && a["otp_status"] == "approved")),
+        "{answers:?}"
+    );
 }
 
 #[test]
@@ -1126,9 +1191,10 @@ fn policy_limits_answer_with_their_own_problems() {
     );
 
     // The daily cap is counted in the store: the third OTP of the day is refused (3 to 5).
-    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
-    assert_eq!(s.post("/v1/otp", json!({"to": TO})).status, 202);
-    let r = s.post("/v1/otp", json!({"to": TO}));
+    let fresh = json!({"to": TO, "on_pending": "supersede"});
+    assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
+    assert_eq!(s.post("/v1/otp", fresh.clone()).status, 202);
+    let r = s.post("/v1/otp", fresh);
     let p = r.problem(429);
     assert_eq!(p["limit"], "otp_per_number_per_day");
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
@@ -1186,4 +1252,244 @@ fn paging_is_exact_when_messages_share_a_millisecond() {
     }
     sent.reverse();
     assert_eq!(seen, sent, "every message once, newest first");
+}
+
+/// Issue 17.4: an OTP text has a part cap, and the refusal names the field that made it long.
+#[test]
+fn otp_texts_over_max_parts_are_refused_naming_the_field() {
+    let s = Server::start();
+    // The report: an emoji template, a 10-digit code and a long origin made 18 parts.
+    let host = format!("{}.example.com", ["login-portal"; 10].join("."));
+    let emoji = format!(
+        "🔐 {} {{code}} {}",
+        "Dein Anmeldecode lautet".repeat(3),
+        "😀".repeat(20)
+    );
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "template": emoji, "code_length": 10, "origin": host}),
+    );
+    let p = r.problem(422);
+    assert_eq!(p["field"], "template", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(d.contains("otp.max_parts = 3"), "{d}");
+    assert!(d.contains("outside the GSM 7-bit alphabet"), "{d}");
+    // Nothing was queued, and no budget was spent: the same number still gets a short code.
+    assert_eq!(
+        s.get("/v1/messages").json()["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // A plain template that fits, made long by the origin line alone: the origin is to blame.
+    // The longest host name there is (253 characters).
+    let long_host = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    let template = format!("Your code is {{code}}. {}", "x".repeat(180));
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "template": template, "origin": long_host}),
+    );
+    let p = r.problem(422);
+    assert_eq!(p["field"], "origin", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with the origin line"),
+        "{p}"
+    );
+    // The same template without the origin fits and is accepted.
+    let r = s.post("/v1/otp", json!({"to": TO, "template": template}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["parts"], 2);
+}
+
+/// Issue 17.4: a 3-part OTP costs 3 cells of the per-number budget, and parts are counted in
+/// the metrics; the cap is configurable.
+#[test]
+fn multi_part_otps_cost_their_parts_in_the_limits_and_metrics() {
+    let three_parts = format!("Your code is {{code}}. {}", "x".repeat(300));
+    let s = Server::start();
+    let r = s.post("/v1/otp", json!({"to": TO, "template": three_parts}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["parts"], 3);
+    // otp_per_number = 3/10m is spent by that one text: even a 1-part OTP must wait.
+    let r = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "otp_per_number", "{p}");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // A 1-part OTP to another number costs one cell.
+    assert_eq!(s.post("/v1/otp", json!({"to": "+15557654321"})).status, 202);
+    let metrics = s.call(Req::new("GET", "/metrics").no_token()).text;
+    assert!(
+        metrics.contains("simgate_sms_parts_accepted_total{kind=\"otp\"} 4"),
+        "{metrics}"
+    );
+
+    // otp.max_parts = 1 refuses the 3-part text; a limit that could never pass it says so.
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings {
+            otp_per_number: "2/10m".parse().unwrap(),
+            ..RateSettings::default()
+        },
+        Settings {
+            max_otp_parts: 5,
+            ..Settings::default()
+        },
+    );
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "template": three_parts}))
+        .problem(422);
+    assert_eq!(p["field"], "template", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(
+        d.contains("3 SMS parts") && d.contains("limits.otp_per_number allows 2 parts"),
+        "{d}"
+    );
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings::default(),
+        Settings {
+            max_otp_parts: 1,
+            ..Settings::default()
+        },
+    );
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "template": three_parts}))
+        .problem(422);
+    assert!(
+        p["detail"].as_str().unwrap().contains("otp.max_parts = 1"),
+        "{p}"
+    );
+}
+
+/// Issue 16: a second POST /v1/otp for a number with a pending OTP reuses it (same id, one
+/// more text, same limits); supersede stays available per request; replays still replay.
+#[test]
+fn a_pending_otp_is_reused_unless_superseding_is_asked_for() {
+    let s = Server::start();
+    let first = s.create_otp(TO, "111111");
+    let again = s.create_otp(TO, "222222");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["expires_at"], first["expires_at"]);
+    assert_ne!(again["message_id"], first["message_id"]);
+    let w = again["warnings"][0].as_str().unwrap();
+    assert!(w.contains("reused") && w.contains("stay valid"), "{w}");
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["texts"], 2);
+
+    // Fields that cannot apply to a reused OTP are named in the warning.
+    s.next_code("333333");
+    let r = s.post(
+        "/v1/otp",
+        json!({"to": TO, "ttl_seconds": 600, "code_length": 8}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let w = r.json()["warnings"][0].as_str().unwrap().to_owned();
+    assert!(w.contains("ttl_seconds, code_length"), "{w}");
+    assert!(w.contains("supersede"), "{w}");
+
+    // Every code sent stays valid: the first one approves.
+    assert_eq!(s.verify(id, "111111")["verified"], true);
+
+    // Idempotent replays of a reusing request answer the same text.
+    let other = "+15557654321";
+    s.create_otp(other, "444444");
+    let keyed = |body: Value| {
+        s.call(
+            Req::new("POST", "/v1/otp")
+                .json(&body)
+                .header("Idempotency-Key", "k-reuse"),
+        )
+    };
+    let one = keyed(json!({"to": other}));
+    let two = keyed(json!({"to": other}));
+    assert_eq!(one.status, 202, "{}", one.text);
+    assert_eq!(one.text, two.text);
+    assert_eq!(two.header("idempotent-replayed"), Some("true"));
+
+    // A bad on_pending names the field.
+    let p = s
+        .post("/v1/otp", json!({"to": TO, "on_pending": "replace"}))
+        .problem(422);
+    assert_eq!(p["field"], "on_pending", "{p}");
+}
+
+/// Issue 17.8: resends per OTP are capped (otp.max_resends) with a 429 that says why.
+#[test]
+fn resends_per_otp_are_capped() {
+    let s = Server::start_with(
+        vec![ready_modem()],
+        RateSettings {
+            otp_per_number: "off".parse().unwrap(),
+            ..RateSettings::default()
+        },
+        Settings {
+            max_resends: 1,
+            ..Settings::default()
+        },
+    );
+    let otp = s.create_otp(TO, "123456");
+    let id = otp["id"].as_str().unwrap();
+    let resend = || s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")));
+    assert_eq!(resend().status, 202);
+    let r = resend();
+    let p = r.problem(429);
+    assert_eq!(p["limit"], "max_resends", "{p}");
+    let d = p["detail"].as_str().unwrap();
+    assert!(
+        d.contains("has had 2 texts") && d.contains("otp.max_resends = 1"),
+        "{d}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry), "until the expiry: {retry}");
+    assert_eq!(s.get(&format!("/v1/otp/{id}")).json()["texts"], 2);
+    // Superseding starts a new OTP with its own budget of resends.
+    let r = s.post("/v1/otp", json!({"to": TO, "on_pending": "supersede"}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_ne!(r.json()["id"], otp["id"]);
+}
+
+/// Issue 16: a 202 while no modem is ready says so in `warnings`.
+#[test]
+fn answers_warn_when_no_modem_is_ready() {
+    let down = ModemJson {
+        id: "modem0".into(),
+        state: "searching".into(),
+        ..ModemJson::default()
+    };
+    let s = Server::start_with(vec![down], RateSettings::default(), Settings::default());
+    let has_warning = |v: &Value| {
+        v["warnings"].as_array().is_some_and(|w| {
+            w.iter().any(|w| {
+                let w = w.as_str().unwrap();
+                w.contains("no modem is ready") && w.contains("modem0 is searching")
+            })
+        })
+    };
+    let otp = s.create_otp(TO, "123456");
+    assert!(has_warning(&otp), "{otp}");
+    let id = otp["id"].as_str().unwrap();
+    let r = s.call(Req::new("POST", &format!("/v1/otp/{id}/resend")));
+    assert_eq!(r.status, 202);
+    assert!(has_warning(&r.json()), "{}", r.text);
+    let r = s.post("/v1/messages", json!({"to": TO, "text": "hello"}));
+    assert_eq!(r.status, 202);
+    assert!(has_warning(&r.json()), "{}", r.text);
+    // Without any modem configured, too.
+    let s = Server::start_with(Vec::new(), RateSettings::default(), Settings::default());
+    let w = s.create_otp(TO, "123456")["warnings"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(w.contains("no modem is configured"), "{w}");
 }

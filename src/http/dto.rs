@@ -42,6 +42,9 @@ pub struct CreateOtpBody {
     /// Android SMS Retriever app hash.
     #[serde(default)]
     pub app_hash: Option<String>,
+    /// `reuse` or `supersede` a pending OTP of the number.
+    #[serde(default)]
+    pub on_pending: Option<String>,
 }
 
 impl From<CreateOtpBody> for service::CreateOtp {
@@ -53,6 +56,7 @@ impl From<CreateOtpBody> for service::CreateOtp {
             template: b.template,
             origin: b.origin,
             app_hash: b.app_hash,
+            on_pending: b.on_pending,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::{AppState, TokenId, allowed_methods};
 use crate::service::{
     Answer, IdempotencyKey, ListMessages, MAX_LIST_LIMIT, SendText, ServiceError,
 };
+use crate::store::OtpStatus;
 
 /// Maps a service error to its problem, counting rate-limit rejections in the metrics.
 pub(super) fn service_problem(e: ServiceError, state: Option<&AppState>) -> Problem {
@@ -57,6 +58,58 @@ pub(super) fn service_problem(e: ServiceError, state: Option<&AppState>) -> Prob
             "The request conflicts with the resource's state",
             detail,
         ),
+        ServiceError::OtpEnded {
+            id,
+            status,
+            attempts_remaining,
+        } => {
+            let (code, slug, title, detail) = match status {
+                OtpStatus::Approved => (
+                    StatusCode::CONFLICT,
+                    "otp-already-approved",
+                    "The OTP is already approved",
+                    format!(
+                        "OTP {id} was already approved; a code verifies once, and this attempt \
+                         was not counted"
+                    ),
+                ),
+                OtpStatus::Expired => (
+                    StatusCode::GONE,
+                    "otp-expired",
+                    "The OTP has expired",
+                    format!(
+                        "OTP {id} has expired; none of its codes verifies any more: send a new \
+                         OTP"
+                    ),
+                ),
+                OtpStatus::Canceled => (
+                    StatusCode::CONFLICT,
+                    "otp-canceled",
+                    "The OTP was canceled",
+                    format!("OTP {id} was canceled; none of its codes verifies: send a new OTP"),
+                ),
+                OtpStatus::MaxAttemptsReached => (
+                    StatusCode::CONFLICT,
+                    "otp-attempts-exhausted",
+                    "The OTP has no attempts left",
+                    format!(
+                        "OTP {id} ended after too many wrong codes (otp.max_attempts); even \
+                         the right code no longer verifies: send a new OTP"
+                    ),
+                ),
+                OtpStatus::Pending => (
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "The request conflicts with the resource's state",
+                    format!("OTP {id} is pending"),
+                ),
+            };
+            Problem::new(code, slug, title, detail)
+                .with_extension("id", json!(id))
+                .with_extension("otp_status", json!(status.as_str()))
+                .with_extension("verified", json!(false))
+                .with_extension("attempts_remaining", json!(attempts_remaining))
+        }
         ServiceError::IdempotencyMismatch => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
@@ -197,6 +250,34 @@ fn created<T>(answer: Answer<T>, render: impl Fn(&T) -> String) -> Response {
     }
 }
 
+/// What a client should know about an accepted message that depends on the modems: none is
+/// ready, so it waits in the queue (and an OTP may expire there).
+fn modem_warnings(state: &AppState) -> Vec<String> {
+    let modems = state.modems.snapshot();
+    if modems.iter().any(|m| m.state == "ready") {
+        return Vec::new();
+    }
+    let why = if modems.is_empty() {
+        "no modem is configured".to_owned()
+    } else {
+        let states: Vec<String> = modems
+            .iter()
+            .map(|m| format!("{} is {}", m.id, m.state))
+            .collect();
+        states.join(", ")
+    };
+    vec![format!(
+        "no modem is ready to send ({why}): the message is queued and goes out when a modem \
+         is ready (see GET /v1/modems)"
+    )]
+}
+
+fn otp_answer(c: &crate::service::OtpCreated, modem_warnings: &[String]) -> String {
+    let mut j = OtpCreatedJson::from(c);
+    j.warnings.extend_from_slice(modem_warnings);
+    to_json(&j)
+}
+
 pub(super) async fn create_otp(
     State(state): State<AppState>,
     token: Option<axum::Extension<TokenId>>,
@@ -204,12 +285,16 @@ pub(super) async fn create_otp(
     ApiJson(body): ApiJson<CreateOtpBody>,
 ) -> Result<Response, Problem> {
     let idem = idempotency(&headers, token_id(token.as_deref()))?;
-    let render = |c: &crate::service::OtpCreated| to_json(&OtpCreatedJson::from(c));
+    let warnings = modem_warnings(&state);
+    let render = |c: &crate::service::OtpCreated| otp_answer(c, &warnings);
     let answer = state
         .service
         .create_otp(body.into(), idem, render)
         .await
         .map_err(fail(&state))?;
+    if let Answer::New(c) = &answer {
+        state.metrics.record_parts_accepted("otp", c.parts);
+    }
     Ok(created(answer, render))
 }
 
@@ -251,9 +336,10 @@ pub(super) async fn resend_otp(
     IdPath(id): IdPath,
 ) -> Result<Response, Problem> {
     let c = state.service.resend(&id).await.map_err(fail(&state))?;
+    state.metrics.record_parts_accepted("otp", c.parts);
     Ok(json_answer(
         StatusCode::ACCEPTED,
-        to_json(&OtpCreatedJson::from(&c)),
+        otp_answer(&c, &modem_warnings(&state)),
     ))
 }
 
@@ -272,7 +358,12 @@ pub(super) async fn send_text(
     ApiJson(body): ApiJson<SendTextBody>,
 ) -> Result<Response, Problem> {
     let idem = idempotency(&headers, token_id(token.as_deref()))?;
-    let render = |t: &crate::service::TextQueued| to_json(&TextQueuedJson::from(t));
+    let warnings = modem_warnings(&state);
+    let render = |t: &crate::service::TextQueued| {
+        let mut j = TextQueuedJson::from(t);
+        j.warnings.extend_from_slice(&warnings);
+        to_json(&j)
+    };
     let answer = state
         .service
         .send_text(
@@ -285,6 +376,9 @@ pub(super) async fn send_text(
         )
         .await
         .map_err(fail(&state))?;
+    if let Answer::New(t) = &answer {
+        state.metrics.record_parts_accepted("text", t.parts);
+    }
     Ok(created(answer, render))
 }
 

@@ -87,6 +87,23 @@ pub fn document() -> Value {
         ("415", "Body is not JSON"),
         ("422", "A field is invalid"),
     ];
+    let verify_errors: &[(&str, &str)] = &[
+        ("400", "Malformed id or JSON"),
+        ("404", "No such OTP (or, by number: no pending OTP for it)"),
+        (
+            "409",
+            "The OTP had already ended: approved (otp-already-approved), canceled \
+             (otp-canceled) or out of attempts (otp-attempts-exhausted); nothing was counted, \
+             and otp_status names the state GET /v1/otp/{id} shows",
+        ),
+        (
+            "410",
+            "The OTP has expired (otp-expired); none of its codes verifies any more",
+        ),
+        ("413", "Body too large"),
+        ("415", "Body is not JSON"),
+        ("422", "A field is invalid"),
+    ];
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -103,12 +120,21 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "createOtp",
                     "summary": "Send a fresh code to a number",
+                    "description": "With on_pending = reuse (the default, otp.on_pending) a number \
+                        that has a pending OTP gets that OTP back (same id and expires_at) with one \
+                        more text carrying a fresh code, exactly as a resend sends it; earlier codes \
+                        stay valid, and a warning says so. With supersede the pending OTP is \
+                        canceled and a new one starts. Each SMS part of the text counts as one send \
+                        in limits.otp_per_number, otp_per_prefix and sends_global; a text over \
+                        otp.max_parts answers 422 naming the field that made it long.",
                     "parameters": [idempotency_param()],
                     "requestBody": json_body("CreateOtp"),
                     "responses": responses(("202", json_response("Queued", "OtpCreated")), &[
                         ("400", "Malformed JSON"), ("403", "Number refused by the prefix lists"),
                         ("413", "Body too large"), ("415", "Body is not JSON"),
-                        ("422", "A field is invalid, or the Idempotency-Key was reused"),
+                        ("422", "A field is invalid (also: the text would exceed otp.max_parts, \
+                                 naming the field that made it long), or the Idempotency-Key was \
+                                 reused"),
                         ("503", "The queue is full; see Retry-After"),
                     ])
                 }
@@ -118,7 +144,7 @@ pub fn document() -> Value {
                     "operationId": "verifyOtpByNumber",
                     "summary": "Check a code against the newest pending OTP of a number",
                     "requestBody": json_body("VerifyByNumber"),
-                    "responses": responses(("200", json_response("Checked", "Verify")), otp_errors)
+                    "responses": responses(("200", json_response("Checked", "Verify")), verify_errors)
                 }
             },
             "/v1/otp/{id}": {
@@ -141,16 +167,20 @@ pub fn document() -> Value {
             "/v1/otp/{id}/verify": {
                 "post": {
                     "operationId": "verifyOtp",
-                    "summary": "Check a code; expired or ended OTPs answer verified: false",
+                    "summary": "Check a code; an OTP that has already ended answers 409, or 410 once expired",
                     "parameters": [id_param("OTP", "otp_")],
                     "requestBody": json_body("VerifyById"),
-                    "responses": responses(("200", json_response("Checked", "Verify")), otp_errors)
+                    "responses": responses(("200", json_response("Checked", "Verify")), verify_errors)
                 }
             },
             "/v1/otp/{id}/resend": {
                 "post": {
                     "operationId": "resendOtp",
                     "summary": "Send another text with a fresh code; earlier codes stay valid",
+                    "description": "The text is the first one with only the code changed (same \
+                        template, code length, origin line and stated lifetime). At most \
+                        otp.max_resends resends per OTP: past that, 429 with limit max_resends and \
+                        Retry-After until the OTP expires.",
                     "parameters": [id_param("OTP", "otp_")],
                     "responses": responses(("202", json_response("Queued", "OtpCreated")), &[
                         ("400", "Malformed id"), ("404", "No such OTP"),
@@ -255,7 +285,10 @@ fn schemas() -> Value {
         json!({"type": "string", "pattern": "^\\+[1-9][0-9]{7,14}$", "examples": ["+15551234567"]});
     let time = json!({"type": "string", "format": "date-time"});
     let opt_time = json!({"type": ["string", "null"], "format": "date-time"});
-    let warnings = json!({"type": "array", "items": {"type": "string"}});
+    let warnings = json!({"type": "array", "items": {"type": "string"},
+        "description": "Absent when all is well. Things the client should know that did not stop \
+                        the send: no modem is ready (the message waits in the queue), the text \
+                        takes several SMS parts or UCS-2, a pending OTP was reused"});
     json!({
         "Problem": {
             "type": "object",
@@ -266,7 +299,11 @@ fn schemas() -> Value {
                 "status": {"type": "integer"},
                 "detail": {"type": "string"},
                 "field": {"type": "string", "description": "The offending field, when one is"},
-                "limit": {"type": "string", "description": "The limit that refused (429)"}
+                "limit": {"type": "string", "description": "The limit that refused (429): a limits.* key, or max_resends"},
+                "id": {"type": "string", "description": "The OTP, for a verify of an ended OTP (409, 410)"},
+                "otp_status": {"$ref": "#/components/schemas/OtpStatus", "description": "The ended OTP's final status (409, 410)"},
+                "verified": {"const": false, "description": "Always false on a 409 or 410 verify"},
+                "attempts_remaining": {"type": "integer", "description": "Wrong attempts left when the OTP ended (409, 410)"}
             }
         },
         "OtpStatus": {"enum": ["pending", "approved", "expired", "max_attempts_reached", "canceled"]},
@@ -279,9 +316,10 @@ fn schemas() -> Value {
                 "to": e164,
                 "ttl_seconds": {"type": "integer", "description": "Default otp.ttl_seconds; bounded by otp.min_ttl_seconds..otp.max_ttl_seconds"},
                 "code_length": {"type": "integer", "minimum": 4, "maximum": 10},
-                "template": {"type": "string", "maxLength": 459, "description": "Must contain {code}; may contain {minutes}"},
+                "template": {"type": "string", "maxLength": 459, "description": "Must contain {code}; may contain {lifetime} (\"30 seconds\", \"1 minute\", \"24 hours\") and {minutes} (whole minutes, rounded up; \"{minutes} minutes\" reads as {lifetime})"},
                 "origin": {"type": "string", "description": "Host name; adds the WebOTP line @<origin> #<code>"},
-                "app_hash": {"type": "string", "minLength": 11, "maxLength": 11, "description": "Android SMS Retriever hash, added as the last line"}
+                "app_hash": {"type": "string", "minLength": 11, "maxLength": 11, "description": "Android SMS Retriever hash, added as the last line"},
+                "on_pending": {"enum": ["reuse", "supersede"], "description": "When the number has a pending OTP: reuse it (one more text, same id) or cancel it and start anew; default otp.on_pending (reuse)"}
             }
         },
         "OtpCreated": {

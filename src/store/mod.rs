@@ -358,6 +358,82 @@ pub enum ResendOutcome {
     QueueFull,
 }
 
+/// Where the code sits in an OTP's first text (see [`Store::create_otp_worded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpWording {
+    /// Digits of every code of the OTP.
+    pub code_length: u32,
+    /// Byte offsets of each occurrence of the code in the first text's `log_text`.
+    pub code_offsets: Vec<usize>,
+}
+
+/// What [`Store::create_otp_worded`] does with a pending OTP of the same number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPending {
+    /// Cancel it and its queued texts (SPEC's original rule).
+    Supersede,
+    /// Create nothing and name it, so the caller can add a text to it instead.
+    Keep,
+}
+
+/// Result of [`Store::create_otp_worded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOtpOutcome {
+    /// What [`Store::create_otp`] answers.
+    Done(CreateOutcome),
+    /// [`OnPending::Keep`] and the number has this pending, unexpired OTP; nothing was written.
+    PendingExists {
+        /// The pending OTP's id.
+        otp_id: String,
+    },
+}
+
+/// An extra text for a pending OTP (see [`Store::add_otp_text`]).
+#[derive(Debug, Clone)]
+pub struct NewOtpText {
+    /// The OTP.
+    pub otp_id: String,
+    /// HMAC of the new code.
+    pub code_hmac: Vec<u8>,
+    /// The text carrying it.
+    pub msg: NewMessage,
+    /// Replays and stores the answer, as for a create.
+    pub idem: Option<Idempotency>,
+    /// Most texts one OTP may have (the first included); 0 = no cap.
+    pub max_texts: u32,
+    /// See [`Store::create_otp`].
+    pub daily_cap: u32,
+    /// See [`Store::create_otp`].
+    pub queue_max: u64,
+}
+
+/// Result of [`Store::add_otp_text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddTextOutcome {
+    /// Committed: the new code is valid alongside the earlier ones.
+    Added,
+    /// See [`CreateOutcome::Replay`].
+    Replay(String),
+    /// See [`CreateOutcome::IdempotencyConflict`].
+    IdempotencyConflict,
+    /// No OTP has this id.
+    NotFound,
+    /// The OTP is no longer pending (or expired now); nothing was queued.
+    NotPending(OtpStatus),
+    /// The OTP has `max_texts` texts already.
+    TextCap {
+        /// Texts it has.
+        texts: u32,
+    },
+    /// See [`CreateOutcome::DailyLimit`].
+    DailyLimit {
+        /// Milliseconds until one more OTP text would be accepted.
+        retry_after_ms: Millis,
+    },
+    /// See [`CreateOutcome::QueueFull`].
+    QueueFull,
+}
+
 /// Result of [`Store::record_verify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyResult {
@@ -707,6 +783,47 @@ impl Store {
             ops::create_otp(c, &otp, &msg, idem.as_ref(), daily_cap, queue_max)
         })
         .await
+    }
+
+    /// [`Store::create_otp`] that also records where the code sits in the first text, and that
+    /// with [`OnPending::Keep`] leaves a pending, unexpired OTP of the number alone and names it
+    /// (after the idempotency check, so a retry still gets its answer).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_otp_worded(
+        &self,
+        otp: NewOtp,
+        msg: NewMessage,
+        wording: OtpWording,
+        on_pending: OnPending,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOtpOutcome, StoreError> {
+        self.client_write(move |c| {
+            ops::create_otp_worded(
+                c,
+                &otp,
+                &msg,
+                &wording,
+                on_pending,
+                idem.as_ref(),
+                daily_cap,
+                queue_max,
+            )
+        })
+        .await
+    }
+
+    /// Adds a code (its HMAC) and a text to a pending OTP, in one transaction with the
+    /// idempotency check, the per-OTP text cap, the daily cap and the queue bound.
+    pub async fn add_otp_text(&self, t: NewOtpText) -> Result<AddTextOutcome, StoreError> {
+        self.client_write(move |c| ops::add_otp_text(c, &t)).await
+    }
+
+    /// Where the code sits in the OTP's first text; `None` for OTPs created before schema 3.
+    pub async fn otp_wording(&self, otp_id: &str) -> Result<Option<OtpWording>, StoreError> {
+        let otp_id = otp_id.to_owned();
+        self.read(move |c| read::otp_wording(c, &otp_id)).await
     }
 
     /// Queues a plain text: idempotency check, queue bound (0 = off), insert, idempotent answer.

@@ -7,9 +7,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::read::{message_status, otp_status};
 use super::{
-    Body, Claimed, CreateOutcome, DAY_MS, Idempotency, MessageKind, MessageStatus, Millis,
-    NewMessage, NewOtp, OtpStatus, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome,
-    ResendOutcome, StatusReport, StoreError, UnknownOutcomePolicy, VerifyResult,
+    AddTextOutcome, Body, Claimed, CreateOtpOutcome, CreateOutcome, DAY_MS, Idempotency,
+    MessageKind, MessageStatus, Millis, NewMessage, NewOtp, NewOtpText, OnPending, OtpStatus,
+    OtpWording, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome, ResendOutcome,
+    StatusReport, StoreError, UnknownOutcomePolicy, VerifyResult,
 };
 
 /// Appends one row to a message's status history.
@@ -231,6 +232,78 @@ pub(crate) fn create_otp(
     insert_message(c, msg, Some(&otp.id))?;
     save_idempotency(c, idem, now)?;
     Ok(CreateOutcome::Created)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_otp_worded(
+    c: &Connection,
+    otp: &NewOtp,
+    msg: &NewMessage,
+    wording: &OtpWording,
+    on_pending: OnPending,
+    idem: Option<&Idempotency>,
+    daily_cap: u32,
+    queue_max: u64,
+) -> Result<CreateOtpOutcome, StoreError> {
+    if on_pending == OnPending::Keep {
+        if let Some(seen) = check_idempotency(c, idem, msg.created_at)? {
+            return Ok(CreateOtpOutcome::Done(seen));
+        }
+        let pending: Option<String> = c
+            .prepare_cached(
+                "SELECT id FROM otps WHERE to_number = ?1 AND status = 'pending' AND expires_at > ?2
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            )?
+            .query_row(params![otp.to, msg.created_at], |r| r.get(0))
+            .optional()?;
+        if let Some(otp_id) = pending {
+            return Ok(CreateOtpOutcome::PendingExists { otp_id });
+        }
+    }
+    let outcome = create_otp(c, otp, msg, idem, daily_cap, queue_max)?;
+    if outcome == CreateOutcome::Created {
+        let offsets: Vec<String> = wording.code_offsets.iter().map(|o| o.to_string()).collect();
+        c.prepare_cached(
+            "INSERT INTO otp_wordings (otp_id, code_length, code_offsets) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![otp.id, wording.code_length, offsets.join(",")])?;
+    }
+    Ok(CreateOtpOutcome::Done(outcome))
+}
+
+pub(crate) fn add_otp_text(c: &Connection, t: &NewOtpText) -> Result<AddTextOutcome, StoreError> {
+    let now = t.msg.created_at;
+    if let Some(seen) = check_idempotency(c, t.idem.as_ref(), now)? {
+        return Ok(match seen {
+            CreateOutcome::Replay(r) => AddTextOutcome::Replay(r),
+            _ => AddTextOutcome::IdempotencyConflict,
+        });
+    }
+    let Some((status, _, _, expires_at)) = otp_row(c, &t.otp_id)? else {
+        return Ok(AddTextOutcome::NotFound);
+    };
+    let status = settle_expiry(c, &t.otp_id, status, expires_at, now)?;
+    if status != OtpStatus::Pending {
+        return Ok(AddTextOutcome::NotPending(status));
+    }
+    if t.max_texts > 0 {
+        let texts: u32 = c
+            .prepare_cached("SELECT COUNT(*) FROM otp_codes WHERE otp_id = ?1")?
+            .query_row(params![t.otp_id], |r| r.get(0))?;
+        if texts >= t.max_texts {
+            return Ok(AddTextOutcome::TextCap { texts });
+        }
+    }
+    if let Some(retry_after_ms) = daily_cap_hit(c, &t.msg.to, t.daily_cap, now)? {
+        return Ok(AddTextOutcome::DailyLimit { retry_after_ms });
+    }
+    if queue_full(c, t.queue_max)? {
+        return Ok(AddTextOutcome::QueueFull);
+    }
+    insert_code(c, &t.otp_id, &t.code_hmac, &t.msg.id, now)?;
+    insert_message(c, &t.msg, Some(&t.otp_id))?;
+    save_idempotency(c, t.idem.as_ref(), now)?;
+    Ok(AddTextOutcome::Added)
 }
 
 fn insert_code(

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Message, MessageEvent, MessageFilter, MessageKind, MessageStatus, Millis, Otp, OtpStatus,
-    StoreError,
+    OtpWording, StoreError,
 };
 
 pub(crate) fn message_status(s: &str) -> Result<MessageStatus, StoreError> {
@@ -209,4 +209,26 @@ pub(crate) fn next_expiry(c: &Connection) -> Result<Option<Millis>, StoreError> 
         c.prepare_cached("SELECT MIN(deadline) FROM messages WHERE status = 'queued'")?
             .query_row([], |r| r.get(0))?,
     )
+}
+
+pub(crate) fn otp_wording(c: &Connection, otp_id: &str) -> Result<Option<OtpWording>, StoreError> {
+    let row: Option<(u32, String)> = c
+        .prepare_cached("SELECT code_length, code_offsets FROM otp_wordings WHERE otp_id = ?1")?
+        .query_row(params![otp_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(code_length, offsets)| {
+        let code_offsets = offsets
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                o.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("code offset {o:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(OtpWording {
+            code_length,
+            code_offsets,
+        })
+    })
+    .transpose()
 }

@@ -125,8 +125,21 @@ BEGIN
 END;
 ";
 
+/// Version 3: where the code sits in an OTP's first text, so a resend repeats that text exactly.
+///
+/// The masked log text alone cannot say it: a template with a literal `*` next to `{code}` masks
+/// to a longer run of stars than the code has. Offsets are byte offsets into the first message's
+/// `log_text`, comma-separated; rows of OTPs created before this version are simply absent.
+const V3: &str = "
+CREATE TABLE otp_wordings (
+    otp_id       TEXT PRIMARY KEY REFERENCES otps (id) ON DELETE CASCADE,
+    code_length  INTEGER NOT NULL,
+    code_offsets TEXT NOT NULL
+);
+";
+
 /// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

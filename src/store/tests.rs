@@ -963,3 +963,134 @@ async fn sent_parts_count_is_what_the_modem_took() {
         assert_eq!(effect.status, want, "after TP-MR {mr}");
     }
 }
+
+fn wording(offsets: &[usize]) -> OtpWording {
+    OtpWording {
+        code_length: 6,
+        code_offsets: offsets.to_vec(),
+    }
+}
+
+fn extra_text(otp_id: &str, msg_id: &str, at: Millis, max_texts: u32) -> NewOtpText {
+    let (_, mut msg) = otp(otp_id, "+15550000001", at);
+    msg.id = msg_id.into();
+    NewOtpText {
+        otp_id: otp_id.into(),
+        code_hmac: format!("hmac-{msg_id}").into_bytes(),
+        msg,
+        idem: None,
+        max_texts,
+        daily_cap: 0,
+        queue_max: 0,
+    }
+}
+
+#[tokio::test]
+async fn worded_create_keeps_or_supersedes_a_pending_otp() {
+    let db = open();
+    let to = "+15550000001";
+    let (o, m) = otp("otp_1", to, T0);
+    let keep = |o, m, at_offsets: &[usize]| {
+        db.store
+            .create_otp_worded(o, m, wording(at_offsets), OnPending::Keep, None, 0, 0)
+    };
+    assert_eq!(
+        keep(o, m, &[13]).await.unwrap(),
+        CreateOtpOutcome::Done(CreateOutcome::Created)
+    );
+    assert_eq!(
+        db.store.otp_wording("otp_1").await.unwrap(),
+        Some(wording(&[13]))
+    );
+    // Keep: the pending OTP is named and nothing is written.
+    let (o2, m2) = otp("otp_2", to, T0 + 1000);
+    assert_eq!(
+        keep(o2.clone(), m2.clone(), &[13]).await.unwrap(),
+        CreateOtpOutcome::PendingExists {
+            otp_id: "otp_1".into()
+        }
+    );
+    assert!(db.store.get_otp("otp_2").await.unwrap().is_none());
+    assert!(db.store.otp_wording("otp_2").await.unwrap().is_none());
+    // Once the pending one has expired, Keep creates.
+    let (o3, m3) = otp("otp_3", to, T0 + 6 * MIN);
+    assert_eq!(
+        keep(o3, m3, &[0, 20]).await.unwrap(),
+        CreateOtpOutcome::Done(CreateOutcome::Created)
+    );
+    assert_eq!(
+        db.store.otp_wording("otp_3").await.unwrap(),
+        Some(wording(&[0, 20]))
+    );
+    // Supersede cancels it, as create_otp does.
+    let (o4, m4) = otp("otp_4", to, T0 + 7 * MIN);
+    assert_eq!(
+        db.store
+            .create_otp_worded(o4, m4, wording(&[13]), OnPending::Supersede, None, 0, 0)
+            .await
+            .unwrap(),
+        CreateOtpOutcome::Done(CreateOutcome::Created)
+    );
+    assert_eq!(
+        db.store.get_otp("otp_3").await.unwrap().unwrap().status,
+        OtpStatus::Canceled
+    );
+    // OTPs from before schema 3 simply have no wording.
+    create(&db, "otp_5", "+15550000009", T0).await;
+    assert!(db.store.otp_wording("otp_5").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn added_texts_are_capped_per_otp_and_replay_their_key() {
+    let db = open();
+    create(&db, "otp_1", "+15550000001", T0).await;
+    assert_eq!(
+        db.store
+            .add_otp_text(extra_text("otp_1", "msg_2", T0 + 1, 3))
+            .await
+            .unwrap(),
+        AddTextOutcome::Added
+    );
+    let mut keyed = extra_text("otp_1", "msg_3", T0 + 2, 3);
+    keyed.idem = Some(idem("k", b"h", "{\"answer\":3}"));
+    assert_eq!(
+        db.store.add_otp_text(keyed.clone()).await.unwrap(),
+        AddTextOutcome::Added
+    );
+    // The cap counts every text, the first included.
+    assert_eq!(
+        db.store
+            .add_otp_text(extra_text("otp_1", "msg_4", T0 + 3, 3))
+            .await
+            .unwrap(),
+        AddTextOutcome::TextCap { texts: 3 }
+    );
+    // A retry of the keyed request gets its answer, even past the cap; another body conflicts.
+    keyed.msg.id = "msg_5".into();
+    assert_eq!(
+        db.store.add_otp_text(keyed.clone()).await.unwrap(),
+        AddTextOutcome::Replay("{\"answer\":3}".into())
+    );
+    keyed.idem = Some(idem("k", b"other", "{}"));
+    assert_eq!(
+        db.store.add_otp_text(keyed).await.unwrap(),
+        AddTextOutcome::IdempotencyConflict
+    );
+    let o = db.store.get_otp("otp_1").await.unwrap().unwrap();
+    assert_eq!(o.message_ids, ["msg_otp_1", "msg_2", "msg_3"]);
+    // Unknown, expired.
+    assert_eq!(
+        db.store
+            .add_otp_text(extra_text("otp_x", "msg_6", T0 + 4, 0))
+            .await
+            .unwrap(),
+        AddTextOutcome::NotFound
+    );
+    assert_eq!(
+        db.store
+            .add_otp_text(extra_text("otp_1", "msg_7", T0 + 6 * MIN, 0))
+            .await
+            .unwrap(),
+        AddTextOutcome::NotPending(OtpStatus::Expired)
+    );
+}
