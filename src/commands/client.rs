@@ -445,10 +445,10 @@ pub fn run_otp(args: OtpArgs, json: bool) -> ExitCode {
                         println!("approved: {}", s(&v, "id"));
                     } else {
                         println!(
-                            "not verified: {} is {} ({} attempts remaining)",
+                            "not verified: {} is {} ({} remaining)",
                             s(&v, "id"),
                             s(&v, "status"),
-                            v["attempts_remaining"]
+                            attempts_remaining(&v)
                         );
                     }
                     // A wrong code is a normal answer of the API but a failure for a script.
@@ -458,9 +458,23 @@ pub fn run_otp(args: OtpArgs, json: bool) -> ExitCode {
                         Exit::NotVerified.into()
                     }
                 }
+                // An OTP that has ended (approved, canceled, exhausted: 409; expired: 410)
+                // accepts no code: for a script that is the same outcome as a wrong code.
+                Err(mut e) if matches!(e.status, Some(409 | 410)) => {
+                    e.exit = Exit::NotVerified;
+                    e.report(json)
+                }
                 Err(e) => e.report(json),
             }
         }
+    }
+}
+
+/// "1 attempt" / "3 attempts": the wording users see after a wrong code.
+fn attempts_remaining(v: &Value) -> String {
+    match v["attempts_remaining"].as_u64() {
+        Some(n) => crate::otp::count_noun(n, "attempt"),
+        None => "unknown attempts".to_owned(),
     }
 }
 
@@ -478,11 +492,11 @@ fn otp_queued_text(v: &Value) -> String {
 /// The text of `GET /v1/otp/{id}`.
 fn otp_show_text(v: &Value) -> String {
     let mut out = format!(
-        "{} to {}: {}, {} attempts remaining, expires at {}",
+        "{} to {}: {}, {} remaining, expires at {}",
         s(v, "id"),
         s(v, "to"),
         s(v, "status"),
-        v["attempts_remaining"],
+        attempts_remaining(v),
         s(v, "expires_at")
     );
     let texts = v["texts"].as_u64().unwrap_or(0);
@@ -1009,6 +1023,14 @@ fn load_hints(path: Option<&Path>) -> Result<ConfigHints, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_attempt_is_singular() {
+        let one = serde_json::json!({"attempts_remaining": 1});
+        let many = serde_json::json!({"attempts_remaining": 4});
+        assert_eq!(attempts_remaining(&one), "1 attempt");
+        assert_eq!(attempts_remaining(&many), "4 attempts");
+    }
 
     #[test]
     fn listen_to_url() {
