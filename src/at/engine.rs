@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::digest::{Digested, Digester, Final, Response, Urc};
+use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINES, Response, Urc};
 use super::error::{CmeError, CmsError};
 
 /// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
@@ -49,6 +49,17 @@ pub enum AtError {
         /// modem may have sent it.
         payload_written: bool,
     },
+    /// The answer outgrew what one command may hold ([`MAX_ANSWER_LINES`] lines or
+    /// [`MAX_ANSWER_BYTES`] bytes) and was dropped: the device streams lines instead of
+    /// answering. The port is still open but out of step; re-sync before the next command.
+    #[error(
+        "answer too long: over {MAX_ANSWER_LINES} lines or {MAX_ANSWER_BYTES} bytes \
+         (payload written: {payload_written})"
+    )]
+    Overflow {
+        /// As for `Timeout`.
+        payload_written: bool,
+    },
     /// The stream ended or failed.
     #[error("port closed: {reason}")]
     Closed {
@@ -64,6 +75,7 @@ pub enum AtError {
 enum Reply {
     Prompt,
     Done(Response),
+    Overflow,
 }
 
 /// State shared by the reader task and the client, behind a short-held lock (never across an
@@ -176,6 +188,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     tracing::trace!(lines = ?resp.lines, result = ?resp.result, "at rx response");
                     if let Some(slot) = guard.slot.take() {
                         let _ = slot.send(Reply::Done(resp));
+                    }
+                }
+                Digested::Overflow { lines, bytes } => {
+                    tracing::warn!(
+                        lines,
+                        bytes,
+                        "the modem's answer outgrew the limit; failing the command"
+                    );
+                    if let Some(slot) = guard.slot.take() {
+                        let _ = slot.send(Reply::Overflow);
                     }
                 }
             }
@@ -305,8 +327,15 @@ impl AtClient {
                 // A stray `>` cannot reach here (no prompt expected); ignore defensively.
                 Ok(Some(Reply::Prompt)) => continue,
                 Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+                Ok(Some(Reply::Overflow)) => return Err(self.overflowed(false)),
             }
         }
+    }
+
+    /// The command's answer was dropped for its size; the digester has already let it go.
+    fn overflowed(&mut self, payload_written: bool) -> AtError {
+        self.last_final = Some(Instant::now());
+        AtError::Overflow { payload_written }
     }
 
     /// Sends `line`, waits for the `> ` prompt, writes `payload` followed by Ctrl-Z, and waits
@@ -350,6 +379,13 @@ impl AtClient {
                 }
                 Ok(Some(Reply::Prompt)) => continue,
                 Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+                Ok(Some(Reply::Overflow)) => {
+                    if !payload_written {
+                        // Still at the prompt, perhaps: close it unsent.
+                        let _ = self.write(&[ESC]).await;
+                    }
+                    return Err(self.overflowed(payload_written));
+                }
             }
         }
     }
@@ -557,6 +593,55 @@ mod tests {
             }
         );
         drop(modem.await.unwrap());
+    }
+
+    /// A device that streams 2,000-byte lines during `AT+CMGS` (before and after the prompt):
+    /// the command fails with `Overflow` once the answer reaches its bound, instead of holding
+    /// every line until the timeout, and the next command is answered normally.
+    #[tokio::test]
+    async fn a_flooding_modem_fails_the_command_with_overflow() {
+        for prompt_first in [false, true] {
+            let (mut client, _urcs, far) = pair();
+            client.set_cooldown(Duration::ZERO);
+            let mut far = BufReader::new(far);
+            let modem = tokio::spawn(async move {
+                assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+                if prompt_first {
+                    far.get_mut().write_all(b"\r\n> ").await.unwrap();
+                    let mut payload = Vec::new();
+                    far.read_until(CTRL_Z, &mut payload).await.unwrap();
+                }
+                let line = format!("{}\r\n", "A".repeat(2000));
+                // 40 lines of 2,000 bytes: more than MAX_ANSWER_BYTES.
+                for _ in 0..40 {
+                    far.get_mut().write_all(line.as_bytes()).await.unwrap();
+                }
+                far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+                if !prompt_first {
+                    // The command is given up before its prompt: ESC closes it.
+                    let mut esc = [0u8; 1];
+                    far.read_exact(&mut esc).await.unwrap();
+                    assert_eq!(esc[0], ESC);
+                }
+                assert_eq!(read_cmd(&mut far).await, "AT");
+                far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+                far
+            });
+            let err = client
+                .command_with_payload("AT+CMGS=13", "0011000B91", Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err,
+                AtError::Overflow {
+                    payload_written: prompt_first
+                }
+            );
+            // Let the flood's tail (and its OK) go by as noise, then the port answers again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(client.command("AT", T).await, Ok(vec![]));
+            drop(modem.await.unwrap());
+        }
     }
 
     #[tokio::test]

@@ -806,6 +806,19 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
             SendError::Temporary(format!("no prompt within {send_timeout:?}")),
             Some(Next::Reinit),
         ),
+        // A device that floods instead of answering is out of step like a garbled one: re-sync.
+        AtError::Overflow {
+            payload_written: true,
+        } => (
+            SendError::OutcomeUnknown("PDU written, then an answer too long to hold".into()),
+            Some(Next::Reinit),
+        ),
+        AtError::Overflow {
+            payload_written: false,
+        } => (
+            SendError::Temporary("answer too long to hold before the PDU was written".into()),
+            Some(Next::Reinit),
+        ),
         AtError::Closed {
             reason,
             payload_written: true,
