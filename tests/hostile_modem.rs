@@ -43,10 +43,19 @@ fn wait_final(d: &ServeProcess, id: &str) -> serde_json::Value {
 }
 
 fn start(modem: &HostileModem, rust_log: &str) -> (tempfile::TempDir, ServeProcess) {
+    start_with(modem, rust_log, "")
+}
+
+/// As [`start`], with `extra` appended to the config (after the `[[modem]]` table).
+fn start_with(
+    modem: &HostileModem,
+    rust_log: &str,
+    extra: &str,
+) -> (tempfile::TempDir, ServeProcess) {
     let dir = faults::fast_tempdir();
     let daemon = ServeProcess::start(
         &dir.path().join("data"),
-        &config_for(&modem.link, "", ""),
+        &config_for(&modem.link, "", extra),
         rust_log,
     );
     daemon.wait_state("ready", Duration::from_secs(30));
@@ -106,5 +115,29 @@ fn a_modem_that_floods_during_a_send_costs_bounded_memory() {
         commands[first..resend].iter().any(|c| c == "AT"),
         "no re-sync between the sends: {:?}",
         &commands[first..resend]
+    );
+}
+
+/// Issue 17.8: `OK` to `AT+CMGS` without a `> ` prompt. The PDU never reached the modem, so it is
+/// not sent, and not "outcome unknown" either: even with `on_unknown_outcome = "fail"` the
+/// message is retried (and then sent), where an unknown outcome would have failed it.
+#[test]
+fn ok_without_a_prompt_is_retried_as_not_sent() {
+    let modem = HostileModem::start(Hostile::OkWithoutPrompt { times: 1 });
+    let (_dir, d) = start_with(
+        &modem,
+        "simgate=debug,info",
+        "\n[dispatch]\non_unknown_outcome = \"fail\"\n",
+    );
+    let id = d.create_otp("+15551230002");
+    let m = wait_final(&d, &id);
+    eprintln!("OK without prompt, then a normal send: {m}");
+    assert_eq!(m["status"], "sent", "{m}\n{}", d.log_tail(40));
+    assert_eq!(m["attempts"], 2, "{m}");
+    assert_eq!(modem.pdus().len(), 1, "the PDU was written once");
+    assert!(
+        d.log().contains("without the > prompt"),
+        "{}",
+        d.log_tail(40)
     );
 }

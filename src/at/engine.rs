@@ -49,6 +49,11 @@ pub enum AtError {
         /// modem may have sent it.
         payload_written: bool,
     },
+    /// A command that takes a payload (`AT+CMGS`) ended in `OK` without opening its `> `
+    /// prompt, so the payload was never written: the `OK` belonged to something else (a late
+    /// answer to an earlier command) or the modem is confused. Nothing was sent; re-sync.
+    #[error("OK without the > prompt: the payload was never written")]
+    NoPrompt,
     /// The answer outgrew what one command may hold ([`MAX_ANSWER_LINES`] lines or
     /// [`MAX_ANSWER_BYTES`] bytes) and was dropped: the device streams lines instead of
     /// answering. The port is still open but out of step; re-sync before the next command.
@@ -378,6 +383,10 @@ impl AtClient {
                     }
                 }
                 Ok(Some(Reply::Prompt)) => continue,
+                Ok(Some(Reply::Done(resp))) if !payload_written && resp.result == Final::Ok => {
+                    self.last_final = Some(Instant::now());
+                    return Err(AtError::NoPrompt);
+                }
                 Ok(Some(Reply::Done(resp))) => return self.finish(resp),
                 Ok(Some(Reply::Overflow)) => {
                     if !payload_written {
@@ -593,6 +602,29 @@ mod tests {
             }
         );
         drop(modem.await.unwrap());
+    }
+
+    /// `OK` to `AT+CMGS` before any prompt: the PDU never left, which is a failure that is safe
+    /// to retry, not a success (and not an unknown outcome).
+    #[tokio::test]
+    async fn ok_without_prompt_is_not_a_send() {
+        let (mut client, _urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+            far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+            // Nothing may follow: no payload was written.
+            let mut rest = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), far.read_to_end(&mut rest)).await;
+            assert!(rest.is_empty(), "{rest:?}");
+        });
+        let err = client
+            .command_with_payload("AT+CMGS=13", "0011000B91", T)
+            .await
+            .unwrap_err();
+        assert_eq!(err, AtError::NoPrompt);
+        modem.await.unwrap();
     }
 
     /// A device that streams 2,000-byte lines during `AT+CMGS` (before and after the prompt):

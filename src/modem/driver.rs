@@ -806,6 +806,12 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
             SendError::Temporary(format!("no prompt within {send_timeout:?}")),
             Some(Next::Reinit),
         ),
+        // Nothing was written, so a retry cannot duplicate; the stray OK says the modem (or our
+        // view of its answers) is out of step: re-sync.
+        AtError::NoPrompt => (
+            SendError::Temporary("modem answered OK without the > prompt; PDU not written".into()),
+            Some(Next::Reinit),
+        ),
         // A device that floods instead of answering is out of step like a garbled one: re-sync.
         AtError::Overflow {
             payload_written: true,
