@@ -141,3 +141,91 @@ fn ok_without_a_prompt_is_retried_as_not_sent() {
         d.log_tail(40)
     );
 }
+
+/// Issue 17.6: a modem that echoes the PDU in lower case. With `RUST_LOG=trace` the daemon's log
+/// holds the AT traffic but neither the PDU (in any case) nor the code it carries.
+#[test]
+fn a_lower_case_echo_of_the_pdu_never_reaches_the_trace_log() {
+    let modem = HostileModem::start(Hostile::LowercaseEcho);
+    let (_dir, d) = start(&modem, "trace");
+    // Ten digits, so no timestamp or counter can equal the code by chance.
+    let a = d.post(
+        "/v1/otp",
+        &serde_json::json!({ "to": "+15551230003", "code_length": 10 }),
+    );
+    assert_eq!(a.status, 202, "{a:?}");
+    let id = a.body["message_id"].as_str().unwrap().to_owned();
+    let m = wait_final(&d, &id);
+    assert_eq!(m["status"], "sent", "{m}");
+    std::thread::sleep(Duration::from_millis(500));
+    let pdus = modem.pdus();
+    assert_eq!(pdus.len(), 1);
+    let code = code_of(&pdus[0]);
+    assert_eq!(code.len(), 10);
+    assert_pdu_free(&d.log(), &pdus, &code);
+}
+
+/// The code inside a PDU, decoded with the binary's own `pdu decode`.
+fn code_of(pdu: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["pdu", "decode", pdu])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    faults::code_in(v["text"].as_str().expect("text"))
+}
+
+/// The log has AT traffic and a `+CMGS`, and no PDU (any case, or a 16-digit piece of one) and
+/// no code (as a whole digit run).
+fn assert_pdu_free(log: &str, pdus: &[String], code: &str) {
+    assert!(log.contains("AT+CMGS="), "no AT traffic in the log");
+    let lower = log.to_ascii_lowercase();
+    for pdu in pdus {
+        let pdu = pdu.to_ascii_lowercase();
+        for piece in pdu.as_bytes().chunks(16).filter(|c| c.len() == 16) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!lower.contains(piece), "PDU piece {piece} in the log");
+        }
+    }
+    let runs: Vec<&str> = log.split(|c: char| !c.is_ascii_digit()).collect();
+    assert!(!runs.contains(&code), "code {code} in the log");
+    eprintln!(
+        "trace log: {} lines, {} bytes; no PDU piece, no code",
+        log.lines().count(),
+        log.len()
+    );
+}
+
+/// Issue 17.6: the built-in simulator (`serve --simulate`) runs in the daemon's process, so its
+/// own tracing is the daemon's log: at trace level it must not print the PDUs it receives.
+#[test]
+fn the_built_in_simulator_keeps_pdus_out_of_the_trace_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = faults::daemon::Daemon::start_with(
+        &dir.path().join("data"),
+        None,
+        &[("RUST_LOG", "trace")],
+    );
+    d.wait_ready();
+    let a = d.post(
+        "/v1/otp",
+        &serde_json::json!({ "to": "+15551230004", "code_length": 10 }),
+    );
+    assert_eq!(a.status, 202, "{a:?}");
+    let sent = d.wait_sim_log(1, Duration::from_secs(20));
+    assert_eq!(sent.len(), 1, "{}", d.log());
+    let pdus: Vec<String> = sent[0]["pdu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    let code = faults::code_in(sent[0]["text"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let log = d.log();
+    assert!(
+        log.contains("sim: PDU received"),
+        "the simulator did not trace"
+    );
+    assert_pdu_free(&log, &pdus, &code);
+}

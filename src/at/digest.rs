@@ -359,7 +359,7 @@ impl Digester {
             }
             if c.payload_echo
                 .as_deref()
-                .is_some_and(|p| line.trim_end_matches('\x1a') == p)
+                .is_some_and(|p| line.trim_end_matches('\x1a').eq_ignore_ascii_case(p))
             {
                 return None;
             }
@@ -410,6 +410,17 @@ impl Digester {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echo_of_the_payload_in_lower_case_is_dropped() {
+        let mut d = Digester::new();
+        d.begin("AT+CMGS=13", true);
+        d.feed(b"\r\n> ");
+        assert_eq!(d.digest(), Digested::Prompt);
+        d.payload_sent("0011000B91AABBCCDDEEFF");
+        d.feed(b"0011000b91aabbccddeeff\x1a\r\n\r\n+CMGS: 7\r\n\r\nOK\r\n");
+        assert_eq!(d.digest(), ok(&["+CMGS: 7"]));
+    }
 
     #[test]
     fn an_endless_answer_ends_the_command_with_overflow() {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINES, Response, Urc};
 use super::error::{CmeError, CmsError};
+use super::redact::{redact, redact_all};
 
 /// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
 pub const ESC: u8 = 0x1B;
@@ -178,7 +179,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             match guard.digester.digest() {
                 Digested::Incomplete => break,
                 Digested::Urc(urc) => {
-                    tracing::trace!(line = %urc.line, pdu = urc.pdu.is_some(), "at rx urc");
+                    tracing::trace!(line = %redact(&urc.line), pdu = urc.pdu.is_some(), "at rx urc");
                     if urcs.try_send(urc).is_err() {
                         tracing::warn!("URC dropped: nobody is reading them fast enough");
                     }
@@ -190,7 +191,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
                 Digested::Response(resp) => {
-                    tracing::trace!(lines = ?resp.lines, result = ?resp.result, "at rx response");
+                    tracing::trace!(lines = ?redact_all(&resp.lines), result = ?resp.result, "at rx response");
                     if let Some(slot) = guard.slot.take() {
                         let _ = slot.send(Reply::Done(resp));
                     }
@@ -302,7 +303,7 @@ impl AtClient {
     ) -> Result<mpsc::UnboundedReceiver<Reply>, AtError> {
         self.cool_down().await;
         let rx = self.begin(line, expect_prompt)?;
-        tracing::trace!(line = loggable(line), "at tx");
+        tracing::trace!(line = %redact(loggable(line)), "at tx");
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\r');
         if let Err(e) = self.write(&bytes).await {

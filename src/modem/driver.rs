@@ -704,7 +704,7 @@ impl Driver {
                         ack(&mut conn.client, t).await?;
                     }
                 } else {
-                    tracing::debug!(modem = %self.cfg.id, line = %urc.line, "text-mode notice ignored");
+                    tracing::debug!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "text-mode notice ignored");
                 }
             }
             "+CMTI" | "+CDSI" => {
@@ -717,7 +717,9 @@ impl Driver {
                 }
             }
             "+CREG" | "+CGREG" | "+CEREG" => self.refresh_registration(conn).await?,
-            _ => tracing::trace!(modem = %self.cfg.id, line = %urc.line, "URC ignored"),
+            _ => {
+                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "URC ignored")
+            }
         }
         Ok(())
     }
