@@ -102,6 +102,14 @@ pub struct RawApi {
     pub tokens: Vec<String>,
     /// `api.max_body_bytes`: request body limit.
     pub max_body_bytes: u64,
+    /// `api.idle_timeout_seconds`: how long a connection may wait for a request.
+    pub idle_timeout_seconds: u64,
+    /// `api.header_timeout_seconds`: how long a request head may take to arrive.
+    pub header_timeout_seconds: u64,
+    /// `api.body_timeout_seconds`: how long a request body may take to arrive.
+    pub body_timeout_seconds: u64,
+    /// `api.max_connections`: connections open at once.
+    pub max_connections: u64,
 }
 
 impl fmt::Debug for RawApi {
@@ -110,6 +118,10 @@ impl fmt::Debug for RawApi {
             .field("listen", &self.listen)
             .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("idle_timeout_seconds", &self.idle_timeout_seconds)
+            .field("header_timeout_seconds", &self.header_timeout_seconds)
+            .field("body_timeout_seconds", &self.body_timeout_seconds)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -120,6 +132,10 @@ impl Default for RawApi {
             listen: "127.0.0.1:8787".into(),
             tokens: Vec::new(),
             max_body_bytes: 16_384,
+            idle_timeout_seconds: 30,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            max_connections: 256,
         }
     }
 }
@@ -354,6 +370,8 @@ pub struct ApiSettings {
     pub tokens: Vec<String>,
     /// Largest request body accepted, so a client cannot make the daemon buffer megabytes.
     pub max_body_bytes: usize,
+    /// Per-connection timeouts and the connection cap (`src/http/server.rs`).
+    pub connections: crate::http::ConnLimits,
 }
 
 impl fmt::Debug for ApiSettings {
@@ -362,6 +380,7 @@ impl fmt::Debug for ApiSettings {
             .field("listen", &self.listen)
             .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -730,6 +749,24 @@ impl RawConfig {
                 ),
             ));
         }
+        for (key, value) in [
+            ("api.idle_timeout_seconds", self.api.idle_timeout_seconds),
+            (
+                "api.header_timeout_seconds",
+                self.api.header_timeout_seconds,
+            ),
+            ("api.body_timeout_seconds", self.api.body_timeout_seconds),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(err(key, format!("{value} is out of range (1..=3600)")));
+            }
+        }
+        if !(1..=65_536).contains(&self.api.max_connections) {
+            return Err(err(
+                "api.max_connections",
+                format!("{} is out of range (1..=65536)", self.api.max_connections),
+            ));
+        }
 
         // [store]
         if self.store.data_dir.as_os_str().is_empty() {
@@ -1004,6 +1041,12 @@ impl RawConfig {
                 listen,
                 tokens: self.api.tokens,
                 max_body_bytes: self.api.max_body_bytes as usize,
+                connections: crate::http::ConnLimits {
+                    idle_timeout: Duration::from_secs(self.api.idle_timeout_seconds),
+                    header_timeout: Duration::from_secs(self.api.header_timeout_seconds),
+                    body_timeout: Duration::from_secs(self.api.body_timeout_seconds),
+                    max_connections: self.api.max_connections as usize,
+                },
             },
             store: StoreSettings {
                 data_dir: self.store.data_dir,

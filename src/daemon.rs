@@ -271,7 +271,13 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ));
     }
-    let served = http::serve(listener, state, stopped(stop_rx.clone())).await;
+    let served = http::serve_with(
+        listener,
+        state,
+        config.api.connections,
+        stopped(stop_rx.clone()),
+    )
+    .await;
 
     if let Some(notifier) = Notifier::from_env() {
         notifier.stopping();

@@ -75,6 +75,10 @@ fn digest_all(command: Option<(&str, bool)>, data: &[u8], chunk: usize) -> usize
                         assert!(!l.contains(['\r', '\n']), "{l:?}");
                     }
                 }
+                Digested::Overflow { .. } => {
+                    assert!(in_flight, "overflow without a command in flight");
+                    in_flight = false;
+                }
                 Digested::Urc(u) => {
                     assert!(!u.line.contains(['\r', '\n']), "{:?}", u.line);
                     assert!(!u.line.is_empty(), "empty URC");

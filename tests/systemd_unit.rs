@@ -255,4 +255,19 @@ fn unit_matches_what_the_daemon_does() {
     // sd_notify and the journal need AF_UNIX; the listener needs AF_INET/AF_INET6.
     assert_eq!(one("RestrictAddressFamilies"), "AF_UNIX AF_INET AF_INET6");
     assert_eq!(one("CapabilityBoundingSet"), "");
+    // The daemon lowers api.max_connections to the open-file limit minus what it reserves;
+    // the unit's limit must leave the default cap and its reserve whole, with room to raise it.
+    let nofile: usize = one("LimitNOFILE").parse().expect("LimitNOFILE is a number");
+    let cap = simgate::config::Config::default()
+        .api
+        .connections
+        .max_connections;
+    assert_eq!(
+        simgate::http::server::connection_cap(cap, Some(nofile as u64)),
+        cap
+    );
+    assert!(
+        nofile >= 4 * cap,
+        "LimitNOFILE={nofile} for a default cap of {cap}"
+    );
 }

@@ -59,6 +59,10 @@ fuzz_target!(|data: &[u8]| {
                         assert!(!line.contains(['\r', '\n']), "line end in {line:?}");
                     }
                 }
+                Digested::Overflow { .. } => {
+                    assert!(in_flight, "overflow without a command in flight");
+                    in_flight = false;
+                }
                 Digested::Urc(u) => {
                     assert!(!u.line.contains(['\r', '\n']), "line end in {:?}", u.line);
                     if let Some(pdu) = &u.pdu {

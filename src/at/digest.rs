@@ -60,6 +60,15 @@ pub enum Digested {
     Response(Response),
     /// The `> ` prompt: the command in flight now expects its payload.
     Prompt,
+    /// The command in flight is finished without an answer: its information lines outgrew
+    /// [`MAX_ANSWER_LINES`] or [`MAX_ANSWER_BYTES`] and were dropped. The modem is not answering
+    /// like a modem (a hostile device, or one stuck in a loop); its owner should re-sync.
+    Overflow {
+        /// Lines held when the limit was hit.
+        lines: usize,
+        /// Bytes in those lines.
+        bytes: usize,
+    },
     /// Nothing complete in the buffer yet: feed more bytes.
     Incomplete,
 }
@@ -77,6 +86,8 @@ struct InFlight {
     payload_echo: Option<String>,
     /// Information lines collected so far.
     lines: Vec<String>,
+    /// Their total length, bounded by [`MAX_ANSWER_BYTES`].
+    bytes: usize,
 }
 
 /// URCs recognised by their exact text.
@@ -196,6 +207,15 @@ pub struct Digester {
 /// read, grow without bound.
 pub const MAX_LINE: usize = 4096;
 
+/// The most information lines one command's answer may hold. Every line that arrives while a
+/// command is in flight and is not a URC is kept until the final result, so without a bound a
+/// device that streams lines during `AT+CMGS` grows the daemon by megabytes a second. The longest
+/// answers simgate reads are a few lines (`AT+CMGR`: two; `AT+CLAC` on a Quectel: about 300).
+pub const MAX_ANSWER_LINES: usize = 1024;
+
+/// The most bytes (without line ends) one command's answer may hold; see [`MAX_ANSWER_LINES`].
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 impl Digester {
     /// An idle digester with an empty buffer.
     pub fn new() -> Self {
@@ -211,6 +231,7 @@ impl Digester {
             expect_prompt,
             payload_echo: None,
             lines: Vec::new(),
+            bytes: 0,
         });
     }
 
@@ -338,7 +359,7 @@ impl Digester {
             }
             if c.payload_echo
                 .as_deref()
-                .is_some_and(|p| line.trim_end_matches('\x1a') == p)
+                .is_some_and(|p| line.trim_end_matches('\x1a').eq_ignore_ascii_case(p))
             {
                 return None;
             }
@@ -352,12 +373,11 @@ impl Digester {
             });
         }
         let prefix = line_prefix(&line).map(str::to_ascii_uppercase);
-        if let Some(c) = &mut self.command
+        if let Some(c) = &self.command
             && prefix.is_some()
             && prefix == c.prefix
         {
-            c.lines.push(line);
-            return None;
+            return self.keep(line);
         }
         if is_known_urc(&line) {
             if opens_two_line_urc(&line) {
@@ -366,19 +386,84 @@ impl Digester {
             }
             return Some(Digested::Urc(Urc { line, pdu: None }));
         }
-        match &mut self.command {
-            Some(c) => {
-                c.lines.push(line);
-                None
-            }
+        match &self.command {
+            Some(_) => self.keep(line),
             None => Some(Digested::Urc(Urc { line, pdu: None })),
         }
+    }
+
+    /// Adds `line` to the answer of the command in flight, or ends that command with
+    /// [`Digested::Overflow`] when the answer would outgrow its bounds.
+    fn keep(&mut self, line: String) -> Option<Digested> {
+        let c = self.command.as_mut()?;
+        if c.lines.len() < MAX_ANSWER_LINES && c.bytes + line.len() <= MAX_ANSWER_BYTES {
+            c.bytes += line.len();
+            c.lines.push(line);
+            return None;
+        }
+        let (lines, bytes) = (c.lines.len(), c.bytes);
+        self.command = None;
+        Some(Digested::Overflow { lines, bytes })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echo_of_the_payload_in_lower_case_is_dropped() {
+        let mut d = Digester::new();
+        d.begin("AT+CMGS=13", true);
+        d.feed(b"\r\n> ");
+        assert_eq!(d.digest(), Digested::Prompt);
+        d.payload_sent("0011000B91AABBCCDDEEFF");
+        d.feed(b"0011000b91aabbccddeeff\x1a\r\n\r\n+CMGS: 7\r\n\r\nOK\r\n");
+        assert_eq!(d.digest(), ok(&["+CMGS: 7"]));
+    }
+
+    #[test]
+    fn an_endless_answer_ends_the_command_with_overflow() {
+        let mut d = Digester::new();
+        d.begin("AT+CMGS=20", true);
+        let line = format!("{}\r\n", "7".repeat(2000));
+        let mut fed = 0;
+        let item = loop {
+            d.feed(line.as_bytes());
+            fed += 1;
+            match d.digest() {
+                Digested::Incomplete => assert!(fed < 100, "never bounded"),
+                other => break other,
+            }
+        };
+        // 32 lines of 2,000 bytes fit in 64 KiB; the 33rd ends the command.
+        assert_eq!(
+            item,
+            Digested::Overflow {
+                lines: 32,
+                bytes: 64_000
+            }
+        );
+        assert!(!d.in_flight());
+        // What follows is no longer anybody's answer.
+        d.feed(b"\r\nOK\r\n");
+        assert_eq!(d.digest(), Digested::Incomplete);
+
+        let mut d = Digester::new();
+        d.begin("AT+CLAC", false);
+        for i in 0..MAX_ANSWER_LINES {
+            d.feed(format!("AT+X{i}\r\n").as_bytes());
+            assert_eq!(d.digest(), Digested::Incomplete);
+        }
+        d.feed(b"AT+ONE_TOO_MANY\r\n");
+        assert!(matches!(
+            d.digest(),
+            Digested::Overflow {
+                lines: MAX_ANSWER_LINES,
+                ..
+            }
+        ));
+    }
 
     fn urc(line: &str) -> Digested {
         Digested::Urc(Urc {

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::digest::{Digested, Digester, Final, Response, Urc};
+use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINES, Response, Urc};
 use super::error::{CmeError, CmsError};
+use super::redact::{redact, redact_all};
 
 /// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
 pub const ESC: u8 = 0x1B;
@@ -49,6 +50,22 @@ pub enum AtError {
         /// modem may have sent it.
         payload_written: bool,
     },
+    /// A command that takes a payload (`AT+CMGS`) ended in `OK` without opening its `> `
+    /// prompt, so the payload was never written: the `OK` belonged to something else (a late
+    /// answer to an earlier command) or the modem is confused. Nothing was sent; re-sync.
+    #[error("OK without the > prompt: the payload was never written")]
+    NoPrompt,
+    /// The answer outgrew what one command may hold ([`MAX_ANSWER_LINES`] lines or
+    /// [`MAX_ANSWER_BYTES`] bytes) and was dropped: the device streams lines instead of
+    /// answering. The port is still open but out of step; re-sync before the next command.
+    #[error(
+        "answer too long: over {MAX_ANSWER_LINES} lines or {MAX_ANSWER_BYTES} bytes \
+         (payload written: {payload_written})"
+    )]
+    Overflow {
+        /// As for `Timeout`.
+        payload_written: bool,
+    },
     /// The stream ended or failed.
     #[error("port closed: {reason}")]
     Closed {
@@ -64,6 +81,7 @@ pub enum AtError {
 enum Reply {
     Prompt,
     Done(Response),
+    Overflow,
 }
 
 /// State shared by the reader task and the client, behind a short-held lock (never across an
@@ -161,7 +179,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             match guard.digester.digest() {
                 Digested::Incomplete => break,
                 Digested::Urc(urc) => {
-                    tracing::trace!(line = %urc.line, pdu = urc.pdu.is_some(), "at rx urc");
+                    tracing::trace!(line = %redact(&urc.line), pdu = urc.pdu.is_some(), "at rx urc");
                     if urcs.try_send(urc).is_err() {
                         tracing::warn!("URC dropped: nobody is reading them fast enough");
                     }
@@ -173,9 +191,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
                 Digested::Response(resp) => {
-                    tracing::trace!(lines = ?resp.lines, result = ?resp.result, "at rx response");
+                    tracing::trace!(lines = ?redact_all(&resp.lines), result = ?resp.result, "at rx response");
                     if let Some(slot) = guard.slot.take() {
                         let _ = slot.send(Reply::Done(resp));
+                    }
+                }
+                Digested::Overflow { lines, bytes } => {
+                    tracing::warn!(
+                        lines,
+                        bytes,
+                        "the modem's answer outgrew the limit; failing the command"
+                    );
+                    if let Some(slot) = guard.slot.take() {
+                        let _ = slot.send(Reply::Overflow);
                     }
                 }
             }
@@ -275,7 +303,7 @@ impl AtClient {
     ) -> Result<mpsc::UnboundedReceiver<Reply>, AtError> {
         self.cool_down().await;
         let rx = self.begin(line, expect_prompt)?;
-        tracing::trace!(line = loggable(line), "at tx");
+        tracing::trace!(line = %redact(loggable(line)), "at tx");
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\r');
         if let Err(e) = self.write(&bytes).await {
@@ -305,8 +333,15 @@ impl AtClient {
                 // A stray `>` cannot reach here (no prompt expected); ignore defensively.
                 Ok(Some(Reply::Prompt)) => continue,
                 Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+                Ok(Some(Reply::Overflow)) => return Err(self.overflowed(false)),
             }
         }
+    }
+
+    /// The command's answer was dropped for its size; the digester has already let it go.
+    fn overflowed(&mut self, payload_written: bool) -> AtError {
+        self.last_final = Some(Instant::now());
+        AtError::Overflow { payload_written }
     }
 
     /// Sends `line`, waits for the `> ` prompt, writes `payload` followed by Ctrl-Z, and waits
@@ -349,7 +384,18 @@ impl AtClient {
                     }
                 }
                 Ok(Some(Reply::Prompt)) => continue,
+                Ok(Some(Reply::Done(resp))) if !payload_written && resp.result == Final::Ok => {
+                    self.last_final = Some(Instant::now());
+                    return Err(AtError::NoPrompt);
+                }
                 Ok(Some(Reply::Done(resp))) => return self.finish(resp),
+                Ok(Some(Reply::Overflow)) => {
+                    if !payload_written {
+                        // Still at the prompt, perhaps: close it unsent.
+                        let _ = self.write(&[ESC]).await;
+                    }
+                    return Err(self.overflowed(payload_written));
+                }
             }
         }
     }
@@ -557,6 +603,78 @@ mod tests {
             }
         );
         drop(modem.await.unwrap());
+    }
+
+    /// `OK` to `AT+CMGS` before any prompt: the PDU never left, which is a failure that is safe
+    /// to retry, not a success (and not an unknown outcome).
+    #[tokio::test]
+    async fn ok_without_prompt_is_not_a_send() {
+        let (mut client, _urcs, far) = pair();
+        let mut far = BufReader::new(far);
+        let modem = tokio::spawn(async move {
+            assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+            far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+            // Nothing may follow: no payload was written.
+            let mut rest = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(100), far.read_to_end(&mut rest)).await;
+            assert!(rest.is_empty(), "{rest:?}");
+        });
+        let err = client
+            .command_with_payload("AT+CMGS=13", "0011000B91", T)
+            .await
+            .unwrap_err();
+        assert_eq!(err, AtError::NoPrompt);
+        modem.await.unwrap();
+    }
+
+    /// A device that streams 2,000-byte lines during `AT+CMGS` (before and after the prompt):
+    /// the command fails with `Overflow` once the answer reaches its bound, instead of holding
+    /// every line until the timeout, and the next command is answered normally.
+    #[tokio::test]
+    async fn a_flooding_modem_fails_the_command_with_overflow() {
+        for prompt_first in [false, true] {
+            let (mut client, _urcs, far) = pair();
+            client.set_cooldown(Duration::ZERO);
+            let mut far = BufReader::new(far);
+            let modem = tokio::spawn(async move {
+                assert_eq!(read_cmd(&mut far).await, "AT+CMGS=13");
+                if prompt_first {
+                    far.get_mut().write_all(b"\r\n> ").await.unwrap();
+                    let mut payload = Vec::new();
+                    far.read_until(CTRL_Z, &mut payload).await.unwrap();
+                }
+                let line = format!("{}\r\n", "A".repeat(2000));
+                // 40 lines of 2,000 bytes: more than MAX_ANSWER_BYTES.
+                for _ in 0..40 {
+                    far.get_mut().write_all(line.as_bytes()).await.unwrap();
+                }
+                far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+                if !prompt_first {
+                    // The command is given up before its prompt: ESC closes it.
+                    let mut esc = [0u8; 1];
+                    far.read_exact(&mut esc).await.unwrap();
+                    assert_eq!(esc[0], ESC);
+                }
+                assert_eq!(read_cmd(&mut far).await, "AT");
+                far.get_mut().write_all(b"\r\nOK\r\n").await.unwrap();
+                far
+            });
+            let err = client
+                .command_with_payload("AT+CMGS=13", "0011000B91", Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err,
+                AtError::Overflow {
+                    payload_written: prompt_first
+                }
+            );
+            // Let the flood's tail (and its OK) go by as noise, then the port answers again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(client.command("AT", T).await, Ok(vec![]));
+            drop(modem.await.unwrap());
+        }
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod redact;
 
 pub use digest::{Digested, Digester, Final, Response, Urc};
 pub use engine::{AtClient, AtError};

@@ -15,6 +15,7 @@ pub mod extract;
 mod handlers;
 pub mod openapi;
 pub mod problem;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use auth::{TokenId, Tokens};
 pub use dto::ModemJson;
 pub use extract::BodyLimit;
 pub use problem::Problem;
+pub use server::ConnLimits;
 
 /// Where `/v1/modems`, `/readyz` and `/metrics` learn the modems' current state.
 ///
@@ -230,15 +232,25 @@ async fn contain_panics(req: Request, next: Next) -> Response {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes requests in flight.
+/// Serves the API on `listener` with the default [`ConnLimits`] until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, ConnLimits::default(), shutdown).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then gives requests in flight
+/// [`server::SHUTDOWN_GRACE`] to finish; every connection is bounded by `limits`
+/// ([`server`] says how).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router(state), limits, shutdown).await
 }
 
 /// Counts every request by route template and status, and logs it at debug level without the

@@ -704,7 +704,7 @@ impl Driver {
                         ack(&mut conn.client, t).await?;
                     }
                 } else {
-                    tracing::debug!(modem = %self.cfg.id, line = %urc.line, "text-mode notice ignored");
+                    tracing::debug!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "text-mode notice ignored");
                 }
             }
             "+CMTI" | "+CDSI" => {
@@ -717,7 +717,9 @@ impl Driver {
                 }
             }
             "+CREG" | "+CGREG" | "+CEREG" => self.refresh_registration(conn).await?,
-            _ => tracing::trace!(modem = %self.cfg.id, line = %urc.line, "URC ignored"),
+            _ => {
+                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "URC ignored")
+            }
         }
         Ok(())
     }
@@ -804,6 +806,25 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
             payload_written: false,
         } => (
             SendError::Temporary(format!("no prompt within {send_timeout:?}")),
+            Some(Next::Reinit),
+        ),
+        // Nothing was written, so a retry cannot duplicate; the stray OK says the modem (or our
+        // view of its answers) is out of step: re-sync.
+        AtError::NoPrompt => (
+            SendError::Temporary("modem answered OK without the > prompt; PDU not written".into()),
+            Some(Next::Reinit),
+        ),
+        // A device that floods instead of answering is out of step like a garbled one: re-sync.
+        AtError::Overflow {
+            payload_written: true,
+        } => (
+            SendError::OutcomeUnknown("PDU written, then an answer too long to hold".into()),
+            Some(Next::Reinit),
+        ),
+        AtError::Overflow {
+            payload_written: false,
+        } => (
+            SendError::Temporary("answer too long to hold before the PDU was written".into()),
             Some(Next::Reinit),
         ),
         AtError::Closed {

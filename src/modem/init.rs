@@ -13,7 +13,10 @@ use crate::transport::{self, OpenError};
 
 /// Whether an error means the link itself is in trouble (timeout, closed) rather than a refusal.
 pub fn is_fatal(e: &AtError) -> bool {
-    matches!(e, AtError::Timeout { .. } | AtError::Closed { .. })
+    matches!(
+        e,
+        AtError::Timeout { .. } | AtError::Closed { .. } | AtError::Overflow { .. }
+    )
 }
 
 /// Runs `line`, turning a refusal into `None` but passing fatal errors on.

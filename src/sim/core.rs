@@ -568,7 +568,7 @@ impl Core {
         };
         let rest = &text[pos + 2..];
         // Command lines carry no message text (bodies follow the `> ` prompt), so they are logged.
-        tracing::debug!(command = %&text[pos..], "sim: received command");
+        tracing::debug!(command = %crate::at::redact::redact(&text[pos..]), "sim: received command");
         self.command_lines += 1;
         if let Some(n) = self.cfg.hang_after
             && !self.hang_done
@@ -1370,7 +1370,8 @@ impl Core {
     fn submit(&mut self, kind: PromptKind, body: &[u8], now: Duration, wall: OffsetDateTime) {
         let facts = match &kind {
             PromptKind::Pdu { tpdu_len } => {
-                tracing::trace!(pdu = %String::from_utf8_lossy(body), "sim: PDU received");
+                // The PDU holds the text (an OTP code): only its size reaches the log.
+                tracing::trace!(bytes = body.len(), "sim: PDU received");
                 match submit::parse(body, *tpdu_len) {
                     Ok(f) => f,
                     Err(why) => {
