@@ -1003,6 +1003,19 @@ fn modems_and_readiness_come_from_the_modem_source() {
         "{metrics}"
     );
 
+    // A modem busy with a send is not down: ready, and no "no modem is ready" warning.
+    let busy = ModemJson {
+        id: "modem0".into(),
+        state: "sending".into(),
+        ..ModemJson::default()
+    };
+    let s = Server::start_with(vec![busy], RateSettings::default(), Settings::default());
+    let r = s.call(Req::new("GET", "/readyz").no_token());
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.post("/v1/messages", json!({"to": "+15551239990", "text": "hi"}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(r.json().get("warnings").is_none(), "{}", r.text);
+
     let down = ModemJson {
         id: "modem0".into(),
         state: "searching".into(),

@@ -250,11 +250,17 @@ fn created<T>(answer: Answer<T>, render: impl Fn(&T) -> String) -> Response {
     }
 }
 
+/// A modem that is sending is busy, not down: it takes the next message as soon as this one is
+/// out, so it counts as ready for `/readyz` and for the no-modem warning.
+fn can_send(state: &str) -> bool {
+    matches!(state, "ready" | "sending")
+}
+
 /// What a client should know about an accepted message that depends on the modems: none is
 /// ready, so it waits in the queue (and an OTP may expire there).
 fn modem_warnings(state: &AppState) -> Vec<String> {
     let modems = state.modems.snapshot();
-    if modems.iter().any(|m| m.state == "ready") {
+    if modems.iter().any(|m| can_send(&m.state)) {
         return Vec::new();
     }
     let why = if modems.is_empty() {
@@ -445,7 +451,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, Pr
     let modems = state.modems.snapshot();
     let ready: Vec<&str> = modems
         .iter()
-        .filter(|m| m.state == "ready")
+        .filter(|m| can_send(&m.state))
         .map(|m| m.id.as_str())
         .collect();
     if !ready.is_empty() {
