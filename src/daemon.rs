@@ -368,6 +368,14 @@ pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
                     "is empty; delete it to get a new token",
                 )));
             }
+            // The same rule as api.tokens: a short token here would be just as guessable.
+            if !crate::http::auth::token_follows_rule(&token) {
+                return Err(err(std::io::Error::other(format!(
+                    "holds a token that breaks the rule ({}); put a longer one in it, or delete \
+                     it to get a new random token",
+                    crate::http::auth::TOKEN_RULE
+                ))));
+            }
             Ok(token)
         }
         Err(DataDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

@@ -311,3 +311,54 @@ fn config_check_reports_a_data_dir_serve_would_refuse() {
         "{stderr}"
     );
 }
+
+/// Writes `<dir>/api-token` owner-only, as an administrator would.
+fn write_token(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("api-token");
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, text).unwrap();
+    chmod(&path, 0o600);
+    path
+}
+
+#[test]
+fn a_token_file_follows_the_same_rule_as_config_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in [
+        "x\n",
+        "fifteen-chars-x",
+        "sixteen chars ok",
+        "tab\tseparated-token",
+    ] {
+        let path = write_token(tmp.path(), bad);
+        let e = simgate::daemon::load_or_create_token(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 16 printable ASCII"), "{bad:?}: {e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        if bad.trim().len() > 4 {
+            assert!(!e.contains(bad.trim()), "the token is never echoed: {e}");
+        }
+    }
+    let path = write_token(tmp.path(), "sixteen-chars-ok\n");
+    assert_eq!(
+        simgate::daemon::load_or_create_token(&path).unwrap(),
+        "sixteen-chars-ok"
+    );
+}
+
+#[test]
+fn serve_refuses_a_one_character_token_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o700);
+    write_token(&data, "q\n");
+    let log = Serve::spawn(&data, tmp.path()).refused();
+    assert!(log.contains("api-token"), "{log}");
+    assert!(log.contains("at least 16 printable ASCII"), "{log}");
+    assert!(
+        !data.join("simgate.db").exists(),
+        "refused before the store"
+    );
+}
