@@ -118,6 +118,11 @@ pub struct SimOptions {
     /// Comes back (fresh pty, same link, state reset) this long after an unplug; `None` stays
     /// gone.
     pub replug_after: Option<Duration>,
+    /// Texts (sender, text) the network delivers to the SIM `incoming_after` after the client
+    /// first enables new-message indications (`AT+CNMI` with <mt> other than 0).
+    pub incoming: Vec<(String, String)>,
+    /// See [`SimOptions::incoming`].
+    pub incoming_after: Duration,
 }
 
 impl Default for SimOptions {
@@ -141,6 +146,8 @@ impl Default for SimOptions {
             hang_for: None,
             unplug_after: None,
             replug_after: None,
+            incoming: Vec::new(),
+            incoming_after: Duration::from_secs(1),
         }
     }
 }
@@ -328,8 +335,10 @@ async fn run(
         };
         tracing::info!(device = %pty.device.display(), "sim: replugged");
         eprintln!("sim: replugged at {}", pty.device.display());
-        // A replugged modem has rebooted, but the unplug fault fires once.
+        // A replugged modem has rebooted, but the unplug fault fires once, and the network
+        // delivered its texts to the modem that went away.
         cfg.unplug_after = None;
+        cfg.incoming.clear();
     }
 }
 
