@@ -733,10 +733,10 @@ impl RawConfig {
         })?;
         for (i, t) in self.api.tokens.iter().enumerate() {
             // The token itself is never echoed back: the error may end up in a log.
-            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            if !crate::http::auth::token_follows_rule(t) {
                 return Err(err(
                     &format!("api.tokens[{i}]"),
-                    "a token must be at least 16 printable ASCII characters without spaces".into(),
+                    crate::http::auth::TOKEN_RULE.into(),
                 ));
             }
         }

@@ -7,9 +7,8 @@
 //! requests, let sends in flight finish so their outcome is recorded, then close the ports.
 
 use std::future::Future;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, ModemSettings, UnknownOutcome};
+use crate::datadir::{self, DataDirError, Lock};
 use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
@@ -50,6 +50,9 @@ pub enum DaemonError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data directory is refused or in use by another process.
+    #[error("{0}")]
+    DataDir(#[from] crate::datadir::DataDirError),
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -100,7 +103,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let data_dir = config.store.data_dir.clone();
-    create_private_dir(&data_dir)?;
+    datadir::prepare(&data_dir)?;
+    // Held until `run` returns; before anything that recovers, links or binds, so a second
+    // daemon on this directory stops here instead of resending the first one's sends.
+    let _data_dir_lock = Lock::data_dir(&data_dir)?;
 
     let (token_file, tokens) = if config.api.tokens.is_empty() {
         let path = data_dir.join(TOKEN_FILE);
@@ -350,63 +356,44 @@ impl ModemSource for ModemWatch {
     }
 }
 
-/// Creates the data directory readable by its owner only: it holds the keys and the token.
-fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    let err = |source| DaemonError::File {
-        what: "data directory",
-        path: dir.to_path_buf(),
-        source,
-    };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
-/// Reads the API token, creating a random one (mode 0600) at first start.
+/// Reads the API token, creating a random one (mode 0600) at first start. The file must be a
+/// regular file only its owner can use, never a symlink (`crate::datadir`).
 pub fn load_or_create_token(path: &Path) -> Result<String, DaemonError> {
     let err = |source| DaemonError::File {
         what: "API token file",
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(err(std::io::Error::other(format!(
-                    "is readable by other users (mode {:o}); run: chmod 600 {}",
-                    mode & 0o777,
-                    path.display()
-                ))));
-            }
+    match datadir::open_private(path) {
+        Ok(mut file) => {
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(err)?;
             let token = text.trim().to_owned();
             if token.is_empty() {
                 return Err(err(std::io::Error::other(
                     "is empty; delete it to get a new token",
                 )));
             }
+            // The same rule as api.tokens: a short token here would be just as guessable.
+            if !crate::http::auth::token_follows_rule(&token) {
+                return Err(err(std::io::Error::other(format!(
+                    "holds a token that breaks the rule ({}); put a longer one in it, or delete \
+                     it to get a new random token",
+                    crate::http::auth::TOKEN_RULE
+                ))));
+            }
             Ok(token)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(DataDirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
             let token = hex::encode(bytes);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(err)?;
+            let mut file = datadir::create_new(path)?;
             file.write_all(format!("{token}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(err)?;
             Ok(token)
         }
-        Err(e) => Err(err(e)),
+        Err(e) => Err(e.into()),
     }
 }

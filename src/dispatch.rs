@@ -820,7 +820,8 @@ pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, cl
                 }
             }
             ModemEvent::Incoming { modem_id, .. } => {
-                tracing::info!(modem = %modem_id, "incoming text ignored");
+                // Not stored yet; the driver leaves a text it read from storage on the SIM.
+                tracing::info!(modem = %modem_id, "incoming text not stored: simgate keeps no inbound texts yet");
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod at;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod datadir;
 pub mod dispatch;
 pub mod doctor;
 pub mod http;

@@ -12,9 +12,8 @@
 //! `Debug`, and errors never carry a code.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -259,11 +258,7 @@ impl Keys {
         // temporary file, so only the final hard link decides who wins.
         let tmp = data_dir.join(format!("{KEY_FILE_NAME}.tmp.{:016x}", os_rng().next_u64()));
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut f = crate::datadir::create_new(&tmp)?;
             f.write_all(&keys.to_file_bytes())?;
             f.sync_all()?;
             fs::hard_link(&tmp, &path)
@@ -288,21 +283,9 @@ impl Keys {
     }
 
     fn load(path: &Path) -> io::Result<Keys> {
-        let mut f = fs::File::open(path)?;
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(invalid(path, "is not a regular file"));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "key file {p} is open to group or others (mode {m:o}); run: chmod 600 {p}",
-                    p = path.display(),
-                    m = meta.mode() & 0o777
-                ),
-            ));
-        }
+        // Refuses a symlink, a non-regular file and one open to group or others, naming the fix;
+        // a missing file stays `NotFound`.
+        let mut f = crate::datadir::open_private(path)?;
         let mut bytes = Vec::with_capacity(KEY_FILE_MAGIC.len() + 2 * KEY_LEN);
         f.read_to_end(&mut bytes)?;
         Self::from_file_bytes(&bytes).ok_or_else(|| {
@@ -667,6 +650,7 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+    use std::os::unix::fs::MetadataExt;
 
     fn keys() -> Keys {
         Keys::from_bytes([7; 32], [9; 32])

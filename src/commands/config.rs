@@ -149,7 +149,15 @@ pub fn check(file: &Path) -> CheckReport {
             });
         }
         Ok(m) => {
-            if m.mode() & 0o077 != 0 {
+            // What serve refuses is an error here too, in serve's words.
+            if let Err(e) = crate::datadir::check_dir(data_dir) {
+                error.get_or_insert(ConfigError {
+                    origin: origin.clone(),
+                    key: Some("store.data_dir".into()),
+                    position: None,
+                    reason: e.to_string(),
+                });
+            } else if m.mode() & 0o077 != 0 {
                 warnings.push(format!(
                     "store.data_dir {} is open to group or others; it holds the API token and \
                      the OTP key: run chmod 700 {}",

@@ -63,6 +63,12 @@ pub struct SimArgs {
     /// With --unplug-after: come back at the same link after SECS.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "unplug_after")]
     pub replug_after: Option<f64>,
+    /// The network delivers a text from FROM (+digits or a name) to the SIM (repeatable).
+    #[arg(long, value_name = "FROM:TEXT", value_parser = parse_incoming)]
+    pub incoming: Vec<(String, String)>,
+    /// Delay of the --incoming texts after the client first enables +CNMI indications.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_secs)]
+    pub incoming_after: f64,
 }
 
 /// What `simgate sim --help` says after the options: the behaviour and fault semantics.
@@ -98,6 +104,13 @@ Identity:
   --iccid DIGITS       the SIM's ICCID, answered to AT+CCID, AT+ICCID and AT^ICCID? (even
                        while the SIM is PIN-locked, as real SIMs allow).
 
+Incoming texts:
+  --incoming FROM:TEXT the network delivers TEXT from FROM (+ and digits, or a name of up to 11
+                       characters) --incoming-after SECS after the client first sets AT+CNMI
+                       with <mt> other than 0: <mt>=1 stores it and says `+CMTI: \"SM\",<index>`
+                       (read it with +CMGR/+CMGL, delete it with +CMGD), <mt>=2 routes it as
+                       `+CMT` without storing it. It must fit one SMS.
+
 Status reports:
   When a SUBMIT asks for one (TP-SRR; in text mode bit 5 of +CSMP's first octet) and +CNMI's
   <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the part's TP-MR, its recipient
@@ -117,6 +130,26 @@ fn parse_digits(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} must be 1 to 22 digits"))
     }
+}
+
+fn parse_incoming(s: &str) -> Result<(String, String), String> {
+    let (from, text) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not FROM:TEXT"))?;
+    let number = from
+        .strip_prefix('+')
+        .is_some_and(|d| (1..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+    let name = (1..=11).contains(&from.chars().count())
+        && from.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ');
+    if !number && !name {
+        return Err(format!(
+            "sender {from:?} must be + and digits, or a name of up to 11 letters and digits"
+        ));
+    }
+    if crate::pdu::plan(text).parts != 1 {
+        return Err("the text must fit one SMS (160 GSM characters or 70 others)".into());
+    }
+    Ok((from.to_string(), text.to_string()))
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -161,6 +194,8 @@ impl SimArgs {
             hang_for: self.hang_for.map(Duration::from_secs_f64),
             unplug_after: self.unplug_after,
             replug_after: self.replug_after.map(Duration::from_secs_f64),
+            incoming: self.incoming.clone(),
+            incoming_after: Duration::from_secs_f64(self.incoming_after),
         }
     }
 }

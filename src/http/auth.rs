@@ -9,6 +9,21 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::problem::Problem;
 
+/// What every bearer token must be, from `api.tokens` or from `<data_dir>/api-token`: long
+/// enough that guessing is hopeless within any rate limit, and free of spaces and control
+/// characters so that it survives a header, a shell and a config file unchanged. Never contains
+/// the token, so it can be shown in any error.
+pub const TOKEN_RULE: &str =
+    "a token must be at least 16 printable ASCII characters without spaces";
+
+/// The shortest token [`TOKEN_RULE`] allows.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Whether `token` follows [`TOKEN_RULE`].
+pub fn token_follows_rule(token: &str) -> bool {
+    token.len() >= MIN_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Which configured token authenticated a request. Idempotency keys and per-token limits are
 /// scoped by it. It is derived from the token's hash, never the token itself, so it can be stored
 /// and logged.

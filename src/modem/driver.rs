@@ -656,8 +656,8 @@ impl Driver {
         }
     }
 
-    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event.
-    fn deliver_pdu(&self, hex: &str) {
+    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event; says what it was.
+    fn deliver_pdu(&self, hex: &str) -> PduSeen {
         let decoded = hex::decode(hex.trim())
             .map_err(|e| e.to_string())
             .and_then(|bytes| pdu::decode(&bytes).map_err(|e| e.to_string()));
@@ -672,6 +672,7 @@ impl Driver {
                     outcome: sr.outcome(),
                     discharge_time: Some(sr.discharge_time.to_rfc3339()),
                 });
+                PduSeen::StatusReport
             }
             Ok(Pdu::Deliver(d)) => {
                 tracing::info!(modem = %self.cfg.id, "incoming text");
@@ -680,12 +681,15 @@ impl Driver {
                     from: d.originator.to_string(),
                     text: d.text,
                 });
+                PduSeen::Text
             }
             Ok(Pdu::Submit(_)) => {
                 tracing::debug!(modem = %self.cfg.id, "ignoring an SMS-SUBMIT read from the SIM");
+                PduSeen::Other
             }
             Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, error = %e, "undecodable PDU from the modem")
+                tracing::warn!(modem = %self.cfg.id, error = %e, "undecodable PDU from the modem");
+                PduSeen::Other
             }
         }
     }
@@ -724,18 +728,32 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3), turns it into an event and deletes
-    /// it so the SIM does not fill up.
+    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3) and turns it into an event. Only a
+    /// status report, which the dispatcher records, is then deleted (`AT+CMGD`, §3.5.4) so the
+    /// SIM does not fill up: simgate does not store inbound texts yet, so a text (or anything it
+    /// cannot read) stays on the SIM for its owner rather than being destroyed unread.
     async fn read_stored(&mut self, conn: &mut Conn, index: u16) -> Result<(), AtError> {
         let t = self.cfg.command_timeout;
         let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
             .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
         match conn.client.command(&read, t).await {
             Ok(lines) => {
-                if let Some(pos) = lines.iter().position(|l| cmd::parse_cmgr_len(l).is_ok())
-                    && let Some(pdu) = lines.get(pos + 1)
-                {
-                    self.deliver_pdu(pdu);
+                let seen = match lines.iter().position(|l| cmd::parse_cmgr_len(l).is_ok()) {
+                    Some(pos) => lines
+                        .get(pos + 1)
+                        .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu)),
+                    None => PduSeen::Other,
+                };
+                match seen {
+                    PduSeen::StatusReport => {}
+                    PduSeen::Text => {
+                        tracing::info!(modem = %self.cfg.id, index, "incoming text left on the SIM: simgate does not store inbound texts yet");
+                        return Ok(());
+                    }
+                    PduSeen::Other => {
+                        tracing::debug!(modem = %self.cfg.id, index, "stored message left on the SIM");
+                        return Ok(());
+                    }
                 }
             }
             Err(e) if init::is_fatal(&e) => return Err(e),
@@ -755,6 +773,17 @@ impl Driver {
             }
         }
     }
+}
+
+/// What a PDU from the modem was, so that only what simgate took charge of is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PduSeen {
+    /// An SMS-STATUS-REPORT, handed to the dispatcher, which records it.
+    StatusReport,
+    /// An SMS-DELIVER: an inbound text, which simgate does not store yet.
+    Text,
+    /// Anything else, or nothing readable.
+    Other,
 }
 
 async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {

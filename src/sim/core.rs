@@ -63,6 +63,14 @@ pub enum Event {
     Urc(Vec<u8>),
     /// A status report to keep in storage and announce with `+CDSI` (`+CNMI` <ds>=2).
     StoreReport(StoredReport),
+    /// The network delivers a text (`--incoming`): stored and announced with `+CMTI`, or routed
+    /// as `+CMT`, as `+CNMI` <mt> says.
+    Incoming {
+        /// The sender: `+` and digits, or an alphanumeric name.
+        from: String,
+        /// The text; it fits one SMS.
+        text: String,
+    },
     /// `--network-after` has elapsed: announce registration.
     NetworkUp,
     /// A reset (`AT+CFUN=1,1`) finished: emit the profile's boot lines.
@@ -71,7 +79,8 @@ pub enum Event {
     Noise,
 }
 
-/// A status report kept in the simulated message storage (TS 27.005 §3.4.1, <ds>=2).
+/// A message kept in the simulated message storage: a status report (TS 27.005 §3.4.1,
+/// <ds>=2) or a received text (`--incoming`, <mt>=1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReport {
     /// Whether `+CMGR`/`+CMGL` has shown it (stat 1 "REC READ"), else 0 "REC UNREAD".
@@ -80,7 +89,8 @@ pub struct StoredReport {
     pub tpdu_len: usize,
     /// The SMS-STATUS-REPORT PDU, uppercase hex, for PDU mode.
     pub pdu_hex: String,
-    /// The text-mode fields after <stat>: `6,<mr>,"<ra>",<tora>,"<scts>","<dt>",<st>`.
+    /// The text-mode fields after <stat>: `6,<mr>,"<ra>",<tora>,"<scts>","<dt>",<st>` for a
+    /// report; `"<oa>",,"<scts>"`, a line break and the text for a received text.
     pub text_fields: String,
 }
 
@@ -130,6 +140,11 @@ pub struct CoreConfig {
     pub hang_for: Option<Duration>,
     /// Vanish at the `AT+CMGS` after this many accepted parts.
     pub unplug_after: Option<u64>,
+    /// Texts the network delivers (sender, text), [`CoreConfig::incoming_after`] after the
+    /// client first enables new-message indications.
+    pub incoming: Vec<(String, String)>,
+    /// See [`CoreConfig::incoming`].
+    pub incoming_after: Duration,
 }
 
 impl CoreConfig {
@@ -151,6 +166,8 @@ impl CoreConfig {
             hang_after: o.hang_after,
             hang_for: o.hang_for,
             unplug_after: o.unplug_after,
+            incoming: o.incoming.clone(),
+            incoming_after: o.incoming_after,
         }
     }
 }
@@ -409,8 +426,12 @@ pub struct Core {
     gone: bool,
     /// The TP-MR the next accepted part gets (TS 23.040 §9.2.3.6), rotating through 0..=255.
     next_mr: u8,
-    /// Message storage, 1-based slots; only status reports ever land here.
+    /// Message storage, 1-based slots: status reports and received texts.
     store: Vec<Option<StoredReport>>,
+    /// The `--incoming` texts are on their way (scheduled once per power-on).
+    incoming_scheduled: bool,
+    /// The wall clock of the last input, for the timestamps of received texts.
+    wall: OffsetDateTime,
     /// Actions produced by the current call, handed back at its end.
     out: Vec<Action>,
 }
@@ -444,6 +465,8 @@ impl Core {
             gone: false,
             next_mr,
             store: vec![None; STORAGE_SLOTS as usize],
+            incoming_scheduled: false,
+            wall: OffsetDateTime::UNIX_EPOCH,
             out: Vec::new(),
         }
     }
@@ -465,6 +488,7 @@ impl Core {
 
     /// Bytes from the client.
     pub fn feed(&mut self, bytes: &[u8], now: Duration, wall: OffsetDateTime) -> Vec<Action> {
+        self.wall = wall;
         for &b in bytes {
             if self.gone || self.hanging(now) {
                 break;
@@ -491,6 +515,7 @@ impl Core {
                     self.urc(&format!("+CDSI: \"SR\",{}", i + 1));
                 }
             }
+            Event::Incoming { from, text } => self.receive(&from, &text),
             Event::NetworkUp => {
                 if self.reg_stat(now) == 1 {
                     self.registration_urcs();
@@ -1032,6 +1057,17 @@ impl Core {
                     return Err(Final::Cms(303));
                 }
                 self.settings.cnmi = v;
+                // The network's texts wait until the client can hear about them, so a test
+                // knows they arrive after its client set up indications.
+                if !self.incoming_scheduled && v[1] != 0 && !self.cfg.incoming.is_empty() {
+                    self.incoming_scheduled = true;
+                    for (from, text) in self.cfg.incoming.clone() {
+                        self.out.push(Action::Later {
+                            after: self.cfg.incoming_after,
+                            event: Event::Incoming { from, text },
+                        });
+                    }
+                }
                 Ok(vec![])
             }
             ("+CNMI", Form::Read) => {
@@ -1177,6 +1213,46 @@ impl Core {
             }
             // Unknown commands get a plain ERROR whatever +CMEE says, as on real modems.
             _ => Err(Final::Error),
+        }
+    }
+
+    /// A text from the network, routed as `+CNMI` <mt> says (TS 27.005 §3.4.1): 2 hands it
+    /// over as `+CMT` without storing it; otherwise it is stored and, unless <mt> is 0,
+    /// announced with `+CMTI`. A full storage loses it, as on a real SIM.
+    fn receive(&mut self, from: &str, text: &str) {
+        let (tpdu_len, pdu_hex) = match submit::deliver(from, text, self.wall) {
+            Ok(p) => p,
+            Err(e) => {
+                self.out.push(Action::Notice(format!(
+                    "sim: cannot deliver an incoming text: {e}"
+                )));
+                return;
+            }
+        };
+        let text_fields = format!("\"{from}\",,\"{}\"\r\n{text}", text_timestamp(self.wall));
+        if self.settings.cnmi[1] == 2 {
+            let line = if self.settings.text_mode {
+                format!("+CMT: {text_fields}")
+            } else {
+                format!("+CMT: ,{tpdu_len}\r\n{pdu_hex}")
+            };
+            self.urc(&line);
+            return;
+        }
+        let Some(i) = self.store.iter().position(Option::is_none) else {
+            self.out.push(Action::Notice(
+                "sim: message storage full; an incoming text was lost".into(),
+            ));
+            return;
+        };
+        self.store[i] = Some(StoredReport {
+            read: false,
+            tpdu_len,
+            pdu_hex,
+            text_fields,
+        });
+        if self.settings.cnmi[1] != 0 {
+            self.urc(&format!("+CMTI: \"SM\",{}", i + 1));
         }
     }
 
@@ -1759,6 +1835,69 @@ mod tests {
         run(&mut c, &format!("AT+CMGS={plain_len}\r"), 0);
         let a = c.feed(format!("{plain}\x1a").as_bytes(), Duration::ZERO, WALL);
         assert_eq!(later(&a), None, "no TP-SRR, no report");
+    }
+
+    /// The `Event::Incoming` timers an input scheduled.
+    fn incoming(actions: &[Action]) -> Vec<Event> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Later {
+                    event: e @ Event::Incoming { .. },
+                    ..
+                } => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incoming_texts_are_stored_and_announced_once_indications_are_on() {
+        let mut c = quiet(CoreConfig {
+            incoming: vec![("+15550001111".into(), "Hi there".into())],
+            ..cfg()
+        });
+        // <mt>=0: nothing is on its way yet.
+        assert!(incoming(&c.feed(b"AT+CNMI=2,0,0,0,0\r", Duration::ZERO, WALL)).is_empty());
+        let events = incoming(&c.feed(b"AT+CNMI=2,1,0,1,0\r", Duration::ZERO, WALL));
+        assert_eq!(events.len(), 1);
+        // Scheduled once per power-on.
+        assert!(incoming(&c.feed(b"AT+CNMI=2,1,0,1,0\r", Duration::ZERO, WALL)).is_empty());
+        let event = events.into_iter().next().unwrap();
+        assert_eq!(
+            writes(&c.fire(event, Duration::ZERO)),
+            "\r\n+CMTI: \"SM\",1\r\n"
+        );
+        let read = run(&mut c, "AT+CMGR=1\r", 0);
+        let lines: Vec<&str> = read.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert!(lines[0].starts_with("+CMGR: 0,,"), "{read:?}");
+        match crate::pdu::decode_hex(lines[1]).unwrap() {
+            crate::pdu::Pdu::Deliver(d) => {
+                assert_eq!(d.originator.to_string(), "+15550001111");
+                assert_eq!(d.text, "Hi there");
+            }
+            other => panic!("{other:?}"),
+        }
+        check(&mut c, "AT+CMGF=1\r", "\r\nOK\r\n");
+        check(
+            &mut c,
+            "AT+CMGL=\"ALL\"\r",
+            "\r\n+CMGL: 1,\"REC READ\",\"+15550001111\",,\"26/11/22,10:00:00+00\"\r\nHi there\r\n\r\nOK\r\n",
+        );
+        check(&mut c, "AT+CMGD=1\r", "\r\nOK\r\n");
+        check(&mut c, "AT+CMGL=\"ALL\"\r", "\r\nOK\r\n");
+    }
+
+    #[test]
+    fn mt_2_routes_an_incoming_text_without_storing_it() {
+        let mut c = quiet(CoreConfig {
+            incoming: vec![("Bank".into(), "Hello".into())],
+            ..cfg()
+        });
+        let event = incoming(&c.feed(b"AT+CNMI=2,2,0,0,0\r", Duration::ZERO, WALL)).remove(0);
+        let urc = writes(&c.fire(event, Duration::ZERO));
+        assert!(urc.starts_with("\r\n+CMT: ,"), "{urc:?}");
+        check(&mut c, "AT+CMGL=4\r", "\r\nOK\r\n");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::core::{Action, Core, CoreConfig, Event};
+use crate::datadir::{self, Lock};
 
 /// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
 /// 001 (the test network of TS 23.003, like the IMSI).
@@ -117,6 +118,11 @@ pub struct SimOptions {
     /// Comes back (fresh pty, same link, state reset) this long after an unplug; `None` stays
     /// gone.
     pub replug_after: Option<Duration>,
+    /// Texts (sender, text) the network delivers to the SIM `incoming_after` after the client
+    /// first enables new-message indications (`AT+CNMI` with <mt> other than 0).
+    pub incoming: Vec<(String, String)>,
+    /// See [`SimOptions::incoming`].
+    pub incoming_after: Duration,
 }
 
 impl Default for SimOptions {
@@ -140,6 +146,8 @@ impl Default for SimOptions {
             hang_for: None,
             unplug_after: None,
             replug_after: None,
+            incoming: Vec::new(),
+            incoming_after: Duration::from_secs(1),
         }
     }
 }
@@ -154,19 +162,27 @@ pub struct Simulator {
     shutdown: Option<oneshot::Sender<()>>,
     /// The task, awaited by `stop`.
     task: Option<JoinHandle<()>>,
+    /// `<link>.lock`, held while the simulator runs; dropped after the link is removed.
+    _lock: Lock,
+}
+
+/// The lock file beside a simulator's link: `<link>.lock`.
+pub fn lock_path(link: &Path) -> PathBuf {
+    let mut name = link.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 impl Simulator {
     /// Opens the pty, creates the link and starts answering. Fails when the link path is taken
     /// by something other than a symlink, or the log cannot be opened.
     pub async fn start(opts: SimOptions) -> std::io::Result<Simulator> {
+        // Before touching the link: a second simulator on it would take the link over and
+        // remove it on exit, under the first one's client.
+        let lock = Lock::acquire(&lock_path(&opts.link), "simulator link", &opts.link)?;
+        // The log holds OTP texts in clear: owner-only, never through a symlink.
         let log = match &opts.log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            Some(path) => Some(datadir::open_append(path)?),
             None => None,
         };
         let pty = Pty::open(&opts.link)?;
@@ -180,6 +196,7 @@ impl Simulator {
             device,
             shutdown: Some(tx),
             task: Some(task),
+            _lock: lock,
         })
     }
 
@@ -318,8 +335,10 @@ async fn run(
         };
         tracing::info!(device = %pty.device.display(), "sim: replugged");
         eprintln!("sim: replugged at {}", pty.device.display());
-        // A replugged modem has rebooted, but the unplug fault fires once.
+        // A replugged modem has rebooted, but the unplug fault fires once, and the network
+        // delivered its texts to the modem that went away.
         cfg.unplug_after = None;
+        cfg.incoming.clear();
     }
 }
 

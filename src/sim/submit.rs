@@ -80,6 +80,38 @@ pub fn status_report(
     (part.tpdu_len, part.to_hex())
 }
 
+/// An SMS-DELIVER (TS 23.040 §9.2.2.1) in one part, as the network hands a received text to
+/// the modem: TPDU length and uppercase hex. `from` is `+` and digits, or an alphanumeric
+/// sender (TS 23.040 §9.1.2.5); the alphabet is GSM 7-bit when `text` fits it, else UCS-2.
+pub fn deliver(from: &str, text: &str, wall: OffsetDateTime) -> Result<(usize, String), String> {
+    let originator = if from.starts_with('+') {
+        Address::parse_destination(from)
+    } else {
+        Address::alphanumeric(from)
+    }
+    .map_err(|e| format!("sender {from:?}: {e}"))?;
+    let encoding = pdu::plan(text).encoding;
+    let part = pdu::encode_deliver(&pdu::Deliver {
+        smsc: None,
+        originator,
+        pid: 0,
+        // TS 23.038 §4: general data coding, no class; 0x08 selects UCS-2.
+        dcs: if encoding == pdu::Encoding::Gsm7 {
+            0x00
+        } else {
+            0x08
+        },
+        encoding,
+        sc_timestamp: timestamp(wall),
+        concat: None,
+        text: text.to_string(),
+        user_data: Vec::new(),
+        more_messages: false,
+    })
+    .map_err(|e| format!("text does not fit one SMS: {e}"))?;
+    Ok((part.tpdu_len, part.to_hex()))
+}
+
 fn timestamp(t: OffsetDateTime) -> Timestamp {
     let t = t.to_offset(time::UtcOffset::UTC);
     Timestamp {

@@ -640,19 +640,34 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError
 
 /// Creates the database file readable by its owner only, if it does not exist yet: it holds
 /// phone numbers, code HMACs and sealed texts. SQLite gives its `-wal` and `-shm` files the
-/// main file's permissions.
+/// main file's permissions. An existing database, and any journal next to it, must be a
+/// regular file only its owner can use and never a symlink (`crate::datadir`): following a
+/// planted link would create the database wherever it points.
 fn create_private(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.into()),
+    crate::datadir::ensure_private(path).map_err(std::io::Error::from)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::datadir::check_private(Path::new(&side)).map_err(std::io::Error::from)?;
     }
+    Ok(())
+}
+
+/// `path` with its directory resolved, so that `SQLITE_OPEN_NOFOLLOW` (which refuses a symlink
+/// anywhere in the name) objects only to one at the file itself: a symlinked data directory
+/// is the administrator's choice.
+fn resolved(path: &Path) -> Result<PathBuf, StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} does not name a file", path.display()),
+        )
+    })?;
+    Ok(std::fs::canonicalize(dir)?.join(name))
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -681,8 +696,12 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        let path = &resolved(path)?;
         create_private(path)?;
-        let mut conn = Connection::open(path)?;
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         configure(&conn, opts.durability)?;
         schema::migrate_to(&mut conn, version)?;
         let (tx, rx) = mpsc::channel(opts.write_queue.max(1));

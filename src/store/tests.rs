@@ -162,6 +162,9 @@ async fn a_newer_schema_is_refused() {
         .unwrap()
         .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
         .unwrap();
+    // Owner-only, or the store refuses it for its mode before reading its version.
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&path, owner_only).unwrap();
     match Store::open(&path, StoreOptions::default()) {
         Err(StoreError::TooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
         Err(e) => panic!("wrong error: {e}"),

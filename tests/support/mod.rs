@@ -130,6 +130,11 @@ impl SimProcess {
         }
     }
 
+    /// The simulator's process id (its child is still running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("simulator running").id()
+    }
+
     /// Everything the simulator printed on stderr so far.
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
