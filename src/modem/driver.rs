@@ -656,11 +656,12 @@ impl Driver {
         }
     }
 
-    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event.
-    fn deliver_pdu(&self, hex: &str) {
+    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event. `tpdu_len` is the length the
+    /// modem announced in the header line; a PDU that disagrees with it is not decoded.
+    fn deliver_pdu(&self, hex: &str, tpdu_len: usize) {
         let decoded = hex::decode(hex.trim())
             .map_err(|e| e.to_string())
-            .and_then(|bytes| pdu::decode(&bytes).map_err(|e| e.to_string()));
+            .and_then(|bytes| pdu::decode_announced(&bytes, tpdu_len).map_err(|e| e.to_string()));
         match decoded {
             Ok(Pdu::StatusReport(sr)) => {
                 tracing::debug!(modem = %self.cfg.id, mr = sr.message_reference, status = sr.status, "status report");
@@ -695,8 +696,18 @@ impl Driver {
         let prefix = urc.line.split(':').next().unwrap_or_default();
         match prefix {
             "+CDS" | "+CMT" => {
+                let announced = if prefix == "+CDS" {
+                    cmd::parse_cds_len(&urc.line)
+                } else {
+                    cmd::parse_cmt_len(&urc.line)
+                };
                 if let Some(pdu) = &urc.pdu {
-                    self.deliver_pdu(pdu);
+                    match announced {
+                        Ok(Some(len)) => self.deliver_pdu(pdu, len),
+                        _ => {
+                            tracing::warn!(modem = %self.cfg.id, line = %urc.line, "PDU after a header without a length; not decoded")
+                        }
+                    }
                     // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
                     // tells the network the message was not received without it); with
                     // service 0 +CNMA is an error.
@@ -730,10 +741,13 @@ impl Driver {
             .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
         match conn.client.command(&read, t).await {
             Ok(lines) => {
-                if let Some(pos) = lines.iter().position(|l| cmd::parse_cmgr_len(l).is_ok())
+                if let Some((pos, len)) = lines
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, l)| cmd::parse_cmgr_len(l).ok().map(|len| (i, len)))
                     && let Some(pdu) = lines.get(pos + 1)
                 {
-                    self.deliver_pdu(pdu);
+                    self.deliver_pdu(pdu, len);
                 }
             }
             Err(e) if init::is_fatal(&e) => return Err(e),
