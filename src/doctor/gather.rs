@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo};
-use crate::at::cmd::{self, Field};
+use crate::at::cmd;
 use crate::at::{AtClient, AtError};
 use crate::modem::init;
 use crate::transport::{self, OpenError};
@@ -410,7 +410,8 @@ pub async fn check_port(
     (OpenOutcome::Opened, Some(at))
 }
 
-fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
+/// `OpenError` in the terms a fix depends on; also how `simgate modem probe` words a failure.
+pub fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
     match e {
         OpenError::NotFound(_) => OpenOutcome::NotFound,
         OpenError::PermissionDenied(_) => OpenOutcome::PermissionDenied {
@@ -468,9 +469,7 @@ async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFa
     let csq = ask(client, "AT+CSQ", timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csq(l).ok()));
-    let smsc = ask(client, "AT+CSCA?", timeout)
-        .await?
-        .and_then(|lines| lines.iter().find_map(|l| parse_csca(l)));
+    let smsc = init::smsc(client, timeout).await?;
     Ok(ModemFacts {
         manufacturer: identity.manufacturer,
         model: identity.model,
@@ -482,14 +481,6 @@ async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFa
         signal_answered: csq.is_some(),
         smsc,
     })
-}
-
-/// `+CSCA: "<sca>"[,<tosca>]` (TS 27.005 §3.3.1) → the address, possibly empty.
-pub fn parse_csca(line: &str) -> Option<String> {
-    match cmd::fields(line, "+CSCA:").ok()?.first()? {
-        Field::Quoted(s) | Field::Bare(s) => Some(s.to_string()),
-        Field::Empty => Some(String::new()),
-    }
 }
 
 #[cfg(test)]
@@ -644,16 +635,6 @@ mod tests {
         assert_eq!(group_name(&f, 20).as_deref(), Some("dialout"));
         assert_eq!(group_name(&f, 14).as_deref(), Some("uucp"));
         assert_eq!(group_name(&f, 99), None);
-    }
-
-    #[test]
-    fn csca_answers() {
-        assert_eq!(
-            parse_csca("+CSCA: \"+15550000000\",145").as_deref(),
-            Some("+15550000000")
-        );
-        assert_eq!(parse_csca("+CSCA: \"\",129").as_deref(), Some(""));
-        assert_eq!(parse_csca("+CSQ: 1,2"), None);
     }
 
     #[tokio::test]

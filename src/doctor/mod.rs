@@ -10,6 +10,7 @@
 //! Doctor never changes a modem: it sends no PIN and stores no setting, so running it on a
 //! production machine is safe (apart from briefly holding a port that a stopped daemon would use).
 
+pub mod advice;
 pub mod diagnose;
 pub mod gather;
 
