@@ -594,6 +594,62 @@ impl Config {
     }
 }
 
+/// The levels a `log.level` directive may name, quietest first.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level` beyond what the filter parser does. `tracing`'s filter reads a bare word
+/// that is not a level as a *target* (`verbose` means "trace for the module `verbose`, nothing
+/// else"), so a misspelt level silently turns every simgate line off, errors included. Here each
+/// directive must be a level or `target=level`, and the whole must leave simgate's own lines
+/// on unless it says `off` outright.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let levels = LOG_LEVELS.join(", ");
+    let is_level = |w: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    let mut default_level = None;
+    let mut simgate_on = false;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.rsplit_once('=') {
+            None if is_level(directive) => default_level = Some(directive.to_ascii_lowercase()),
+            None => {
+                return Err(format!(
+                    "{directive:?} is not a log level: use one of {levels}, or target=level \
+                     pairs such as \"simgate=debug,info\""
+                ));
+            }
+            Some((target, level)) => {
+                if !is_level(level) {
+                    return Err(format!(
+                        "{directive:?}: {level:?} is not a log level (one of {levels})"
+                    ));
+                }
+                if target.trim().is_empty() {
+                    return Err(format!("{directive:?} names no target before '='"));
+                }
+                if target.trim().starts_with("simgate") && !level.trim().eq_ignore_ascii_case("off")
+                {
+                    simgate_on = true;
+                }
+            }
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+        return Err(format!("{filter:?} is not a log filter ({e})"));
+    }
+    match default_level.as_deref() {
+        Some(_) => Ok(()),
+        None if simgate_on => Ok(()),
+        None => Err(format!(
+            "{filter:?} shows no simgate log line, not even errors: add a level ({levels}), e.g. \
+             \"{}info\"",
+            if filter.trim().is_empty() {
+                String::new()
+            } else {
+                format!("{},", filter.trim())
+            }
+        )),
+    }
+}
+
 /// A configured identity, checked for the shape modems report it in: an IMEI is 14 to 16
 /// digits (TS 23.003 §6.2: IMEI 15 with its check digit, IMEISV 16), an ICCID 18 to 22 digits
 /// with an optional `F` filler (ITU-T E.118), a USB serial printable ASCII without spaces.
@@ -827,12 +883,7 @@ impl RawConfig {
         }
 
         // [log]
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(err(
-                "log.level",
-                format!("{:?} is not a log filter ({e})", self.log.level),
-            ));
-        }
+        check_log_filter(&self.log.level).map_err(|reason| err("log.level", reason))?;
 
         // [[modem]]
         let raw_modems = match self.modem {
@@ -990,6 +1041,34 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filters_must_name_levels_and_leave_simgate_on() {
+        for good in [
+            "info",
+            "debug",
+            "WARN",
+            "off",
+            "simgate=debug,info",
+            "simgate=trace",
+            "info,tower_http=off",
+            "simgate::dispatch=debug,warn",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for (bad, needle) in [
+            ("verbose", "not a log level"),
+            ("", "shows no simgate log line"),
+            ("simgate=loud", "\"loud\" is not a log level"),
+            ("tower_http=debug", "shows no simgate log line"),
+            ("simgate=off", "shows no simgate log line"),
+            ("=debug", "names no target"),
+            ("loud[", "not a log level"),
+        ] {
+            let e = check_log_filter(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, "test.toml")
