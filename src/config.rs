@@ -534,6 +534,40 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What `serve` refuses at start beyond the file's own contents: a modem whose PIN cannot
+    /// be read, is readable by group or others, or is not 4 to 8 digits. `serve`, `config
+    /// check` and `doctor` all call this one function, so a file the checkers pass is one
+    /// `serve` starts with. `env` is `SIMGATE_PIN` for modems without a `pin_file`: `serve`
+    /// passes its own environment; the checkers pass `None`, since the service's environment
+    /// (`/etc/simgate/simgate.env`) is not the shell's.
+    pub fn check_startup(&self, origin: &str, env: Option<&str>) -> Result<(), ConfigError> {
+        for (i, modem) in self.modems.iter().enumerate() {
+            let key = match modem.pin_file {
+                Some(_) => format!("modem[{i}].pin_file"),
+                None => PIN_ENV.to_string(),
+            };
+            let Err(e) = modem.pin_with_env(env.map(str::to_string)) else {
+                continue;
+            };
+            let reason = match e {
+                PinError::Read { path, source } => {
+                    format!("cannot read {}: {source}", path.display())
+                }
+                PinError::Permissions(path) => format!(
+                    "{} can be read by group or others, and serve refuses it: make it the \
+                     service user's alone with sudo chown simgate:simgate {} && sudo chmod 600 \
+                     {}",
+                    path.display(),
+                    path.display(),
+                    path.display()
+                ),
+                PinError::Format(from) => format!("the PIN in {from} is not 4 to 8 digits"),
+            };
+            return Err(ConfigError::at(origin, &key, reason));
+        }
+        Ok(())
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();

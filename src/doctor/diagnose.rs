@@ -57,7 +57,7 @@ pub fn diagnose(facts: &Facts) -> Vec<Finding> {
         out.push(Finding {
             severity: Severity::Error,
             port: None,
-            problem: format!("the config file does not load, so serve would not start: {error}"),
+            problem: format!("serve would not start with this config file: {error}"),
             fix: format!(
                 "fix the key it names; simgate config check {} checks it again",
                 cfg.path.display()
@@ -1072,7 +1072,10 @@ mod tests {
         });
         let got = check(
             &f,
-            &[(Severity::Error, "does not load, so serve would not start")],
+            &[(
+                Severity::Error,
+                "serve would not start with this config file",
+            )],
         );
         assert!(got[0].port.is_none());
         assert!(
