@@ -628,6 +628,39 @@ impl Config {
     }
 }
 
+/// `api.listen`: an IP address and a port. A host name is refused rather than resolved: the
+/// config stage does no I/O, and `localhost` may resolve to 127.0.0.1, ::1 or both, so the
+/// address the API binds would depend on the resolver of the day.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        let example = SocketAddr::new(ip, 8787);
+        return Err(format!(
+            "{text:?} has no port: write the address and a port, e.g. \"{example}\""
+        ));
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && !host.is_empty()
+        && !host.contains(':')
+        && port.parse::<u16>().is_ok()
+    {
+        let suggestion = if host.eq_ignore_ascii_case("localhost") {
+            format!(" (for {host}: \"127.0.0.1:{port}\", or \"[::1]:{port}\" for IPv6)")
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "{text:?} names the host {host:?}: api.listen takes an IP address and a port, not a \
+             host name, since simgate does not resolve names{suggestion}"
+        ));
+    }
+    Err(format!(
+        "{text:?} is not an IP address with a port (e.g. \"127.0.0.1:8787\" or \"[::1]:8787\")"
+    ))
+}
+
 /// The levels a `log.level` directive may name, quietest first.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -778,15 +811,7 @@ impl RawConfig {
         let err = |key: &str, reason: String| ConfigError::at(origin, key, reason);
 
         // [api]
-        let listen: SocketAddr = self.api.listen.parse().map_err(|_| {
-            err(
-                "api.listen",
-                format!(
-                    "{:?} is not an address with a port (e.g. \"127.0.0.1:8787\")",
-                    self.api.listen
-                ),
-            )
-        })?;
+        let listen = parse_listen(&self.api.listen).map_err(|reason| err("api.listen", reason))?;
         for (i, t) in self.api.tokens.iter().enumerate() {
             // The token itself is never echoed back: the error may end up in a log.
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1075,6 +1100,30 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_takes_an_ip_and_a_port_and_says_so() {
+        assert_eq!(
+            parse_listen("[::1]:9000"),
+            Ok("[::1]:9000".parse().unwrap())
+        );
+        for (bad, needle) in [
+            (
+                "localhost:8787",
+                "names the host \"localhost\": api.listen takes an IP address and a port, not a \
+                 host name",
+            ),
+            ("localhost:8787", "\"127.0.0.1:8787\""),
+            ("gateway.lan:80", "not a host name"),
+            ("127.0.0.1", "has no port"),
+            ("::1", "\"[::1]:8787\""),
+            ("localhost", "is not an IP address with a port"),
+            ("127.0.0.1:99999", "is not an IP address with a port"),
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn log_filters_must_name_levels_and_leave_simgate_on() {

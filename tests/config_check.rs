@@ -126,6 +126,12 @@ fn a_bad_value_is_named_with_its_key() {
             "10w",
         ),
         ("[api]\nlisten = \"localhost\"\n", "api.listen", "localhost"),
+        // Issue 16.6: a host name is refused, and the error says that is why.
+        (
+            "[api]\nlisten = \"localhost:8787\"\n",
+            "api.listen",
+            "not a host name",
+        ),
         // Issue 16.3: a misspelt level used to pass and then silence every line, errors
         // included; the valid levels are in the error.
         (
