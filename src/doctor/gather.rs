@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo};
+use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo, advice};
 use crate::at::cmd;
 use crate::at::{AtClient, AtError};
 use crate::modem::init;
@@ -429,6 +429,16 @@ pub fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome
         }
         OpenError::Other { reason, .. } => OpenOutcome::Failed(reason),
     }
+}
+
+/// The problem and fix for a port that would not open, in the words doctor uses (the one
+/// wording of `advice::open_failure`); `simgate modem probe` and the driver's `last_error` in
+/// `GET /v1/modems` use this too.
+pub fn open_error_words(e: OpenError, path: &Path) -> (String, String) {
+    let fallback = e.to_string();
+    let outcome = open_outcome(e, path, Path::new("/etc/group"));
+    advice::open_failure(&path.display().to_string(), path, &outcome, "")
+        .unwrap_or((fallback, String::new()))
 }
 
 /// Runs `line`; a refusal is `None`, a dead link is an error.

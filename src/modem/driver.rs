@@ -69,7 +69,8 @@ pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
                 }
                 None => device,
             };
-            let port = transport::open(&device, baud).map_err(|e| e.to_string())?;
+            let port = transport::open(&device, baud)
+                .map_err(|e| crate::doctor::gather::open_error_words(e, &device).0)?;
             let claim = Claim::new(&device, &id);
             Ok(Opened {
                 port: Box::new(port),
@@ -305,6 +306,15 @@ impl Driver {
         });
     }
 
+    /// Publishes why the modem is not ready, for `GET /v1/modems`.
+    fn record_error(&self, text: &str) {
+        self.status.send_if_modified(|s| {
+            let changed = s.last_error.as_deref() != Some(text);
+            s.last_error = Some(text.to_string());
+            changed
+        });
+    }
+
     fn state(&self) -> ModemState {
         self.status.borrow().state.clone()
     }
@@ -343,6 +353,7 @@ impl Driver {
                 Err(text) => {
                     if last_error.as_deref() != Some(&text) {
                         tracing::warn!(modem = %self.cfg.id, error = %text, "cannot open modem; retrying");
+                        self.record_error(&text);
                     }
                     last_error = Some(text);
                 }
@@ -368,12 +379,16 @@ impl Driver {
                 }
                 Err(InitError::Link(e)) => {
                     tracing::warn!(modem = %self.cfg.id, error = %e, "modem does not answer during init");
+                    self.record_error(&format!(
+                        "the modem does not answer during initialisation: {e}"
+                    ));
                     match e {
                         AtError::Closed { .. } => return Next::Lost,
                         _ => Next::Reinit,
                     }
                 }
                 Err(InitError::Failed { reason, retry }) => {
+                    self.record_error(&reason);
                     self.apply(Event::InitFailed(reason));
                     self.wait_failed(conn, ctl, retry).await
                 }
@@ -879,6 +894,16 @@ async fn initialize(
         }
     }
     unlock_sim(cfg, client, pin_rejected).await?;
+    // Which SIM and subscription this is, and its service centre: an operator's first
+    // questions when texts stop arriving.
+    let iccid = init::iccid(client, t).await?;
+    let imsi = init::imsi(client, t).await?;
+    let smsc = init::smsc(client, t).await?;
+    status.send_modify(|s| {
+        s.iccid = iccid;
+        s.imsi = imsi;
+        s.smsc = smsc;
+    });
     match client.command("AT+CMGF=0", t).await {
         Ok(_) => {}
         Err(e) if init::is_fatal(&e) => return Err(e.into()),
@@ -912,6 +937,7 @@ async fn initialize(
         s.registration = stat.map(|s| cmd::reg_name(s).to_string());
         s.operator = operator;
         s.signal_dbm = signal;
+        s.last_error = None;
     });
     Ok(stat.is_some_and(cmd::reg_is_registered))
 }
