@@ -568,6 +568,40 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What `serve` refuses at start beyond the file's own contents: a modem whose PIN cannot
+    /// be read, is readable by group or others, or is not 4 to 8 digits. `serve`, `config
+    /// check` and `doctor` all call this one function, so a file the checkers pass is one
+    /// `serve` starts with. `env` is `SIMGATE_PIN` for modems without a `pin_file`: `serve`
+    /// passes its own environment; the checkers pass `None`, since the service's environment
+    /// (`/etc/simgate/simgate.env`) is not the shell's.
+    pub fn check_startup(&self, origin: &str, env: Option<&str>) -> Result<(), ConfigError> {
+        for (i, modem) in self.modems.iter().enumerate() {
+            let key = match modem.pin_file {
+                Some(_) => format!("modem[{i}].pin_file"),
+                None => PIN_ENV.to_string(),
+            };
+            let Err(e) = modem.pin_with_env(env.map(str::to_string)) else {
+                continue;
+            };
+            let reason = match e {
+                PinError::Read { path, source } => {
+                    format!("cannot read {}: {source}", path.display())
+                }
+                PinError::Permissions(path) => format!(
+                    "{} can be read by group or others, and serve refuses it: make it the \
+                     service user's alone with sudo chown simgate:simgate {} && sudo chmod 600 \
+                     {}",
+                    path.display(),
+                    path.display(),
+                    path.display()
+                ),
+                PinError::Format(from) => format!("the PIN in {from} is not 4 to 8 digits"),
+            };
+            return Err(ConfigError::at(origin, &key, reason));
+        }
+        Ok(())
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -625,6 +659,95 @@ impl Config {
             .enumerate()
             .map(|(i, d)| ModemSettings::new(format!("modem{i}"), d.clone()))
             .collect();
+    }
+}
+
+/// `api.listen`: an IP address and a port. A host name is refused rather than resolved: the
+/// config stage does no I/O, and `localhost` may resolve to 127.0.0.1, ::1 or both, so the
+/// address the API binds would depend on the resolver of the day.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        let example = SocketAddr::new(ip, 8787);
+        return Err(format!(
+            "{text:?} has no port: write the address and a port, e.g. \"{example}\""
+        ));
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && !host.is_empty()
+        && !host.contains(':')
+        && port.parse::<u16>().is_ok()
+    {
+        let suggestion = if host.eq_ignore_ascii_case("localhost") {
+            format!(" (for {host}: \"127.0.0.1:{port}\", or \"[::1]:{port}\" for IPv6)")
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "{text:?} names the host {host:?}: api.listen takes an IP address and a port, not a \
+             host name, since simgate does not resolve names{suggestion}"
+        ));
+    }
+    Err(format!(
+        "{text:?} is not an IP address with a port (e.g. \"127.0.0.1:8787\" or \"[::1]:8787\")"
+    ))
+}
+
+/// The levels a `log.level` directive may name, quietest first.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level` beyond what the filter parser does. `tracing`'s filter reads a bare word
+/// that is not a level as a *target* (`verbose` means "trace for the module `verbose`, nothing
+/// else"), so a misspelt level silently turns every simgate line off, errors included. Here each
+/// directive must be a level or `target=level`, and the whole must leave simgate's own lines
+/// on unless it says `off` outright.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let levels = LOG_LEVELS.join(", ");
+    let is_level = |w: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    let mut default_level = None;
+    let mut simgate_on = false;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.rsplit_once('=') {
+            None if is_level(directive) => default_level = Some(directive.to_ascii_lowercase()),
+            None => {
+                return Err(format!(
+                    "{directive:?} is not a log level: use one of {levels}, or target=level \
+                     pairs such as \"simgate=debug,info\""
+                ));
+            }
+            Some((target, level)) => {
+                if !is_level(level) {
+                    return Err(format!(
+                        "{directive:?}: {level:?} is not a log level (one of {levels})"
+                    ));
+                }
+                if target.trim().is_empty() {
+                    return Err(format!("{directive:?} names no target before '='"));
+                }
+                if target.trim().starts_with("simgate") && !level.trim().eq_ignore_ascii_case("off")
+                {
+                    simgate_on = true;
+                }
+            }
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+        return Err(format!("{filter:?} is not a log filter ({e})"));
+    }
+    match default_level.as_deref() {
+        Some(_) => Ok(()),
+        None if simgate_on => Ok(()),
+        None => Err(format!(
+            "{filter:?} shows no simgate log line, not even errors: add a level ({levels}), e.g. \
+             \"{}info\"",
+            if filter.trim().is_empty() {
+                String::new()
+            } else {
+                format!("{},", filter.trim())
+            }
+        )),
     }
 }
 
@@ -722,15 +845,7 @@ impl RawConfig {
         let err = |key: &str, reason: String| ConfigError::at(origin, key, reason);
 
         // [api]
-        let listen: SocketAddr = self.api.listen.parse().map_err(|_| {
-            err(
-                "api.listen",
-                format!(
-                    "{:?} is not an address with a port (e.g. \"127.0.0.1:8787\")",
-                    self.api.listen
-                ),
-            )
-        })?;
+        let listen = parse_listen(&self.api.listen).map_err(|reason| err("api.listen", reason))?;
         for (i, t) in self.api.tokens.iter().enumerate() {
             // The token itself is never echoed back: the error may end up in a log.
             if !crate::http::auth::token_follows_rule(t) {
@@ -917,12 +1032,7 @@ impl RawConfig {
         }
 
         // [log]
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(err(
-                "log.level",
-                format!("{:?} is not a log filter ({e})", self.log.level),
-            ));
-        }
+        check_log_filter(&self.log.level).map_err(|reason| err("log.level", reason))?;
 
         // [[modem]]
         let raw_modems = match self.modem {
@@ -1089,6 +1199,58 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_takes_an_ip_and_a_port_and_says_so() {
+        assert_eq!(
+            parse_listen("[::1]:9000"),
+            Ok("[::1]:9000".parse().unwrap())
+        );
+        for (bad, needle) in [
+            (
+                "localhost:8787",
+                "names the host \"localhost\": api.listen takes an IP address and a port, not a \
+                 host name",
+            ),
+            ("localhost:8787", "\"127.0.0.1:8787\""),
+            ("gateway.lan:80", "not a host name"),
+            ("127.0.0.1", "has no port"),
+            ("::1", "\"[::1]:8787\""),
+            ("localhost", "is not an IP address with a port"),
+            ("127.0.0.1:99999", "is not an IP address with a port"),
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn log_filters_must_name_levels_and_leave_simgate_on() {
+        for good in [
+            "info",
+            "debug",
+            "WARN",
+            "off",
+            "simgate=debug,info",
+            "simgate=trace",
+            "info,tower_http=off",
+            "simgate::dispatch=debug,warn",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for (bad, needle) in [
+            ("verbose", "not a log level"),
+            ("", "shows no simgate log line"),
+            ("simgate=loud", "\"loud\" is not a log level"),
+            ("tower_http=debug", "shows no simgate log line"),
+            ("simgate=off", "shows no simgate log line"),
+            ("=debug", "names no target"),
+            ("loud[", "not a log level"),
+        ] {
+            let e = check_log_filter(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, "test.toml")

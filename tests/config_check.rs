@@ -126,6 +126,29 @@ fn a_bad_value_is_named_with_its_key() {
             "10w",
         ),
         ("[api]\nlisten = \"localhost\"\n", "api.listen", "localhost"),
+        // Issue 16.6: a host name is refused, and the error says that is why.
+        (
+            "[api]\nlisten = \"localhost:8787\"\n",
+            "api.listen",
+            "not a host name",
+        ),
+        // Issue 16.3: a misspelt level used to pass and then silence every line, errors
+        // included; the valid levels are in the error.
+        (
+            "[log]\nlevel = \"verbose\"\n",
+            "log.level",
+            "\"verbose\" is not a log level: use one of off, error, warn, info, debug, trace",
+        ),
+        (
+            "[log]\nlevel = \"simgate=loud,info\"\n",
+            "log.level",
+            "\"loud\" is not a log level",
+        ),
+        (
+            "[log]\nlevel = \"tower_http=debug\"\n",
+            "log.level",
+            "shows no simgate log line",
+        ),
     ] {
         let (path, _dir) = file_with(extra);
         let run = check_file(&path, false);

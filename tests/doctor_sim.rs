@@ -283,6 +283,50 @@ fn a_configured_pin_file_explains_a_locked_sim() {
 }
 
 #[test]
+fn a_pin_file_serve_refuses_is_refused_by_doctor_too() {
+    // Issue 16.4: doctor passed a config with a 0644 pin_file, which serve refuses at start.
+    use std::os::unix::fs::PermissionsExt;
+    let sim = SimProcess::start(&["--pin", "1234"]);
+    let pin = sim.dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = config_for(&sim, Some(&pin));
+    let run = doctor(&[
+        "--device",
+        sim.link.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    let f = findings(&json_of(&run));
+    let refused = f
+        .iter()
+        .find(|f| f.2.contains("serve would not start with this config file"))
+        .unwrap_or_else(|| panic!("no config finding: {f:#?}"));
+    assert_eq!(refused.0, "error");
+    assert!(refused.2.contains("modem[0].pin_file"), "{}", refused.2);
+    assert!(refused.2.contains("group or others"), "{}", refused.2);
+    // serve says the same, from the same check, before it opens anything.
+    let data = tempfile::tempdir().unwrap();
+    let serve = Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
+        .arg(data.path())
+        .env_remove("SIMGATE_PIN")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        err.contains("modem[0].pin_file") && err.contains("group or others"),
+        "{err}"
+    );
+    assert!(
+        !run.stdout.contains("1234") && !err.contains("1234"),
+        "the PIN leaked"
+    );
+}
+
+#[test]
 fn a_broken_config_file_is_reported() {
     let sim = SimProcess::start(&[]);
     let config = sim.dir.path().join("simgate.toml");
@@ -297,7 +341,7 @@ fn a_broken_config_file_is_reported() {
     assert_eq!(run.code, Some(0), "{}", run.stdout);
     assert!(
         run.stdout
-            .contains("the config file does not load, so serve would not start"),
+            .contains("serve would not start with this config file"),
         "{}",
         run.stdout
     );

@@ -147,3 +147,26 @@ fn bad_input_exits_2_naming_field_and_offset() {
         "invalid number",
     );
 }
+
+#[test]
+fn decode_refuses_what_is_not_a_pdu() {
+    // Issue 15.1: 400 zero octets used to print an SMS-DELIVER dated 2000-00-00 and exit 0.
+    let check = |hex: &str, needle: &str| {
+        let o = simgate(&["pdu", "decode", hex]);
+        assert_eq!(o.status.code(), Some(2), "{hex}");
+        assert!(o.stdout.is_empty(), "{hex}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{hex}: {err}");
+    };
+    check(&"00".repeat(400), "TP-SCTS at byte 7: month 0");
+    // A real DELIVER with an octet after its user data.
+    check(
+        "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC3700",
+        "TP-UDL at byte 26",
+    );
+    // A status report discharged at 24:00.
+    check(
+        "0006D60B911326880736F4111011719551401110114271714000",
+        "TP-DT at byte 21: hour 24",
+    );
+}

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH, PinError};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 
 /// `simgate config ...`
 #[derive(Debug, clap::Args)]
@@ -101,33 +101,8 @@ pub fn check(file: &Path) -> CheckReport {
         }
     };
     let mut warnings = config.warnings();
-    let mut error = None;
+    let mut error = config.check_startup(&origin, None).err();
     for (i, modem) in config.modems.iter().enumerate() {
-        let key = format!("modem[{i}].pin_file");
-        if modem.pin_file.is_some() {
-            // The environment is left out on purpose: with a pin_file set, serve reads the file.
-            if let Err(e) = modem.pin_with_env(None) {
-                let reason = match e {
-                    PinError::Read { path, source } => {
-                        format!("cannot read {}: {source}", path.display())
-                    }
-                    PinError::Permissions(path) => format!(
-                        "{} can be read by group or others, and serve refuses it: run chmod 600 {}",
-                        path.display(),
-                        path.display()
-                    ),
-                    PinError::Format(from) => {
-                        format!("the PIN in {from} is not 4 to 8 digits")
-                    }
-                };
-                error.get_or_insert(ConfigError {
-                    origin: origin.clone(),
-                    key: Some(key),
-                    position: None,
-                    reason,
-                });
-            }
-        }
         // A modem named only by identity has no fixed path to check: it is found by scanning.
         let scanned = modem.device.as_os_str().is_empty();
         if !scanned && std::fs::symlink_metadata(&modem.device).is_err() {

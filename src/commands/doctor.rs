@@ -53,7 +53,11 @@ fn read_config(path: Option<&Path>) -> Option<ConfigFacts> {
             default
         }
     };
-    Some(match Config::load(&path) {
+    // The same checks serve runs before it opens a modem (a pin_file it cannot or may not
+    // read refuses the start), so doctor never passes a config serve refuses.
+    let origin = path.display().to_string();
+    let loaded = Config::load(&path).and_then(|c| c.check_startup(&origin, None).map(|()| c));
+    Some(match loaded {
         Ok(config) => ConfigFacts {
             path,
             error: None,

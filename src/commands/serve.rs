@@ -89,6 +89,19 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
     if !args.device.is_empty() {
         config.set_devices(&args.device);
     }
+    // The checks `config check` and `doctor` run too (one function), on the modems that will
+    // really be opened; `--simulate` opens none of them.
+    if !args.simulate {
+        let origin = match &args.config {
+            Some(p) => p.display().to_string(),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => DEFAULT_CONFIG_PATH.to_string(),
+            None => "<defaults>".to_string(),
+        };
+        let env = std::env::var(crate::config::PIN_ENV).ok();
+        config
+            .check_startup(&origin, env.as_deref())
+            .map_err(|e| e.to_string())?;
+    }
     Ok(config)
 }
 

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use super::advice;
 use super::{
     AtOutcome, ConfiguredModem, Facts, Finding, ModemFacts, OpenOutcome, PortFacts, Severity,
 };
@@ -56,7 +57,7 @@ pub fn diagnose(facts: &Facts) -> Vec<Finding> {
         out.push(Finding {
             severity: Severity::Error,
             port: None,
-            problem: format!("the config file does not load, so serve would not start: {error}"),
+            problem: format!("serve would not start with this config file: {error}"),
             fix: format!(
                 "fix the key it names; simgate config check {} checks it again",
                 cfg.path.display()
@@ -194,35 +195,12 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
     }
     match &port.open {
         OpenOutcome::Opened => {}
-        OpenOutcome::NotFound => {
-            let fix = if port.path.to_string_lossy().starts_with("/dev/simgate") {
-                "the udev rule that creates this link did not match: install \
-                 udev/60-simgate-modems.rules as /lib/udev/rules.d/60-simgate-modems.rules (add \
-                 the modem's USB ids if its vendor is not listed), run sudo udevadm control \
-                 --reload && sudo udevadm trigger, and replug the modem; or name the port \
-                 directly: simgate doctor without --device lists them"
-            } else {
-                "check the path (simgate doctor without --device lists the serial ports); a USB \
-                 modem that was unplugged or re-enumerated gets a new ttyUSB number, so put a \
-                 /dev/serial/by-id/ link in the config instead"
-            };
-            out.push(at(
-                Severity::Error,
-                format!("{name} does not exist"),
-                fix.into(),
-            ));
-            return;
-        }
-        OpenOutcome::PermissionDenied { group } => {
-            let group = group.as_deref().unwrap_or("dialout");
-            out.push(at(
-                Severity::Error,
-                format!("permission denied opening {name} (the device belongs to group {group})"),
-                format!(
-                    "add yourself to the {group} group: sudo usermod -aG {group} $USER, then log \
-                     in again"
-                ),
-            ));
+        outcome @ (OpenOutcome::NotFound | OpenOutcome::PermissionDenied { .. }) => {
+            if let Some((problem, fix)) =
+                advice::open_failure(&name.to_string(), &port.path, outcome, "")
+            {
+                out.push(at(Severity::Error, problem, fix));
+            }
             return;
         }
         OpenOutcome::Console => {
@@ -252,24 +230,32 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
                         .join(", ")
                 )
             };
+            let (problem, fix) = if port.open == OpenOutcome::Busy {
+                let (problem, fix) =
+                    advice::open_failure(&name.to_string(), &port.path, &port.open, &who)
+                        .unwrap_or_default();
+                (format!("{problem}; skipped"), fix)
+            } else {
+                (
+                    format!(
+                        "{name} is in use{who}; not probed, since AT written into it would \
+                         disturb that program, and simgate could not share the port anyway"
+                    ),
+                    "stop the program holding it (another simgate, minicom, screen, gammu, \
+                     ModemManager) and run simgate doctor again; `sudo fuser -v` on the device \
+                     names the holder when doctor cannot see it"
+                        .to_string(),
+                )
+            };
             // A running simgate daemon holding its own modem is the normal case, not a fault
             // to remove: point at the daemon's view instead.
             let fix = if others.iter().any(|h| h.name == "simgate") {
                 "simgate itself is using this port (the service, or serve in a terminal): \
                  GET /v1/modems on the running daemon shows the modem's state; to let doctor \
                  check the port, stop it first (sudo systemctl stop simgate)"
+                    .to_string()
             } else {
-                "stop the program holding it (another simgate, minicom, screen, gammu, \
-                 ModemManager) and run simgate doctor again; `sudo fuser -v` on the device \
-                 names the holder when doctor cannot see it"
-            };
-            let problem = if port.open == OpenOutcome::Busy {
-                format!("{name} is busy: it is held open exclusively{who}; skipped")
-            } else {
-                format!(
-                    "{name} is in use{who}; not probed, since AT written into it would disturb \
-                     that program, and simgate could not share the port anyway"
-                )
+                fix
             };
             // A built-in UART found by scanning and held by a getty is someone's terminal, not
             // a modem problem.
@@ -279,25 +265,15 @@ fn judge_port(port: &PortFacts, facts: &Facts, out: &mut Vec<Finding>) {
             } else {
                 Severity::Info
             };
-            out.push(at(severity, problem, fix.into()));
+            out.push(at(severity, problem, fix));
             return;
         }
-        OpenOutcome::NotASerialPort => {
-            out.push(at(
-                Severity::Error,
-                format!("{name} is not a serial port, so it cannot be a modem"),
-                "point --device (or device = in [[modem]]) at the modem's tty: \
-                 simgate doctor without --device lists them"
-                    .into(),
-            ));
-            return;
-        }
-        OpenOutcome::Failed(reason) => {
-            out.push(at(
-                Severity::Error,
-                format!("{name} cannot be opened: {reason}"),
-                "replug the modem and check `dmesg` for USB or driver errors".into(),
-            ));
+        outcome @ (OpenOutcome::NotASerialPort | OpenOutcome::Failed(_)) => {
+            if let Some((problem, fix)) =
+                advice::open_failure(&name.to_string(), &port.path, outcome, "")
+            {
+                out.push(at(Severity::Error, problem, fix));
+            }
             return;
         }
     }
@@ -391,6 +367,17 @@ fn judge_modem(
     pin_file: Option<&Path>,
 ) {
     let name = port.path.display();
+    let sim_advice = |push: &mut dyn FnMut(Severity, String, String), state: &SimState| {
+        if let Some((problem, fix)) = advice::sim_problem(&name.to_string(), state) {
+            // A SIM still starting up is a moment's wait, not a fault.
+            let severity = if *state == SimState::Busy {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            push(severity, problem, fix);
+        }
+    };
     let sim_ready = match &m.sim {
         Some(SimState::Ready) => true,
         Some(SimState::PinRequired) => {
@@ -407,57 +394,12 @@ fn judge_modem(
                         .into(),
                 );
             } else {
-                push(
-                    Severity::Error,
-                    format!("the SIM in {name} wants its PIN before it can send"),
-                    "give simgate the PIN: write it to a file only simgate can read (sudo sh -c \
-                     'umask 077; echo <PIN> > /etc/simgate/pin') and set pin_file = \
-                     \"/etc/simgate/pin\" under [[modem]] in /etc/simgate/simgate.toml, or set the \
-                     SIMGATE_PIN environment variable for the service (SIMGATE_PIN=<PIN> in \
-                     /etc/simgate/simgate.env, mode 0600); or remove the PIN lock once in a \
-                     phone. simgate sends the PIN only once, so a wrong one cannot block the SIM"
-                        .into(),
-                );
+                sim_advice(push, &SimState::PinRequired);
             }
             false
         }
-        Some(SimState::PukRequired) => {
-            push(
-                Severity::Error,
-                format!("the SIM in {name} is blocked after wrong PINs and wants its PUK"),
-                "put the SIM in a phone and unblock it with the PUK from the SIM's card or the \
-                 carrier (simgate never sends a PUK), then set the right PIN in pin_file"
-                    .into(),
-            );
-            false
-        }
-        Some(SimState::NotInserted) => {
-            push(
-                Severity::Error,
-                format!("no SIM card in {name}"),
-                "unplug the modem, insert the SIM (contacts down, notch as drawn on the slot; a \
-                 nano-SIM in an adapter often loses contact), and plug it back in"
-                    .into(),
-            );
-            false
-        }
-        Some(SimState::Busy) => {
-            push(
-                Severity::Warning,
-                format!("the SIM in {name} is still starting up"),
-                "wait ten seconds and run simgate doctor again".into(),
-            );
-            false
-        }
-        Some(SimState::Other(state)) => {
-            push(
-                Severity::Error,
-                format!("the SIM in {name} is not usable: +CPIN says {state:?}"),
-                "PH-SIM PIN or PH-NET PIN means the modem is locked to another carrier (ask the \
-                 seller for the unlock code); SIM PIN2/PUK2 need a phone; SIM failure means \
-                 reseat or replace the SIM"
-                    .into(),
-            );
+        Some(state) => {
+            sim_advice(push, state);
             false
         }
         None => {
@@ -894,9 +836,20 @@ mod tests {
             &with(Some(SimState::PinRequired)),
             &[(Severity::Error, "wants its PIN")],
         );
-        for hint in ["pin_file", "SIMGATE_PIN", "umask 077"] {
-            assert!(got[0].fix.contains(hint), "fix lacks {hint}");
+        // The file must belong to the service user: a root-owned 0600 file (what `umask 077;
+        // echo > file` under sudo makes) is one the service cannot read (issue 16.4).
+        for hint in [
+            "pin_file",
+            "SIMGATE_PIN",
+            "install -o simgate -g simgate -m 0600",
+        ] {
+            assert!(
+                got[0].fix.contains(hint),
+                "fix lacks {hint}: {}",
+                got[0].fix
+            );
         }
+        assert!(!got[0].fix.contains("umask"), "{}", got[0].fix);
         assert!(usable_ports(&with(Some(SimState::PinRequired))).is_empty());
         let got = check(
             &with(Some(SimState::PukRequired)),
@@ -1119,7 +1072,10 @@ mod tests {
         });
         let got = check(
             &f,
-            &[(Severity::Error, "does not load, so serve would not start")],
+            &[(
+                Severity::Error,
+                "serve would not start with this config file",
+            )],
         );
         assert!(got[0].port.is_none());
         assert!(

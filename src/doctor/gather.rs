@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo};
-use crate::at::cmd::{self, Field};
+use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo, advice};
+use crate::at::cmd;
 use crate::at::{AtClient, AtError};
 use crate::modem::init;
 use crate::transport::{self, OpenError};
@@ -410,7 +410,8 @@ pub async fn check_port(
     (OpenOutcome::Opened, Some(at))
 }
 
-fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
+/// `OpenError` in the terms a fix depends on; also how `simgate modem probe` words a failure.
+pub fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
     match e {
         OpenError::NotFound(_) => OpenOutcome::NotFound,
         OpenError::PermissionDenied(_) => OpenOutcome::PermissionDenied {
@@ -428,6 +429,16 @@ fn open_outcome(e: OpenError, path: &Path, group_file: &Path) -> OpenOutcome {
         }
         OpenError::Other { reason, .. } => OpenOutcome::Failed(reason),
     }
+}
+
+/// The problem and fix for a port that would not open, in the words doctor uses (the one
+/// wording of `advice::open_failure`); `simgate modem probe` and the driver's `last_error` in
+/// `GET /v1/modems` use this too.
+pub fn open_error_words(e: OpenError, path: &Path) -> (String, String) {
+    let fallback = e.to_string();
+    let outcome = open_outcome(e, path, Path::new("/etc/group"));
+    advice::open_failure(&path.display().to_string(), path, &outcome, "")
+        .unwrap_or((fallback, String::new()))
 }
 
 /// Runs `line`; a refusal is `None`, a dead link is an error.
@@ -468,9 +479,7 @@ async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFa
     let csq = ask(client, "AT+CSQ", timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csq(l).ok()));
-    let smsc = ask(client, "AT+CSCA?", timeout)
-        .await?
-        .and_then(|lines| lines.iter().find_map(|l| parse_csca(l)));
+    let smsc = init::smsc(client, timeout).await?;
     Ok(ModemFacts {
         manufacturer: identity.manufacturer,
         model: identity.model,
@@ -482,14 +491,6 @@ async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFa
         signal_answered: csq.is_some(),
         smsc,
     })
-}
-
-/// `+CSCA: "<sca>"[,<tosca>]` (TS 27.005 §3.3.1) → the address, possibly empty.
-pub fn parse_csca(line: &str) -> Option<String> {
-    match cmd::fields(line, "+CSCA:").ok()?.first()? {
-        Field::Quoted(s) | Field::Bare(s) => Some(s.to_string()),
-        Field::Empty => Some(String::new()),
-    }
 }
 
 #[cfg(test)]
@@ -644,16 +645,6 @@ mod tests {
         assert_eq!(group_name(&f, 20).as_deref(), Some("dialout"));
         assert_eq!(group_name(&f, 14).as_deref(), Some("uucp"));
         assert_eq!(group_name(&f, 99), None);
-    }
-
-    #[test]
-    fn csca_answers() {
-        assert_eq!(
-            parse_csca("+CSCA: \"+15550000000\",145").as_deref(),
-            Some("+15550000000")
-        );
-        assert_eq!(parse_csca("+CSCA: \"\",129").as_deref(), Some(""));
-        assert_eq!(parse_csca("+CSQ: 1,2"), None);
     }
 
     #[tokio::test]

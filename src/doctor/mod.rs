@@ -10,6 +10,7 @@
 //! Doctor never changes a modem: it sends no PIN and stores no setting, so running it on a
 //! production machine is safe (apart from briefly holding a port that a stopped daemon would use).
 
+pub mod advice;
 pub mod diagnose;
 pub mod gather;
 
@@ -45,8 +46,9 @@ pub struct Facts {
 pub struct ConfigFacts {
     /// The file, to name in fixes.
     pub path: PathBuf,
-    /// Why the file does not load, if it does not (then `modems` is empty): `serve` would
-    /// refuse to start, which matters more than any port.
+    /// Why `serve` would refuse the file (it does not load, or a modem's PIN cannot be used:
+    /// the checks of `Config::check_startup`), if it would; then `modems` is empty. That
+    /// matters more than any port.
     pub error: Option<String>,
     /// The `[[modem]]` tables.
     pub modems: Vec<ConfiguredModem>,

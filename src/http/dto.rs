@@ -322,6 +322,12 @@ pub struct ModemJson {
     pub model: Option<String>,
     /// `+CGSN`.
     pub imei: Option<String>,
+    /// The SIM card's ICCID.
+    pub iccid: Option<String>,
+    /// `+CIMI`: the subscription; absent while the SIM is locked.
+    pub imsi: Option<String>,
+    /// `+CSCA`: the service centre; empty when the SIM has none.
+    pub smsc: Option<String>,
     /// `+COPS` operator name.
     pub operator: Option<String>,
     /// `+CREG` registration in words (`home`, `roaming`, `searching`, ...).
@@ -332,6 +338,9 @@ pub struct ModemJson {
     pub sent: u64,
     /// Sends that failed on it since start.
     pub failed: u64,
+    /// Why it is not ready (the last open or initialisation failure, in words), so an
+    /// operator sees why a modem stays `disconnected` without reading the log.
+    pub last_error: Option<String>,
 }
 
 #[cfg(test)]

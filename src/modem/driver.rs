@@ -69,7 +69,8 @@ pub(super) fn serial_opener(cfg: &ModemConfig) -> Opener {
                 }
                 None => device,
             };
-            let port = transport::open(&device, baud).map_err(|e| e.to_string())?;
+            let port = transport::open(&device, baud)
+                .map_err(|e| crate::doctor::gather::open_error_words(e, &device).0)?;
             let claim = Claim::new(&device, &id);
             Ok(Opened {
                 port: Box::new(port),
@@ -305,6 +306,15 @@ impl Driver {
         });
     }
 
+    /// Publishes why the modem is not ready, for `GET /v1/modems`.
+    fn record_error(&self, text: &str) {
+        self.status.send_if_modified(|s| {
+            let changed = s.last_error.as_deref() != Some(text);
+            s.last_error = Some(text.to_string());
+            changed
+        });
+    }
+
     fn state(&self) -> ModemState {
         self.status.borrow().state.clone()
     }
@@ -343,6 +353,7 @@ impl Driver {
                 Err(text) => {
                     if last_error.as_deref() != Some(&text) {
                         tracing::warn!(modem = %self.cfg.id, error = %text, "cannot open modem; retrying");
+                        self.record_error(&text);
                     }
                     last_error = Some(text);
                 }
@@ -368,12 +379,16 @@ impl Driver {
                 }
                 Err(InitError::Link(e)) => {
                     tracing::warn!(modem = %self.cfg.id, error = %e, "modem does not answer during init");
+                    self.record_error(&format!(
+                        "the modem does not answer during initialisation: {e}"
+                    ));
                     match e {
                         AtError::Closed { .. } => return Next::Lost,
                         _ => Next::Reinit,
                     }
                 }
                 Err(InitError::Failed { reason, retry }) => {
+                    self.record_error(&reason);
                     self.apply(Event::InitFailed(reason));
                     self.wait_failed(conn, ctl, retry).await
                 }
@@ -656,11 +671,13 @@ impl Driver {
         }
     }
 
-    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event; says what it was.
-    fn deliver_pdu(&self, hex: &str) -> PduSeen {
+    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event and says what it was. `tpdu_len`
+    /// is the length the modem announced in the header line; a PDU that disagrees with it is not
+    /// decoded.
+    fn deliver_pdu(&self, hex: &str, tpdu_len: usize) -> PduSeen {
         let decoded = hex::decode(hex.trim())
             .map_err(|e| e.to_string())
-            .and_then(|bytes| pdu::decode(&bytes).map_err(|e| e.to_string()));
+            .and_then(|bytes| pdu::decode_announced(&bytes, tpdu_len).map_err(|e| e.to_string()));
         match decoded {
             Ok(Pdu::StatusReport(sr)) => {
                 tracing::debug!(modem = %self.cfg.id, mr = sr.message_reference, status = sr.status, "status report");
@@ -699,8 +716,20 @@ impl Driver {
         let prefix = urc.line.split(':').next().unwrap_or_default();
         match prefix {
             "+CDS" | "+CMT" => {
+                let announced = if prefix == "+CDS" {
+                    cmd::parse_cds_len(&urc.line)
+                } else {
+                    cmd::parse_cmt_len(&urc.line)
+                };
                 if let Some(pdu) = &urc.pdu {
-                    self.deliver_pdu(pdu);
+                    match announced {
+                        Ok(Some(len)) => {
+                            self.deliver_pdu(pdu, len);
+                        }
+                        _ => {
+                            tracing::warn!(modem = %self.cfg.id, line = %urc.line, "PDU after a header without a length; not decoded")
+                        }
+                    }
                     // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
                     // tells the network the message was not received without it); with
                     // service 0 +CNMA is an error.
@@ -738,10 +767,14 @@ impl Driver {
             .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
         match conn.client.command(&read, t).await {
             Ok(lines) => {
-                let seen = match lines.iter().position(|l| cmd::parse_cmgr_len(l).is_ok()) {
-                    Some(pos) => lines
+                let seen = match lines
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, l)| cmd::parse_cmgr_len(l).ok().map(|len| (i, len)))
+                {
+                    Some((pos, len)) => lines
                         .get(pos + 1)
-                        .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu)),
+                        .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu, len)),
                     None => PduSeen::Other,
                 };
                 match seen {
@@ -915,6 +948,16 @@ async fn initialize(
         }
     }
     unlock_sim(cfg, client, pin_rejected).await?;
+    // Which SIM and subscription this is, and its service centre: an operator's first
+    // questions when texts stop arriving.
+    let iccid = init::iccid(client, t).await?;
+    let imsi = init::imsi(client, t).await?;
+    let smsc = init::smsc(client, t).await?;
+    status.send_modify(|s| {
+        s.iccid = iccid;
+        s.imsi = imsi;
+        s.smsc = smsc;
+    });
     match client.command("AT+CMGF=0", t).await {
         Ok(_) => {}
         Err(e) if init::is_fatal(&e) => return Err(e.into()),
@@ -948,6 +991,7 @@ async fn initialize(
         s.registration = stat.map(|s| cmd::reg_name(s).to_string());
         s.operator = operator;
         s.signal_dbm = signal;
+        s.last_error = None;
     });
     Ok(stat.is_some_and(cmd::reg_is_registered))
 }

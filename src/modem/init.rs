@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::at::cmd::{self, Param};
+use crate::at::cmd::{self, Field, Param};
 use crate::at::{AtClient, AtError, CmeError};
 use crate::transport::{self, OpenError};
 
@@ -134,6 +134,38 @@ pub fn parse_iccid(line: &str, prefix: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b'F' || b == b'f');
     ok.then(|| text.to_ascii_uppercase())
+}
+
+/// The SIM's IMSI from `AT+CIMI` (TS 27.007 §5.6): it names the subscription (country,
+/// network, subscriber), so it tells which SIM is in a modem. Locked SIMs refuse it: `None`.
+pub async fn imsi(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
+    Ok(optional(client, &line(cmd::execute("+CIMI")), timeout)
+        .await?
+        .and_then(|lines| lines.iter().find_map(|l| parse_imsi(l))))
+}
+
+/// An IMSI answer line: up to 15 digits (TS 23.003 §2.2), with or without a `+CIMI:` prefix.
+pub fn parse_imsi(line: &str) -> Option<String> {
+    let text = line.strip_prefix("+CIMI:").unwrap_or(line).trim();
+    let text = text.trim_matches('"');
+    ((6..=15).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.to_string())
+}
+
+/// The service centre address from `AT+CSCA?` (TS 27.005 §3.3.1): `Some("")` when the SIM has
+/// none set (sends then fail with `+CMS ERROR: 330`), `None` when the modem does not say.
+pub async fn smsc(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
+    Ok(optional(client, &line(cmd::query("+CSCA")), timeout)
+        .await?
+        .and_then(|lines| lines.iter().find_map(|l| parse_csca(l))))
+}
+
+/// `+CSCA: "<sca>"[,<tosca>]` (TS 27.005 §3.3.1) → the address, possibly empty.
+pub fn parse_csca(line: &str) -> Option<String> {
+    match cmd::fields(line, "+CSCA:").ok()?.first()? {
+        Field::Quoted(s) | Field::Bare(s) => Some(s.to_string()),
+        Field::Empty => Some(String::new()),
+    }
 }
 
 /// The SIM as `+CPIN?` (TS 27.007 §8.3) reports it.
@@ -300,15 +332,26 @@ pub async fn configure_notifications(
     Ok(None)
 }
 
-/// What `simgate modem probe` prints.
+/// What `simgate modem probe` prints: everything it learnt, also when the answer is that the
+/// modem is not usable (a locked SIM still has an ICCID, the modem still has an IMEI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
     /// The device probed.
     pub device: String,
     /// `+CGMI`/`+CGMM`/`+CGMR`/`+CGSN`.
     pub identity: Identity,
-    /// `+CPIN?` after an optional unlock.
+    /// `+CPIN?` after an optional unlock (and after a rejected one: a third wrong PIN turns
+    /// "PIN required" into "PUK required").
     pub sim: SimState,
+    /// The PIN given was sent once and the SIM refused it. It is not sent again: three wrong
+    /// PINs block the SIM.
+    pub pin_rejected: bool,
+    /// The SIM's ICCID (readable while locked), to tell SIMs apart.
+    pub iccid: Option<String>,
+    /// `+CIMI`; `None` while the SIM is locked.
+    pub imsi: Option<String>,
+    /// `+CSCA?`; `Some("")` when the SIM has no service centre set.
+    pub smsc: Option<String>,
     /// Registration word ("home", "roaming", "searching"...), if the modem answered.
     pub registration: Option<String>,
     /// `+COPS?`.
@@ -317,7 +360,8 @@ pub struct ProbeReport {
     pub signal_dbm: Option<i32>,
 }
 
-/// Why a probe could not identify a modem.
+/// Why a probe could not identify a modem at all. A modem that answers but is not usable (a
+/// locked or missing SIM) is a [`ProbeReport`], since what it said is worth printing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
     /// The port could not be opened.
@@ -329,9 +373,6 @@ pub enum ProbeError {
     /// The link failed while probing.
     #[error("{0}: {1}")]
     Link(String, String),
-    /// The configured PIN was rejected (it was tried once and must not be tried again).
-    #[error("{0}: the SIM rejected the PIN; it will not be retried (3 wrong PINs block the SIM)")]
-    PinRejected(String),
 }
 
 /// Opens `device` and identifies the modem and SIM, unlocking the SIM with `pin` (once) if it
@@ -347,23 +388,35 @@ pub async fn probe(
     let port = transport::open(device, baud)?;
     let (r, w) = tokio::io::split(port);
     let (mut client, _urcs) = crate::at::engine::spawn(r, w);
+    probe_client(&mut client, name, pin, timeout).await
+}
+
+/// The questions of [`probe`] over a client that is already connected.
+pub async fn probe_client(
+    client: &mut AtClient,
+    name: String,
+    pin: Option<&str>,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
     let link = |e: AtError| ProbeError::Link(name.clone(), e.to_string());
     let step = timeout.min(Duration::from_secs(2));
-    sync(&mut client, 3, step)
+    sync(client, 3, step)
         .await
         .map_err(|_| ProbeError::NoAnswer(name.clone()))?;
-    optional(&mut client, "ATE0", timeout).await.map_err(link)?;
-    optional(&mut client, "AT+CMEE=1", timeout)
-        .await
-        .map_err(link)?;
-    let identity = identify(&mut client, timeout).await.map_err(link)?;
-    let mut sim = sim_state(&mut client, timeout).await.map_err(link)?;
+    optional(client, "ATE0", timeout).await.map_err(link)?;
+    optional(client, "AT+CMEE=1", timeout).await.map_err(link)?;
+    let identity = identify(client, timeout).await.map_err(link)?;
+    let mut sim = sim_state(client, timeout).await.map_err(link)?;
+    let mut pin_rejected = false;
     if sim == SimState::PinRequired
         && let Some(pin) = pin
     {
-        match unlock(&mut client, pin, timeout).await {
-            Ok(()) => sim = sim_state(&mut client, timeout).await.map_err(link)?,
-            Err(UnlockError::Rejected) => return Err(ProbeError::PinRejected(name)),
+        match unlock(client, pin, timeout).await {
+            Ok(()) => sim = sim_state(client, timeout).await.map_err(link)?,
+            Err(UnlockError::Rejected) => {
+                pin_rejected = true;
+                sim = sim_state(client, timeout).await.map_err(link)?;
+            }
             Err(UnlockError::Unsendable) => {
                 return Err(ProbeError::Link(
                     name,
@@ -373,16 +426,23 @@ pub async fn probe(
             Err(UnlockError::At(e)) => return Err(link(e)),
         }
     }
-    let registration = registration(&mut client, timeout)
+    let iccid = iccid(client, timeout).await.map_err(link)?;
+    let imsi = imsi(client, timeout).await.map_err(link)?;
+    let smsc = smsc(client, timeout).await.map_err(link)?;
+    let registration = registration(client, timeout)
         .await
         .map_err(link)?
         .map(|s| cmd::reg_name(s).to_string());
-    let operator = operator(&mut client, timeout).await.map_err(link)?;
-    let signal_dbm = signal(&mut client, timeout).await.map_err(link)?;
+    let operator = operator(client, timeout).await.map_err(link)?;
+    let signal_dbm = signal(client, timeout).await.map_err(link)?;
     Ok(ProbeReport {
         device: name,
         identity,
         sim,
+        pin_rejected,
+        iccid,
+        imsi,
+        smsc,
         registration,
         operator,
         signal_dbm,
@@ -413,16 +473,85 @@ mod tests {
 
     #[test]
     fn static_commands_build() {
-        for name in ["+CGMI", "+CGMM", "+CGMR", "+CGSN", "+CSQ"] {
+        for name in ["+CGMI", "+CGMM", "+CGMR", "+CGSN", "+CSQ", "+CIMI"] {
             cmd::execute(name).unwrap();
         }
-        for name in ["+CPIN", "+CREG", "+CEREG", "+CGREG", "+COPS", "+CSMS"] {
+        for name in [
+            "+CPIN", "+CREG", "+CEREG", "+CGREG", "+COPS", "+CSMS", "+CSCA",
+        ] {
             cmd::query(name).unwrap();
         }
         for v in CNMI_WITH_REPORTS.iter().chain(CNMI_WITHOUT_REPORTS) {
             let params: Vec<Param<'_>> = v.iter().map(|x| Param::Int(*x)).collect();
             assert!(cmd::set("+CNMI", &params).unwrap().starts_with("AT+CNMI="));
         }
+    }
+
+    /// A modem over an in-memory pipe whose slot is empty: `+CPIN?` answers `+CME ERROR: 10`
+    /// (TS 27.007 §9.2.1 "SIM not inserted"), everything else `OK`.
+    async fn modem_without_sim(mut io: tokio::io::DuplexStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut line = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            for &b in &buf[..n] {
+                if b != b'\r' {
+                    line.push(b);
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&line).trim().to_string();
+                line.clear();
+                let answer = match text.as_str() {
+                    "" => continue,
+                    "AT+CPIN?" => "\r\n+CME ERROR: 10\r\n",
+                    "AT+CGMI" => "\r\nacme\r\n\r\nOK\r\n",
+                    _ => "\r\nOK\r\n",
+                };
+                if io.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_modem_without_a_sim_is_a_report_not_an_error() {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        tokio::spawn(modem_without_sim(theirs));
+        let (r, w) = tokio::io::split(ours);
+        let (mut client, _urcs) = crate::at::engine::spawn(r, w);
+        let report = probe_client(
+            &mut client,
+            "/dev/fake".into(),
+            Some("1234"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.sim, SimState::NotInserted);
+        assert_eq!(report.identity.manufacturer.as_deref(), Some("acme"));
+        // No SIM asked for a PIN, so none was sent or rejected.
+        assert!(!report.pin_rejected);
+    }
+
+    #[test]
+    fn imsi_and_smsc_answers_parse() {
+        assert_eq!(
+            parse_imsi("001010123456789").as_deref(),
+            Some("001010123456789")
+        );
+        assert_eq!(
+            parse_imsi("+CIMI: 262011234567890").as_deref(),
+            Some("262011234567890")
+        );
+        assert_eq!(parse_imsi("ERROR"), None);
+        assert_eq!(parse_imsi("0010101234567890"), None);
+        assert_eq!(
+            parse_csca("+CSCA: \"+15550000000\",145").as_deref(),
+            Some("+15550000000")
+        );
+        assert_eq!(parse_csca("+CSCA: \"\",129").as_deref(), Some(""));
+        assert_eq!(parse_csca("+CSQ: 1,2"), None);
     }
 
     #[test]

@@ -130,6 +130,17 @@ pub struct ModemStatus {
     pub revision: Option<String>,
     /// `+CGSN`.
     pub imei: Option<String>,
+    /// The SIM's ICCID (`AT+CCID` and vendor variants): which SIM card is in the modem.
+    pub iccid: Option<String>,
+    /// `+CIMI` (TS 27.007 §5.6): the subscription, readable once the SIM is unlocked.
+    pub imsi: Option<String>,
+    /// `+CSCA?` (TS 27.005 §3.3.1): the service centre; `Some("")` when the SIM has none, which
+    /// makes every send fail with `+CMS ERROR: 330`.
+    pub smsc: Option<String>,
+    /// Why the modem is not ready: the most recent failure to open the port or to initialise
+    /// it, in words an operator can act on (e.g. "/dev/null is not a serial port, so it cannot
+    /// be a modem"). Cleared when an initialisation succeeds.
+    pub last_error: Option<String>,
     /// `+COPS?` operator name.
     pub operator: Option<String>,
     /// "home", "roaming", "searching", "denied", "not-registered", ...

@@ -42,7 +42,9 @@ fn answer(script: &Script, line: &str) -> Option<String> {
         "AT+CREG?" => ok("+CREG: 1,5"),
         "AT+COPS?" => ok("+COPS: 0,0,\"Fake Net\",7"),
         "AT+CSQ" => ok("+CSQ: 10,99"),
-        "AT+CMGR=3" => ok(&format!("+CMGR: 0,,24\r\n{DELIVER_PDU}")),
+        "AT+CMGR=3" => ok(&format!("+CMGR: 0,,30\r\n{DELIVER_PDU}")),
+        // The length says 24 but 30 TPDU octets follow.
+        "AT+CMGR=4" => ok(&format!("+CMGR: 0,,24\r\n{DELIVER_PDU}")),
         "AT+CNMA" if script.csms == 1 => Some("\r\nOK\r\n".into()),
         "AT+CNMA" => Some("\r\n+CMS ERROR: 340\r\n".into()),
         _ => Some("\r\nOK\r\n".into()),
@@ -232,6 +234,39 @@ async fn status_reports_are_acked_only_with_csms_1() {
         assert_eq!(acked, csms == 1, "csms {csms}");
         h.handle.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn pdus_that_disagree_with_the_announced_length_are_dropped() {
+    let mut h = harness(Script {
+        csms: 0,
+        cmgs_error: None,
+    });
+    ready(&h.handle).await;
+    // Announced one octet short or long, a report with a byte after what its TP-PI announces,
+    // a stored text with the wrong length: no event for any.
+    for urc in [
+        format!("\r\n+CDS: 24\r\n{CDS_PDU}\r\n"),
+        format!("\r\n+CDS: 27\r\n{CDS_PDU}0000\r\n"),
+        format!("\r\n+CDS: 25\r\n{CDS_PDU}00\r\n"),
+        "\r\n+CMTI: \"SM\",4\r\n".to_string(),
+    ] {
+        h.urcs.send(urc).await.unwrap();
+    }
+    // The next well-formed report (TP-MR 215) is the first event.
+    let next = CDS_PDU.replacen("D6", "D7", 1);
+    h.urcs
+        .send(format!("\r\n+CDS: 25\r\n{next}\r\n"))
+        .await
+        .unwrap();
+    match event(&mut h.events).await {
+        ModemEvent::StatusReport {
+            message_reference, ..
+        } => assert_eq!(message_reference, 215),
+        other => panic!("{other:?}"),
+    }
+    assert!(seen(&h).contains(&"AT+CMGR=4".to_string()));
+    h.handle.shutdown().await;
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 //! - `tpdu`: SMS-SUBMIT, SMS-DELIVER and SMS-STATUS-REPORT encode and decode.
 //!
 //! Decoders never panic: every failure is a [`DecodeError`] naming the field and byte offset.
+//! They are also strict where strictness tells a PDU from noise: the bytes must end where the
+//! last field ends, and TP-SCTS / TP-DT / absolute TP-VP must be dates a clock can show.
 
 pub mod address;
 pub mod gsm7;
@@ -21,8 +23,8 @@ use std::fmt;
 pub use address::{Address, AddressKind};
 pub use text::{Plan, plan};
 pub use tpdu::{
-    decode, decode_hex, encode_deliver, encode_status_report, encode_submit, validity_minutes,
-    validity_octet,
+    decode, decode_announced, decode_hex, encode_deliver, encode_status_report, encode_submit,
+    validity_minutes, validity_octet,
 };
 
 /// How the text of a message is coded (TS 23.038 §4).
@@ -347,12 +349,6 @@ impl<'a> Reader<'a> {
                 ),
             )),
         }
-    }
-
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let s = &self.bytes[self.pos..];
-        self.pos = self.bytes.len();
-        s
     }
 
     pub(crate) fn remaining(&self) -> usize {

@@ -652,6 +652,153 @@ fn decode_errors_name_field_and_offset() {
     check("000601049151556210203040506062102030405060", "TP-ST", 21);
 }
 
+#[test]
+fn bytes_after_the_last_field_are_refused() {
+    // 400 zero octets used to decode as a DELIVER from nobody, sent on 2000-00-00, with 390
+    // octets nobody read. The SCTS is what gives them away first.
+    let zeros = "00".repeat(400);
+    let err = decode_hex(&zeros).unwrap_err();
+    assert_eq!((err.field, err.offset), ("TP-SCTS", 7), "{err}");
+    assert!(err.to_string().contains("month 0"), "{err}");
+
+    // A well-formed DELIVER with one octet too many: the error names TP-UDL and its offset.
+    let deliver = "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37";
+    assert!(decode_hex(deliver).is_ok());
+    let err = decode_hex(&format!("{deliver}00")).unwrap_err();
+    assert_eq!((err.field, err.offset), ("TP-UDL", 26), "{err}");
+    assert!(err.to_string().contains("1 more bytes follow"), "{err}");
+
+    // SUBMIT likewise (TP-UDL at byte 9 of this one).
+    let submit = "0001000491515500000141";
+    assert!(decode_hex(submit).is_ok());
+    let err = decode_hex(&format!("{submit}FF")).unwrap_err();
+    assert_eq!((err.field, err.offset), ("TP-UDL", 9), "{err}");
+
+    // A status report ends after TP-ST, after what TP-PI announces, or after its TP-UD.
+    let report = "0006D60B911326880736F4111011719551401110117195714000";
+    for (tail, field, offset) in [
+        ("00FF", "TP-PI", 26),
+        ("030000AA", "TP-PI", 26),
+        ("07000005E8329BFD0600", "TP-UDL", 29),
+    ] {
+        let err = decode_hex(&format!("{report}{tail}")).unwrap_err();
+        assert_eq!((err.field, err.offset), (field, offset), "{tail}: {err}");
+    }
+}
+
+#[test]
+fn impossible_timestamps_are_refused() {
+    // SCTS starts at byte 8 of this DELIVER (SMSC 00, first octet 04, TP-OA of 4 digits).
+    let check = |scts: &str, offset: usize, what: &str| {
+        let hex = format!("0004049151550000{scts}0141");
+        let err = decode_hex(&hex).unwrap_err();
+        assert_eq!(
+            (err.field, err.offset),
+            ("TP-SCTS", offset),
+            "{scts}: {err}"
+        );
+        assert!(err.reason.contains(what), "{scts}: {err}");
+    };
+    check("62002030405000", 9, "month 0");
+    check("62312030405000", 9, "month 13");
+    check("62100030405000", 10, "day 0");
+    check("62102330405000", 10, "day 32");
+    check("62209230405000", 10, "day 29 is not 1..=28 in 2026-02");
+    check("62102042405000", 11, "hour 24");
+    check("62102030065000", 12, "minute 60");
+    check("62102030400600", 13, "second 60");
+    // 29 February exists in leap years only (2024 yes, 2100 is not reachable: 00 is 2000, a
+    // leap year by the 400 rule).
+    assert!(
+        decode_hex(
+            "000404915155000042209230405000 0141"
+                .replace(' ', "")
+                .as_str()
+        )
+        .is_ok()
+    );
+    assert!(
+        decode_hex(
+            "000404915155000000209230405000 0141"
+                .replace(' ', "")
+                .as_str()
+        )
+        .is_ok()
+    );
+    // TP-DT of a status report: the second timestamp (byte 14).
+    let err = decode_hex("000601049151556210203040506062003040506000").unwrap_err();
+    assert_eq!((err.field, err.offset), ("TP-DT", 15), "{err}");
+    // Absolute TP-VP of a SUBMIT (TP-VPF 11, the timestamp at byte 9).
+    let err = decode_hex("0019000491515500006210004050600000").unwrap_err();
+    assert_eq!((err.field, err.offset), ("TP-VP", 11), "{err}");
+}
+
+#[test]
+fn announced_length_must_match() {
+    let report = hex::decode("0006D60B911326880736F4111011719551401110117195714000").unwrap();
+    assert!(matches!(
+        decode_announced(&report, 25),
+        Ok(Pdu::StatusReport(_))
+    ));
+    for wrong in [24, 26, 0] {
+        let err = decode_announced(&report, wrong).unwrap_err();
+        assert_eq!(
+            (err.field, err.offset),
+            ("TPDU length", 1),
+            "{wrong}: {err}"
+        );
+    }
+    // Padding beyond the announced length is not a PDU either.
+    let mut padded = report.clone();
+    padded.push(0xFF);
+    assert_eq!(
+        decode_announced(&padded, 25).unwrap_err().field,
+        "TPDU length"
+    );
+    // An SMSC prefix longer than the bytes: the length check cannot even find the TPDU.
+    assert_eq!(
+        decode_announced(&[0x07, 0x91], 0).unwrap_err().field,
+        "TPDU length"
+    );
+    assert_eq!(decode_announced(&[], 0).unwrap_err().field, "SMSC address");
+}
+
+#[test]
+fn published_vectors_have_the_properties_of_an_exact_pdu() {
+    for hex in [
+        "0006D60B911326880736F4111011719551401110117195714000",
+        "0006D60B911326880736F411101171955140111011719571400000",
+        "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37",
+        "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07",
+        "0001000491515500000141",
+    ] {
+        accepted_pdus_are_exact(&hex::decode(hex).unwrap()).unwrap();
+    }
+}
+
+/// The year a two-digit TP-SCTS year stands for, as the decoder reads it.
+fn full_year(y: u16) -> u16 {
+    if y >= 90 { 1900 + y } else { 2000 + y }
+}
+
+fn days_in(year: u16, month: u8) -> u8 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Every field a decoded timestamp has is one a clock can show.
+fn plausible(t: &Timestamp) -> bool {
+    (1..=12).contains(&t.month)
+        && (1..=days_in(t.year, t.month)).contains(&t.day)
+        && t.hour < 24
+        && t.minute < 60
+        && t.second < 60
+}
+
 fn reassemble(parts: &[EncodedPart]) -> (String, Vec<Submit>) {
     let subs: Vec<Submit> = parts
         .iter()
@@ -711,7 +858,7 @@ proptest! {
 
     #[test]
     fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = decode(&bytes);
+        accepted_pdus_are_exact(&bytes)?;
     }
 
     #[test]
@@ -721,7 +868,7 @@ proptest! {
     ) {
         let mut bytes = vec![0x00, first];
         bytes.extend(tail);
-        let _ = decode(&bytes);
+        accepted_pdus_are_exact(&bytes)?;
     }
 
     #[test]
@@ -739,11 +886,41 @@ proptest! {
 
     #[test]
     fn status_reports_round_trip(mr in any::<u8>(), st in any::<u8>(), number in "\\+?[0-9]{1,20}",
-                                 y in 0u16..100, mo in 1u8..13, d in 1u8..32, h in 0u8..24, mi in 0u8..60, s in 0u8..60, tz in -79i8..80) {
-        let t = Timestamp { year: if y >= 90 { 1900 + y } else { 2000 + y }, month: mo, day: d, hour: h, minute: mi, second: s, tz_quarter_hours: tz };
+                                 y in 0u16..100, mo in 1u8..13, d in 1u8..32, h in 0u8..24, mi in 0u8..60, s in 0u8..60, tz in -79i8..80,
+                                 extra in proptest::collection::vec(any::<u8>(), 1..4)) {
+        let year = full_year(y);
+        let t = Timestamp { year, month: mo, day: d.min(days_in(year, mo)), hour: h, minute: mi, second: s, tz_quarter_hours: tz };
         let sr = StatusReport { smsc: None, message_reference: mr, recipient: Address::parse_destination(&number).unwrap(), sc_timestamp: t, discharge_time: t, status: st };
         let enc = encode_status_report(&sr);
-        prop_assert_eq!(decode(&enc.bytes), Ok(Pdu::StatusReport(sr)));
+        prop_assert_eq!(decode(&enc.bytes), Ok(Pdu::StatusReport(sr.clone())));
+        prop_assert_eq!(decode_announced(&enc.bytes, enc.tpdu_len), Ok(Pdu::StatusReport(sr)));
+        // What follows TP-ST is a TP-PI, and its announced fields end the PDU: nothing after it.
+        let mut longer = enc.bytes.clone();
+        longer.push(0x00);
+        longer.extend(&extra);
+        prop_assert!(decode(&longer).is_err());
+        prop_assert!(decode_announced(&longer, longer.len() - 1).is_err());
+    }
+
+    #[test]
+    fn impossible_dates_never_decode(mo in 0u8..100, d in 0u8..100, h in 0u8..100, mi in 0u8..100, s in 0u8..100) {
+        let bcd = |v: u8| (v / 10) | (v % 10) << 4;
+        // A DELIVER whose TP-SCTS (bytes 8..15) says 2026, then the fields under test.
+        let scts = [0x62, bcd(mo), bcd(d), bcd(h), bcd(mi), bcd(s), 0x00];
+        let hex = format!("0004049151550000{}0141", hex::encode_upper(scts));
+        let valid = (1..=12).contains(&mo) && d >= 1 && d <= days_in(2026, mo) && h < 24 && mi < 60 && s < 60;
+        match decode_hex(&hex) {
+            Ok(Pdu::Deliver(deliver)) => {
+                prop_assert!(valid, "{hex} decoded to {:?}", deliver.sc_timestamp);
+                prop_assert_eq!(encode_deliver(&deliver).unwrap().to_hex(), hex);
+            }
+            Ok(other) => prop_assert!(false, "{hex}: {other:?}"),
+            Err(e) => {
+                prop_assert!(!valid, "{hex} refused: {e}");
+                prop_assert_eq!(e.field, "TP-SCTS");
+                prop_assert!((9..=13).contains(&e.offset), "{}", e);
+            }
+        }
     }
 
     #[test]
@@ -757,6 +934,90 @@ proptest! {
             user_data: text::body(&text, encoding).unwrap(), text, more_messages: more,
         };
         let enc = encode_deliver(&d).unwrap();
-        prop_assert_eq!(decode(&enc.bytes), Ok(Pdu::Deliver(d)));
+        prop_assert_eq!(decode(&enc.bytes), Ok(Pdu::Deliver(d.clone())));
+        prop_assert_eq!(decode_announced(&enc.bytes, enc.tpdu_len), Ok(Pdu::Deliver(d)));
+        let mut longer = enc.bytes.clone();
+        longer.push(0x00);
+        prop_assert_eq!(decode(&longer).unwrap_err().field, "TP-UDL");
     }
+}
+
+/// The properties every accepted PDU must have (the fuzz target `decode_pdu` checks the same):
+/// its timestamps are dates a clock can show; two more zero bytes make it undecodable (the
+/// decoder read every byte; one `00` after a report's TP-ST would be a valid empty TP-PI); and a DELIVER or report re-encodes to bytes that decode to the same thing
+/// and encode again to the very same bytes, which equal the input when the input carries only
+/// what the model keeps.
+fn accepted_pdus_are_exact(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(pdu) = decode(bytes) else {
+        return Ok(());
+    };
+    let mut longer = bytes.to_vec();
+    longer.extend([0x00, 0x00]);
+    prop_assert!(
+        decode(&longer).is_err(),
+        "trailing bytes accepted after {}",
+        hexs(bytes)
+    );
+    let tpdu_len = bytes.len() - 1 - usize::from(bytes[0]);
+    prop_assert_eq!(decode_announced(bytes, tpdu_len), Ok(pdu.clone()));
+    prop_assert!(decode_announced(bytes, tpdu_len + 1).is_err());
+    longer.push(0x00);
+    prop_assert!(
+        decode(&longer).is_err(),
+        "trailing byte accepted after {}",
+        hexs(bytes)
+    );
+    let reencoded = match &pdu {
+        Pdu::Submit(s) => {
+            if let Some(Validity::Absolute(t)) = &s.validity {
+                prop_assert!(plausible(t), "{t:?}");
+            }
+            return Ok(());
+        }
+        Pdu::Deliver(d) => {
+            prop_assert!(plausible(&d.sc_timestamp), "{:?}", d.sc_timestamp);
+            match encode_deliver(d) {
+                Ok(p) => p.bytes,
+                Err(_) => return Ok(()),
+            }
+        }
+        Pdu::StatusReport(sr) => {
+            prop_assert!(
+                plausible(&sr.sc_timestamp) && plausible(&sr.discharge_time),
+                "{sr:?}"
+            );
+            encode_status_report(sr).bytes
+        }
+    };
+    let Ok(again) = decode(&reencoded) else {
+        return Err(TestCaseError::fail(format!(
+            "re-encoding {} does not decode",
+            hexs(&reencoded)
+        )));
+    };
+    let twice = match &again {
+        Pdu::Deliver(d) => encode_deliver(d).map(|p| p.bytes).ok(),
+        Pdu::StatusReport(sr) => Some(encode_status_report(sr).bytes),
+        Pdu::Submit(_) => None,
+    };
+    prop_assert_eq!(twice.as_deref(), Some(reencoded.as_slice()));
+    if matches!(pdu, Pdu::StatusReport(_)) && canonical_report(bytes) {
+        prop_assert_eq!(hexs(&reencoded), hexs(bytes));
+    }
+    Ok(())
+}
+
+/// A report as `encode_status_report` writes one: no SMSC, first octet 0x06, numeric
+/// recipient with `F` padding, no TP-PI, and no "minus zero" time zone.
+fn canonical_report(bytes: &[u8]) -> bool {
+    let [0x00, 0x06, _mr, digits, toa, rest @ ..] = bytes else {
+        return false;
+    };
+    let addr_len = usize::from(*digits).div_ceil(2);
+    if toa & 0x70 == 0x50 || rest.len() != addr_len + 15 {
+        return false;
+    }
+    let padded_ok = digits % 2 == 0 || rest[addr_len - 1] >> 4 == 0x0F;
+    let tz_ok = |tz: u8| tz & 0xF7 != 0 || tz & 0x08 == 0;
+    padded_ok && tz_ok(rest[addr_len + 6]) && tz_ok(rest[addr_len + 13])
 }

@@ -203,7 +203,9 @@ pub(crate) struct DecodedUd {
     pub user_data: Vec<u8>,
 }
 
-/// Reads TP-UDL and TP-UD. Octets after the user data are ignored: some modems pad.
+/// Reads TP-UDL and TP-UD, the last field of every TPDU (TS 23.040 §9.2.2): an octet after the
+/// user data TP-UDL announces is an error, since a decoder that skips it would accept bytes
+/// that are not a PDU at all (a buffer of zeros reads as a DELIVER with 390 spare octets).
 pub(crate) fn decode_ud(
     r: &mut Reader<'_>,
     udhi: bool,
@@ -227,6 +229,17 @@ pub(crate) fn decode_ud(
         ));
     }
     let ud = r.take(octets, "TP-UD")?;
+    if r.remaining() > 0 {
+        return Err(r.error_at(
+            "TP-UDL",
+            udl_at,
+            format!(
+                "announces {udl} units ({octets} octets, ending at byte {}) but {} more bytes follow",
+                r.pos(),
+                r.remaining()
+            ),
+        ));
+    }
     let (concat, udh_len) = if udhi {
         let udhl = usize::from(*ud.first().ok_or_else(|| {
             r.error_at("TP-UDH", ud_at, "UDHI set but user data is empty".into())

@@ -201,8 +201,36 @@ pub fn decode_hex(hex: &str) -> Result<Pdu, DecodeError> {
 }
 
 /// Decodes a PDU as PDU mode shows it: SMSC length octet first, then the TPDU. The TP-MTI
-/// decides the type; an MTI of 11 (reserved) is an error.
+/// decides the type; an MTI of 11 (reserved) is an error. `bytes` is the whole PDU: a byte
+/// after the last field (the TP-UD that TP-UDL announces, or what a report's TP-PI announces)
+/// is an error, so that something which merely starts like a PDU is not taken for one.
 pub fn decode(bytes: &[u8]) -> Result<Pdu, DecodeError> {
+    decode_pdu(bytes)
+}
+
+/// Decodes a PDU whose TPDU length the modem announced (`+CMT: ,<length>`, `+CDS: <length>`,
+/// `+CMGR: <stat>,,<length>`, TS 27.005 §3.4.1 / §3.4.3; the SMSC prefix is not counted). A PDU
+/// longer or shorter than announced is refused before any field is read: the modem and we would
+/// otherwise disagree on where the message ends.
+pub fn decode_announced(bytes: &[u8], tpdu_len: usize) -> Result<Pdu, DecodeError> {
+    if let Some(&smsc_len) = bytes.first() {
+        let prefix = 1 + usize::from(smsc_len);
+        let actual = bytes.len().saturating_sub(prefix);
+        if bytes.len() < prefix || actual != tpdu_len {
+            return Err(DecodeError {
+                field: "TPDU length",
+                offset: prefix.min(bytes.len()),
+                reason: format!(
+                    "the modem announced {tpdu_len} TPDU octets after the {prefix}-octet SMSC \
+                     prefix, but {actual} follow"
+                ),
+            });
+        }
+    }
+    decode_pdu(bytes)
+}
+
+fn decode_pdu(bytes: &[u8]) -> Result<Pdu, DecodeError> {
     let mut r = Reader::new(bytes);
     let smsc = Address::decode_smsc(&mut r)?;
     let first_at = r.pos();
@@ -292,6 +320,7 @@ fn decode_status_report(
     let discharge_time = decode_timestamp(r, "TP-DT")?;
     let status = r.u8("TP-ST")?;
     if r.remaining() > 0 {
+        let pi_at = r.pos();
         let mut pi = r.u8("TP-PI")?;
         let first_pi = pi;
         // Bit 7 extends TP-PI by another octet; those further octets are reserved.
@@ -306,9 +335,19 @@ fn decode_status_report(
             encoding = text::dcs_info(r.u8("TP-DCS")?).0;
         }
         if first_pi & 0x04 != 0 {
+            // TP-UD is the last field; `decode_ud` refuses anything after it.
             text::decode_ud(r, first & 0x40 != 0, encoding)?;
+        } else if r.remaining() > 0 {
+            return Err(r.error_at(
+                "TP-PI",
+                pi_at,
+                format!(
+                    "0x{first_pi:02X} announces no user data, but {} more bytes follow at byte {}",
+                    r.remaining(),
+                    r.pos()
+                ),
+            ));
         }
-        r.rest();
     }
     Ok(StatusReport {
         smsc,
@@ -351,16 +390,58 @@ fn decode_timestamp(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp
         .ok_or_else(|| r.error_at(field, at + 6, format!("time zone 0x{tz:02X} is not BCD")))?;
     // Two BCD digits with the sign bit removed are at most 79, which fits an i8.
     let q = q as i8;
+    // SMS predates 2000 by a decade: 90..=99 are the 1990s, everything else is 20YY.
+    let year = if d[0] >= 90 { 1900 } else { 2000 } + u16::from(d[0]);
+    let [_, month, day, hour, minute, second] = d;
+    // A date no clock can show is not a timestamp: bytes that are not a PDU (all zeros, say)
+    // would otherwise decode as the 0th day of the 0th month.
+    let impossible = |i: usize, what: &str, v: u8, range: &str| {
+        r.error_at(
+            field,
+            at + i,
+            format!("{what} {v} is not {range} (octet 0x{:02X})", raw[i]),
+        )
+    };
+    if !(1..=12).contains(&month) {
+        return Err(impossible(1, "month", month, "1..=12"));
+    }
+    let last_day = days_in_month(year, month);
+    if !(1..=last_day).contains(&day) {
+        return Err(impossible(
+            2,
+            "day",
+            day,
+            &format!("1..={last_day} in {year:04}-{month:02}"),
+        ));
+    }
+    if hour > 23 {
+        return Err(impossible(3, "hour", hour, "0..=23"));
+    }
+    if minute > 59 {
+        return Err(impossible(4, "minute", minute, "0..=59"));
+    }
+    if second > 59 {
+        return Err(impossible(5, "second", second, "0..=59"));
+    }
     Ok(Timestamp {
-        // SMS predates 2000 by a decade: 90..=99 are the 1990s, everything else is 20YY.
-        year: if d[0] >= 90 { 1900 } else { 2000 } + u16::from(d[0]),
-        month: d[1],
-        day: d[2],
-        hour: d[3],
-        minute: d[4],
-        second: d[5],
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
         tz_quarter_hours: if tz & 0x08 != 0 { -q } else { q },
     })
+}
+
+/// Gregorian month lengths; `month` is 1..=12.
+fn days_in_month(year: u16, month: u8) -> u8 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
 }
 
 fn encode_timestamp(t: &Timestamp, out: &mut Vec<u8>) {
