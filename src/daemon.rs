@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{Config, ModemSettings, UnknownOutcome};
+use crate::config::{Config, ModemSettings};
 use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
@@ -26,7 +26,7 @@ use crate::notify::{self, Notifier};
 use crate::otp::Keys;
 use crate::service::{self, Deps, Service, Settings};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{Store, StoreOptions, UnknownOutcomePolicy};
+use crate::store::{Store, StoreOptions};
 
 /// File names inside the data directory.
 pub const DATABASE_FILE: &str = "simgate.db";
@@ -185,13 +185,7 @@ pub async fn run(
                 delivery_reports: settings.delivery_reports,
             })
             .collect(),
-        DispatchConfig {
-            on_unknown_outcome: match config.dispatch.on_unknown_outcome {
-                UnknownOutcome::Resend => UnknownOutcomePolicy::Resend,
-                UnknownOutcome::Fail => UnknownOutcomePolicy::Fail,
-            },
-            ..DispatchConfig::default()
-        },
+        DispatchConfig::from_settings(&config.dispatch),
         wake.clone(),
         Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
     )

@@ -16,9 +16,23 @@
 //! - temporary error → back to `queued` with exponential backoff, as long as the retry would still
 //!   come before the message's deadline (otherwise `expired` with the last error);
 //! - permanent error → `failed` with the modem's reason;
-//! - outcome unknown (PDU written, no `+CMGS`) → noted, then resent or failed per
-//!   [`UnknownOutcomePolicy`]; the same holds for messages found `sending` at start-up;
-//! - modem not ready → back to `queued` at once, for another modem to take.
+//! - outcome unknown (PDU written, no `+CMGS`) → counted and noted, then resent after the same
+//!   backoff as a temporary error (so other messages pass meanwhile) or failed per
+//!   [`UnknownOutcomePolicy`]; the [`DispatchConfig::max_unknown_outcomes`]-th unknown outcome
+//!   fails the message, since each may have reached the phone. The same holds for messages
+//!   found `sending` at start-up;
+//! - modem not ready → back to `queued` at once, for another modem to take (not counted as an
+//!   attempt: no modem was handed the text).
+//!
+//! Every failure after [`DispatchConfig::max_attempts`] attempts fails the message with the last
+//! error. A multi-part text whose later part failed after earlier parts were accepted is resent
+//! whole (a fresh concatenation reference, every part again: TS 23.040 §9.2.3.24.1 lets a phone
+//! reassemble only parts of one reference, and a resend of just the missing parts would need
+//! the same reference, the same SIM and the same split, which a queue that may hand the retry
+//! to another modem cannot promise). Each such resend duplicates the accepted parts, so at most
+//! [`DispatchConfig::max_partial_resends`] of them happen; the accepted parts are recorded with
+//! their TP-MRs, so their status reports still match. The counters live in the store and
+//! survive restarts.
 //!
 //! "Least busy" means: idle (one send per modem), then least recently started. A modem whose
 //! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
@@ -44,7 +58,7 @@ use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
 use crate::pdu::{self, DeliveryOutcome, EncodedPart, SubmitOptions};
 use crate::store::{
     Body, Claimed, Millis, ReportEffect, ReportOutcome, StatusReport, Store, StoreError,
-    UnknownOutcomePolicy,
+    UnknownOutcomePolicy, UnknownOutcomeRule,
 };
 
 /// Why a modem did not send a message, as the driver classifies it.
@@ -60,6 +74,25 @@ pub enum SendFailure {
     NotReady,
 }
 
+/// A send that did not complete: why, and the TP-MRs of the parts the modem accepted before it
+/// stopped (in part order; empty when nothing went out or the message has one part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The driver's classification of the failure.
+    pub failure: SendFailure,
+    /// TP-MRs of the leading parts that were accepted.
+    pub accepted: Vec<u8>,
+}
+
+impl From<SendFailure> for Failed {
+    fn from(failure: SendFailure) -> Self {
+        Failed {
+            failure,
+            accepted: Vec::new(),
+        }
+    }
+}
+
 /// What the dispatcher needs from one modem. Implemented by the driver's handle; tests use
 /// in-memory fakes.
 pub trait ModemPort: Send + Sync + 'static {
@@ -72,10 +105,8 @@ pub trait ModemPort: Send + Sync + 'static {
     /// it must not keep resolving while readiness equals `was_ready`, or the watcher would spin.
     fn readiness_changed(&self, was_ready: bool) -> impl Future<Output = ()> + Send;
     /// Sends every part of one message, returning the TP-MR of each part in order.
-    fn send(
-        &self,
-        parts: Vec<EncodedPart>,
-    ) -> impl Future<Output = Result<Vec<u8>, SendFailure>> + Send;
+    fn send(&self, parts: Vec<EncodedPart>)
+    -> impl Future<Output = Result<Vec<u8>, Failed>> + Send;
 }
 
 /// Opens a sealed OTP body (otp.rs owns the key); the error text must not contain the body.
@@ -103,6 +134,12 @@ pub struct DispatchConfig {
     /// How long to wait before claiming again after the store failed, so a broken disk does not
     /// turn the loop into a busy spin.
     pub store_error_pause: Duration,
+    /// Attempts (hand-overs to a modem) after which a failure fails the message; 0 = no cap.
+    pub max_attempts: u32,
+    /// Unknown outcomes after which a message fails instead of being resent (at least 1).
+    pub max_unknown_outcomes: u32,
+    /// Whole resends of a multi-part text after a send that failed with some parts accepted.
+    pub max_partial_resends: u32,
 }
 
 impl Default for DispatchConfig {
@@ -112,6 +149,9 @@ impl Default for DispatchConfig {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
             store_error_pause: Duration::from_secs(1),
+            max_attempts: 10,
+            max_unknown_outcomes: 3,
+            max_partial_resends: 1,
         }
     }
 }
@@ -126,11 +166,26 @@ impl From<crate::config::UnknownOutcome> for UnknownOutcomePolicy {
 }
 
 impl DispatchConfig {
-    /// The configured policy with the default retry timing.
+    /// The configured policy and caps with the default retry timing.
     pub fn from_settings(settings: &crate::config::DispatchSettings) -> Self {
         DispatchConfig {
             on_unknown_outcome: settings.on_unknown_outcome.into(),
+            max_attempts: settings.max_attempts,
+            max_unknown_outcomes: settings.max_unknown_outcomes.max(1),
+            max_partial_resends: settings.max_partial_resends,
             ..DispatchConfig::default()
+        }
+    }
+
+    /// What the store applies to an unknown outcome (during a run and at start-up).
+    pub fn unknown_rule(&self) -> UnknownOutcomeRule {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as Millis;
+        UnknownOutcomeRule {
+            policy: self.on_unknown_outcome,
+            max_unknown: self.max_unknown_outcomes.max(1),
+            max_attempts: self.max_attempts,
+            backoff_base_ms: ms(self.retry_base),
+            backoff_max_ms: ms(self.retry_max),
         }
     }
 }
@@ -321,7 +376,7 @@ impl<M: ModemPort> Dispatcher<M> {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         let recovered = self
             .store
-            .recover_interrupted(self.cfg.on_unknown_outcome, self.clock.now_ms())
+            .recover_interrupted(self.cfg.unknown_rule(), self.clock.now_ms())
             .await?;
         if recovered > 0 {
             tracing::warn!(
@@ -624,10 +679,15 @@ impl<M: ModemPort> SendJob<M> {
                 return self.store.mark_failed(&claimed.id, &reason, now).await;
             }
         };
+        let total = parts.len();
         let started = Instant::now();
         let result = self.port.send(parts).await;
         freed.now(match &result {
-            Ok(_) | Err(SendFailure::Permanent(_)) => ModemVerdict::Healthy,
+            Ok(_)
+            | Err(Failed {
+                failure: SendFailure::Permanent(_),
+                ..
+            }) => ModemVerdict::Healthy,
             Err(_) => ModemVerdict::Failing,
         });
         let now = self.clock.now_ms();
@@ -635,11 +695,46 @@ impl<M: ModemPort> SendJob<M> {
             m.observe_send_latency(started.elapsed());
             m.record_send(match &result {
                 Ok(_) => SendOutcome::Sent,
-                Err(SendFailure::Permanent(_)) => SendOutcome::Failed,
-                Err(SendFailure::OutcomeUnknown(_)) => SendOutcome::Unknown,
-                Err(SendFailure::Temporary(_) | SendFailure::NotReady) => SendOutcome::Retried,
+                Err(f) => match f.failure {
+                    SendFailure::Permanent(_) => SendOutcome::Failed,
+                    SendFailure::OutcomeUnknown(_) => SendOutcome::Unknown,
+                    SendFailure::Temporary(_) | SendFailure::NotReady => SendOutcome::Retried,
+                },
             });
         }
+        let result = match result {
+            Ok(mrs) => Ok(mrs),
+            Err(Failed { failure, accepted }) if !accepted.is_empty() && accepted.len() < total => {
+                let k = accepted.len();
+                let partials = self
+                    .store
+                    .record_partial_send(&claimed.id, &modem, accepted, now)
+                    .await?;
+                if partials > self.cfg.max_partial_resends
+                    && !matches!(failure, SendFailure::Permanent(_))
+                {
+                    let why = match &failure {
+                        SendFailure::Temporary(w)
+                        | SendFailure::Permanent(w)
+                        | SendFailure::OutcomeUnknown(w) => w.clone(),
+                        SendFailure::NotReady => "modem not ready".into(),
+                    };
+                    tracing::warn!(message = %claimed.id, modem = %modem, parts_accepted = k,
+                        total, partials, "part of a long text failed; not resending it whole again");
+                    let reason = format!(
+                        "{modem}: part {} of {total} failed ({why}) after parts 1..={k} were \
+                         accepted; {} whole resend(s) already, each duplicating the accepted \
+                         parts, so not resent again",
+                        k + 1,
+                        partials - 1
+                    );
+                    return self.store.mark_failed(&claimed.id, &reason, now).await;
+                }
+                Err(failure)
+            }
+            Err(f) => Err(f.failure),
+        };
+        let capped = |attempts: u32| self.cfg.max_attempts > 0 && attempts >= self.cfg.max_attempts;
         match result {
             Ok(mrs) => {
                 tracing::info!(message = %claimed.id, modem = %modem, parts = mrs.len(), "sent");
@@ -648,7 +743,15 @@ impl<M: ModemPort> SendJob<M> {
             Err(SendFailure::Temporary(why)) => {
                 let next = now + backoff(&self.cfg, claimed.attempts).as_millis() as Millis;
                 let reason = format!("{modem}: {why}");
-                if next >= claimed.deadline {
+                if capped(claimed.attempts) {
+                    tracing::warn!(message = %claimed.id, modem = %modem, error = %why,
+                        attempts = claimed.attempts, "temporary error, attempts exhausted");
+                    let reason = format!(
+                        "gave up after {} attempts; last: {reason}",
+                        claimed.attempts
+                    );
+                    self.store.mark_failed(&claimed.id, &reason, now).await
+                } else if next >= claimed.deadline {
                     tracing::warn!(message = %claimed.id, modem = %modem, error = %why,
                         "temporary error, no time left before the deadline");
                     let reason = format!("{reason} (no time left to retry)");
@@ -669,14 +772,14 @@ impl<M: ModemPort> SendJob<M> {
                     policy = ?self.cfg.on_unknown_outcome, "send outcome unknown");
                 let reason = format!("{modem}: {why}");
                 self.store
-                    .mark_unknown_outcome(&claimed.id, &reason, self.cfg.on_unknown_outcome, now)
+                    .mark_unknown_outcome(&claimed.id, &reason, self.cfg.unknown_rule(), now)
                     .await
                     .map(drop)
             }
             Err(SendFailure::NotReady) => {
                 // Not this message's fault: straight back to the queue for another modem.
                 let reason = format!("{modem} not ready");
-                self.store.mark_retry(&claimed.id, &reason, now, now).await
+                self.store.mark_not_taken(&claimed.id, &reason, now).await
             }
         }
     }
@@ -781,13 +884,18 @@ impl ModemPort for ModemHandle {
         }
     }
 
-    async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
-        ModemHandle::send(self, parts).await.map_err(|e| match e {
-            SendError::Temporary(why) => SendFailure::Temporary(why),
-            SendError::Permanent(why) => SendFailure::Permanent(why),
-            SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
-            SendError::NotReady => SendFailure::NotReady,
-        })
+    async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, Failed> {
+        ModemHandle::send_detailed(self, parts)
+            .await
+            .map_err(|p| Failed {
+                failure: match p.error {
+                    SendError::Temporary(why) => SendFailure::Temporary(why),
+                    SendError::Permanent(why) => SendFailure::Permanent(why),
+                    SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
+                    SendError::NotReady => SendFailure::NotReady,
+                },
+                accepted: p.sent,
+            })
     }
 }
 
@@ -878,7 +986,7 @@ mod tests {
         id: String,
         ready: watch::Sender<bool>,
         /// Scripted answers, used first; afterwards every send succeeds.
-        script: Mutex<VecDeque<Result<Vec<u8>, SendFailure>>>,
+        script: Mutex<VecDeque<Result<Vec<u8>, Failed>>>,
         /// How long a send takes.
         delay: Duration,
         sent: Mutex<Vec<(String, Instant)>>,
@@ -887,6 +995,8 @@ mod tests {
         next_mr: AtomicUsize,
         /// Turns the modem not-ready the moment it answers `NotReady`, like an unplugged dongle.
         drop_on_not_ready: bool,
+        /// Every send of this text fails this way (a modem that chokes on one message).
+        poisoned: Mutex<Option<(String, SendFailure)>>,
     }
 
     #[derive(Clone)]
@@ -904,10 +1014,22 @@ mod tests {
                 max_in_flight: AtomicUsize::new(0),
                 next_mr: AtomicUsize::new(1),
                 drop_on_not_ready: true,
+                poisoned: Mutex::new(None),
             }))
         }
+        fn poison(self, text: &str, failure: SendFailure) -> Fake {
+            *self.0.poisoned.lock().unwrap() = Some((text.into(), failure));
+            self
+        }
         fn script(self, answers: Vec<Result<Vec<u8>, SendFailure>>) -> Fake {
+            let answers = answers.into_iter().map(|a| a.map_err(Failed::from));
             self.0.script.lock().unwrap().extend(answers);
+            self
+        }
+        /// Scripts a send that fails after the modem accepted `accepted` parts.
+        fn script_partial(self, accepted: Vec<u8>, failure: SendFailure) -> Fake {
+            let answer = Err(Failed { failure, accepted });
+            self.0.script.lock().unwrap().push_back(answer);
             self
         }
         fn set_ready(&self, ready: bool) {
@@ -938,7 +1060,7 @@ mod tests {
             let mut rx = self.0.ready.subscribe();
             let _ = rx.wait_for(|ready| *ready != was_ready).await;
         }
-        async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
+        async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, Failed> {
             let s = &self.0;
             let now_in = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             s.max_in_flight.fetch_max(now_in, Ordering::SeqCst);
@@ -949,14 +1071,22 @@ mod tests {
                     other => panic!("not a SUBMIT: {other:?}"),
                 })
                 .collect();
-            s.sent.lock().unwrap().push((text, Instant::now()));
+            s.sent.lock().unwrap().push((text.clone(), Instant::now()));
             tokio::time::sleep(s.delay).await;
             s.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some((poisoned, failure)) = &*s.poisoned.lock().unwrap()
+                && *poisoned == text
+            {
+                return Err(failure.clone().into());
+            }
             let scripted = s.script.lock().unwrap().pop_front();
             match scripted {
-                Some(Err(SendFailure::NotReady)) if s.drop_on_not_ready => {
+                Some(Err(Failed {
+                    failure: SendFailure::NotReady,
+                    ..
+                })) if s.drop_on_not_ready => {
                     s.ready.send_replace(false);
-                    Err(SendFailure::NotReady)
+                    Err(SendFailure::NotReady.into())
                 }
                 Some(answer) => answer,
                 None => Ok(parts
@@ -983,6 +1113,7 @@ mod tests {
             retry_base: Duration::from_millis(40),
             retry_max: Duration::from_secs(1),
             store_error_pause: Duration::from_millis(50),
+            ..DispatchConfig::default()
         }
     }
 
@@ -1327,6 +1458,127 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unknown_outcomes_back_off_let_others_pass_and_stop_at_the_cap() {
+        // Every send of msg_stuck has an unknown outcome (a modem answering `+CMGS: 999`).
+        let unknown = SendFailure::OutcomeUnknown("OK without +CMGS".into());
+        let modem = Fake::new("m0", Duration::ZERO).poison("text msg_stuck", unknown);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_stuck").await;
+        rig.enqueue("msg_other").await;
+        rig.wait_status("msg_stuck", MessageStatus::Failed).await;
+        rig.wait_status("msg_other", MessageStatus::Sent).await;
+        let stuck: Vec<Instant> = modem
+            .0
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "text msg_stuck")
+            .map(|(_, at)| *at)
+            .collect();
+        let cfg = quick();
+        assert_eq!(
+            stuck.len(),
+            cfg.max_unknown_outcomes as usize,
+            "stops at the cap"
+        );
+        assert!(stuck[1] - stuck[0] >= backoff(&cfg, 1), "backs off");
+        assert!(stuck[2] - stuck[1] >= backoff(&cfg, 2), "backs off longer");
+        // The other text went out while the stuck one waited, not after it gave up.
+        let other_at = modem.send_times()[modem
+            .texts()
+            .iter()
+            .position(|t| t == "text msg_other")
+            .unwrap()];
+        assert!(
+            other_at < stuck[1],
+            "the other text waited behind the stuck one"
+        );
+        let other = rig.store.get_message("msg_other").await.unwrap().unwrap();
+        assert_eq!(other.attempts, 1);
+        let m = rig.store.get_message("msg_stuck").await.unwrap().unwrap();
+        assert_eq!(m.attempts, 3);
+        let error = m.error.unwrap();
+        assert!(error.contains("outcome unknown 3 times"), "{error}");
+        assert!(error.contains("OK without +CMGS"), "{error}");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn temporary_errors_stop_at_max_attempts() {
+        let busy = || Err(SendFailure::Temporary("+CMS ERROR: 42".into()));
+        let modem = Fake::new("m0", Duration::ZERO).script(vec![busy(); 5]);
+        let cfg = DispatchConfig {
+            max_attempts: 3,
+            retry_base: Duration::from_millis(5),
+            ..quick()
+        };
+        let rig = rig_with(vec![(modem.clone(), 0)], cfg, async |_, _| {}).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Failed).await;
+        assert_eq!(modem.texts().len(), 3);
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        let error = m.error.unwrap();
+        assert!(error.contains("gave up after 3 attempts"), "{error}");
+        assert!(error.contains("+CMS ERROR: 42"), "{error}");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_long_text_with_a_failed_last_part_is_resent_whole_at_most_the_cap() {
+        let temporary = || SendFailure::Temporary("+CMS ERROR: 42".into());
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script_partial(vec![7], temporary())
+            .script_partial(vec![8], temporary());
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let mut m = text_msg("msg_long", "+15551230000", now);
+        m.body = Body::Clear("y".repeat(300));
+        m.parts = 2;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_long", MessageStatus::Failed).await;
+        // The first send and one whole resend (the default cap), never a third.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(modem.texts().len(), 2);
+        let m = rig.store.get_message("msg_long").await.unwrap().unwrap();
+        let error = m.error.unwrap();
+        assert!(error.contains("part 2 of 2 failed"), "{error}");
+        assert!(error.contains("1 whole resend"), "{error}");
+        // The part that was accepted is on record: its status report still finds the message.
+        let effect = record_status_report(
+            &rig.store,
+            "m0",
+            8,
+            "+15551230000",
+            0,
+            DeliveryOutcome::Delivered,
+            rig.clock.now_ms(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(effect.unwrap().message_id, "msg_long");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_partial_send_within_the_cap_is_resent_whole_and_sent() {
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script_partial(vec![7], SendFailure::Temporary("+CMS ERROR: 42".into()));
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let long = "z".repeat(300);
+        let mut m = text_msg("msg_long", "+15551230000", now);
+        m.body = Body::Clear(long.clone());
+        m.parts = 2;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_long", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), [long.clone(), long]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
     async fn unknown_outcome_fails_when_configured() {
         let modem = Fake::new("m0", Duration::ZERO)
             .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
@@ -1374,6 +1626,8 @@ mod tests {
         rig.wait_status("msg_a", MessageStatus::Sent).await;
         let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
         assert_eq!(m.modem_id.as_deref(), Some("m1"));
+        // m0 never took the text, so only m1's send counts as an attempt.
+        assert_eq!(m.attempts, 1);
         assert_eq!(b.texts(), ["text msg_a"]);
         rig.stop().await;
     }
@@ -1535,9 +1789,20 @@ mod tests {
         let mut settings = crate::config::DispatchSettings {
             on_unknown_outcome: crate::config::UnknownOutcome::Fail,
             text_max_age: Duration::from_secs(60),
+            max_attempts: 7,
+            max_unknown_outcomes: 2,
+            max_partial_resends: 0,
         };
         let cfg = DispatchConfig::from_settings(&settings);
         assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Fail);
+        assert_eq!(
+            (
+                cfg.max_attempts,
+                cfg.max_unknown_outcomes,
+                cfg.max_partial_resends
+            ),
+            (7, 2, 0)
+        );
         settings.on_unknown_outcome = crate::config::UnknownOutcome::Resend;
         let cfg = DispatchConfig::from_settings(&settings);
         assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Resend);

@@ -9,7 +9,8 @@ use super::read::{message_status, otp_status};
 use super::{
     Body, Claimed, CreateOutcome, DAY_MS, Idempotency, MessageKind, MessageStatus, Millis,
     NewMessage, NewOtp, OtpStatus, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome,
-    ResendOutcome, StatusReport, StoreError, UnknownOutcomePolicy, VerifyResult,
+    ResendOutcome, StatusReport, StoreError, UnknownOutcomePolicy, UnknownOutcomeRule,
+    VerifyResult,
 };
 
 /// Appends one row to a message's status history.
@@ -410,11 +411,12 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
         u32,
         u32,
         Millis,
+        (u32, u32),
     );
     let row: Option<Row> = c
         .prepare_cached(
             "SELECT seq, id, to_number, kind, body, sealed_body, deadline, attempts, parts,
-                 created_at
+                 created_at, unknown_outcomes, partial_sends
              FROM messages INDEXED BY messages_queue
              WHERE status = 'queued' AND next_attempt_at <= ?1
              ORDER BY seq LIMIT 1",
@@ -431,12 +433,16 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
                 r.get(7)?,
                 r.get(8)?,
                 r.get(9)?,
+                (r.get(10)?, r.get(11)?),
             ))
         })
         .optional()?;
-    let Some((seq, id, to, kind, body, sealed, deadline, attempts, parts, created_at)) = row else {
+    let Some((seq, id, to, kind, body, sealed, deadline, attempts, parts, created_at, counters)) =
+        row
+    else {
         return Ok(None);
     };
+    let (unknown_outcomes, partial_sends) = counters;
     let kind =
         MessageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind:?}")))?;
     let body = match (sealed, body) {
@@ -459,6 +465,8 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
         attempts: attempts + 1,
         parts,
         created_at,
+        unknown_outcomes,
+        partial_sends,
     }))
 }
 
@@ -481,14 +489,7 @@ pub(crate) fn mark_sent(
     )?
     // The encoder's part count is the truth; the caller's estimate at enqueue may differ.
     .execute(params![seq, now, modem_id, mrs.len() as i64])?;
-    let mut insert = c.prepare_cached(
-        "INSERT OR REPLACE INTO message_parts
-             (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'sent', ?6)",
-    )?;
-    for (part_no, mr) in mrs.iter().enumerate() {
-        insert.execute(params![seq, part_no as i64, modem_id, mr, to, now])?;
-    }
+    insert_parts(c, seq, modem_id, mrs, &to, now)?;
     let refs: Vec<String> = mrs.iter().map(|m| m.to_string()).collect();
     let detail = format!("modem {modem_id}, TP-MR {}", refs.join(","));
     event(c, seq, now, MessageStatus::Sent, Some(&detail))
@@ -548,49 +549,127 @@ fn unknown_outcome_seq(
     c: &Connection,
     seq: i64,
     reason: &str,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<MessageStatus, StoreError> {
     let note = format!("outcome unknown: {reason}");
     event(c, seq, now, MessageStatus::Sending, Some(&note))?;
-    match policy {
-        UnknownOutcomePolicy::Resend => {
-            c.prepare_cached(
-                "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3,
-                     updated_at = ?3
-                 WHERE seq = ?1",
-            )?
-            .execute(params![seq, note, now])?;
-            event(
-                c,
-                seq,
-                now,
-                MessageStatus::Queued,
-                Some("resend after unknown outcome"),
-            )?;
-            Ok(MessageStatus::Queued)
+    let (unknown, attempts): (u32, u32) = c
+        .prepare_cached(
+            "UPDATE messages SET unknown_outcomes = unknown_outcomes + 1 WHERE seq = ?1
+             RETURNING unknown_outcomes, attempts",
+        )?
+        .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let give_up = match rule.policy {
+        UnknownOutcomePolicy::Fail => Some(note.clone()),
+        UnknownOutcomePolicy::Resend if unknown >= rule.max_unknown => Some(format!(
+            "{note} (outcome unknown {unknown} times: not resent again, each may have reached \
+             the phone)"
+        )),
+        UnknownOutcomePolicy::Resend if rule.max_attempts > 0 && attempts >= rule.max_attempts => {
+            Some(format!("gave up after {attempts} attempts; last: {note}"))
         }
-        UnknownOutcomePolicy::Fail => {
-            finish_seq(c, seq, MessageStatus::Failed, Some(&note), now)?;
-            Ok(MessageStatus::Failed)
-        }
+        UnknownOutcomePolicy::Resend => None,
+    };
+    if let Some(why) = give_up {
+        finish_seq(c, seq, MessageStatus::Failed, Some(&why), now)?;
+        return Ok(MessageStatus::Failed);
     }
+    // Resending at once would hand the same text to a modem that just failed to answer for
+    // it, ahead of every other queued message; the backoff lets those pass.
+    let delay = rule.resend_delay_ms(unknown);
+    c.prepare_cached(
+        "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3, updated_at = ?4
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, note, now + delay, now])?;
+    let detail = format!("resend after unknown outcome {unknown} in {delay} ms");
+    event(c, seq, now, MessageStatus::Queued, Some(&detail))?;
+    Ok(MessageStatus::Queued)
 }
 
 pub(crate) fn mark_unknown_outcome(
     c: &Connection,
     id: &str,
     reason: &str,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<MessageStatus, StoreError> {
     let (seq, _) = message_row(c, id)?;
-    unknown_outcome_seq(c, seq, reason, policy, now)
+    unknown_outcome_seq(c, seq, reason, rule, now)
+}
+
+pub(crate) fn mark_not_taken(
+    c: &Connection,
+    id: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    c.prepare_cached(
+        "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3, updated_at = ?3,
+             attempts = MAX(attempts - 1, 0)
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, now])?;
+    event(
+        c,
+        seq,
+        now,
+        MessageStatus::Queued,
+        Some(&format!("retry: {reason}")),
+    )
+}
+
+pub(crate) fn record_partial_send(
+    c: &Connection,
+    id: &str,
+    modem_id: &str,
+    accepted: &[u8],
+    now: Millis,
+) -> Result<u32, StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    let (to, count): (String, u32) = c
+        .prepare_cached(
+            "UPDATE messages SET partial_sends = partial_sends + 1 WHERE seq = ?1
+             RETURNING to_number, partial_sends",
+        )?
+        .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    insert_parts(c, seq, modem_id, accepted, &to, now)?;
+    let refs: Vec<String> = accepted.iter().map(|m| m.to_string()).collect();
+    let detail = format!(
+        "partial send #{count}: modem {modem_id} accepted part(s) 1..={} (TP-MR {})",
+        accepted.len(),
+        refs.join(",")
+    );
+    event(c, seq, now, MessageStatus::Sending, Some(&detail))?;
+    Ok(count)
+}
+
+/// Records the parts a modem accepted. A resend replaces the rows of an earlier partial send
+/// (same part numbers), so a status report matches the newest TP-MR of each part.
+fn insert_parts(
+    c: &Connection,
+    seq: i64,
+    modem_id: &str,
+    mrs: &[u8],
+    to: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let mut insert = c.prepare_cached(
+        "INSERT OR REPLACE INTO message_parts
+             (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sent', ?6)",
+    )?;
+    for (part_no, mr) in mrs.iter().enumerate() {
+        insert.execute(params![seq, part_no as i64, modem_id, mr, to, now])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn recover_interrupted(
     c: &Connection,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<u64, StoreError> {
     let seqs: Vec<i64> = c
@@ -598,13 +677,7 @@ pub(crate) fn recover_interrupted(
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for &seq in &seqs {
-        unknown_outcome_seq(
-            c,
-            seq,
-            "interrupted by a restart while sending",
-            policy,
-            now,
-        )?;
+        unknown_outcome_seq(c, seq, "interrupted by a restart while sending", rule, now)?;
     }
     Ok(seqs.len() as u64)
 }

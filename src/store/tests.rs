@@ -963,3 +963,34 @@ async fn sent_parts_count_is_what_the_modem_took() {
         assert_eq!(effect.status, want, "after TP-MR {mr}");
     }
 }
+
+#[tokio::test]
+async fn unknown_outcomes_are_counted_across_restarts_and_capped() {
+    let db = open();
+    create(&db, "otp_1", "+15551234567", T0).await;
+    let rule = UnknownOutcomeRule {
+        policy: UnknownOutcomePolicy::Resend,
+        max_unknown: 2,
+        max_attempts: 0,
+        backoff_base_ms: 1_000,
+        backoff_max_ms: 60_000,
+    };
+    db.store.claim_next(T0).await.unwrap().unwrap();
+    drop(db.store);
+    // First restart: requeued, but not due before the backoff.
+    let store = Store::open(&db.path, StoreOptions::default()).unwrap();
+    assert_eq!(store.recover_interrupted(rule, T0 + 10).await.unwrap(), 1);
+    assert!(store.claim_next(T0 + 10).await.unwrap().is_none());
+    let again = store.claim_next(T0 + 1_010).await.unwrap().unwrap();
+    assert_eq!((again.attempts, again.unknown_outcomes), (2, 1));
+    drop(store);
+    // Second restart: the cap is reached, the message fails with the reason.
+    let store = Store::open(&db.path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.recover_interrupted(rule, T0 + 2_000).await.unwrap(),
+        1
+    );
+    let msg = store.get_message("msg_otp_1").await.unwrap().unwrap();
+    assert_eq!(msg.status, MessageStatus::Failed);
+    assert!(msg.error.unwrap().contains("outcome unknown 2 times"));
+}
