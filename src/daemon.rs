@@ -192,7 +192,12 @@ pub async fn run(
     .with_metrics(metrics.clone());
     let clock = dispatcher.clock();
     let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
-    let reports_task = tokio::spawn(dispatch::run_events(store.clone(), events_rx, clock));
+    let reports_task = tokio::spawn(dispatch::run_events(
+        store.clone(),
+        events_rx,
+        clock,
+        Some(metrics.clone()),
+    ));
     tokio::spawn(dispatch::run_retention(
         store.clone(),
         days(config.store.retention_days),

@@ -53,7 +53,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, SendOutcome};
+use crate::log_throttle::Throttle;
+use crate::metrics::{Metrics, ReportResult, SendOutcome};
 use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
 use crate::pdu::{self, DeliveryOutcome, EncodedPart, SubmitOptions};
 use crate::store::{
@@ -848,14 +849,27 @@ pub async fn record_status_report(
     match &effect {
         Some(e) => tracing::info!(message = %e.message_id, status = e.status.as_str(),
             modem = modem_id, mr = message_reference, "status report"),
-        None => tracing::info!(
-            modem = modem_id,
-            mr = message_reference,
-            "status report matches no recent send"
-        ),
+        None => {
+            if let Some(suppressed) = UNMATCHED_REPORTS.admit() {
+                tracing::info!(
+                    modem = modem_id,
+                    mr = message_reference,
+                    suppressed,
+                    "status report matches no recent send"
+                );
+            }
+        }
     }
     Ok(effect)
 }
+
+/// Anyone who can reach the modem's SMSC can send reports that match nothing; they are counted
+/// in `simgate_status_reports_total{result="unmatched"}` and sampled in the log.
+static UNMATCHED_REPORTS: Throttle = Throttle::new(Duration::from_secs(10));
+/// The same for store failures while recording reports, which come as fast as the reports.
+static REPORT_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
+/// Incoming texts are not routed; a flood of them gets one line per interval.
+static INCOMING: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// Whether a driver state takes sends. `Sending` counts: the dispatcher is the only sender and
 /// keeps one send per modem itself, so a driver still saying `Sending` as the previous send ends
@@ -900,9 +914,19 @@ impl ModemPort for ModemHandle {
 }
 
 /// Applies the modems' events to the store until every sender is gone: status reports update
-/// their parts and messages; incoming texts are only logged (sender, never the text), since
-/// simgate does not route replies.
-pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, clock: Clock) {
+/// their parts and messages; incoming texts are only counted and logged (never the sender or
+/// the text), since simgate does not route replies. Both are counted in `metrics`.
+pub async fn run_events(
+    store: Store,
+    mut events: mpsc::Receiver<ModemEvent>,
+    clock: Clock,
+    metrics: Option<Arc<Metrics>>,
+) {
+    let count = |r: ReportResult| {
+        if let Some(m) = &metrics {
+            m.record_status_report(r);
+        }
+    };
     while let Some(event) = events.recv().await {
         match event {
             ModemEvent::StatusReport {
@@ -923,12 +947,25 @@ pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, cl
                     clock.now_ms(),
                 )
                 .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, modem = %modem_id, "cannot record a status report");
+                match result {
+                    Ok(Some(_)) => count(ReportResult::Matched),
+                    Ok(None) => count(ReportResult::Unmatched),
+                    Err(e) => {
+                        count(ReportResult::Error);
+                        if let Some(suppressed) = REPORT_ERRORS.admit() {
+                            tracing::error!(error = %e, modem = %modem_id, suppressed,
+                                "cannot record a status report");
+                        }
+                    }
                 }
             }
             ModemEvent::Incoming { modem_id, .. } => {
-                tracing::info!(modem = %modem_id, "incoming text ignored");
+                if let Some(m) = &metrics {
+                    m.record_incoming_text();
+                }
+                if let Some(suppressed) = INCOMING.admit() {
+                    tracing::info!(modem = %modem_id, suppressed, "incoming text ignored");
+                }
             }
         }
     }
@@ -1730,7 +1767,13 @@ mod tests {
         rig.enqueue("msg_a").await;
         rig.wait_status("msg_a", MessageStatus::Sent).await;
         let (tx, rx) = mpsc::channel(4);
-        let pump = tokio::spawn(run_events(rig.store.clone(), rx, rig.clock));
+        let metrics = Arc::new(Metrics::new());
+        let pump = tokio::spawn(run_events(
+            rig.store.clone(),
+            rx,
+            rig.clock,
+            Some(metrics.clone()),
+        ));
         tx.send(ModemEvent::Incoming {
             modem_id: "m0".into(),
             from: "+15550000000".into(),
@@ -1748,9 +1791,32 @@ mod tests {
         })
         .await
         .unwrap();
+        // A forged report for the tail of the number, and one for no send at all.
+        for (mr, recipient) in [(1, "+5551230000"), (200, "+15551230000")] {
+            tx.send(ModemEvent::StatusReport {
+                modem_id: "m0".into(),
+                message_reference: mr,
+                recipient: recipient.into(),
+                status: 0,
+                outcome: DeliveryOutcome::Delivered,
+                discharge_time: None,
+            })
+            .await
+            .unwrap();
+        }
         drop(tx);
         pump.await.unwrap();
         rig.wait_status("msg_a", MessageStatus::Delivered).await;
+        let text = metrics.encode();
+        assert!(
+            text.contains("simgate_status_reports_total{result=\"matched\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("simgate_status_reports_total{result=\"unmatched\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("simgate_incoming_texts_total 1"), "{text}");
         rig.stop().await;
     }
 

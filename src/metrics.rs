@@ -66,6 +66,32 @@ struct OutcomeLabels {
     outcome: SendOutcome,
 }
 
+/// What became of one status report (`+CDS`), for `simgate_status_reports_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportResult {
+    /// It matched a sent part (modem, TP-MR, whole recipient, plausible time) and was applied.
+    Matched,
+    /// It matched nothing: late beyond the window, for another SIM's send, or forged.
+    Unmatched,
+    /// The store could not record it.
+    Error,
+}
+
+impl EncodeLabelValue for ReportResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ReportResult::Matched => "matched",
+            ReportResult::Unmatched => "unmatched",
+            ReportResult::Error => "error",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReportLabels {
+    result: ReportResult,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModemStateLabels {
     modem: String,
@@ -101,6 +127,10 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     /// HTTP requests by route template and status class (`2xx`, `4xx`, ...).
     http_requests: Family<HttpLabels, Counter>,
+    /// Status reports by what became of them; the log shows only a sample of unmatched ones.
+    status_reports: Family<ReportLabels, Counter>,
+    /// Incoming texts (`+CMT`, read from storage), which simgate does not route.
+    incoming_texts: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,8 +182,22 @@ impl Metrics {
             "HTTP requests by route and status class",
             http_requests.clone(),
         );
+        let status_reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "status_reports",
+            "Status reports by result (matched a sent part, unmatched, not recorded)",
+            status_reports.clone(),
+        );
+        let incoming_texts = Counter::default();
+        registry.register(
+            "incoming_texts",
+            "Incoming texts received and ignored",
+            incoming_texts.clone(),
+        );
         Metrics {
             registry,
+            status_reports,
+            incoming_texts,
             queue_depth,
             sends,
             send_latency,
@@ -210,6 +254,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one status report by what became of it.
+    pub fn record_status_report(&self, result: ReportResult) {
+        self.status_reports
+            .get_or_create(&ReportLabels { result })
+            .inc();
+    }
+
+    /// Counts one incoming text.
+    pub fn record_incoming_text(&self) {
+        self.incoming_texts.inc();
+    }
+
     /// Counts one HTTP request. `route` must be the route template, not the concrete path, so
     /// ids never become label values.
     pub fn record_http(&self, route: &str, status: u16) {
@@ -253,6 +309,10 @@ mod tests {
         m.record_rate_limited("otp_per_number");
         m.record_http("/v1/otp", 202);
         m.record_http("/v1/otp", 429);
+        m.record_status_report(ReportResult::Unmatched);
+        m.record_status_report(ReportResult::Unmatched);
+        m.record_status_report(ReportResult::Matched);
+        m.record_incoming_text();
         let text = m.encode();
         for want in [
             "simgate_queue_depth 7",
@@ -265,6 +325,9 @@ mod tests {
             "simgate_rate_limit_rejections_total{limit=\"otp_per_number\"} 1",
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"2xx\"} 1",
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"4xx\"} 1",
+            "simgate_status_reports_total{result=\"unmatched\"} 2",
+            "simgate_status_reports_total{result=\"matched\"} 1",
+            "simgate_incoming_texts_total 1",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

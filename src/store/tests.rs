@@ -994,3 +994,40 @@ async fn unknown_outcomes_are_counted_across_restarts_and_capped() {
     assert_eq!(msg.status, MessageStatus::Failed);
     assert!(msg.error.unwrap().contains("outcome unknown 2 times"));
 }
+
+#[tokio::test]
+async fn a_report_matches_only_the_whole_number_and_a_plausible_time() {
+    let db = open();
+    db.store
+        .enqueue_text(text("msg_a", "+4915112345678", T0), None, 0)
+        .await
+        .unwrap();
+    db.store.claim_next(T0).await.unwrap().unwrap();
+    db.store
+        .mark_sent("msg_a", "modem0", vec![9], T0 + 100)
+        .await
+        .unwrap();
+    let report = |recipient: &str, at: Millis| StatusReport {
+        modem_id: "modem0".into(),
+        message_reference: 9,
+        recipient: recipient.into(),
+        outcome: ReportOutcome::Delivered,
+        at,
+    };
+    let matches = async |recipient: &str, at: Millis| {
+        db.store
+            .record_status_report(report(recipient, at))
+            .await
+            .unwrap()
+            .is_some()
+    };
+    // A number that is only the tail of the recipient (issue 17.8).
+    assert!(!matches("+5112345678", T0 + 5_000).await);
+    // Before the send, and long after the text's validity (deadline + 1 h slack) ran out.
+    assert!(!matches("+4915112345678", T0 + 50).await);
+    assert!(!matches("+4915112345678", T0 + 24 * 60 * MIN + 61 * MIN).await);
+    assert_eq!(status_of(&db, "msg_a").await, MessageStatus::Sent);
+    // The real one: same modem, TP-MR, whole number, in time.
+    assert!(matches("+4915112345678", T0 + 5_000).await);
+    assert_eq!(status_of(&db, "msg_a").await, MessageStatus::Delivered);
+}

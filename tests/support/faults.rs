@@ -406,6 +406,8 @@ pub struct CmgsMangler {
     pub link: PathBuf,
     /// How many answers were rewritten.
     pub mangled: Arc<std::sync::atomic::AtomicUsize>,
+    /// The master end, for [`CmgsMangler::inject`]; shared with the forwarding thread.
+    to_daemon: Arc<std::sync::Mutex<std::fs::File>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -428,6 +430,7 @@ impl CmgsMangler {
             .open(sim_link)
             .expect("open the simulator's serial end");
         let master = std::fs::File::from(pair.master);
+        let to_daemon_end = Arc::new(std::sync::Mutex::new(master.try_clone().unwrap()));
         let stop = Arc::new(AtomicBool::new(false));
         let poison_next = Arc::new(AtomicBool::new(false));
         let mangled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -469,7 +472,7 @@ impl CmgsMangler {
             })
         };
         let to_daemon = {
-            let (mut from, mut to) = (sim, master);
+            let (mut from, to) = (sim, to_daemon_end.clone());
             let (stop, mangled) = (stop.clone(), mangled.clone());
             use std::io::Write;
             std::thread::spawn(move || {
@@ -490,16 +493,29 @@ impl CmgsMangler {
                         mangled.fetch_add(1, Ordering::SeqCst);
                     }
                     let out = std::mem::take(&mut held);
-                    to.write_all(&out)
+                    to.lock().unwrap().write_all(&out)
                 });
             })
         };
         CmgsMangler {
             link: link.to_owned(),
             mangled,
+            to_daemon: to_daemon_end,
             stop,
             threads: vec![to_sim, to_daemon],
         }
+    }
+}
+
+impl CmgsMangler {
+    /// Writes `bytes` to the daemon as if the modem had sent them (URCs of a forger, say).
+    pub fn inject(&self, bytes: &[u8]) {
+        use std::io::Write;
+        self.to_daemon
+            .lock()
+            .unwrap()
+            .write_all(bytes)
+            .expect("write to the daemon's pty");
     }
 }
 
