@@ -34,6 +34,19 @@
 //! their TP-MRs, so their status reports still match. The counters live in the store and
 //! survive restarts.
 //!
+//! **The next message is ready before the modem is.** While a modem's send is on the wire, the
+//! loop claims the next message for it (durably: `sending`, as any claim) and its task opens and
+//! encodes the text, then waits for the modem's current send to return, so the gap between one
+//! `+CMGS` answer and the next `AT+CMGS` is a task wake-up, not a claim's group commit (which
+//! waits for an fsync whenever an API client's write shares the batch). One send stays in
+//! flight per modem; the waiting message is the modem's only claim in advance. It goes back to
+//! the queue (not counted as an attempt) if the current send takes far longer than the modem's
+//! last one (a hung modem must not hold it), and when the dispatcher stops. Claims stay in queue
+//! order. A modem with a send rate limit is not claimed for in advance (its sends wait for the
+//! limiter anyway), nor is any modem under `on_unknown_outcome = "fail"`: a message claimed in
+//! advance and then interrupted by a crash is recovered as an unknown outcome, which that policy
+//! would fail although it never left.
+//!
 //! "Least busy" means: idle (one send per modem), then least recently started. A modem whose
 //! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
 //! unknown outcome, not ready) rests for a growing backoff, so the other modems take its work.
@@ -49,7 +62,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -272,8 +285,17 @@ struct Slot<M> {
     port: Arc<M>,
     limiter: Option<Limiter>,
     delivery_reports: bool,
-    /// A send is in flight on this modem.
-    busy: bool,
+    /// Claims of this modem not yet finished: 0 (idle), 1 (a send in flight, or about to be),
+    /// 2 (one in flight and the next one claimed, encoded and waiting for it).
+    in_flight: u8,
+    /// Resolves when the newest send task of this modem is done with the modem; the next task
+    /// waits for it before sending.
+    turn: Option<oneshot::Receiver<()>>,
+    /// How long this modem's last successful send took; bounds how long a message claimed in
+    /// advance waits for it.
+    last_send: Option<Duration>,
+    /// Since when the modem's current send has (about) been on the wire.
+    on_wire_since: Option<Instant>,
     /// A rate-limiter cell was taken but the claim found nothing: the next send uses it.
     permit_held: bool,
     /// When this modem last started a send; the least recently used idle modem goes first.
@@ -297,9 +319,14 @@ pub struct Dispatcher<M: ModemPort> {
     metrics: Option<Arc<Metrics>>,
     /// Send tasks report here the moment their modem is free again (before recording the
     /// result), so the next claim and the previous result share a group commit.
-    freed_tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
-    freed_rx: mpsc::UnboundedReceiver<(usize, ModemVerdict)>,
+    freed_tx: mpsc::UnboundedSender<FreedMsg>,
+    freed_rx: mpsc::UnboundedReceiver<FreedMsg>,
+    /// Turns true when the dispatcher stops: messages claimed in advance go back to the queue.
+    stopping: watch::Sender<bool>,
 }
+
+/// A modem is free again: which, what its send said about it, and how long the send took.
+type FreedMsg = (usize, ModemVerdict, Option<Duration>);
 
 /// Counters for tests and metrics: how often the loop went to the store to claim.
 #[derive(Debug, Default)]
@@ -335,7 +362,10 @@ impl<M: ModemPort> Dispatcher<M> {
                     )
                 }),
                 delivery_reports: m.delivery_reports,
-                busy: false,
+                in_flight: 0,
+                turn: None,
+                last_send: None,
+                on_wire_since: None,
                 permit_held: false,
                 last_start: None,
                 failures_in_a_row: 0,
@@ -353,6 +383,7 @@ impl<M: ModemPort> Dispatcher<M> {
             metrics: None,
             freed_tx,
             freed_rx,
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -419,8 +450,8 @@ impl<M: ModemPort> Dispatcher<M> {
                 _ = &mut shutdown => break,
                 _ = woken => {}
                 _ = poked => {}
-                Some((slot, verdict)) = self.freed_rx.recv() => {
-                    self.modem_done(slot, verdict);
+                Some((slot, verdict, took)) = self.freed_rx.recv() => {
+                    self.modem_done(slot, verdict, took);
                 }
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     finish(done);
@@ -429,6 +460,7 @@ impl<M: ModemPort> Dispatcher<M> {
             }
         }
         watchers.abort_all();
+        self.stopping.send_replace(true);
         while let Some(done) = sends.join_next().await {
             finish(done);
         }
@@ -438,12 +470,19 @@ impl<M: ModemPort> Dispatcher<M> {
     /// A modem finished a send: free it, and rest it after [`FAILURES_BEFORE_REST`] failures in a
     /// row (for the backoff of that many attempts), so a SIM the network keeps refusing stops
     /// taking work the other modems could send.
-    fn modem_done(&mut self, slot: usize, verdict: ModemVerdict) {
+    fn modem_done(&mut self, slot: usize, verdict: ModemVerdict, took: Option<Duration>) {
         let cfg = &self.cfg;
         let s = &mut self.slots[slot];
-        s.busy = false;
+        s.in_flight = s.in_flight.saturating_sub(1);
+        // A message claimed in advance starts now.
+        s.on_wire_since = (s.in_flight > 0).then(Instant::now);
         match verdict {
-            ModemVerdict::Healthy => s.failures_in_a_row = 0,
+            ModemVerdict::Healthy => {
+                s.failures_in_a_row = 0;
+                if took.is_some() {
+                    s.last_send = took;
+                }
+            }
             ModemVerdict::Unknown => {}
             ModemVerdict::Failing => {
                 s.failures_in_a_row += 1;
@@ -478,7 +517,23 @@ impl<M: ModemPort> Dispatcher<M> {
                 Ok(Some(claimed)) => {
                     let slot = &mut self.slots[index];
                     slot.permit_held = false;
-                    slot.busy = true;
+                    let (done, next_turn) = oneshot::channel();
+                    let previous = slot.turn.replace(next_turn);
+                    let turn = Turn {
+                        // An idle modem's previous task is over: nothing to wait for.
+                        wait: previous.filter(|_| slot.in_flight > 0),
+                        done: Some(done),
+                        // A hung send must not hold the next message: three times the modem's
+                        // last send, at least a second, then it goes back to the queue.
+                        patience: slot.last_send.map_or(PREFETCH_PATIENCE_MIN, |d| {
+                            (d * 3).max(PREFETCH_PATIENCE_MIN)
+                        }),
+                        stopping: self.stopping.subscribe(),
+                    };
+                    if slot.in_flight == 0 {
+                        slot.on_wire_since = Some(Instant::now());
+                    }
+                    slot.in_flight += 1;
                     slot.last_start = Some(Instant::now());
                     let job = SendJob {
                         store: self.store.clone(),
@@ -494,7 +549,7 @@ impl<M: ModemPort> Dispatcher<M> {
                         tx: self.freed_tx.clone(),
                         slot: Some(index),
                     };
-                    sends.spawn(job.run(claimed, freed));
+                    sends.spawn(job.run(claimed, freed, turn));
                 }
                 Ok(None) => {
                     match self.store.next_due().await {
@@ -546,11 +601,43 @@ impl<M: ModemPort> Dispatcher<M> {
 
     /// The least busy free modem: idle and ready, least recently started first, that its rate
     /// limit lets send now. Rate-limited modems lower `until` to when they may send again.
+    /// Without an idle one, a ready modem whose send is on the wire and has nothing claimed in
+    /// advance yet (see the module docs): the one expected to be free first, judging by its
+    /// last send. A modem whose current send has run twice as long as its last is left out
+    /// (it may be stuck), and nothing is claimed in advance while a busy modem has never sent.
     fn pick_modem(&mut self, until: &mut Option<Instant>) -> Option<usize> {
         let now = Instant::now();
         let mut free: Vec<usize> = Vec::new();
+        // (modem, how long its current send should still take)
+        let mut ahead: Vec<(usize, Duration)> = Vec::new();
+        // A busy modem without a past send: when it will be free cannot be told, so no modem
+        // is claimed for in advance (it might be free first and then find nothing).
+        let mut unknown_end = false;
+        let claim_ahead = self.cfg.on_unknown_outcome == UnknownOutcomePolicy::Resend;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.busy || !slot.port.is_ready() {
+            if !slot.port.is_ready() {
+                continue;
+            }
+            if slot.in_flight > 0 {
+                // Only on a modem whose send is expected to end soon: one that has sent before,
+                // and whose current send has not yet run twice as long as its last one.
+                let remaining = match (slot.last_send, slot.on_wire_since) {
+                    (Some(last), Some(since)) => {
+                        let ran = now.saturating_duration_since(since);
+                        (ran < last * 2).then(|| last.saturating_sub(ran))
+                    }
+                    _ => {
+                        unknown_end |= slot.in_flight == 1;
+                        None
+                    }
+                };
+                let may = claim_ahead
+                    && slot.in_flight == 1
+                    && slot.limiter.is_none()
+                    && slot.resting_until.is_none_or(|at| at <= now);
+                if let Some(remaining) = remaining.filter(|_| may) {
+                    ahead.push((i, remaining));
+                }
                 continue;
             }
             match slot.resting_until {
@@ -583,7 +670,12 @@ impl<M: ModemPort> Dispatcher<M> {
                 },
             }
         }
-        None
+        if unknown_end {
+            return None;
+        }
+        // The modem expected to be free first takes it, as it would without claiming ahead.
+        ahead.sort_by_key(|&(_, remaining)| remaining);
+        ahead.first().map(|&(i, _)| i)
     }
 }
 
@@ -597,6 +689,22 @@ fn finish(done: Result<(), tokio::task::JoinError>) {
 
 /// Consecutive modem-side failures after which a modem rests.
 pub const FAILURES_BEFORE_REST: u32 = 3;
+
+/// The shortest wait of a message claimed in advance for its modem's current send.
+const PREFETCH_PATIENCE_MIN: Duration = Duration::from_secs(1);
+
+/// A send task's place in its modem's line: it sends only after the previous task is done
+/// with the modem, and tells the next one when it is.
+struct Turn {
+    /// The previous task's `done`; `None` when the modem was idle at the claim.
+    wait: Option<oneshot::Receiver<()>>,
+    /// Fired (or dropped, on any early return) when this task no longer needs the modem.
+    done: Option<oneshot::Sender<()>>,
+    /// How long to wait for the previous task before giving the message back.
+    patience: Duration,
+    /// The dispatcher is stopping: give the message back instead of sending it.
+    stopping: watch::Receiver<bool>,
+}
 
 /// What a finished send says about the modem (not the message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -612,22 +720,22 @@ enum ModemVerdict {
 /// Tells the loop that a modem is free, exactly once: when the send is over, or when the task
 /// ends any other way (early return, panic), by `Drop`.
 struct Freed {
-    tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
+    tx: mpsc::UnboundedSender<FreedMsg>,
     slot: Option<usize>,
 }
 
 impl Freed {
-    fn now(&mut self, verdict: ModemVerdict) {
+    fn now(&mut self, verdict: ModemVerdict, took: Option<Duration>) {
         if let Some(slot) = self.slot.take() {
             // The loop outlives its send tasks; a closed channel only means shutdown.
-            let _ = self.tx.send((slot, verdict));
+            let _ = self.tx.send((slot, verdict, took));
         }
     }
 }
 
 impl Drop for Freed {
     fn drop(&mut self) {
-        self.now(ModemVerdict::Unknown);
+        self.now(ModemVerdict::Unknown, None);
     }
 }
 
@@ -643,25 +751,24 @@ struct SendJob<M> {
 }
 
 impl<M: ModemPort> SendJob<M> {
-    async fn run(self, claimed: Claimed, mut freed: Freed) {
+    async fn run(self, claimed: Claimed, mut freed: Freed, mut turn: Turn) {
         let id = claimed.id.clone();
-        if let Err(e) = self.send(claimed, &mut freed).await {
+        if let Err(e) = self.send(claimed, &mut freed, &mut turn).await {
             // The row stays `sending`; the next start recovers it as an unknown outcome.
             tracing::error!(message = %id, error = %e, "cannot record the outcome of a send");
         }
     }
 
-    async fn send(&self, claimed: Claimed, freed: &mut Freed) -> Result<(), StoreError> {
+    async fn send(
+        &self,
+        claimed: Claimed,
+        freed: &mut Freed,
+        turn: &mut Turn,
+    ) -> Result<(), StoreError> {
         let modem = self.port.id().to_owned();
         let now = self.clock.now_ms();
         if claimed.deadline <= now {
-            if let Some(m) = &self.metrics {
-                m.record_send(SendOutcome::Expired);
-            }
-            return self
-                .store
-                .mark_expired(&claimed.id, "deadline passed before sending", now)
-                .await;
+            return self.expire(&claimed, now).await;
         }
         let text = match &claimed.body {
             Body::Clear(t) => t.clone(),
@@ -680,17 +787,46 @@ impl<M: ModemPort> SendJob<M> {
                 return self.store.mark_failed(&claimed.id, &reason, now).await;
             }
         };
+        if let Some(previous) = turn.wait.take() {
+            let stopping = turn.stopping.wait_for(|stop| *stop);
+            let given_back = tokio::select! {
+                biased;
+                _ = stopping => Some("the dispatcher is stopping"),
+                _ = previous => None,
+                _ = tokio::time::sleep(turn.patience) => Some("the modem's current send takes too long"),
+            };
+            if let Some(why) = given_back {
+                tracing::info!(message = %claimed.id, modem = %modem, "{why}: message claimed in advance goes back to the queue");
+                let reason = format!("{modem}: claimed in advance, not sent: {why}");
+                return self
+                    .store
+                    .mark_not_taken(&claimed.id, &reason, self.clock.now_ms())
+                    .await;
+            }
+            let now = self.clock.now_ms();
+            if claimed.deadline <= now {
+                return self.expire(&claimed, now).await;
+            }
+        }
         let total = parts.len();
         let started = Instant::now();
         let result = self.port.send(parts).await;
-        freed.now(match &result {
-            Ok(_)
-            | Err(Failed {
-                failure: SendFailure::Permanent(_),
-                ..
-            }) => ModemVerdict::Healthy,
-            Err(_) => ModemVerdict::Failing,
-        });
+        let took = started.elapsed();
+        // The next message of this modem is encoded and waiting: let it go first.
+        if let Some(done) = turn.done.take() {
+            let _ = done.send(());
+        }
+        freed.now(
+            match &result {
+                Ok(_)
+                | Err(Failed {
+                    failure: SendFailure::Permanent(_),
+                    ..
+                }) => ModemVerdict::Healthy,
+                Err(_) => ModemVerdict::Failing,
+            },
+            Some(took),
+        );
         let now = self.clock.now_ms();
         if let Some(m) = &self.metrics {
             m.observe_send_latency(started.elapsed());
@@ -783,6 +919,15 @@ impl<M: ModemPort> SendJob<M> {
                 self.store.mark_not_taken(&claimed.id, &reason, now).await
             }
         }
+    }
+
+    async fn expire(&self, claimed: &Claimed, now: Millis) -> Result<(), StoreError> {
+        if let Some(m) = &self.metrics {
+            m.record_send(SendOutcome::Expired);
+        }
+        self.store
+            .mark_expired(&claimed.id, "deadline passed before sending", now)
+            .await
     }
 
     /// Encodes the SMS-SUBMIT parts. The validity period is the message's remaining lifetime,
@@ -1322,6 +1467,76 @@ mod tests {
         };
         assert!(gap < slow, "the second modem did not wait for the first");
         rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_next_message_is_claimed_while_the_current_one_is_on_the_wire() {
+        let modem = Fake::new("m0", Duration::from_millis(150));
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            for (i, id) in ["msg_a", "msg_b", "msg_c", "msg_d"].into_iter().enumerate() {
+                let m = text_msg(id, "+15551230000", now + i as Millis);
+                store.enqueue_text(m, None, 0).await.unwrap();
+            }
+        })
+        .await;
+        // msg_a gives the modem a send time to judge by; from msg_b on, the next message is
+        // claimed (durably `sending`) while the current one is on the wire.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while modem.texts().len() < 2 {
+            assert!(Instant::now() < give_up);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(modem.texts().len(), 2, "msg_b is still on the wire");
+        let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+        assert_eq!(c.status, MessageStatus::Sending, "msg_c claimed in advance");
+        let d = rig.store.get_message("msg_d").await.unwrap().unwrap();
+        assert_eq!(
+            d.status,
+            MessageStatus::Queued,
+            "one message in advance at most"
+        );
+        rig.wait_status("msg_d", MessageStatus::Sent).await;
+        // Still one send at a time, in queue order, each counted once.
+        assert_eq!(modem.0.max_in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            modem.texts(),
+            ["text msg_a", "text msg_b", "text msg_c", "text msg_d"]
+        );
+        for id in ["msg_a", "msg_b", "msg_c", "msg_d"] {
+            let m = rig.store.get_message(id).await.unwrap().unwrap();
+            assert_eq!((m.status, m.attempts), (MessageStatus::Sent, 1), "{id}");
+        }
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stopping_gives_a_message_claimed_in_advance_back_to_the_queue() {
+        let modem = Fake::new("m0", Duration::from_millis(200));
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            for (i, id) in ["msg_a", "msg_b", "msg_c"].into_iter().enumerate() {
+                let m = text_msg(id, "+15551230000", now + i as Millis);
+                store.enqueue_text(m, None, 0).await.unwrap();
+            }
+        })
+        .await;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+            if c.status == MessageStatus::Sending {
+                break;
+            }
+            assert!(Instant::now() < give_up, "msg_c never claimed in advance");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let store = rig.stop().await;
+        // msg_b was on the wire and finished; msg_c never left and is queued again, uncounted.
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b"]);
+        let b = store.get_message("msg_b").await.unwrap().unwrap();
+        assert_eq!(b.status, MessageStatus::Sent);
+        let c = store.get_message("msg_c").await.unwrap().unwrap();
+        assert_eq!((c.status, c.attempts), (MessageStatus::Queued, 0));
+        assert!(c.error.unwrap().contains("claimed in advance, not sent"));
     }
 
     #[tokio::test]
@@ -1894,30 +2109,30 @@ mod tests {
         d.slots[1].last_start = Some(Instant::now());
         // m0 is the least recently used; two failures do not change that...
         for _ in 1..FAILURES_BEFORE_REST {
-            d.modem_done(0, ModemVerdict::Failing);
+            d.modem_done(0, ModemVerdict::Failing, None);
         }
         assert_eq!(d.pick_modem(&mut until), Some(0));
         // ...a success resets the count...
-        d.modem_done(0, ModemVerdict::Healthy);
+        d.modem_done(0, ModemVerdict::Healthy, None);
         for _ in 1..FAILURES_BEFORE_REST {
-            d.modem_done(0, ModemVerdict::Failing);
+            d.modem_done(0, ModemVerdict::Failing, None);
         }
         assert_eq!(d.pick_modem(&mut until), Some(0));
         // ...the next failure in a row sends it to rest, and m1 gets the work.
-        d.modem_done(0, ModemVerdict::Failing);
+        d.modem_done(0, ModemVerdict::Failing, None);
         let mut until = None;
         assert_eq!(d.pick_modem(&mut until), Some(1));
         let rest_end = until.expect("the loop must wake when the rest ends");
         assert!(rest_end > Instant::now());
         // With m1 busy, nothing is free until the rest is over.
-        d.slots[1].busy = true;
+        d.slots[1].in_flight = 2;
         let mut until = None;
         assert_eq!(d.pick_modem(&mut until), None);
         assert_eq!(until, Some(rest_end));
         tokio::time::sleep_until(rest_end).await;
         assert_eq!(d.pick_modem(&mut None), Some(0));
         // Each further failure rests it longer.
-        d.modem_done(0, ModemVerdict::Failing);
+        d.modem_done(0, ModemVerdict::Failing, None);
         let mut longer = None;
         d.pick_modem(&mut longer);
         assert!(longer.unwrap() - Instant::now() > backoff(&quick(), 1));
