@@ -131,6 +131,19 @@ pub struct Metrics {
     status_reports: Family<ReportLabels, Counter>,
     /// Incoming texts (`+CMT`, read from storage), which simgate does not route.
     incoming_texts: Counter,
+    /// The store writer's group commits, by whether they were synced (one WAL fsync each).
+    store_batches: Family<SyncedLabels, Counter>,
+    /// Operations committed by the store writer.
+    store_ops: Counter,
+    /// Seconds operations waited in front of the writer, summed.
+    store_queue_wait: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds spent in COMMIT, summed, by whether the commit was synced.
+    store_commit: Family<SyncedLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SyncedLabels {
+    synced: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,10 +207,41 @@ impl Metrics {
             "Incoming texts received and ignored",
             incoming_texts.clone(),
         );
+        let store_batches = Family::<SyncedLabels, Counter>::default();
+        registry.register(
+            "store_batches",
+            "Group commits of the store writer, by whether they were synced (one fsync each)",
+            store_batches.clone(),
+        );
+        let store_ops = Counter::default();
+        registry.register(
+            "store_ops",
+            "Write operations committed by the store writer",
+            store_ops.clone(),
+        );
+        let store_queue_wait = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "store_queue_wait",
+            "Time write operations waited for their group commit to start, summed",
+            Unit::Seconds,
+            store_queue_wait.clone(),
+        );
+        let store_commit =
+            Family::<SyncedLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "store_commit",
+            "Time spent in COMMIT, summed, by whether the commit was synced",
+            Unit::Seconds,
+            store_commit.clone(),
+        );
         Metrics {
             registry,
             status_reports,
             incoming_texts,
+            store_batches,
+            store_ops,
+            store_queue_wait,
+            store_commit,
             queue_depth,
             sends,
             send_latency,
@@ -266,6 +310,40 @@ impl Metrics {
         self.incoming_texts.inc();
     }
 
+    /// Brings the store writer's counters up to `s` (read at each scrape; only this moves them).
+    pub fn set_store_writer(&self, s: &crate::store::WriterSnapshot) {
+        let synced = |b: bool| SyncedLabels {
+            synced: b.to_string(),
+        };
+        let up_to = |c: &Counter, v: u64| {
+            c.inc_by(v.saturating_sub(c.get()));
+        };
+        let up_to_f = |c: &Counter<f64, std::sync::atomic::AtomicU64>, v: f64| {
+            let delta = v - c.get();
+            if delta > 0.0 {
+                c.inc_by(delta);
+            }
+        };
+        up_to(
+            &self.store_batches.get_or_create(&synced(true)),
+            s.synced_batches,
+        );
+        up_to(
+            &self.store_batches.get_or_create(&synced(false)),
+            s.batches - s.synced_batches.min(s.batches),
+        );
+        up_to(&self.store_ops, s.ops);
+        up_to_f(&self.store_queue_wait, s.queue_wait.as_secs_f64());
+        up_to_f(
+            &self.store_commit.get_or_create(&synced(true)),
+            s.synced_commit.as_secs_f64(),
+        );
+        up_to_f(
+            &self.store_commit.get_or_create(&synced(false)),
+            s.commit.saturating_sub(s.synced_commit).as_secs_f64(),
+        );
+    }
+
     /// Counts one HTTP request. `route` must be the route template, not the concrete path, so
     /// ids never become label values.
     pub fn record_http(&self, route: &str, status: u16) {
@@ -313,6 +391,14 @@ mod tests {
         m.record_status_report(ReportResult::Unmatched);
         m.record_status_report(ReportResult::Matched);
         m.record_incoming_text();
+        m.set_store_writer(&crate::store::WriterSnapshot {
+            batches: 10,
+            synced_batches: 4,
+            ops: 50,
+            queue_wait: Duration::from_millis(1500),
+            commit: Duration::from_millis(30),
+            synced_commit: Duration::from_millis(20),
+        });
         let text = m.encode();
         for want in [
             "simgate_queue_depth 7",
@@ -328,6 +414,10 @@ mod tests {
             "simgate_status_reports_total{result=\"unmatched\"} 2",
             "simgate_status_reports_total{result=\"matched\"} 1",
             "simgate_incoming_texts_total 1",
+            "simgate_store_batches_total{synced=\"true\"} 4",
+            "simgate_store_batches_total{synced=\"false\"} 6",
+            "simgate_store_ops_total 50",
+            "simgate_store_queue_wait_seconds_total 1.5",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

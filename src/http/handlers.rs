@@ -383,6 +383,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     for m in state.modems.snapshot() {
         state.metrics.set_modem_state(&m.id, &m.state);
     }
+    state
+        .metrics
+        .set_store_writer(&state.service.store().writer_stats());
     let mut resp = state.metrics.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

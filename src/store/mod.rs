@@ -36,6 +36,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+pub use writer::{WriterSnapshot, WriterStats};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -588,6 +589,8 @@ struct Inner {
     path: PathBuf,
     /// How many idle read connections to keep.
     max_readers: usize,
+    /// The writer thread's counters.
+    writer_stats: Arc<WriterStats>,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
@@ -654,15 +657,18 @@ impl Store {
         schema::migrate_to(&mut conn, version)?;
         let (tx, rx) = mpsc::channel(opts.write_queue.max(1));
         let max_batch = opts.max_batch.max(1);
+        let writer_stats = Arc::new(WriterStats::default());
+        let stats = writer_stats.clone();
         std::thread::Builder::new()
             .name("simgate-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch, opts.durability))?;
+            .spawn(move || writer::run(conn, rx, max_batch, opts.durability, &stats))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 path: path.to_owned(),
                 max_readers: opts.readers.max(1),
+                writer_stats,
             }),
         })
     }
@@ -726,6 +732,11 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Panicked)?
+    }
+
+    /// What the writer thread did so far: groups, syncs, operations, waits.
+    pub fn writer_stats(&self) -> WriterSnapshot {
+        self.inner.writer_stats.snapshot()
     }
 
     /// The schema version of the open database.
