@@ -63,7 +63,7 @@ fn forged_reports_are_counted_not_logged_and_match_only_the_whole_number() {
     let a = d.post("/v1/messages", &json!({"to": TO, "text": "a text"}));
     assert_eq!(a.status, 202, "{a:?}");
     let id = a.body["id"].as_str().expect("id").to_owned();
-    d.wait_final(&[id.clone()], Duration::from_secs(20));
+    d.wait_final(std::slice::from_ref(&id), Duration::from_secs(20));
     // The TP-MR the simulator gave, from the driver's debug line "part sent ... mr=N".
     let mr: u8 = d
         .log()

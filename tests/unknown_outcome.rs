@@ -40,7 +40,7 @@ fn unknown_outcomes_back_off_let_the_queue_pass_and_stop_at_the_cap() {
     let other = post(OTHER);
 
     // The other text is not held up by the stuck one's resends.
-    let messages = d.wait_final(&[other.clone()], Duration::from_secs(20));
+    let messages = d.wait_final(std::slice::from_ref(&other), Duration::from_secs(20));
     assert!(
         matches!(messages[0]["status"].as_str(), Some("sent" | "delivered")),
         "{}",
@@ -48,7 +48,7 @@ fn unknown_outcomes_back_off_let_the_queue_pass_and_stop_at_the_cap() {
     );
     let other_took = started.elapsed();
 
-    let messages = d.wait_final(&[stuck.clone()], Duration::from_secs(60));
+    let messages = d.wait_final(std::slice::from_ref(&stuck), Duration::from_secs(60));
     let m = &messages[0];
     assert_eq!(m["status"], "failed", "{m}");
     assert_eq!(m["attempts"], 3, "{m}");
