@@ -10,6 +10,7 @@
 //! Time is an argument ([`Throttle::admit_at`]) so the policy is testable without sleeping.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One line per `every`, with a count of the lines suppressed in between.
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Throttle {
     every: Duration,
     state: Mutex<State>,
+    /// Every event offered, written or not, for a metric.
+    seen: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -36,7 +39,13 @@ impl Throttle {
                 last: None,
                 suppressed: 0,
             }),
+            seen: AtomicU64::new(0),
         }
+    }
+
+    /// How many events were offered so far (lines written and held back together).
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
     }
 
     /// `Some(suppressed)` if a line may be written now, with the number of lines held back
@@ -47,6 +56,7 @@ impl Throttle {
 
     /// [`Throttle::admit`] at a given instant.
     pub fn admit_at(&self, now: Instant) -> Option<u64> {
+        self.seen.fetch_add(1, Ordering::Relaxed);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.last {
             Some(last) if now.saturating_duration_since(last) < self.every => {
@@ -77,5 +87,6 @@ mod tests {
         assert_eq!(t.admit_at(t0 + Duration::from_secs(10)), Some(999));
         assert_eq!(t.admit_at(t0 + Duration::from_secs(11)), None);
         assert_eq!(t.admit_at(t0 + Duration::from_secs(25)), Some(1));
+        assert_eq!(t.seen(), 1003);
     }
 }

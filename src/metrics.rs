@@ -131,6 +131,10 @@ pub struct Metrics {
     status_reports: Family<ReportLabels, Counter>,
     /// Incoming texts (`+CMT`, read from storage), which simgate does not route.
     incoming_texts: Counter,
+    /// URCs the AT engine dropped because nobody read them fast enough (a flood).
+    urcs_dropped: Counter,
+    /// PDUs from a modem that did not decode.
+    undecodable_pdus: Counter,
     /// The store writer's group commits, by whether they were synced (one WAL fsync each).
     store_batches: Family<SyncedLabels, Counter>,
     /// Operations committed by the store writer.
@@ -234,10 +238,24 @@ impl Metrics {
             Unit::Seconds,
             store_commit.clone(),
         );
+        let urcs_dropped = Counter::default();
+        registry.register(
+            "urcs_dropped",
+            "Unsolicited result codes dropped because they came faster than they were handled",
+            urcs_dropped.clone(),
+        );
+        let undecodable_pdus = Counter::default();
+        registry.register(
+            "undecodable_pdus",
+            "PDUs from a modem that did not decode",
+            undecodable_pdus.clone(),
+        );
         Metrics {
             registry,
             status_reports,
             incoming_texts,
+            urcs_dropped,
+            undecodable_pdus,
             store_batches,
             store_ops,
             store_queue_wait,
@@ -344,6 +362,17 @@ impl Metrics {
         );
     }
 
+    /// Brings the counts of dropped URCs and undecodable PDUs (kept by the AT engine and the
+    /// driver, which know no metrics) up to the given totals.
+    pub fn set_modem_noise(&self, urcs_dropped: u64, undecodable_pdus: u64) {
+        for (c, v) in [
+            (&self.urcs_dropped, urcs_dropped),
+            (&self.undecodable_pdus, undecodable_pdus),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+
     /// Counts one HTTP request. `route` must be the route template, not the concrete path, so
     /// ids never become label values.
     pub fn record_http(&self, route: &str, status: u16) {
@@ -391,6 +420,8 @@ mod tests {
         m.record_status_report(ReportResult::Unmatched);
         m.record_status_report(ReportResult::Matched);
         m.record_incoming_text();
+        m.set_modem_noise(5, 2);
+        m.set_modem_noise(7, 2);
         m.set_store_writer(&crate::store::WriterSnapshot {
             batches: 10,
             synced_batches: 4,
@@ -414,6 +445,8 @@ mod tests {
             "simgate_status_reports_total{result=\"unmatched\"} 2",
             "simgate_status_reports_total{result=\"matched\"} 1",
             "simgate_incoming_texts_total 1",
+            "simgate_urcs_dropped_total 7",
+            "simgate_undecodable_pdus_total 2",
             "simgate_store_batches_total{synced=\"true\"} 4",
             "simgate_store_batches_total{synced=\"false\"} 6",
             "simgate_store_ops_total 50",

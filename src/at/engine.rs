@@ -22,6 +22,11 @@ use super::error::{CmeError, CmsError};
 static URC_DROPS: crate::log_throttle::Throttle =
     crate::log_throttle::Throttle::new(std::time::Duration::from_secs(10));
 
+/// URCs dropped so far because their reader fell behind, by every engine of the process.
+pub fn urcs_dropped() -> u64 {
+    URC_DROPS.seen()
+}
+
 /// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
 pub const ESC: u8 = 0x1B;
 /// Ctrl-Z (0x1A): ends a PDU after the prompt and sends it (TS 27.005 §3.5.1).

@@ -386,6 +386,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_store_writer(&state.service.store().writer_stats());
+    state.metrics.set_modem_noise(
+        crate::at::engine::urcs_dropped(),
+        crate::modem::undecodable_pdus(),
+    );
     let mut resp = state.metrics.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -30,6 +30,11 @@ use crate::transport::{self, Backoff};
 static UNDECODABLE: crate::log_throttle::Throttle =
     crate::log_throttle::Throttle::new(Duration::from_secs(10));
 
+/// Undecodable PDUs received so far, by every driver of the process.
+pub fn undecodable_pdus() -> u64 {
+    UNDECODABLE.seen()
+}
+
 /// A byte stream the driver can own: a serial port, or a test's in-memory pipe.
 pub(super) trait PortIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PortIo for T {}
