@@ -474,8 +474,14 @@ impl<M: ModemPort> Dispatcher<M> {
         let cfg = &self.cfg;
         let s = &mut self.slots[slot];
         s.in_flight = s.in_flight.saturating_sub(1);
-        // A message claimed in advance starts now.
-        s.on_wire_since = (s.in_flight > 0).then(Instant::now);
+        if took.is_some() {
+            // The send on the wire ended: the message claimed in advance, if any, starts now.
+            s.on_wire_since = (s.in_flight > 0).then(Instant::now);
+        } else if s.in_flight == 0 {
+            s.on_wire_since = None;
+        }
+        // Otherwise a task ended without sending (given back, expired): the send on the wire,
+        // if any, keeps its start, so a hung one is not mistaken for a fresh one.
         match verdict {
             ModemVerdict::Healthy => {
                 s.failures_in_a_row = 0;
@@ -1169,8 +1175,8 @@ mod tests {
         ready: watch::Sender<bool>,
         /// Scripted answers, used first; afterwards every send succeeds.
         script: Mutex<VecDeque<Result<Vec<u8>, Failed>>>,
-        /// How long a send takes.
-        delay: Duration,
+        /// How long a send takes, in ms (changeable, to make a modem hang).
+        delay_ms: AtomicU64,
         sent: Mutex<Vec<(String, Instant)>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
@@ -1190,7 +1196,7 @@ mod tests {
                 id: id.into(),
                 ready: watch::channel(true).0,
                 script: Mutex::new(VecDeque::new()),
-                delay,
+                delay_ms: AtomicU64::new(delay.as_millis() as u64),
                 sent: Mutex::new(Vec::new()),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
@@ -1254,7 +1260,7 @@ mod tests {
                 })
                 .collect();
             s.sent.lock().unwrap().push((text.clone(), Instant::now()));
-            tokio::time::sleep(s.delay).await;
+            tokio::time::sleep(Duration::from_millis(s.delay_ms.load(Ordering::SeqCst))).await;
             s.in_flight.fetch_sub(1, Ordering::SeqCst);
             if let Some((poisoned, failure)) = &*s.poisoned.lock().unwrap()
                 && *poisoned == text
@@ -1537,6 +1543,38 @@ mod tests {
         let c = store.get_message("msg_c").await.unwrap().unwrap();
         assert_eq!((c.status, c.attempts), (MessageStatus::Queued, 0));
         assert!(c.error.unwrap().contains("claimed in advance, not sent"));
+    }
+
+    #[tokio::test]
+    async fn a_message_claimed_in_advance_goes_back_when_the_current_send_hangs() {
+        let modem = Fake::new("m0", Duration::from_millis(20));
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        // The modem now takes 2.5 s per send: msg_c, claimed in advance behind msg_b, waits at
+        // most max(1 s, 3 x 20 ms) and goes back to the queue uncounted.
+        modem.0.delay_ms.store(2_500, Ordering::SeqCst);
+        rig.enqueue("msg_b").await;
+        rig.enqueue("msg_c").await;
+        let give_up = Instant::now() + Duration::from_secs(2);
+        let mut claimed_ahead = false;
+        let c = loop {
+            let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+            claimed_ahead |= c.status == MessageStatus::Sending;
+            if claimed_ahead && c.status == MessageStatus::Queued {
+                break c;
+            }
+            assert!(Instant::now() < give_up, "msg_c: {c:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(c.attempts, 0);
+        assert!(c.error.unwrap().contains("takes too long"));
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b"]);
+        modem.0.delay_ms.store(0, Ordering::SeqCst);
+        rig.wait_status("msg_c", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b", "text msg_c"]);
+        assert_eq!(modem.0.max_in_flight.load(Ordering::SeqCst), 1);
+        rig.stop().await;
     }
 
     #[tokio::test]
