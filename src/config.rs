@@ -256,6 +256,12 @@ pub struct RawDispatch {
     pub on_unknown_outcome: String,
     /// `dispatch.text_max_age_seconds`.
     pub text_max_age_seconds: u64,
+    /// `dispatch.max_attempts`: 0 = only the deadline bounds retries.
+    pub max_attempts: u32,
+    /// `dispatch.max_unknown_outcomes`.
+    pub max_unknown_outcomes: u32,
+    /// `dispatch.max_partial_resends`.
+    pub max_partial_resends: u32,
 }
 
 impl Default for RawDispatch {
@@ -263,6 +269,9 @@ impl Default for RawDispatch {
         RawDispatch {
             on_unknown_outcome: "resend".into(),
             text_max_age_seconds: 86_400,
+            max_attempts: 10,
+            max_unknown_outcomes: 3,
+            max_partial_resends: 1,
         }
     }
 }
@@ -451,6 +460,15 @@ pub struct DispatchSettings {
     pub on_unknown_outcome: UnknownOutcome,
     /// A plain text still queued after this long is `expired` instead of sent late.
     pub text_max_age: Duration,
+    /// Times a message may be handed to a modem before a failure fails it for good; 0 = no cap
+    /// (the deadline alone bounds retries).
+    pub max_attempts: u32,
+    /// Unknown outcomes (PDU written, no `+CMGS`) after which a message fails instead of being
+    /// sent yet again: each one may have been a delivered duplicate.
+    pub max_unknown_outcomes: u32,
+    /// Whole-message resends of a multi-part text after some of its parts were accepted (the
+    /// recipient already has those parts, so every resend duplicates them).
+    pub max_partial_resends: u32,
 }
 
 /// `[log]`.
@@ -1030,6 +1048,12 @@ impl RawConfig {
                 "must be at least 1".into(),
             ));
         }
+        if self.dispatch.max_unknown_outcomes == 0 {
+            return Err(err(
+                "dispatch.max_unknown_outcomes",
+                "must be at least 1 (use on_unknown_outcome = \"fail\" to never resend)".into(),
+            ));
+        }
 
         // [log]
         check_log_filter(&self.log.level).map_err(|reason| err("log.level", reason))?;
@@ -1187,6 +1211,9 @@ impl RawConfig {
             dispatch: DispatchSettings {
                 on_unknown_outcome,
                 text_max_age: Duration::from_secs(self.dispatch.text_max_age_seconds),
+                max_attempts: self.dispatch.max_attempts,
+                max_unknown_outcomes: self.dispatch.max_unknown_outcomes,
+                max_partial_resends: self.dispatch.max_partial_resends,
             },
             log: LogSettings {
                 level: self.log.level,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{Config, ModemSettings, UnknownOutcome};
+use crate::config::{Config, ModemSettings};
 use crate::datadir::{self, DataDirError, Lock};
 use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
@@ -26,7 +26,7 @@ use crate::notify::{self, Notifier};
 use crate::otp::Keys;
 use crate::service::{self, Deps, Service, Settings};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{Store, StoreOptions, UnknownOutcomePolicy};
+use crate::store::{Store, StoreOptions};
 
 /// File names inside the data directory.
 pub const DATABASE_FILE: &str = "simgate.db";
@@ -191,20 +191,19 @@ pub async fn run(
                 delivery_reports: settings.delivery_reports,
             })
             .collect(),
-        DispatchConfig {
-            on_unknown_outcome: match config.dispatch.on_unknown_outcome {
-                UnknownOutcome::Resend => UnknownOutcomePolicy::Resend,
-                UnknownOutcome::Fail => UnknownOutcomePolicy::Fail,
-            },
-            ..DispatchConfig::default()
-        },
+        DispatchConfig::from_settings(&config.dispatch),
         wake.clone(),
         Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
     )
     .with_metrics(metrics.clone());
     let clock = dispatcher.clock();
     let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
-    let reports_task = tokio::spawn(dispatch::run_events(store.clone(), events_rx, clock));
+    let reports_task = tokio::spawn(dispatch::run_events(
+        store.clone(),
+        events_rx,
+        clock,
+        Some(metrics.clone()),
+    ));
     tokio::spawn(dispatch::run_retention(
         store.clone(),
         days(config.store.retention_days),

@@ -16,9 +16,36 @@
 //! - temporary error → back to `queued` with exponential backoff, as long as the retry would still
 //!   come before the message's deadline (otherwise `expired` with the last error);
 //! - permanent error → `failed` with the modem's reason;
-//! - outcome unknown (PDU written, no `+CMGS`) → noted, then resent or failed per
-//!   [`UnknownOutcomePolicy`]; the same holds for messages found `sending` at start-up;
-//! - modem not ready → back to `queued` at once, for another modem to take.
+//! - outcome unknown (PDU written, no `+CMGS`) → counted and noted, then resent after the same
+//!   backoff as a temporary error (so other messages pass meanwhile) or failed per
+//!   [`UnknownOutcomePolicy`]; the [`DispatchConfig::max_unknown_outcomes`]-th unknown outcome
+//!   fails the message, since each may have reached the phone. The same holds for messages
+//!   found `sending` at start-up;
+//! - modem not ready → back to `queued` at once, for another modem to take (not counted as an
+//!   attempt: no modem was handed the text).
+//!
+//! Every failure after [`DispatchConfig::max_attempts`] attempts fails the message with the last
+//! error. A multi-part text whose later part failed after earlier parts were accepted is resent
+//! whole (a fresh concatenation reference, every part again: TS 23.040 §9.2.3.24.1 lets a phone
+//! reassemble only parts of one reference, and a resend of just the missing parts would need
+//! the same reference, the same SIM and the same split, which a queue that may hand the retry
+//! to another modem cannot promise). Each such resend duplicates the accepted parts, so at most
+//! [`DispatchConfig::max_partial_resends`] of them happen; the accepted parts are recorded with
+//! their TP-MRs, so their status reports still match. The counters live in the store and
+//! survive restarts.
+//!
+//! **The next message is ready before the modem is.** While a modem's send is on the wire, the
+//! loop claims the next message for it (durably: `sending`, as any claim) and its task opens and
+//! encodes the text, then waits for the modem's current send to return, so the gap between one
+//! `+CMGS` answer and the next `AT+CMGS` is a task wake-up, not a claim's group commit (which
+//! waits for an fsync whenever an API client's write shares the batch). One send stays in
+//! flight per modem; the waiting message is the modem's only claim in advance. It goes back to
+//! the queue (not counted as an attempt) if the current send takes far longer than the modem's
+//! last one (a hung modem must not hold it), and when the dispatcher stops. Claims stay in queue
+//! order. A modem with a send rate limit is not claimed for in advance (its sends wait for the
+//! limiter anyway), nor is any modem under `on_unknown_outcome = "fail"`: a message claimed in
+//! advance and then interrupted by a crash is recovered as an unknown outcome, which that policy
+//! would fail although it never left.
 //!
 //! "Least busy" means: idle (one send per modem), then least recently started. A modem whose
 //! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
@@ -35,16 +62,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, SendOutcome};
+use crate::log_throttle::Throttle;
+use crate::metrics::{Metrics, ReportResult, SendOutcome};
 use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
 use crate::pdu::{self, DeliveryOutcome, EncodedPart, SubmitOptions};
 use crate::store::{
     Body, Claimed, Millis, ReportEffect, ReportOutcome, StatusReport, Store, StoreError,
-    UnknownOutcomePolicy,
+    UnknownOutcomePolicy, UnknownOutcomeRule,
 };
 
 /// Why a modem did not send a message, as the driver classifies it.
@@ -60,6 +88,25 @@ pub enum SendFailure {
     NotReady,
 }
 
+/// A send that did not complete: why, and the TP-MRs of the parts the modem accepted before it
+/// stopped (in part order; empty when nothing went out or the message has one part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The driver's classification of the failure.
+    pub failure: SendFailure,
+    /// TP-MRs of the leading parts that were accepted.
+    pub accepted: Vec<u8>,
+}
+
+impl From<SendFailure> for Failed {
+    fn from(failure: SendFailure) -> Self {
+        Failed {
+            failure,
+            accepted: Vec::new(),
+        }
+    }
+}
+
 /// What the dispatcher needs from one modem. Implemented by the driver's handle; tests use
 /// in-memory fakes.
 pub trait ModemPort: Send + Sync + 'static {
@@ -72,10 +119,8 @@ pub trait ModemPort: Send + Sync + 'static {
     /// it must not keep resolving while readiness equals `was_ready`, or the watcher would spin.
     fn readiness_changed(&self, was_ready: bool) -> impl Future<Output = ()> + Send;
     /// Sends every part of one message, returning the TP-MR of each part in order.
-    fn send(
-        &self,
-        parts: Vec<EncodedPart>,
-    ) -> impl Future<Output = Result<Vec<u8>, SendFailure>> + Send;
+    fn send(&self, parts: Vec<EncodedPart>)
+    -> impl Future<Output = Result<Vec<u8>, Failed>> + Send;
 }
 
 /// Opens a sealed OTP body (otp.rs owns the key); the error text must not contain the body.
@@ -103,6 +148,12 @@ pub struct DispatchConfig {
     /// How long to wait before claiming again after the store failed, so a broken disk does not
     /// turn the loop into a busy spin.
     pub store_error_pause: Duration,
+    /// Attempts (hand-overs to a modem) after which a failure fails the message; 0 = no cap.
+    pub max_attempts: u32,
+    /// Unknown outcomes after which a message fails instead of being resent (at least 1).
+    pub max_unknown_outcomes: u32,
+    /// Whole resends of a multi-part text after a send that failed with some parts accepted.
+    pub max_partial_resends: u32,
 }
 
 impl Default for DispatchConfig {
@@ -112,6 +163,9 @@ impl Default for DispatchConfig {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
             store_error_pause: Duration::from_secs(1),
+            max_attempts: 10,
+            max_unknown_outcomes: 3,
+            max_partial_resends: 1,
         }
     }
 }
@@ -126,11 +180,26 @@ impl From<crate::config::UnknownOutcome> for UnknownOutcomePolicy {
 }
 
 impl DispatchConfig {
-    /// The configured policy with the default retry timing.
+    /// The configured policy and caps with the default retry timing.
     pub fn from_settings(settings: &crate::config::DispatchSettings) -> Self {
         DispatchConfig {
             on_unknown_outcome: settings.on_unknown_outcome.into(),
+            max_attempts: settings.max_attempts,
+            max_unknown_outcomes: settings.max_unknown_outcomes.max(1),
+            max_partial_resends: settings.max_partial_resends,
             ..DispatchConfig::default()
+        }
+    }
+
+    /// What the store applies to an unknown outcome (during a run and at start-up).
+    pub fn unknown_rule(&self) -> UnknownOutcomeRule {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as Millis;
+        UnknownOutcomeRule {
+            policy: self.on_unknown_outcome,
+            max_unknown: self.max_unknown_outcomes.max(1),
+            max_attempts: self.max_attempts,
+            backoff_base_ms: ms(self.retry_base),
+            backoff_max_ms: ms(self.retry_max),
         }
     }
 }
@@ -216,8 +285,17 @@ struct Slot<M> {
     port: Arc<M>,
     limiter: Option<Limiter>,
     delivery_reports: bool,
-    /// A send is in flight on this modem.
-    busy: bool,
+    /// Claims of this modem not yet finished: 0 (idle), 1 (a send in flight, or about to be),
+    /// 2 (one in flight and the next one claimed, encoded and waiting for it).
+    in_flight: u8,
+    /// Resolves when the newest send task of this modem is done with the modem; the next task
+    /// waits for it before sending.
+    turn: Option<oneshot::Receiver<()>>,
+    /// How long this modem's last successful send took; bounds how long a message claimed in
+    /// advance waits for it.
+    last_send: Option<Duration>,
+    /// Since when the modem's current send has (about) been on the wire.
+    on_wire_since: Option<Instant>,
     /// A rate-limiter cell was taken but the claim found nothing: the next send uses it.
     permit_held: bool,
     /// When this modem last started a send; the least recently used idle modem goes first.
@@ -241,9 +319,14 @@ pub struct Dispatcher<M: ModemPort> {
     metrics: Option<Arc<Metrics>>,
     /// Send tasks report here the moment their modem is free again (before recording the
     /// result), so the next claim and the previous result share a group commit.
-    freed_tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
-    freed_rx: mpsc::UnboundedReceiver<(usize, ModemVerdict)>,
+    freed_tx: mpsc::UnboundedSender<FreedMsg>,
+    freed_rx: mpsc::UnboundedReceiver<FreedMsg>,
+    /// Turns true when the dispatcher stops: messages claimed in advance go back to the queue.
+    stopping: watch::Sender<bool>,
 }
+
+/// A modem is free again: which, what its send said about it, and how long the send took.
+type FreedMsg = (usize, ModemVerdict, Option<Duration>);
 
 /// Counters for tests and metrics: how often the loop went to the store to claim.
 #[derive(Debug, Default)]
@@ -279,7 +362,10 @@ impl<M: ModemPort> Dispatcher<M> {
                     )
                 }),
                 delivery_reports: m.delivery_reports,
-                busy: false,
+                in_flight: 0,
+                turn: None,
+                last_send: None,
+                on_wire_since: None,
                 permit_held: false,
                 last_start: None,
                 failures_in_a_row: 0,
@@ -297,6 +383,7 @@ impl<M: ModemPort> Dispatcher<M> {
             metrics: None,
             freed_tx,
             freed_rx,
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -321,7 +408,7 @@ impl<M: ModemPort> Dispatcher<M> {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         let recovered = self
             .store
-            .recover_interrupted(self.cfg.on_unknown_outcome, self.clock.now_ms())
+            .recover_interrupted(self.cfg.unknown_rule(), self.clock.now_ms())
             .await?;
         if recovered > 0 {
             tracing::warn!(
@@ -363,8 +450,8 @@ impl<M: ModemPort> Dispatcher<M> {
                 _ = &mut shutdown => break,
                 _ = woken => {}
                 _ = poked => {}
-                Some((slot, verdict)) = self.freed_rx.recv() => {
-                    self.modem_done(slot, verdict);
+                Some((slot, verdict, took)) = self.freed_rx.recv() => {
+                    self.modem_done(slot, verdict, took);
                 }
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     finish(done);
@@ -373,6 +460,7 @@ impl<M: ModemPort> Dispatcher<M> {
             }
         }
         watchers.abort_all();
+        self.stopping.send_replace(true);
         while let Some(done) = sends.join_next().await {
             finish(done);
         }
@@ -382,12 +470,25 @@ impl<M: ModemPort> Dispatcher<M> {
     /// A modem finished a send: free it, and rest it after [`FAILURES_BEFORE_REST`] failures in a
     /// row (for the backoff of that many attempts), so a SIM the network keeps refusing stops
     /// taking work the other modems could send.
-    fn modem_done(&mut self, slot: usize, verdict: ModemVerdict) {
+    fn modem_done(&mut self, slot: usize, verdict: ModemVerdict, took: Option<Duration>) {
         let cfg = &self.cfg;
         let s = &mut self.slots[slot];
-        s.busy = false;
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if took.is_some() {
+            // The send on the wire ended: the message claimed in advance, if any, starts now.
+            s.on_wire_since = (s.in_flight > 0).then(Instant::now);
+        } else if s.in_flight == 0 {
+            s.on_wire_since = None;
+        }
+        // Otherwise a task ended without sending (given back, expired): the send on the wire,
+        // if any, keeps its start, so a hung one is not mistaken for a fresh one.
         match verdict {
-            ModemVerdict::Healthy => s.failures_in_a_row = 0,
+            ModemVerdict::Healthy => {
+                s.failures_in_a_row = 0;
+                if took.is_some() {
+                    s.last_send = took;
+                }
+            }
             ModemVerdict::Unknown => {}
             ModemVerdict::Failing => {
                 s.failures_in_a_row += 1;
@@ -422,7 +523,23 @@ impl<M: ModemPort> Dispatcher<M> {
                 Ok(Some(claimed)) => {
                     let slot = &mut self.slots[index];
                     slot.permit_held = false;
-                    slot.busy = true;
+                    let (done, next_turn) = oneshot::channel();
+                    let previous = slot.turn.replace(next_turn);
+                    let turn = Turn {
+                        // An idle modem's previous task is over: nothing to wait for.
+                        wait: previous.filter(|_| slot.in_flight > 0),
+                        done: Some(done),
+                        // A hung send must not hold the next message: three times the modem's
+                        // last send, at least a second, then it goes back to the queue.
+                        patience: slot.last_send.map_or(PREFETCH_PATIENCE_MIN, |d| {
+                            (d * 3).max(PREFETCH_PATIENCE_MIN)
+                        }),
+                        stopping: self.stopping.subscribe(),
+                    };
+                    if slot.in_flight == 0 {
+                        slot.on_wire_since = Some(Instant::now());
+                    }
+                    slot.in_flight += 1;
                     slot.last_start = Some(Instant::now());
                     let job = SendJob {
                         store: self.store.clone(),
@@ -438,7 +555,7 @@ impl<M: ModemPort> Dispatcher<M> {
                         tx: self.freed_tx.clone(),
                         slot: Some(index),
                     };
-                    sends.spawn(job.run(claimed, freed));
+                    sends.spawn(job.run(claimed, freed, turn));
                 }
                 Ok(None) => {
                     match self.store.next_due().await {
@@ -490,11 +607,43 @@ impl<M: ModemPort> Dispatcher<M> {
 
     /// The least busy free modem: idle and ready, least recently started first, that its rate
     /// limit lets send now. Rate-limited modems lower `until` to when they may send again.
+    /// Without an idle one, a ready modem whose send is on the wire and has nothing claimed in
+    /// advance yet (see the module docs): the one expected to be free first, judging by its
+    /// last send. A modem whose current send has run twice as long as its last is left out
+    /// (it may be stuck), and nothing is claimed in advance while a busy modem has never sent.
     fn pick_modem(&mut self, until: &mut Option<Instant>) -> Option<usize> {
         let now = Instant::now();
         let mut free: Vec<usize> = Vec::new();
+        // (modem, how long its current send should still take)
+        let mut ahead: Vec<(usize, Duration)> = Vec::new();
+        // A busy modem without a past send: when it will be free cannot be told, so no modem
+        // is claimed for in advance (it might be free first and then find nothing).
+        let mut unknown_end = false;
+        let claim_ahead = self.cfg.on_unknown_outcome == UnknownOutcomePolicy::Resend;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.busy || !slot.port.is_ready() {
+            if !slot.port.is_ready() {
+                continue;
+            }
+            if slot.in_flight > 0 {
+                // Only on a modem whose send is expected to end soon: one that has sent before,
+                // and whose current send has not yet run twice as long as its last one.
+                let remaining = match (slot.last_send, slot.on_wire_since) {
+                    (Some(last), Some(since)) => {
+                        let ran = now.saturating_duration_since(since);
+                        (ran < last * 2).then(|| last.saturating_sub(ran))
+                    }
+                    _ => {
+                        unknown_end |= slot.in_flight == 1;
+                        None
+                    }
+                };
+                let may = claim_ahead
+                    && slot.in_flight == 1
+                    && slot.limiter.is_none()
+                    && slot.resting_until.is_none_or(|at| at <= now);
+                if let Some(remaining) = remaining.filter(|_| may) {
+                    ahead.push((i, remaining));
+                }
                 continue;
             }
             match slot.resting_until {
@@ -527,7 +676,12 @@ impl<M: ModemPort> Dispatcher<M> {
                 },
             }
         }
-        None
+        if unknown_end {
+            return None;
+        }
+        // The modem expected to be free first takes it, as it would without claiming ahead.
+        ahead.sort_by_key(|&(_, remaining)| remaining);
+        ahead.first().map(|&(i, _)| i)
     }
 }
 
@@ -541,6 +695,22 @@ fn finish(done: Result<(), tokio::task::JoinError>) {
 
 /// Consecutive modem-side failures after which a modem rests.
 pub const FAILURES_BEFORE_REST: u32 = 3;
+
+/// The shortest wait of a message claimed in advance for its modem's current send.
+const PREFETCH_PATIENCE_MIN: Duration = Duration::from_secs(1);
+
+/// A send task's place in its modem's line: it sends only after the previous task is done
+/// with the modem, and tells the next one when it is.
+struct Turn {
+    /// The previous task's `done`; `None` when the modem was idle at the claim.
+    wait: Option<oneshot::Receiver<()>>,
+    /// Fired (or dropped, on any early return) when this task no longer needs the modem.
+    done: Option<oneshot::Sender<()>>,
+    /// How long to wait for the previous task before giving the message back.
+    patience: Duration,
+    /// The dispatcher is stopping: give the message back instead of sending it.
+    stopping: watch::Receiver<bool>,
+}
 
 /// What a finished send says about the modem (not the message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -556,22 +726,22 @@ enum ModemVerdict {
 /// Tells the loop that a modem is free, exactly once: when the send is over, or when the task
 /// ends any other way (early return, panic), by `Drop`.
 struct Freed {
-    tx: mpsc::UnboundedSender<(usize, ModemVerdict)>,
+    tx: mpsc::UnboundedSender<FreedMsg>,
     slot: Option<usize>,
 }
 
 impl Freed {
-    fn now(&mut self, verdict: ModemVerdict) {
+    fn now(&mut self, verdict: ModemVerdict, took: Option<Duration>) {
         if let Some(slot) = self.slot.take() {
             // The loop outlives its send tasks; a closed channel only means shutdown.
-            let _ = self.tx.send((slot, verdict));
+            let _ = self.tx.send((slot, verdict, took));
         }
     }
 }
 
 impl Drop for Freed {
     fn drop(&mut self) {
-        self.now(ModemVerdict::Unknown);
+        self.now(ModemVerdict::Unknown, None);
     }
 }
 
@@ -587,25 +757,24 @@ struct SendJob<M> {
 }
 
 impl<M: ModemPort> SendJob<M> {
-    async fn run(self, claimed: Claimed, mut freed: Freed) {
+    async fn run(self, claimed: Claimed, mut freed: Freed, mut turn: Turn) {
         let id = claimed.id.clone();
-        if let Err(e) = self.send(claimed, &mut freed).await {
+        if let Err(e) = self.send(claimed, &mut freed, &mut turn).await {
             // The row stays `sending`; the next start recovers it as an unknown outcome.
             tracing::error!(message = %id, error = %e, "cannot record the outcome of a send");
         }
     }
 
-    async fn send(&self, claimed: Claimed, freed: &mut Freed) -> Result<(), StoreError> {
+    async fn send(
+        &self,
+        claimed: Claimed,
+        freed: &mut Freed,
+        turn: &mut Turn,
+    ) -> Result<(), StoreError> {
         let modem = self.port.id().to_owned();
         let now = self.clock.now_ms();
         if claimed.deadline <= now {
-            if let Some(m) = &self.metrics {
-                m.record_send(SendOutcome::Expired);
-            }
-            return self
-                .store
-                .mark_expired(&claimed.id, "deadline passed before sending", now)
-                .await;
+            return self.expire(&claimed, now).await;
         }
         let text = match &claimed.body {
             Body::Clear(t) => t.clone(),
@@ -624,22 +793,91 @@ impl<M: ModemPort> SendJob<M> {
                 return self.store.mark_failed(&claimed.id, &reason, now).await;
             }
         };
+        if let Some(previous) = turn.wait.take() {
+            let stopping = turn.stopping.wait_for(|stop| *stop);
+            let given_back = tokio::select! {
+                biased;
+                _ = stopping => Some("the dispatcher is stopping"),
+                _ = previous => None,
+                _ = tokio::time::sleep(turn.patience) => Some("the modem's current send takes too long"),
+            };
+            if let Some(why) = given_back {
+                tracing::info!(message = %claimed.id, modem = %modem, "{why}: message claimed in advance goes back to the queue");
+                let reason = format!("{modem}: claimed in advance, not sent: {why}");
+                return self
+                    .store
+                    .mark_not_taken(&claimed.id, &reason, self.clock.now_ms())
+                    .await;
+            }
+            let now = self.clock.now_ms();
+            if claimed.deadline <= now {
+                return self.expire(&claimed, now).await;
+            }
+        }
+        let total = parts.len();
         let started = Instant::now();
         let result = self.port.send(parts).await;
-        freed.now(match &result {
-            Ok(_) | Err(SendFailure::Permanent(_)) => ModemVerdict::Healthy,
-            Err(_) => ModemVerdict::Failing,
-        });
+        let took = started.elapsed();
+        // The next message of this modem is encoded and waiting: let it go first.
+        if let Some(done) = turn.done.take() {
+            let _ = done.send(());
+        }
+        freed.now(
+            match &result {
+                Ok(_)
+                | Err(Failed {
+                    failure: SendFailure::Permanent(_),
+                    ..
+                }) => ModemVerdict::Healthy,
+                Err(_) => ModemVerdict::Failing,
+            },
+            Some(took),
+        );
         let now = self.clock.now_ms();
         if let Some(m) = &self.metrics {
             m.observe_send_latency(started.elapsed());
             m.record_send(match &result {
                 Ok(_) => SendOutcome::Sent,
-                Err(SendFailure::Permanent(_)) => SendOutcome::Failed,
-                Err(SendFailure::OutcomeUnknown(_)) => SendOutcome::Unknown,
-                Err(SendFailure::Temporary(_) | SendFailure::NotReady) => SendOutcome::Retried,
+                Err(f) => match f.failure {
+                    SendFailure::Permanent(_) => SendOutcome::Failed,
+                    SendFailure::OutcomeUnknown(_) => SendOutcome::Unknown,
+                    SendFailure::Temporary(_) | SendFailure::NotReady => SendOutcome::Retried,
+                },
             });
         }
+        let result = match result {
+            Ok(mrs) => Ok(mrs),
+            Err(Failed { failure, accepted }) if !accepted.is_empty() && accepted.len() < total => {
+                let k = accepted.len();
+                let partials = self
+                    .store
+                    .record_partial_send(&claimed.id, &modem, accepted, now)
+                    .await?;
+                if partials > self.cfg.max_partial_resends
+                    && !matches!(failure, SendFailure::Permanent(_))
+                {
+                    let why = match &failure {
+                        SendFailure::Temporary(w)
+                        | SendFailure::Permanent(w)
+                        | SendFailure::OutcomeUnknown(w) => w.clone(),
+                        SendFailure::NotReady => "modem not ready".into(),
+                    };
+                    tracing::warn!(message = %claimed.id, modem = %modem, parts_accepted = k,
+                        total, partials, "part of a long text failed; not resending it whole again");
+                    let reason = format!(
+                        "{modem}: part {} of {total} failed ({why}) after parts 1..={k} were \
+                         accepted; {} whole resend(s) already, each duplicating the accepted \
+                         parts, so not resent again",
+                        k + 1,
+                        partials - 1
+                    );
+                    return self.store.mark_failed(&claimed.id, &reason, now).await;
+                }
+                Err(failure)
+            }
+            Err(f) => Err(f.failure),
+        };
+        let capped = |attempts: u32| self.cfg.max_attempts > 0 && attempts >= self.cfg.max_attempts;
         match result {
             Ok(mrs) => {
                 tracing::info!(message = %claimed.id, modem = %modem, parts = mrs.len(), "sent");
@@ -648,7 +886,15 @@ impl<M: ModemPort> SendJob<M> {
             Err(SendFailure::Temporary(why)) => {
                 let next = now + backoff(&self.cfg, claimed.attempts).as_millis() as Millis;
                 let reason = format!("{modem}: {why}");
-                if next >= claimed.deadline {
+                if capped(claimed.attempts) {
+                    tracing::warn!(message = %claimed.id, modem = %modem, error = %why,
+                        attempts = claimed.attempts, "temporary error, attempts exhausted");
+                    let reason = format!(
+                        "gave up after {} attempts; last: {reason}",
+                        claimed.attempts
+                    );
+                    self.store.mark_failed(&claimed.id, &reason, now).await
+                } else if next >= claimed.deadline {
                     tracing::warn!(message = %claimed.id, modem = %modem, error = %why,
                         "temporary error, no time left before the deadline");
                     let reason = format!("{reason} (no time left to retry)");
@@ -669,16 +915,25 @@ impl<M: ModemPort> SendJob<M> {
                     policy = ?self.cfg.on_unknown_outcome, "send outcome unknown");
                 let reason = format!("{modem}: {why}");
                 self.store
-                    .mark_unknown_outcome(&claimed.id, &reason, self.cfg.on_unknown_outcome, now)
+                    .mark_unknown_outcome(&claimed.id, &reason, self.cfg.unknown_rule(), now)
                     .await
                     .map(drop)
             }
             Err(SendFailure::NotReady) => {
                 // Not this message's fault: straight back to the queue for another modem.
                 let reason = format!("{modem} not ready");
-                self.store.mark_retry(&claimed.id, &reason, now, now).await
+                self.store.mark_not_taken(&claimed.id, &reason, now).await
             }
         }
+    }
+
+    async fn expire(&self, claimed: &Claimed, now: Millis) -> Result<(), StoreError> {
+        if let Some(m) = &self.metrics {
+            m.record_send(SendOutcome::Expired);
+        }
+        self.store
+            .mark_expired(&claimed.id, "deadline passed before sending", now)
+            .await
     }
 
     /// Encodes the SMS-SUBMIT parts. The validity period is the message's remaining lifetime,
@@ -745,14 +1000,27 @@ pub async fn record_status_report(
     match &effect {
         Some(e) => tracing::info!(message = %e.message_id, status = e.status.as_str(),
             modem = modem_id, mr = message_reference, "status report"),
-        None => tracing::info!(
-            modem = modem_id,
-            mr = message_reference,
-            "status report matches no recent send"
-        ),
+        None => {
+            if let Some(suppressed) = UNMATCHED_REPORTS.admit() {
+                tracing::info!(
+                    modem = modem_id,
+                    mr = message_reference,
+                    suppressed,
+                    "status report matches no recent send"
+                );
+            }
+        }
     }
     Ok(effect)
 }
+
+/// Anyone who can reach the modem's SMSC can send reports that match nothing; they are counted
+/// in `simgate_status_reports_total{result="unmatched"}` and sampled in the log.
+static UNMATCHED_REPORTS: Throttle = Throttle::new(Duration::from_secs(10));
+/// The same for store failures while recording reports, which come as fast as the reports.
+static REPORT_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
+/// Incoming texts are not routed; a flood of them gets one line per interval.
+static INCOMING: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// Whether a driver state takes sends. `Sending` counts: the dispatcher is the only sender and
 /// keeps one send per modem itself, so a driver still saying `Sending` as the previous send ends
@@ -781,20 +1049,35 @@ impl ModemPort for ModemHandle {
         }
     }
 
-    async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
-        ModemHandle::send(self, parts).await.map_err(|e| match e {
-            SendError::Temporary(why) => SendFailure::Temporary(why),
-            SendError::Permanent(why) => SendFailure::Permanent(why),
-            SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
-            SendError::NotReady => SendFailure::NotReady,
-        })
+    async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, Failed> {
+        ModemHandle::send_detailed(self, parts)
+            .await
+            .map_err(|p| Failed {
+                failure: match p.error {
+                    SendError::Temporary(why) => SendFailure::Temporary(why),
+                    SendError::Permanent(why) => SendFailure::Permanent(why),
+                    SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
+                    SendError::NotReady => SendFailure::NotReady,
+                },
+                accepted: p.sent,
+            })
     }
 }
 
 /// Applies the modems' events to the store until every sender is gone: status reports update
-/// their parts and messages; incoming texts are only logged (sender, never the text), since
-/// simgate does not route replies.
-pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, clock: Clock) {
+/// their parts and messages; incoming texts are only counted and logged (never the sender or
+/// the text), since simgate does not route replies. Both are counted in `metrics`.
+pub async fn run_events(
+    store: Store,
+    mut events: mpsc::Receiver<ModemEvent>,
+    clock: Clock,
+    metrics: Option<Arc<Metrics>>,
+) {
+    let count = |r: ReportResult| {
+        if let Some(m) = &metrics {
+            m.record_status_report(r);
+        }
+    };
     while let Some(event) = events.recv().await {
         match event {
             ModemEvent::StatusReport {
@@ -815,13 +1098,25 @@ pub async fn run_events(store: Store, mut events: mpsc::Receiver<ModemEvent>, cl
                     clock.now_ms(),
                 )
                 .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, modem = %modem_id, "cannot record a status report");
+                match result {
+                    Ok(Some(_)) => count(ReportResult::Matched),
+                    Ok(None) => count(ReportResult::Unmatched),
+                    Err(e) => {
+                        count(ReportResult::Error);
+                        if let Some(suppressed) = REPORT_ERRORS.admit() {
+                            tracing::error!(error = %e, modem = %modem_id, suppressed,
+                                "cannot record a status report");
+                        }
+                    }
                 }
             }
             ModemEvent::Incoming { modem_id, .. } => {
-                // Not stored yet; the driver leaves a text it read from storage on the SIM.
-                tracing::info!(modem = %modem_id, "incoming text not stored: simgate keeps no inbound texts yet");
+                if let Some(m) = &metrics {
+                    m.record_incoming_text();
+                }
+                if let Some(suppressed) = INCOMING.admit() {
+                    tracing::info!(modem = %modem_id, suppressed, "incoming text not stored: simgate keeps no inbound texts yet");
+                }
             }
         }
     }
@@ -879,15 +1174,17 @@ mod tests {
         id: String,
         ready: watch::Sender<bool>,
         /// Scripted answers, used first; afterwards every send succeeds.
-        script: Mutex<VecDeque<Result<Vec<u8>, SendFailure>>>,
-        /// How long a send takes.
-        delay: Duration,
+        script: Mutex<VecDeque<Result<Vec<u8>, Failed>>>,
+        /// How long a send takes, in ms (changeable, to make a modem hang).
+        delay_ms: AtomicU64,
         sent: Mutex<Vec<(String, Instant)>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
         next_mr: AtomicUsize,
         /// Turns the modem not-ready the moment it answers `NotReady`, like an unplugged dongle.
         drop_on_not_ready: bool,
+        /// Every send of this text fails this way (a modem that chokes on one message).
+        poisoned: Mutex<Option<(String, SendFailure)>>,
     }
 
     #[derive(Clone)]
@@ -899,16 +1196,28 @@ mod tests {
                 id: id.into(),
                 ready: watch::channel(true).0,
                 script: Mutex::new(VecDeque::new()),
-                delay,
+                delay_ms: AtomicU64::new(delay.as_millis() as u64),
                 sent: Mutex::new(Vec::new()),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
                 next_mr: AtomicUsize::new(1),
                 drop_on_not_ready: true,
+                poisoned: Mutex::new(None),
             }))
         }
+        fn poison(self, text: &str, failure: SendFailure) -> Fake {
+            *self.0.poisoned.lock().unwrap() = Some((text.into(), failure));
+            self
+        }
         fn script(self, answers: Vec<Result<Vec<u8>, SendFailure>>) -> Fake {
+            let answers = answers.into_iter().map(|a| a.map_err(Failed::from));
             self.0.script.lock().unwrap().extend(answers);
+            self
+        }
+        /// Scripts a send that fails after the modem accepted `accepted` parts.
+        fn script_partial(self, accepted: Vec<u8>, failure: SendFailure) -> Fake {
+            let answer = Err(Failed { failure, accepted });
+            self.0.script.lock().unwrap().push_back(answer);
             self
         }
         fn set_ready(&self, ready: bool) {
@@ -939,7 +1248,7 @@ mod tests {
             let mut rx = self.0.ready.subscribe();
             let _ = rx.wait_for(|ready| *ready != was_ready).await;
         }
-        async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, SendFailure> {
+        async fn send(&self, parts: Vec<EncodedPart>) -> Result<Vec<u8>, Failed> {
             let s = &self.0;
             let now_in = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             s.max_in_flight.fetch_max(now_in, Ordering::SeqCst);
@@ -950,14 +1259,22 @@ mod tests {
                     other => panic!("not a SUBMIT: {other:?}"),
                 })
                 .collect();
-            s.sent.lock().unwrap().push((text, Instant::now()));
-            tokio::time::sleep(s.delay).await;
+            s.sent.lock().unwrap().push((text.clone(), Instant::now()));
+            tokio::time::sleep(Duration::from_millis(s.delay_ms.load(Ordering::SeqCst))).await;
             s.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some((poisoned, failure)) = &*s.poisoned.lock().unwrap()
+                && *poisoned == text
+            {
+                return Err(failure.clone().into());
+            }
             let scripted = s.script.lock().unwrap().pop_front();
             match scripted {
-                Some(Err(SendFailure::NotReady)) if s.drop_on_not_ready => {
+                Some(Err(Failed {
+                    failure: SendFailure::NotReady,
+                    ..
+                })) if s.drop_on_not_ready => {
                     s.ready.send_replace(false);
-                    Err(SendFailure::NotReady)
+                    Err(SendFailure::NotReady.into())
                 }
                 Some(answer) => answer,
                 None => Ok(parts
@@ -984,6 +1301,7 @@ mod tests {
             retry_base: Duration::from_millis(40),
             retry_max: Duration::from_secs(1),
             store_error_pause: Duration::from_millis(50),
+            ..DispatchConfig::default()
         }
     }
 
@@ -1158,6 +1476,108 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_next_message_is_claimed_while_the_current_one_is_on_the_wire() {
+        let modem = Fake::new("m0", Duration::from_millis(150));
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            for (i, id) in ["msg_a", "msg_b", "msg_c", "msg_d"].into_iter().enumerate() {
+                let m = text_msg(id, "+15551230000", now + i as Millis);
+                store.enqueue_text(m, None, 0).await.unwrap();
+            }
+        })
+        .await;
+        // msg_a gives the modem a send time to judge by; from msg_b on, the next message is
+        // claimed (durably `sending`) while the current one is on the wire.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while modem.texts().len() < 2 {
+            assert!(Instant::now() < give_up);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(modem.texts().len(), 2, "msg_b is still on the wire");
+        let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+        assert_eq!(c.status, MessageStatus::Sending, "msg_c claimed in advance");
+        let d = rig.store.get_message("msg_d").await.unwrap().unwrap();
+        assert_eq!(
+            d.status,
+            MessageStatus::Queued,
+            "one message in advance at most"
+        );
+        rig.wait_status("msg_d", MessageStatus::Sent).await;
+        // Still one send at a time, in queue order, each counted once.
+        assert_eq!(modem.0.max_in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            modem.texts(),
+            ["text msg_a", "text msg_b", "text msg_c", "text msg_d"]
+        );
+        for id in ["msg_a", "msg_b", "msg_c", "msg_d"] {
+            let m = rig.store.get_message(id).await.unwrap().unwrap();
+            assert_eq!((m.status, m.attempts), (MessageStatus::Sent, 1), "{id}");
+        }
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stopping_gives_a_message_claimed_in_advance_back_to_the_queue() {
+        let modem = Fake::new("m0", Duration::from_millis(200));
+        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+            for (i, id) in ["msg_a", "msg_b", "msg_c"].into_iter().enumerate() {
+                let m = text_msg(id, "+15551230000", now + i as Millis);
+                store.enqueue_text(m, None, 0).await.unwrap();
+            }
+        })
+        .await;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+            if c.status == MessageStatus::Sending {
+                break;
+            }
+            assert!(Instant::now() < give_up, "msg_c never claimed in advance");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let store = rig.stop().await;
+        // msg_b was on the wire and finished; msg_c never left and is queued again, uncounted.
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b"]);
+        let b = store.get_message("msg_b").await.unwrap().unwrap();
+        assert_eq!(b.status, MessageStatus::Sent);
+        let c = store.get_message("msg_c").await.unwrap().unwrap();
+        assert_eq!((c.status, c.attempts), (MessageStatus::Queued, 0));
+        assert!(c.error.unwrap().contains("claimed in advance, not sent"));
+    }
+
+    #[tokio::test]
+    async fn a_message_claimed_in_advance_goes_back_when_the_current_send_hangs() {
+        let modem = Fake::new("m0", Duration::from_millis(20));
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Sent).await;
+        // The modem now takes 2.5 s per send: msg_c, claimed in advance behind msg_b, waits at
+        // most max(1 s, 3 x 20 ms) and goes back to the queue uncounted.
+        modem.0.delay_ms.store(2_500, Ordering::SeqCst);
+        rig.enqueue("msg_b").await;
+        rig.enqueue("msg_c").await;
+        let give_up = Instant::now() + Duration::from_secs(2);
+        let mut claimed_ahead = false;
+        let c = loop {
+            let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
+            claimed_ahead |= c.status == MessageStatus::Sending;
+            if claimed_ahead && c.status == MessageStatus::Queued {
+                break c;
+            }
+            assert!(Instant::now() < give_up, "msg_c: {c:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(c.attempts, 0);
+        assert!(c.error.unwrap().contains("takes too long"));
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b"]);
+        modem.0.delay_ms.store(0, Ordering::SeqCst);
+        rig.wait_status("msg_c", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), ["text msg_a", "text msg_b", "text msg_c"]);
+        assert_eq!(modem.0.max_in_flight.load(Ordering::SeqCst), 1);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
     async fn a_busy_modem_is_passed_over() {
         let a = Fake::new("m0", Duration::from_millis(500));
         let b = Fake::new("m1", Duration::ZERO);
@@ -1328,6 +1748,127 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unknown_outcomes_back_off_let_others_pass_and_stop_at_the_cap() {
+        // Every send of msg_stuck has an unknown outcome (a modem answering `+CMGS: 999`).
+        let unknown = SendFailure::OutcomeUnknown("OK without +CMGS".into());
+        let modem = Fake::new("m0", Duration::ZERO).poison("text msg_stuck", unknown);
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        rig.enqueue("msg_stuck").await;
+        rig.enqueue("msg_other").await;
+        rig.wait_status("msg_stuck", MessageStatus::Failed).await;
+        rig.wait_status("msg_other", MessageStatus::Sent).await;
+        let stuck: Vec<Instant> = modem
+            .0
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "text msg_stuck")
+            .map(|(_, at)| *at)
+            .collect();
+        let cfg = quick();
+        assert_eq!(
+            stuck.len(),
+            cfg.max_unknown_outcomes as usize,
+            "stops at the cap"
+        );
+        assert!(stuck[1] - stuck[0] >= backoff(&cfg, 1), "backs off");
+        assert!(stuck[2] - stuck[1] >= backoff(&cfg, 2), "backs off longer");
+        // The other text went out while the stuck one waited, not after it gave up.
+        let other_at = modem.send_times()[modem
+            .texts()
+            .iter()
+            .position(|t| t == "text msg_other")
+            .unwrap()];
+        assert!(
+            other_at < stuck[1],
+            "the other text waited behind the stuck one"
+        );
+        let other = rig.store.get_message("msg_other").await.unwrap().unwrap();
+        assert_eq!(other.attempts, 1);
+        let m = rig.store.get_message("msg_stuck").await.unwrap().unwrap();
+        assert_eq!(m.attempts, 3);
+        let error = m.error.unwrap();
+        assert!(error.contains("outcome unknown 3 times"), "{error}");
+        assert!(error.contains("OK without +CMGS"), "{error}");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn temporary_errors_stop_at_max_attempts() {
+        let busy = || Err(SendFailure::Temporary("+CMS ERROR: 42".into()));
+        let modem = Fake::new("m0", Duration::ZERO).script(vec![busy(); 5]);
+        let cfg = DispatchConfig {
+            max_attempts: 3,
+            retry_base: Duration::from_millis(5),
+            ..quick()
+        };
+        let rig = rig_with(vec![(modem.clone(), 0)], cfg, async |_, _| {}).await;
+        rig.enqueue("msg_a").await;
+        rig.wait_status("msg_a", MessageStatus::Failed).await;
+        assert_eq!(modem.texts().len(), 3);
+        let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
+        let error = m.error.unwrap();
+        assert!(error.contains("gave up after 3 attempts"), "{error}");
+        assert!(error.contains("+CMS ERROR: 42"), "{error}");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_long_text_with_a_failed_last_part_is_resent_whole_at_most_the_cap() {
+        let temporary = || SendFailure::Temporary("+CMS ERROR: 42".into());
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script_partial(vec![7], temporary())
+            .script_partial(vec![8], temporary());
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let mut m = text_msg("msg_long", "+15551230000", now);
+        m.body = Body::Clear("y".repeat(300));
+        m.parts = 2;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_long", MessageStatus::Failed).await;
+        // The first send and one whole resend (the default cap), never a third.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(modem.texts().len(), 2);
+        let m = rig.store.get_message("msg_long").await.unwrap().unwrap();
+        let error = m.error.unwrap();
+        assert!(error.contains("part 2 of 2 failed"), "{error}");
+        assert!(error.contains("1 whole resend"), "{error}");
+        // The part that was accepted is on record: its status report still finds the message.
+        let effect = record_status_report(
+            &rig.store,
+            "m0",
+            8,
+            "+15551230000",
+            0,
+            DeliveryOutcome::Delivered,
+            rig.clock.now_ms(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(effect.unwrap().message_id, "msg_long");
+        rig.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_partial_send_within_the_cap_is_resent_whole_and_sent() {
+        let modem = Fake::new("m0", Duration::ZERO)
+            .script_partial(vec![7], SendFailure::Temporary("+CMS ERROR: 42".into()));
+        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let now = rig.clock.now_ms();
+        let long = "z".repeat(300);
+        let mut m = text_msg("msg_long", "+15551230000", now);
+        m.body = Body::Clear(long.clone());
+        m.parts = 2;
+        rig.store.enqueue_text(m, None, 0).await.unwrap();
+        rig.wake.notify_one();
+        rig.wait_status("msg_long", MessageStatus::Sent).await;
+        assert_eq!(modem.texts(), [long.clone(), long]);
+        rig.stop().await;
+    }
+
+    #[tokio::test]
     async fn unknown_outcome_fails_when_configured() {
         let modem = Fake::new("m0", Duration::ZERO)
             .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
@@ -1375,6 +1916,8 @@ mod tests {
         rig.wait_status("msg_a", MessageStatus::Sent).await;
         let m = rig.store.get_message("msg_a").await.unwrap().unwrap();
         assert_eq!(m.modem_id.as_deref(), Some("m1"));
+        // m0 never took the text, so only m1's send counts as an attempt.
+        assert_eq!(m.attempts, 1);
         assert_eq!(b.texts(), ["text msg_a"]);
         rig.stop().await;
     }
@@ -1477,7 +2020,13 @@ mod tests {
         rig.enqueue("msg_a").await;
         rig.wait_status("msg_a", MessageStatus::Sent).await;
         let (tx, rx) = mpsc::channel(4);
-        let pump = tokio::spawn(run_events(rig.store.clone(), rx, rig.clock));
+        let metrics = Arc::new(Metrics::new());
+        let pump = tokio::spawn(run_events(
+            rig.store.clone(),
+            rx,
+            rig.clock,
+            Some(metrics.clone()),
+        ));
         tx.send(ModemEvent::Incoming {
             modem_id: "m0".into(),
             from: "+15550000000".into(),
@@ -1495,9 +2044,32 @@ mod tests {
         })
         .await
         .unwrap();
+        // A forged report for the tail of the number, and one for no send at all.
+        for (mr, recipient) in [(1, "+5551230000"), (200, "+15551230000")] {
+            tx.send(ModemEvent::StatusReport {
+                modem_id: "m0".into(),
+                message_reference: mr,
+                recipient: recipient.into(),
+                status: 0,
+                outcome: DeliveryOutcome::Delivered,
+                discharge_time: None,
+            })
+            .await
+            .unwrap();
+        }
         drop(tx);
         pump.await.unwrap();
         rig.wait_status("msg_a", MessageStatus::Delivered).await;
+        let text = metrics.encode();
+        assert!(
+            text.contains("simgate_status_reports_total{result=\"matched\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("simgate_status_reports_total{result=\"unmatched\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("simgate_incoming_texts_total 1"), "{text}");
         rig.stop().await;
     }
 
@@ -1536,9 +2108,20 @@ mod tests {
         let mut settings = crate::config::DispatchSettings {
             on_unknown_outcome: crate::config::UnknownOutcome::Fail,
             text_max_age: Duration::from_secs(60),
+            max_attempts: 7,
+            max_unknown_outcomes: 2,
+            max_partial_resends: 0,
         };
         let cfg = DispatchConfig::from_settings(&settings);
         assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Fail);
+        assert_eq!(
+            (
+                cfg.max_attempts,
+                cfg.max_unknown_outcomes,
+                cfg.max_partial_resends
+            ),
+            (7, 2, 0)
+        );
         settings.on_unknown_outcome = crate::config::UnknownOutcome::Resend;
         let cfg = DispatchConfig::from_settings(&settings);
         assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Resend);
@@ -1564,30 +2147,30 @@ mod tests {
         d.slots[1].last_start = Some(Instant::now());
         // m0 is the least recently used; two failures do not change that...
         for _ in 1..FAILURES_BEFORE_REST {
-            d.modem_done(0, ModemVerdict::Failing);
+            d.modem_done(0, ModemVerdict::Failing, None);
         }
         assert_eq!(d.pick_modem(&mut until), Some(0));
         // ...a success resets the count...
-        d.modem_done(0, ModemVerdict::Healthy);
+        d.modem_done(0, ModemVerdict::Healthy, None);
         for _ in 1..FAILURES_BEFORE_REST {
-            d.modem_done(0, ModemVerdict::Failing);
+            d.modem_done(0, ModemVerdict::Failing, None);
         }
         assert_eq!(d.pick_modem(&mut until), Some(0));
         // ...the next failure in a row sends it to rest, and m1 gets the work.
-        d.modem_done(0, ModemVerdict::Failing);
+        d.modem_done(0, ModemVerdict::Failing, None);
         let mut until = None;
         assert_eq!(d.pick_modem(&mut until), Some(1));
         let rest_end = until.expect("the loop must wake when the rest ends");
         assert!(rest_end > Instant::now());
         // With m1 busy, nothing is free until the rest is over.
-        d.slots[1].busy = true;
+        d.slots[1].in_flight = 2;
         let mut until = None;
         assert_eq!(d.pick_modem(&mut until), None);
         assert_eq!(until, Some(rest_end));
         tokio::time::sleep_until(rest_end).await;
         assert_eq!(d.pick_modem(&mut None), Some(0));
         // Each further failure rests it longer.
-        d.modem_done(0, ModemVerdict::Failing);
+        d.modem_done(0, ModemVerdict::Failing, None);
         let mut longer = None;
         d.pick_modem(&mut longer);
         assert!(longer.unwrap() - Instant::now() > backoff(&quick(), 1));

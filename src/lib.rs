@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod doctor;
 pub mod http;
 pub mod limits;
+pub mod log_throttle;
 pub mod metrics;
 pub mod modem;
 pub mod notify;

@@ -66,6 +66,32 @@ struct OutcomeLabels {
     outcome: SendOutcome,
 }
 
+/// What became of one status report (`+CDS`), for `simgate_status_reports_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportResult {
+    /// It matched a sent part (modem, TP-MR, whole recipient, plausible time) and was applied.
+    Matched,
+    /// It matched nothing: late beyond the window, for another SIM's send, or forged.
+    Unmatched,
+    /// The store could not record it.
+    Error,
+}
+
+impl EncodeLabelValue for ReportResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ReportResult::Matched => "matched",
+            ReportResult::Unmatched => "unmatched",
+            ReportResult::Error => "error",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReportLabels {
+    result: ReportResult,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModemStateLabels {
     modem: String,
@@ -104,11 +130,32 @@ pub struct Metrics {
     /// SMS parts of the messages the API accepted, by kind (`otp`, `text`): what the SIM will
     /// be billed for, where the message count alone hides a 3-part text.
     parts_accepted: Family<KindLabels, Counter>,
+    /// Status reports by what became of them; the log shows only a sample of unmatched ones.
+    status_reports: Family<ReportLabels, Counter>,
+    /// Incoming texts (`+CMT`, read from storage), which simgate does not route.
+    incoming_texts: Counter,
+    /// URCs the AT engine dropped because nobody read them fast enough (a flood).
+    urcs_dropped: Counter,
+    /// PDUs from a modem that did not decode.
+    undecodable_pdus: Counter,
+    /// The store writer's group commits, by whether they were synced (one WAL fsync each).
+    store_batches: Family<SyncedLabels, Counter>,
+    /// Operations committed by the store writer.
+    store_ops: Counter,
+    /// Seconds operations waited in front of the writer, summed.
+    store_queue_wait: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds spent in COMMIT, summed, by whether the commit was synced.
+    store_commit: Family<SyncedLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SyncedLabels {
+    synced: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,9 +213,68 @@ impl Metrics {
             "SMS parts of the messages accepted for sending, by kind (otp, text)",
             parts_accepted.clone(),
         );
+        let status_reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "status_reports",
+            "Status reports by result (matched a sent part, unmatched, not recorded)",
+            status_reports.clone(),
+        );
+        let incoming_texts = Counter::default();
+        registry.register(
+            "incoming_texts",
+            "Incoming texts received and ignored",
+            incoming_texts.clone(),
+        );
+        let store_batches = Family::<SyncedLabels, Counter>::default();
+        registry.register(
+            "store_batches",
+            "Group commits of the store writer, by whether they were synced (one fsync each)",
+            store_batches.clone(),
+        );
+        let store_ops = Counter::default();
+        registry.register(
+            "store_ops",
+            "Write operations committed by the store writer",
+            store_ops.clone(),
+        );
+        let store_queue_wait = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "store_queue_wait",
+            "Time write operations waited for their group commit to start, summed",
+            Unit::Seconds,
+            store_queue_wait.clone(),
+        );
+        let store_commit =
+            Family::<SyncedLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "store_commit",
+            "Time spent in COMMIT, summed, by whether the commit was synced",
+            Unit::Seconds,
+            store_commit.clone(),
+        );
+        let urcs_dropped = Counter::default();
+        registry.register(
+            "urcs_dropped",
+            "Unsolicited result codes dropped because they came faster than they were handled",
+            urcs_dropped.clone(),
+        );
+        let undecodable_pdus = Counter::default();
+        registry.register(
+            "undecodable_pdus",
+            "PDUs from a modem that did not decode",
+            undecodable_pdus.clone(),
+        );
         Metrics {
             registry,
             parts_accepted,
+            status_reports,
+            incoming_texts,
+            urcs_dropped,
+            undecodable_pdus,
+            store_batches,
+            store_ops,
+            store_queue_wait,
+            store_commit,
             queue_depth,
             sends,
             send_latency,
@@ -225,6 +331,63 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one status report by what became of it.
+    pub fn record_status_report(&self, result: ReportResult) {
+        self.status_reports
+            .get_or_create(&ReportLabels { result })
+            .inc();
+    }
+
+    /// Counts one incoming text.
+    pub fn record_incoming_text(&self) {
+        self.incoming_texts.inc();
+    }
+
+    /// Brings the store writer's counters up to `s` (read at each scrape; only this moves them).
+    pub fn set_store_writer(&self, s: &crate::store::WriterSnapshot) {
+        let synced = |b: bool| SyncedLabels {
+            synced: b.to_string(),
+        };
+        let up_to = |c: &Counter, v: u64| {
+            c.inc_by(v.saturating_sub(c.get()));
+        };
+        let up_to_f = |c: &Counter<f64, std::sync::atomic::AtomicU64>, v: f64| {
+            let delta = v - c.get();
+            if delta > 0.0 {
+                c.inc_by(delta);
+            }
+        };
+        up_to(
+            &self.store_batches.get_or_create(&synced(true)),
+            s.synced_batches,
+        );
+        up_to(
+            &self.store_batches.get_or_create(&synced(false)),
+            s.batches - s.synced_batches.min(s.batches),
+        );
+        up_to(&self.store_ops, s.ops);
+        up_to_f(&self.store_queue_wait, s.queue_wait.as_secs_f64());
+        up_to_f(
+            &self.store_commit.get_or_create(&synced(true)),
+            s.synced_commit.as_secs_f64(),
+        );
+        up_to_f(
+            &self.store_commit.get_or_create(&synced(false)),
+            s.commit.saturating_sub(s.synced_commit).as_secs_f64(),
+        );
+    }
+
+    /// Brings the counts of dropped URCs and undecodable PDUs (kept by the AT engine and the
+    /// driver, which know no metrics) up to the given totals.
+    pub fn set_modem_noise(&self, urcs_dropped: u64, undecodable_pdus: u64) {
+        for (c, v) in [
+            (&self.urcs_dropped, urcs_dropped),
+            (&self.undecodable_pdus, undecodable_pdus),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+
     /// Counts one HTTP request. `route` must be the route template, not the concrete path, so
     /// ids never become label values.
     pub fn record_http(&self, route: &str, status: u16) {
@@ -279,6 +442,20 @@ mod tests {
         m.record_http("/v1/otp", 429);
         m.record_parts_accepted("otp", 3);
         m.record_parts_accepted("otp", 1);
+        m.record_status_report(ReportResult::Unmatched);
+        m.record_status_report(ReportResult::Unmatched);
+        m.record_status_report(ReportResult::Matched);
+        m.record_incoming_text();
+        m.set_modem_noise(5, 2);
+        m.set_modem_noise(7, 2);
+        m.set_store_writer(&crate::store::WriterSnapshot {
+            batches: 10,
+            synced_batches: 4,
+            ops: 50,
+            queue_wait: Duration::from_millis(1500),
+            commit: Duration::from_millis(30),
+            synced_commit: Duration::from_millis(20),
+        });
         let text = m.encode();
         for want in [
             "simgate_queue_depth 7",
@@ -292,6 +469,15 @@ mod tests {
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"2xx\"} 1",
             "simgate_http_requests_total{route=\"/v1/otp\",status=\"4xx\"} 1",
             "simgate_sms_parts_accepted_total{kind=\"otp\"} 4",
+            "simgate_status_reports_total{result=\"unmatched\"} 2",
+            "simgate_status_reports_total{result=\"matched\"} 1",
+            "simgate_incoming_texts_total 1",
+            "simgate_urcs_dropped_total 7",
+            "simgate_undecodable_pdus_total 2",
+            "simgate_store_batches_total{synced=\"true\"} 4",
+            "simgate_store_batches_total{synced=\"false\"} 6",
+            "simgate_store_ops_total 50",
+            "simgate_store_queue_wait_seconds_total 1.5",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -18,6 +18,16 @@ use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINE
 use super::error::{CmeError, CmsError};
 use super::redact::{redact, redact_all};
 
+/// A URC flood (forged reports, a babbling modem) would write one warning per dropped URC;
+/// one line per 10 s, counting the others, is enough to see it (see `log_throttle`).
+static URC_DROPS: crate::log_throttle::Throttle =
+    crate::log_throttle::Throttle::new(std::time::Duration::from_secs(10));
+
+/// URCs dropped so far because their reader fell behind, by every engine of the process.
+pub fn urcs_dropped() -> u64 {
+    URC_DROPS.seen()
+}
+
 /// ESC (0x1B): cancels a `> ` prompt without sending (TS 27.005 §3.5.1).
 pub const ESC: u8 = 0x1B;
 /// Ctrl-Z (0x1A): ends a PDU after the prompt and sends it (TS 27.005 §3.5.1).
@@ -180,8 +190,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Digested::Incomplete => break,
                 Digested::Urc(urc) => {
                     tracing::trace!(line = %redact(&urc.line), pdu = urc.pdu.is_some(), "at rx urc");
-                    if urcs.try_send(urc).is_err() {
-                        tracing::warn!("URC dropped: nobody is reading them fast enough");
+                    if urcs.try_send(urc).is_err()
+                        && let Some(suppressed) = URC_DROPS.admit()
+                    {
+                        tracing::warn!(
+                            suppressed,
+                            "URC dropped: nobody is reading them fast enough"
+                        );
                     }
                 }
                 Digested::Prompt => {

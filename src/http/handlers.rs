@@ -483,6 +483,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     for m in state.modems.snapshot() {
         state.metrics.set_modem_state(&m.id, &m.state);
     }
+    state
+        .metrics
+        .set_store_writer(&state.service.store().writer_stats());
+    state.metrics.set_modem_noise(
+        crate::at::engine::urcs_dropped(),
+        crate::modem::undecodable_pdus(),
+    );
     let mut resp = state.metrics.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -25,6 +25,16 @@ use crate::at::{AtClient, AtError, Urc};
 use crate::pdu::{self, Pdu};
 use crate::transport::{self, Backoff};
 
+/// Undecodable PDUs arrive as fast as a broken modem or a forger sends them: one warning per
+/// 10 s, with the count of the others (see `log_throttle`).
+static UNDECODABLE: crate::log_throttle::Throttle =
+    crate::log_throttle::Throttle::new(Duration::from_secs(10));
+
+/// Undecodable PDUs received so far, by every driver of the process.
+pub fn undecodable_pdus() -> u64 {
+    UNDECODABLE.seen()
+}
+
 /// A byte stream the driver can own: a serial port, or a test's in-memory pipe.
 pub(super) trait PortIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PortIo for T {}
@@ -705,7 +715,9 @@ impl Driver {
                 PduSeen::Other
             }
             Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, error = %e, "undecodable PDU from the modem");
+                if let Some(suppressed) = UNDECODABLE.admit() {
+                    tracing::warn!(modem = %self.cfg.id, error = %e, suppressed, "undecodable PDU from the modem");
+                }
                 PduSeen::Other
             }
         }

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::pdu::{DeliveryOutcome, EncodedPart};
 
 pub use discovery::DeviceIdentity;
+pub use driver::undecodable_pdus;
 
 /// How to reach and use one modem.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+pub use writer::{WriterSnapshot, WriterStats};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -547,6 +548,10 @@ pub struct Claimed {
     pub parts: u32,
     /// When it was queued (pickup latency metrics).
     pub created_at: Millis,
+    /// Earlier sends whose outcome was unknown.
+    pub unknown_outcomes: u32,
+    /// Earlier sends that failed after some, not all, parts were accepted.
+    pub partial_sends: u32,
 }
 
 /// What a delivery report said about one part.
@@ -593,6 +598,45 @@ pub enum UnknownOutcomePolicy {
     Fail,
 }
 
+/// How an unknown outcome is handled: the policy, how long a resend waits, and when resending
+/// stops. The count lives in the message's row, so the caps hold across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownOutcomeRule {
+    /// Resend or fail.
+    pub policy: UnknownOutcomePolicy,
+    /// With `Resend`: the unknown outcome that makes this many fails the message instead.
+    pub max_unknown: u32,
+    /// Attempts after which the message fails whatever the outcome; 0 = no cap.
+    pub max_attempts: u32,
+    /// Wait before the first resend; doubles with each further unknown outcome.
+    pub backoff_base_ms: Millis,
+    /// Longest wait before a resend.
+    pub backoff_max_ms: Millis,
+}
+
+impl UnknownOutcomeRule {
+    /// The wait before resending after the `n`-th unknown outcome (n >= 1).
+    pub fn resend_delay_ms(&self, n: u32) -> Millis {
+        let doublings = n.saturating_sub(1).min(20);
+        self.backoff_base_ms
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max_ms)
+    }
+}
+
+impl From<UnknownOutcomePolicy> for UnknownOutcomeRule {
+    /// The bare policy: resend at once and without a cap, or fail.
+    fn from(policy: UnknownOutcomePolicy) -> Self {
+        UnknownOutcomeRule {
+            policy,
+            max_unknown: u32::MAX,
+            max_attempts: 0,
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
+        }
+    }
+}
+
 /// Counts removed or changed by [`Store::prune`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneStats {
@@ -621,6 +665,8 @@ struct Inner {
     path: PathBuf,
     /// How many idle read connections to keep.
     max_readers: usize,
+    /// The writer thread's counters.
+    writer_stats: Arc<WriterStats>,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
@@ -706,15 +752,18 @@ impl Store {
         schema::migrate_to(&mut conn, version)?;
         let (tx, rx) = mpsc::channel(opts.write_queue.max(1));
         let max_batch = opts.max_batch.max(1);
+        let writer_stats = Arc::new(WriterStats::default());
+        let stats = writer_stats.clone();
         std::thread::Builder::new()
             .name("simgate-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch, opts.durability))?;
+            .spawn(move || writer::run(conn, rx, max_batch, opts.durability, &stats))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 path: path.to_owned(),
                 max_readers: opts.readers.max(1),
+                writer_stats,
             }),
         })
     }
@@ -778,6 +827,11 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Panicked)?
+    }
+
+    /// What the writer thread did so far: groups, syncs, operations, waits.
+    pub fn writer_stats(&self) -> WriterSnapshot {
+        self.inner.writer_stats.snapshot()
     }
 
     /// The schema version of the open database.
@@ -996,17 +1050,46 @@ impl Store {
             .await
     }
 
-    /// The PDU may have reached the network but no answer came. Notes it in the history, then
-    /// requeues (for immediate resend) or fails the message per `policy`.
+    /// The PDU may have reached the network but no answer came. Counts and notes it, then
+    /// requeues (resent after the rule's backoff) or fails the message per `rule`; a message
+    /// whose unknown outcomes or attempts reach the rule's caps fails with the reason.
     pub async fn mark_unknown_outcome(
         &self,
         id: &str,
         reason: &str,
-        policy: UnknownOutcomePolicy,
+        rule: impl Into<UnknownOutcomeRule>,
         now: Millis,
     ) -> Result<MessageStatus, StoreError> {
+        let (id, reason, rule) = (id.to_owned(), reason.to_owned(), rule.into());
+        self.write(move |c| ops::mark_unknown_outcome(c, &id, &reason, &rule, now))
+            .await
+    }
+
+    /// The modem could not take the message at all (not ready): back to `queued` at once, and
+    /// the attempt the claim counted is taken back, since no modem was handed the text.
+    pub async fn mark_not_taken(
+        &self,
+        id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let (id, reason) = (id.to_owned(), reason.to_owned());
-        self.write(move |c| ops::mark_unknown_outcome(c, &id, &reason, policy, now))
+        self.write(move |c| ops::mark_not_taken(c, &id, &reason, now))
+            .await
+    }
+
+    /// Some parts of a multi-part text were accepted (TP-MRs `accepted`, in part order) before
+    /// a later part failed. Records those parts, so their status reports still match, and counts
+    /// the partial send; returns how many partial sends the message has had, this one included.
+    pub async fn record_partial_send(
+        &self,
+        id: &str,
+        modem_id: &str,
+        accepted: Vec<u8>,
+        now: Millis,
+    ) -> Result<u32, StoreError> {
+        let (id, modem_id) = (id.to_owned(), modem_id.to_owned());
+        self.write(move |c| ops::record_partial_send(c, &id, &modem_id, &accepted, now))
             .await
     }
 
@@ -1021,13 +1104,14 @@ impl Store {
     }
 
     /// At start-up: every message left `sending` by a previous process had an unknown outcome;
-    /// notes that and requeues or fails it per `policy`. Returns how many were found.
+    /// counts, notes and requeues or fails it per `rule`. Returns how many were found.
     pub async fn recover_interrupted(
         &self,
-        policy: UnknownOutcomePolicy,
+        rule: impl Into<UnknownOutcomeRule>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        self.write(move |c| ops::recover_interrupted(c, policy, now))
+        let rule = rule.into();
+        self.write(move |c| ops::recover_interrupted(c, &rule, now))
             .await
     }
 

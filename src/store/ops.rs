@@ -10,7 +10,7 @@ use super::{
     AddTextOutcome, Body, Claimed, CreateOtpOutcome, CreateOutcome, DAY_MS, Idempotency,
     MessageKind, MessageStatus, Millis, NewMessage, NewOtp, NewOtpText, OnPending, OtpStatus,
     OtpWording, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome, ResendOutcome,
-    StatusReport, StoreError, UnknownOutcomePolicy, VerifyResult,
+    StatusReport, StoreError, UnknownOutcomePolicy, UnknownOutcomeRule, VerifyResult,
 };
 
 /// Appends one row to a message's status history.
@@ -483,11 +483,12 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
         u32,
         u32,
         Millis,
+        (u32, u32),
     );
     let row: Option<Row> = c
         .prepare_cached(
             "SELECT seq, id, to_number, kind, body, sealed_body, deadline, attempts, parts,
-                 created_at
+                 created_at, unknown_outcomes, partial_sends
              FROM messages INDEXED BY messages_queue
              WHERE status = 'queued' AND next_attempt_at <= ?1
              ORDER BY seq LIMIT 1",
@@ -504,12 +505,16 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
                 r.get(7)?,
                 r.get(8)?,
                 r.get(9)?,
+                (r.get(10)?, r.get(11)?),
             ))
         })
         .optional()?;
-    let Some((seq, id, to, kind, body, sealed, deadline, attempts, parts, created_at)) = row else {
+    let Some((seq, id, to, kind, body, sealed, deadline, attempts, parts, created_at, counters)) =
+        row
+    else {
         return Ok(None);
     };
+    let (unknown_outcomes, partial_sends) = counters;
     let kind =
         MessageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind:?}")))?;
     let body = match (sealed, body) {
@@ -532,6 +537,8 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
         attempts: attempts + 1,
         parts,
         created_at,
+        unknown_outcomes,
+        partial_sends,
     }))
 }
 
@@ -554,14 +561,7 @@ pub(crate) fn mark_sent(
     )?
     // The encoder's part count is the truth; the caller's estimate at enqueue may differ.
     .execute(params![seq, now, modem_id, mrs.len() as i64])?;
-    let mut insert = c.prepare_cached(
-        "INSERT OR REPLACE INTO message_parts
-             (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'sent', ?6)",
-    )?;
-    for (part_no, mr) in mrs.iter().enumerate() {
-        insert.execute(params![seq, part_no as i64, modem_id, mr, to, now])?;
-    }
+    insert_parts(c, seq, modem_id, mrs, &to, now)?;
     let refs: Vec<String> = mrs.iter().map(|m| m.to_string()).collect();
     let detail = format!("modem {modem_id}, TP-MR {}", refs.join(","));
     event(c, seq, now, MessageStatus::Sent, Some(&detail))
@@ -621,49 +621,127 @@ fn unknown_outcome_seq(
     c: &Connection,
     seq: i64,
     reason: &str,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<MessageStatus, StoreError> {
     let note = format!("outcome unknown: {reason}");
     event(c, seq, now, MessageStatus::Sending, Some(&note))?;
-    match policy {
-        UnknownOutcomePolicy::Resend => {
-            c.prepare_cached(
-                "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3,
-                     updated_at = ?3
-                 WHERE seq = ?1",
-            )?
-            .execute(params![seq, note, now])?;
-            event(
-                c,
-                seq,
-                now,
-                MessageStatus::Queued,
-                Some("resend after unknown outcome"),
-            )?;
-            Ok(MessageStatus::Queued)
+    let (unknown, attempts): (u32, u32) = c
+        .prepare_cached(
+            "UPDATE messages SET unknown_outcomes = unknown_outcomes + 1 WHERE seq = ?1
+             RETURNING unknown_outcomes, attempts",
+        )?
+        .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let give_up = match rule.policy {
+        UnknownOutcomePolicy::Fail => Some(note.clone()),
+        UnknownOutcomePolicy::Resend if unknown >= rule.max_unknown => Some(format!(
+            "{note} (outcome unknown {unknown} times: not resent again, each may have reached \
+             the phone)"
+        )),
+        UnknownOutcomePolicy::Resend if rule.max_attempts > 0 && attempts >= rule.max_attempts => {
+            Some(format!("gave up after {attempts} attempts; last: {note}"))
         }
-        UnknownOutcomePolicy::Fail => {
-            finish_seq(c, seq, MessageStatus::Failed, Some(&note), now)?;
-            Ok(MessageStatus::Failed)
-        }
+        UnknownOutcomePolicy::Resend => None,
+    };
+    if let Some(why) = give_up {
+        finish_seq(c, seq, MessageStatus::Failed, Some(&why), now)?;
+        return Ok(MessageStatus::Failed);
     }
+    // Resending at once would hand the same text to a modem that just failed to answer for
+    // it, ahead of every other queued message; the backoff lets those pass.
+    let delay = rule.resend_delay_ms(unknown);
+    c.prepare_cached(
+        "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3, updated_at = ?4
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, note, now + delay, now])?;
+    let detail = format!("resend after unknown outcome {unknown} in {delay} ms");
+    event(c, seq, now, MessageStatus::Queued, Some(&detail))?;
+    Ok(MessageStatus::Queued)
 }
 
 pub(crate) fn mark_unknown_outcome(
     c: &Connection,
     id: &str,
     reason: &str,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<MessageStatus, StoreError> {
     let (seq, _) = message_row(c, id)?;
-    unknown_outcome_seq(c, seq, reason, policy, now)
+    unknown_outcome_seq(c, seq, reason, rule, now)
+}
+
+pub(crate) fn mark_not_taken(
+    c: &Connection,
+    id: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    c.prepare_cached(
+        "UPDATE messages SET status = 'queued', error = ?2, next_attempt_at = ?3, updated_at = ?3,
+             attempts = MAX(attempts - 1, 0)
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, now])?;
+    event(
+        c,
+        seq,
+        now,
+        MessageStatus::Queued,
+        Some(&format!("retry: {reason}")),
+    )
+}
+
+pub(crate) fn record_partial_send(
+    c: &Connection,
+    id: &str,
+    modem_id: &str,
+    accepted: &[u8],
+    now: Millis,
+) -> Result<u32, StoreError> {
+    let (seq, _) = message_row(c, id)?;
+    let (to, count): (String, u32) = c
+        .prepare_cached(
+            "UPDATE messages SET partial_sends = partial_sends + 1 WHERE seq = ?1
+             RETURNING to_number, partial_sends",
+        )?
+        .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    insert_parts(c, seq, modem_id, accepted, &to, now)?;
+    let refs: Vec<String> = accepted.iter().map(|m| m.to_string()).collect();
+    let detail = format!(
+        "partial send #{count}: modem {modem_id} accepted part(s) 1..={} (TP-MR {})",
+        accepted.len(),
+        refs.join(",")
+    );
+    event(c, seq, now, MessageStatus::Sending, Some(&detail))?;
+    Ok(count)
+}
+
+/// Records the parts a modem accepted. A resend replaces the rows of an earlier partial send
+/// (same part numbers), so a status report matches the newest TP-MR of each part.
+fn insert_parts(
+    c: &Connection,
+    seq: i64,
+    modem_id: &str,
+    mrs: &[u8],
+    to: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let mut insert = c.prepare_cached(
+        "INSERT OR REPLACE INTO message_parts
+             (message_seq, part_no, modem_id, mr, recipient, status, sent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sent', ?6)",
+    )?;
+    for (part_no, mr) in mrs.iter().enumerate() {
+        insert.execute(params![seq, part_no as i64, modem_id, mr, to, now])?;
+    }
+    Ok(())
 }
 
 pub(crate) fn recover_interrupted(
     c: &Connection,
-    policy: UnknownOutcomePolicy,
+    rule: &UnknownOutcomeRule,
     now: Millis,
 ) -> Result<u64, StoreError> {
     let seqs: Vec<i64> = c
@@ -671,53 +749,109 @@ pub(crate) fn recover_interrupted(
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for &seq in &seqs {
-        unknown_outcome_seq(
-            c,
-            seq,
-            "interrupted by a restart while sending",
-            policy,
-            now,
-        )?;
+        unknown_outcome_seq(c, seq, "interrupted by a restart while sending", rule, now)?;
     }
     Ok(seqs.len() as u64)
 }
 
-/// Digits only, so `+4915…`, `4915…` and `004915…` compare by their significant part.
-fn digits(s: &str) -> String {
-    s.chars().filter(char::is_ascii_digit).collect()
+/// A reported TP-RA (TS 23.040 §9.1.2.5) in the one form the store compares: the driver shows
+/// an international number (TON 001) with a leading `+`, anything else as its bare digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReportedNumber {
+    /// Country code and subscriber number, as E.164 digits without the `+`: from `+…`, or
+    /// from the `00` international prefix some networks put into a TON-unknown address.
+    International(String),
+    /// A national number with its trunk prefix `0` removed: the national significant number,
+    /// which ends the E.164 number after a 1–3 digit country code (ITU-T E.164 §6.2).
+    National(String),
+    /// Anything else (alphanumeric, empty, odd digits): matches nothing.
+    Unusable,
 }
 
-/// Whether a reported TP-RA names the number we sent to. Networks report the international
-/// number with or without its `+`, or in national format (leading zero, no country code), so two
-/// numbers match when one's digits end with the other's significant digits (at least 7 of them,
-/// to rule out accidental matches on short strings).
-fn same_recipient(reported: &str, sent: &str) -> bool {
-    let a = digits(reported);
-    let b = digits(sent);
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    if a.is_empty() || b.is_empty() {
-        return false;
+/// The single normalisation of a reported recipient; see [`ReportedNumber`].
+fn normalise_reported(reported: &str) -> ReportedNumber {
+    let digits_only = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if let Some(d) = reported.strip_prefix('+') {
+        return if digits_only(d) {
+            ReportedNumber::International(d.to_owned())
+        } else {
+            ReportedNumber::Unusable
+        };
     }
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    short.len() >= 7 && long.ends_with(short)
+    if !digits_only(reported) {
+        return ReportedNumber::Unusable;
+    }
+    if let Some(d) = reported.strip_prefix("00") {
+        ReportedNumber::International(d.to_owned())
+    } else if let Some(d) = reported.strip_prefix('0') {
+        ReportedNumber::National(d.to_owned())
+    } else {
+        // TON unknown without any prefix: networks put the international number here.
+        ReportedNumber::International(reported.to_owned())
+    }
 }
+
+/// Whether a reported TP-RA names `sent` (E.164 with `+`, as the store keeps it): the whole
+/// number must be equal, never just its tail (a report for `+5112345678` is not one for
+/// `+4915112345678`). A national-format report matches when its national significant number
+/// is exactly what follows the country code in `sent`.
+fn same_recipient(reported: &str, sent: &str) -> bool {
+    let Some(sent) = sent.strip_prefix('+') else {
+        return false;
+    };
+    match normalise_reported(reported) {
+        ReportedNumber::International(d) => d == sent,
+        ReportedNumber::National(nsn) => {
+            sent.len() == country_code_len(sent) + nsn.len() && sent.ends_with(nsn.as_str())
+        }
+        ReportedNumber::Unusable => false,
+    }
+}
+
+/// The length of the country code that starts the E.164 digits `e164`. Country codes form a
+/// prefix code (ITU-T E.164 §6.2.1), so the first digits decide: zones 1 and 7 are one-digit
+/// codes, the two-digit codes are listed, and every other code is three digits long.
+fn country_code_len(e164: &str) -> usize {
+    const TWO_DIGIT: [&str; 44] = [
+        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
+        "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+        "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+    ];
+    if e164.starts_with(['1', '7']) {
+        1
+    } else if TWO_DIGIT.iter().any(|cc| e164.starts_with(cc)) {
+        2
+    } else {
+        3
+    }
+}
+
+/// How long after a message's deadline its status report may still come: the validity period
+/// we send (the remaining lifetime, TS 23.040 §9.2.3.12) is rounded up to the relative format's
+/// steps (up to 30 minutes below a day) and the SMSC reports after it gives up.
+const REPORT_AFTER_DEADLINE_MS: Millis = 60 * 60 * 1000;
 
 pub(crate) fn record_status_report(
     c: &Connection,
     report: &StatusReport,
 ) -> Result<Option<ReportEffect>, StoreError> {
+    // Same modem (TP-MR is per modem), same TP-MR, and a plausible time: not before the send,
+    // not after the SMSC must have given up on the message (and never beyond the window).
     let candidates: Vec<(i64, i64, String)> = c
         .prepare_cached(
-            "SELECT message_seq, part_no, recipient FROM message_parts
-             WHERE modem_id = ?1 AND mr = ?2 AND sent_at >= ?3
-             ORDER BY sent_at DESC, message_seq DESC",
+            "SELECT p.message_seq, p.part_no, p.recipient
+             FROM message_parts p JOIN messages m ON m.seq = p.message_seq
+             WHERE p.modem_id = ?1 AND p.mr = ?2 AND p.sent_at >= ?3 AND p.sent_at <= ?4
+               AND ?4 <= MAX(m.deadline, p.sent_at) + ?5
+             ORDER BY p.sent_at DESC, p.message_seq DESC",
         )?
         .query_map(
             params![
                 report.modem_id,
                 report.message_reference,
-                report.at - REPORT_WINDOW_MS
+                report.at - REPORT_WINDOW_MS,
+                report.at,
+                REPORT_AFTER_DEADLINE_MS
             ],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?
@@ -878,6 +1012,21 @@ mod tests {
             ("+4915112345679", "+4915112345678", false),
             ("5678", "+4915112345678", false),
             ("", "+4915112345678", false),
+            // A tail of the number is another number (issue 17.8).
+            ("+5112345678", "+4915112345678", false),
+            ("5112345678", "+4915112345678", false),
+            ("0015112345678", "+4915112345678", false),
+            ("+4915112345678", "+494915112345678", false),
+            // National format: the rest must be a 1-3 digit country code.
+            ("012345678", "+4915112345678", false),
+            ("05112345678", "+4915112345678", false),
+            ("0612345678", "+31612345678", true),
+            ("012345678", "+31612345678", false),
+            ("06123456789", "+31612345678", false),
+            ("912345678", "+351912345678", false),
+            ("351912345678", "+351912345678", true),
+            ("+49151ABC", "+4915112345678", false),
+            ("+4915112345678", "4915112345678", false),
         ] {
             assert_eq!(
                 same_recipient(reported, sent),

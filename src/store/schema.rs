@@ -138,8 +138,19 @@ CREATE TABLE otp_wordings (
 );
 ";
 
+/// Version 4: per-message counters that bound resends across restarts.
+///
+/// `unknown_outcomes` counts sends whose outcome could not be known (each may have reached the
+/// phone), `partial_sends` sends of a multi-part text that failed after some parts were
+/// accepted (the recipient holds those parts). Both only grow; the dispatcher fails a message
+/// when one reaches its configured cap.
+const V4: &str = "
+ALTER TABLE messages ADD COLUMN unknown_outcomes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN partial_sends INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -1097,3 +1097,71 @@ async fn added_texts_are_capped_per_otp_and_replay_their_key() {
         AddTextOutcome::NotPending(OtpStatus::Expired)
     );
 }
+
+#[tokio::test]
+async fn unknown_outcomes_are_counted_across_restarts_and_capped() {
+    let db = open();
+    create(&db, "otp_1", "+15551234567", T0).await;
+    let rule = UnknownOutcomeRule {
+        policy: UnknownOutcomePolicy::Resend,
+        max_unknown: 2,
+        max_attempts: 0,
+        backoff_base_ms: 1_000,
+        backoff_max_ms: 60_000,
+    };
+    db.store.claim_next(T0).await.unwrap().unwrap();
+    drop(db.store);
+    // First restart: requeued, but not due before the backoff.
+    let store = Store::open(&db.path, StoreOptions::default()).unwrap();
+    assert_eq!(store.recover_interrupted(rule, T0 + 10).await.unwrap(), 1);
+    assert!(store.claim_next(T0 + 10).await.unwrap().is_none());
+    let again = store.claim_next(T0 + 1_010).await.unwrap().unwrap();
+    assert_eq!((again.attempts, again.unknown_outcomes), (2, 1));
+    drop(store);
+    // Second restart: the cap is reached, the message fails with the reason.
+    let store = Store::open(&db.path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.recover_interrupted(rule, T0 + 2_000).await.unwrap(),
+        1
+    );
+    let msg = store.get_message("msg_otp_1").await.unwrap().unwrap();
+    assert_eq!(msg.status, MessageStatus::Failed);
+    assert!(msg.error.unwrap().contains("outcome unknown 2 times"));
+}
+
+#[tokio::test]
+async fn a_report_matches_only_the_whole_number_and_a_plausible_time() {
+    let db = open();
+    db.store
+        .enqueue_text(text("msg_a", "+4915112345678", T0), None, 0)
+        .await
+        .unwrap();
+    db.store.claim_next(T0).await.unwrap().unwrap();
+    db.store
+        .mark_sent("msg_a", "modem0", vec![9], T0 + 100)
+        .await
+        .unwrap();
+    let report = |recipient: &str, at: Millis| StatusReport {
+        modem_id: "modem0".into(),
+        message_reference: 9,
+        recipient: recipient.into(),
+        outcome: ReportOutcome::Delivered,
+        at,
+    };
+    let matches = async |recipient: &str, at: Millis| {
+        db.store
+            .record_status_report(report(recipient, at))
+            .await
+            .unwrap()
+            .is_some()
+    };
+    // A number that is only the tail of the recipient (issue 17.8).
+    assert!(!matches("+5112345678", T0 + 5_000).await);
+    // Before the send, and long after the text's validity (deadline + 1 h slack) ran out.
+    assert!(!matches("+4915112345678", T0 + 50).await);
+    assert!(!matches("+4915112345678", T0 + 24 * 60 * MIN + 61 * MIN).await);
+    assert_eq!(status_of(&db, "msg_a").await, MessageStatus::Sent);
+    // The real one: same modem, TP-MR, whole number, in time.
+    assert!(matches("+4915112345678", T0 + 5_000).await);
+    assert_eq!(status_of(&db, "msg_a").await, MessageStatus::Delivered);
+}

@@ -11,6 +11,8 @@
 //! `Balanced` a batch is synced when any of its operations answers an API client.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +31,57 @@ pub(crate) struct Job {
     run: Run,
     /// Whether the answer is a promise to an API client (see [`super::Durability::Balanced`]).
     client: bool,
+    /// When the caller queued it: the wait until its batch starts is the queueing in front of
+    /// the writer (the previous batch's commit, mostly).
+    queued: Instant,
+}
+
+/// What the writer did since the store opened, for `/metrics` and the benchmark: how big the
+/// groups are, how many of them were synced, where an operation's time goes.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicU64,
+    synced_batches: AtomicU64,
+    ops: AtomicU64,
+    queue_wait_ns: AtomicU64,
+    commit_ns: AtomicU64,
+    synced_commit_ns: AtomicU64,
+}
+
+/// A reading of [`WriterStats`]; every figure counts from the store's opening.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterSnapshot {
+    /// Group commits (transactions).
+    pub batches: u64,
+    /// Of those, the ones committed with `synchronous = FULL`: one WAL fsync each.
+    pub synced_batches: u64,
+    /// Operations committed (or rolled back alone) in those groups.
+    pub ops: u64,
+    /// Sum over operations of the time from being queued to their group starting.
+    pub queue_wait: Duration,
+    /// Sum over groups of the time COMMIT took.
+    pub commit: Duration,
+    /// The part of `commit` spent in synced groups (the fsync is most of it).
+    pub synced_commit: Duration,
+}
+
+impl WriterStats {
+    /// The current totals.
+    pub fn snapshot(&self) -> WriterSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterSnapshot {
+            batches: get(&self.batches),
+            synced_batches: get(&self.synced_batches),
+            ops: get(&self.ops),
+            queue_wait: Duration::from_nanos(get(&self.queue_wait_ns)),
+            commit: Duration::from_nanos(get(&self.commit_ns)),
+            synced_commit: Duration::from_nanos(get(&self.synced_commit_ns)),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Wraps an operation so it runs in a SAVEPOINT and answers through a oneshot after COMMIT.
@@ -53,7 +106,14 @@ where
             let _ = tx.send(answer);
         })
     });
-    (Job { run, client }, rx)
+    (
+        Job {
+            run,
+            client,
+            queued: Instant::now(),
+        },
+        rx,
+    )
 }
 
 fn in_savepoint<T>(
@@ -80,6 +140,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     durability: Durability,
+    stats: &WriterStats,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
@@ -99,6 +160,15 @@ pub(crate) fn run(
             Durability::Normal => false,
             Durability::Balanced => jobs.iter().any(|j| j.client),
         };
+        let batch_start = Instant::now();
+        let waited: Duration = jobs
+            .iter()
+            .map(|j| batch_start.saturating_duration_since(j.queued))
+            .sum();
+        stats.ops.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats
+            .queue_wait_ns
+            .fetch_add(nanos(waited), Ordering::Relaxed);
         let begun = set_sync(&conn, &mut syncing, sync)
             .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
         if let Err(e) = begun {
@@ -112,7 +182,15 @@ pub(crate) fn run(
         for job in jobs.drain(..) {
             replies.push((job.run)(Some(&conn)));
         }
+        let commit_start = Instant::now();
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let took = nanos(commit_start.elapsed());
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.commit_ns.fetch_add(took, Ordering::Relaxed);
+        if sync {
+            stats.synced_batches.fetch_add(1, Ordering::Relaxed);
+            stats.synced_commit_ns.fetch_add(took, Ordering::Relaxed);
+        }
         if let Err(reason) = &commit {
             tracing::error!(error = %reason, batch = replies.len(), "store: group commit failed");
             // Leave no half-open transaction behind for the next batch.

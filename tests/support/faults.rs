@@ -395,3 +395,178 @@ impl Drop for Probe {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// A hostile modem: a pty of its own in front of a [`super::SimProcess`], passing every byte
+/// through, except that the simulator's `+CMGS: <mr>` answer to a PDU for `poisoned_to` is
+/// rewritten to `+CMGS: 999`, a message reference no modem may give (TP-MR is one octet,
+/// TS 23.040 §9.2.3.6). The simulator did accept (and log) the text, so the daemon faces a send
+/// whose outcome it cannot know, which really went out: exactly what makes resends duplicates.
+pub struct CmgsMangler {
+    /// The symlink to this pty's serial end: the daemon's `device`.
+    pub link: PathBuf,
+    /// How many answers were rewritten.
+    pub mangled: Arc<std::sync::atomic::AtomicUsize>,
+    /// The master end, for [`CmgsMangler::inject`]; shared with the forwarding thread.
+    to_daemon: Arc<std::sync::Mutex<std::fs::File>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CmgsMangler {
+    /// Starts the proxy between `sim_link` and a new symlink `link`.
+    pub fn start(sim_link: &Path, link: &Path, poisoned_to: &str) -> CmgsMangler {
+        use nix::sys::termios::{self, SetArg};
+        use std::os::unix::fs::OpenOptionsExt;
+        let pair = nix::pty::openpty(None, None).expect("openpty");
+        let mut t = termios::tcgetattr(&pair.slave).expect("tcgetattr");
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&pair.slave, SetArg::TCSANOW, &t).expect("tcsetattr");
+        let device = nix::unistd::ttyname(&pair.slave).expect("ttyname");
+        std::os::unix::fs::symlink(&device, link).expect("symlink the mangler's pty");
+        let sim = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(sim_link)
+            .expect("open the simulator's serial end");
+        let master = std::fs::File::from(pair.master);
+        let to_daemon_end = Arc::new(std::sync::Mutex::new(master.try_clone().unwrap()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let poison_next = Arc::new(AtomicBool::new(false));
+        let mangled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The slave stays open for the proxy's life, or reads on the master would spin on EIO
+        // between the daemon's opens.
+        let slave = pair.slave;
+        let to_sim = {
+            let (mut from, mut to) = (master.try_clone().unwrap(), sim.try_clone().unwrap());
+            let (stop, poison_next) = (stop.clone(), poison_next.clone());
+            let poisoned_to = poisoned_to.to_owned();
+            use std::io::Write;
+            std::thread::spawn(move || {
+                let _slave = slave;
+                let mut line: Vec<u8> = Vec::new();
+                pump(&mut from, &stop, |chunk| {
+                    for &b in chunk {
+                        match b {
+                            // Ctrl-Z ends a PDU (TS 27.005 §3.5.1): look at its destination.
+                            0x1A => {
+                                let hex = String::from_utf8_lossy(&line).trim().to_owned();
+                                let to_poisoned = hex::decode(&hex)
+                                    .ok()
+                                    .and_then(|bytes| simgate::pdu::decode(&bytes).ok())
+                                    .is_some_and(|pdu| match pdu {
+                                        simgate::pdu::Pdu::Submit(s) => {
+                                            s.destination.to_string() == poisoned_to
+                                        }
+                                        _ => false,
+                                    });
+                                poison_next.store(to_poisoned, Ordering::SeqCst);
+                                line.clear();
+                            }
+                            b'\r' | b'\n' => line.clear(),
+                            _ => line.push(b),
+                        }
+                    }
+                    to.write_all(chunk)
+                });
+            })
+        };
+        let to_daemon = {
+            let (mut from, to) = (sim, to_daemon_end.clone());
+            let (stop, mangled) = (stop.clone(), mangled.clone());
+            use std::io::Write;
+            std::thread::spawn(move || {
+                let mut held: Vec<u8> = Vec::new();
+                pump(&mut from, &stop, |chunk| {
+                    held.extend_from_slice(chunk);
+                    // Hold back a `+CMGS:` line until it is complete, so it can be rewritten.
+                    if let Some(at) = find(&held, b"+CMGS:")
+                        && find(&held[at..], b"\r\n").is_none()
+                    {
+                        return Ok(());
+                    }
+                    if let Some(at) = find(&held, b"+CMGS:")
+                        && poison_next.swap(false, Ordering::SeqCst)
+                    {
+                        let end = at + find(&held[at..], b"\r\n").expect("complete line");
+                        held.splice(at..end, b"+CMGS: 999".iter().copied());
+                        mangled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let out = std::mem::take(&mut held);
+                    to.lock().unwrap().write_all(&out)
+                });
+            })
+        };
+        CmgsMangler {
+            link: link.to_owned(),
+            mangled,
+            to_daemon: to_daemon_end,
+            stop,
+            threads: vec![to_sim, to_daemon],
+        }
+    }
+}
+
+impl CmgsMangler {
+    /// Writes `bytes` to the daemon as if the modem had sent them (URCs of a forger, say).
+    pub fn inject(&self, bytes: &[u8]) {
+        use std::io::Write;
+        self.to_daemon
+            .lock()
+            .unwrap()
+            .write_all(bytes)
+            .expect("write to the daemon's pty");
+    }
+}
+
+impl Drop for CmgsMangler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads `from` until `stop`, handing each chunk to `each`; polls so that `stop` is seen.
+fn pump(
+    from: &mut std::fs::File,
+    stop: &AtomicBool,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::SeqCst) {
+        let mut fd = libc::pollfd {
+            fd: from.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a descriptor `from` keeps open during the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, 50) };
+        if ready == 0
+            || (ready < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+        {
+            continue;
+        }
+        if ready < 0 {
+            return;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if each(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
