@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Action;
 use super::identity::identity;
 use super::sim_lock::{PIN_ATTEMPTS, SimLock};
-use super::{Charset, CmdResult, Core, Event, Final, Handler, cmdline, num_arg};
+use super::{Charset, CmdResult, Core, Event, Final, Handler, first_arg, num_arg};
 use crate::sim::cmdline::Form;
 
 pub(super) const COMMANDS: &[(&str, Handler)] = &[
@@ -80,11 +80,7 @@ impl Core {
         let cs = self.settings.cscs;
         match form {
             Form::Set(a) => {
-                let v = cmdline::args(&a)
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .ok_or(Final::Cme(50))?;
+                let v = first_arg(&a, Final::Cme(50))?;
                 // In UCS2 the argument itself may arrive hex-coded (TS 27.007 §5.5).
                 let parsed = Charset::parse(&v)
                     .or_else(|| cs.decode(v.as_bytes()).and_then(|s| Charset::parse(&s)));

@@ -153,12 +153,12 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use super::super::CoreConfig;
     use super::super::testkit::*;
+    use crate::sim::SimOptions;
 
     #[test]
     fn identity_options_change_cgsn_and_ccid_even_when_locked() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(SimOptions {
             imei: Some("490154203237518".into()),
             iccid: Some("8944500102198304826".into()),
             pin: Some("1234".into()),

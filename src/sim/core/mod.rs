@@ -1,7 +1,7 @@
 //! The simulated modem's brain: a pure state machine from received bytes to [`Action`]s.
 //!
 //! It implements the AT commands of ITU-T V.250 and 3GPP TS 27.007 / TS 27.005 that real clients
-//! use, with the faults of [`CoreConfig`]. This file holds the state, the line discipline
+//! use, with the [`Faults`](super::Faults) of its [`SimOptions`]. This file holds the state, the line discipline
 //! (echo, command lines, final result codes) and the table of extended commands; each command
 //! family has its own file, which names the clauses it implements: `general` (V.250 basic
 //! commands, `+CMEE`, `+CSCS`, `+CFUN`), `identity` (TS 27.007 §5, the ICCID and IMSI),
@@ -102,71 +102,6 @@ pub struct AcceptedPart {
     pub pdu_hex: Option<String>,
 }
 
-/// The fault and behaviour knobs of [`SimOptions`] that the core needs.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// Which vendor's modem to imitate.
-    pub profile: Profile,
-    /// Overrides the profile's IMEI, so several simulators have distinct identities.
-    pub imei: Option<String>,
-    /// The SIM's ICCID; `None` answers [`super::DEFAULT_ICCID`].
-    pub iccid: Option<String>,
-    /// Network time per part before `+CMGS:` answers.
-    pub send_delay: Duration,
-    /// Share of sends that fail with a temporary `+CMS ERROR`.
-    pub error_rate: f64,
-    /// Seed of the RNG behind `error_rate`, the first TP-MR and Huawei's noise.
-    pub seed: u64,
-    /// Destinations starting with one of these fail permanently (`+CMS ERROR: 1`).
-    pub reject_prefixes: Vec<String>,
-    /// The SIM's PIN; `None` for an unlocked SIM.
-    pub pin: Option<String>,
-    /// Never registered.
-    pub no_network: bool,
-    /// Registered only after this long.
-    pub network_after: Option<Duration>,
-    /// Delay of a status report after `+CMGS:`.
-    pub report_delay: Duration,
-    /// TP-ST of status reports.
-    pub report_status: u8,
-    /// Stop answering after this many command lines.
-    pub hang_after: Option<u64>,
-    /// How long a hang lasts; `None`: forever.
-    pub hang_for: Option<Duration>,
-    /// Vanish at the `AT+CMGS` after this many accepted parts.
-    pub unplug_after: Option<u64>,
-    /// Texts the network delivers (sender, text), [`CoreConfig::incoming_after`] after the
-    /// client first enables new-message indications.
-    pub incoming: Vec<(String, String)>,
-    /// See [`CoreConfig::incoming`].
-    pub incoming_after: Duration,
-}
-
-impl CoreConfig {
-    /// The core's share of the simulator's options.
-    pub fn from_options(o: &SimOptions) -> CoreConfig {
-        CoreConfig {
-            profile: o.profile,
-            imei: o.imei.clone(),
-            iccid: o.iccid.clone(),
-            send_delay: o.send_delay,
-            error_rate: o.error_rate,
-            seed: o.seed,
-            reject_prefixes: o.reject_prefixes.clone(),
-            pin: o.pin.clone(),
-            no_network: o.no_network,
-            network_after: o.network_after,
-            report_delay: o.report_delay,
-            report_status: o.report_status,
-            hang_after: o.hang_after,
-            hang_for: o.hang_for,
-            unplug_after: o.unplug_after,
-            incoming: o.incoming.clone(),
-            incoming_after: o.incoming_after,
-        }
-    }
-}
-
 /// Settings a reset (`ATZ`, `AT&F`, reboot) restores.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -257,8 +192,9 @@ fn handler(name: &str) -> Option<Handler> {
 
 /// The simulated modem's state.
 pub struct Core {
-    /// Profile and faults.
-    cfg: CoreConfig,
+    /// The simulator's options: profile, identity, SIM, faults, the network's texts (the link
+    /// and the log are the runner's).
+    cfg: SimOptions,
     /// The only source of randomness, seeded from `cfg.seed` so runs repeat.
     rng: StdRng,
     /// What ATZ / a reboot restores.
@@ -301,7 +237,7 @@ pub struct Core {
 
 impl Core {
     /// A freshly powered modem.
-    pub fn new(cfg: CoreConfig) -> Core {
+    pub fn new(cfg: SimOptions) -> Core {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let next_mr = rng.random::<u8>();
         let sim = match cfg.pin {
@@ -337,7 +273,7 @@ impl Core {
     /// What the modem says when powered on, and the timers it starts.
     pub fn boot(&mut self, _now: Duration) -> Vec<Action> {
         self.emit_boot_lines();
-        if let Some(after) = self.cfg.network_after {
+        if let Some(after) = self.cfg.faults.network_after {
             self.out.push(Action::Later {
                 after,
                 event: Event::NetworkUp,
@@ -396,7 +332,7 @@ impl Core {
     }
 
     fn hanging(&mut self, now: Duration) -> bool {
-        match (self.hung_since, self.cfg.hang_for) {
+        match (self.hung_since, self.cfg.faults.hang_for) {
             (Some(since), Some(d)) if now >= since + d => {
                 self.hung_since = None;
                 self.line.clear();
@@ -452,7 +388,7 @@ impl Core {
         // Command lines carry no message text (bodies follow the `> ` prompt), so they are logged.
         tracing::debug!(command = %crate::at::redact::redact(&text[pos..]), "sim: received command");
         self.command_lines += 1;
-        if let Some(n) = self.cfg.hang_after
+        if let Some(n) = self.cfg.faults.hang_after
             && !self.hang_done
             && self.command_lines > n
         {
@@ -508,6 +444,11 @@ impl Core {
     }
 }
 
+/// The first argument, or `missing` when there is none.
+fn first_arg(a: &str, missing: Final) -> Result<String, Final> {
+    cmdline::args(a).into_iter().next().flatten().ok_or(missing)
+}
+
 /// Parses argument `i` as a number in `range`; `default` when it is absent.
 fn num_arg(
     a: &str,
@@ -529,6 +470,7 @@ fn num_arg(
 mod tests {
     use super::testkit::*;
     use super::*;
+    use crate::sim::Faults;
 
     #[test]
     fn answers_queries_and_tests_plausibly() {
@@ -590,11 +532,11 @@ mod tests {
 
     #[test]
     fn hang_after_discards_until_hang_for_passes() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(faulty(Faults {
             hang_after: Some(3),
             hang_for: Some(Duration::from_secs(2)),
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         assert_eq!(run(&mut c, "AT\r", 0), "\r\nOK\r\n");
         assert_eq!(run(&mut c, "AT\r", 100), "");
         assert_eq!(run(&mut c, "AT\r", 1500), "");
@@ -659,7 +601,7 @@ mod tests {
 
         #[test]
         fn arbitrary_input_never_panics(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let mut core = Core::new(CoreConfig { profile: Profile::Huawei, ..cfg() });
+            let mut core = Core::new(SimOptions { profile: Profile::Huawei, ..cfg() });
             let _ = core.feed(&input, Duration::ZERO, WALL);
             let mut text_mode = Core::new(cfg());
             let _ = text_mode.feed(b"AT+CMGF=1;+CSCS=\"UCS2\"\r", Duration::ZERO, WALL);

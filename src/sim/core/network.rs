@@ -27,7 +27,9 @@ impl Core {
     pub(super) fn reg_stat(&self, now: Duration) -> u8 {
         if self.cfun != 1 || self.sim != SimLock::Ready {
             0
-        } else if self.cfg.no_network || self.cfg.network_after.is_some_and(|d| now < d) {
+        } else if self.cfg.faults.no_network
+            || self.cfg.faults.network_after.is_some_and(|d| now < d)
+        {
             2
         } else {
             1
@@ -150,14 +152,15 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testkit::*;
-    use super::super::{Action, Core, CoreConfig, Event};
+    use super::super::{Action, Core, Event};
+    use crate::sim::Faults;
 
     #[test]
     fn network_after_registers_at_its_time_with_urcs() {
-        let mut c = Core::new(CoreConfig {
+        let mut c = Core::new(faulty(Faults {
             network_after: Some(Duration::from_secs(5)),
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         let boot = c.boot(Duration::ZERO);
         assert!(boot.contains(&Action::Later {
             after: Duration::from_secs(5),

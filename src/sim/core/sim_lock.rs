@@ -127,13 +127,14 @@ impl Core {
 mod tests {
     use std::time::Duration;
 
+    use super::super::Action;
     use super::super::testkit::*;
-    use super::super::{Action, CoreConfig};
     use super::PUK;
+    use crate::sim::SimOptions;
 
     #[test]
     fn pin_attempts_are_counted_and_block_after_three() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(SimOptions {
             pin: Some("1234".into()),
             ..cfg()
         });

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::storage::StoredReport;
 use super::{
     AcceptedPart, Action, CmdResult, Core, Event, Final, Handler, MAX_LINE, Mode, PromptKind,
-    cmdline, num_arg,
+    cmdline, first_arg, num_arg,
 };
 use crate::sim::cmdline::Form;
 use crate::sim::submit::{self, SubmitFacts};
@@ -72,11 +72,7 @@ impl Core {
             }
             Form::Set(a) => {
                 self.cms_if_not_ready()?;
-                let v = cmdline::args(&a)
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .ok_or(Final::Cms(304))?;
+                let v = first_arg(&a, Final::Cms(304))?;
                 let num = cs.decode(v.as_bytes()).ok_or(Final::Cms(304))?;
                 self.smsc = num;
                 Ok(vec![])
@@ -290,7 +286,7 @@ impl Core {
                 }
             }
         };
-        if let Some(n) = self.cfg.unplug_after
+        if let Some(n) = self.cfg.faults.unplug_after
             && self.parts_accepted >= n
         {
             tracing::info!("sim: unplugging mid-send after {n} parts");
@@ -303,12 +299,13 @@ impl Core {
         if self.reg_stat(now) != 1 {
             return self.finish(Vec::new(), Final::Cms(331));
         }
-        if !self.cfg.send_delay.is_zero() {
-            self.out.push(Action::Busy(self.cfg.send_delay));
+        if !self.cfg.faults.send_delay.is_zero() {
+            self.out.push(Action::Busy(self.cfg.faults.send_delay));
         }
         let digits = facts.to.trim_start_matches('+');
         if self
             .cfg
+            .faults
             .reject_prefixes
             .iter()
             .any(|p| facts.to.starts_with(p.as_str()) || digits.starts_with(p.as_str()))
@@ -316,7 +313,8 @@ impl Core {
             tracing::debug!("sim: destination rejected by --reject");
             return self.finish(Vec::new(), Final::Cms(1));
         }
-        if self.cfg.error_rate > 0.0 && self.rng.random::<f64>() < self.cfg.error_rate {
+        if self.cfg.faults.error_rate > 0.0 && self.rng.random::<f64>() < self.cfg.faults.error_rate
+        {
             let code = if self.rng.random_bool(0.5) { 38 } else { 42 };
             tracing::debug!("sim: injected temporary error {code}");
             return self.finish(Vec::new(), Final::Cms(code));
@@ -337,10 +335,10 @@ impl Core {
             let toa = if facts.to.starts_with('+') { 145 } else { 129 };
             let text_fields = format!(
                 "6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{}",
-                facts.to, self.cfg.report_status
+                facts.to, self.cfg.faults.report_status
             );
             let (tpdu_len, pdu_hex) =
-                submit::status_report(&facts, mr, self.cfg.report_status, wall);
+                submit::status_report(&facts, mr, self.cfg.faults.report_status, wall);
             let event = if ds == 2 {
                 Event::StoreReport(StoredReport {
                     read: false,
@@ -354,7 +352,7 @@ impl Core {
                 Event::Urc(format!("\r\n+CDS: {tpdu_len}\r\n{pdu_hex}\r\n").into_bytes())
             };
             self.out.push(Action::Later {
-                after: self.cfg.report_delay,
+                after: self.cfg.faults.report_delay,
                 event,
             });
         }
@@ -379,7 +377,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testkit::*;
-    use super::super::{AcceptedPart, Action, CoreConfig, Event};
+    use super::super::{AcceptedPart, Action, Event};
+    use crate::sim::Faults;
 
     #[test]
     fn pdu_send_answers_a_rotating_reference_and_reports_the_part() {
@@ -515,27 +514,27 @@ mod tests {
 
     #[test]
     fn faults_reject_no_network_and_error_rate() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(faulty(Faults {
             reject_prefixes: vec!["+1555".into()],
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         let (len, hex) = pdu("+15551234567", "x", false);
         run(&mut c, &format!("AT+CMGS={len}\r"), 0);
         check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 1\r\n");
 
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(faulty(Faults {
             no_network: true,
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         check(&mut c, "AT+CREG?\r", "\r\n+CREG: 0,2\r\n\r\nOK\r\n");
         run(&mut c, &format!("AT+CMGS={len}\r"), 0);
         check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 331\r\n");
 
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(faulty(Faults {
             error_rate: 1.0,
             send_delay: Duration::from_millis(250),
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         run(&mut c, &format!("AT+CMGS={len}\r"), 0);
         let a = c.feed(format!("{hex}\x1a").as_bytes(), Duration::ZERO, WALL);
         assert!(a.contains(&Action::Busy(Duration::from_millis(250))));
@@ -548,10 +547,10 @@ mod tests {
 
     #[test]
     fn unplug_after_vanishes_at_the_next_send() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(faulty(Faults {
             unplug_after: Some(1),
-            ..cfg()
-        });
+            ..Faults::default()
+        }));
         let (len, hex) = pdu("+15551234567", "x", false);
         run(&mut c, &format!("AT+CMGS={len}\r"), 0);
         assert!(run(&mut c, &format!("{hex}\x1a"), 0).contains("+CMGS"));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::sms::text_timestamp;
-use super::{Action, CmdResult, Core, Final, Handler, cmdline};
+use super::{Action, CmdResult, Core, Final, Handler, cmdline, first_arg};
 use crate::sim::cmdline::Form;
 use crate::sim::submit;
 
@@ -151,11 +151,7 @@ impl Core {
         match form {
             Form::Set(a) => {
                 self.cms_if_not_ready()?;
-                let v = cmdline::args(&a)
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .ok_or(Final::Cms(302))?;
+                let v = first_arg(&a, Final::Cms(302))?;
                 let wanted = if self.settings.text_mode {
                     match v.to_ascii_uppercase().as_str() {
                         "REC UNREAD" => Some(false),
@@ -269,7 +265,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testkit::*;
-    use super::super::{Action, CoreConfig, Event};
+    use super::super::{Action, Event};
+    use crate::sim::SimOptions;
 
     /// The `Event::Incoming` timers an input scheduled.
     fn incoming(actions: &[Action]) -> Vec<Event> {
@@ -287,7 +284,7 @@ mod tests {
 
     #[test]
     fn incoming_texts_are_stored_and_announced_once_indications_are_on() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(SimOptions {
             incoming: vec![("+15550001111".into(), "Hi there".into())],
             ..cfg()
         });
@@ -324,7 +321,7 @@ mod tests {
 
     #[test]
     fn mt_2_routes_an_incoming_text_without_storing_it() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(SimOptions {
             incoming: vec![("Bank".into(), "Hello".into())],
             ..cfg()
         });

@@ -6,14 +6,19 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::{Action, Core, CoreConfig};
+use super::{Action, Core};
 use crate::pdu::{SubmitOptions, encode_submit};
-use crate::sim::SimOptions;
+use crate::sim::{Faults, SimOptions};
 
 pub const WALL: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
 
-pub fn cfg() -> CoreConfig {
-    CoreConfig::from_options(&SimOptions::default())
+pub fn cfg() -> SimOptions {
+    SimOptions::default()
+}
+
+/// The default options with these faults.
+pub fn faulty(faults: Faults) -> SimOptions {
+    SimOptions { faults, ..cfg() }
 }
 
 pub fn writes(actions: &[Action]) -> String {
@@ -32,7 +37,7 @@ pub fn run(core: &mut Core, input: &str, now_ms: u64) -> String {
 }
 
 /// A core with echo off, numeric errors.
-pub fn quiet(cfg: CoreConfig) -> Core {
+pub fn quiet(cfg: SimOptions) -> Core {
     let mut core = Core::new(cfg);
     core.boot(Duration::ZERO);
     assert_eq!(run(&mut core, "ATE0\r", 0), "ATE0\r\r\nOK\r\n");

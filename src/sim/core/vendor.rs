@@ -119,12 +119,13 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testkit::*;
-    use super::super::{Action, Core, CoreConfig, Event};
+    use super::super::{Action, Core, Event};
     use crate::sim::Profile;
+    use crate::sim::SimOptions;
 
     #[test]
     fn simcom_boot_lines_and_reset() {
-        let mut c = Core::new(CoreConfig {
+        let mut c = Core::new(SimOptions {
             profile: Profile::Simcom,
             ..cfg()
         });
@@ -145,7 +146,7 @@ mod tests {
 
     #[test]
     fn huawei_noise_is_muted_by_curc() {
-        let mut c = quiet(CoreConfig {
+        let mut c = quiet(SimOptions {
             profile: Profile::Huawei,
             ..cfg()
         });
