@@ -12,7 +12,7 @@ use std::time::Duration;
 use simgate::dispatch::{self, DispatchConfig, Dispatcher, ModemPort, Opener, PoolModem};
 use simgate::modem::{ModemConfig, ModemHandle};
 use simgate::otp::Keys;
-use simgate::sim::{SimOptions, Simulator};
+use simgate::sim::{Faults, SimOptions, Simulator};
 use simgate::store::{
     Body, CreateOutcome, MessageKind, MessageStatus, NewMessage, NewOtp, Store, StoreOptions,
 };
@@ -23,8 +23,11 @@ fn sim_options(dir: &Path, name: &str) -> SimOptions {
     SimOptions {
         link: dir.join(name),
         log: Some(dir.join(format!("{name}.jsonl"))),
-        report_delay: Duration::from_millis(50),
-        reject_prefixes: vec!["+1999".into()],
+        faults: Faults {
+            report_delay: Duration::from_millis(50),
+            reject_prefixes: vec!["+1999".into()],
+            ..Faults::default()
+        },
         ..SimOptions::default()
     }
 }
@@ -228,7 +231,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
 async fn a_backlog_drains_in_order_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = sim_options(dir.path(), "sim0");
-    opts.report_delay = Duration::from_secs(3600);
+    opts.faults.report_delay = Duration::from_secs(3600);
     let sim = Simulator::start(opts).await.unwrap();
     let (events_tx, _events_rx) = mpsc::channel(1024);
     let mut config = ModemConfig::new("modem0", dir.path().join("sim0"));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sim::{Profile, SimOptions, Simulator};
+use crate::sim::{Faults, Profile, SimOptions, Simulator};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = BEHAVIOUR)]
@@ -181,19 +181,21 @@ impl SimArgs {
             imei: self.imei.clone(),
             iccid: self.iccid.clone(),
             log: self.log.clone(),
-            send_delay: Duration::from_secs_f64(self.send_delay),
-            error_rate: self.error_rate,
             seed: self.seed,
-            reject_prefixes: self.reject.clone(),
             pin: self.pin.clone(),
-            no_network: self.no_network,
-            network_after: self.network_after.map(Duration::from_secs_f64),
-            report_delay: Duration::from_secs_f64(self.report_delay),
-            report_status: self.report_status,
-            hang_after: self.hang_after,
-            hang_for: self.hang_for.map(Duration::from_secs_f64),
-            unplug_after: self.unplug_after,
-            replug_after: self.replug_after.map(Duration::from_secs_f64),
+            faults: Faults {
+                send_delay: Duration::from_secs_f64(self.send_delay),
+                error_rate: self.error_rate,
+                reject_prefixes: self.reject.clone(),
+                no_network: self.no_network,
+                network_after: self.network_after.map(Duration::from_secs_f64),
+                report_delay: Duration::from_secs_f64(self.report_delay),
+                report_status: self.report_status,
+                hang_after: self.hang_after,
+                hang_for: self.hang_for.map(Duration::from_secs_f64),
+                unplug_after: self.unplug_after,
+                replug_after: self.replug_after.map(Duration::from_secs_f64),
+            },
             incoming: self.incoming.clone(),
             incoming_after: Duration::from_secs_f64(self.incoming_after),
         }

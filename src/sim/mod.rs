@@ -7,13 +7,15 @@
 //! Layers: [`cmdline`] splits command lines (pure), [`core`] is the modem as a state machine
 //! (bytes in, [`core::Action`]s out; time and randomness are arguments), [`log`] reassembles
 //! concatenated messages (pure), `pty` owns the pseudo-terminal, and the runner below moves
-//! bytes between them and carries out timers, delays, unplugs and log writes.
+//! bytes between them and carries out timers, delays, unplugs and log writes. [`Faults`] are
+//! the failures on demand: the core and the runner read them from the same [`SimOptions`].
 //!
 //! It shares the PDU codec with the daemon but never its AT engine, so it stays an independent
 //! modem the engine can be tested against.
 
 pub mod cmdline;
 pub mod core;
+mod faults;
 pub mod log;
 mod pty;
 pub mod submit;
@@ -29,8 +31,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::core::{Action, Core, CoreConfig, Event};
+use self::core::{Action, Core, Event};
 use crate::datadir::{self, Lock};
+
+pub use self::faults::Faults;
 
 /// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
 /// 001 (the test network of TS 23.003, like the IMSI).
@@ -91,33 +95,12 @@ pub struct SimOptions {
     pub iccid: Option<String>,
     /// The JSON-lines log of accepted messages; `None` logs nothing.
     pub log: Option<PathBuf>,
-    /// Network time per SMS part before `+CMGS:` is answered.
-    pub send_delay: Duration,
-    /// Share (0..=1) of sends that fail with a temporary `+CMS ERROR` (38 or 42).
-    pub error_rate: f64,
     /// Seeds the RNG behind `error_rate`, TP-MR and Huawei noise so runs are repeatable.
     pub seed: u64,
-    /// Destinations starting with one of these fail permanently with `+CMS ERROR: 1`.
-    pub reject_prefixes: Vec<String>,
     /// The SIM's PIN: the SIM starts locked and wants `AT+CPIN="<pin>"`.
     pub pin: Option<String>,
-    /// Never registers (stat 2, searching); sends fail with `+CMS ERROR: 331`.
-    pub no_network: bool,
-    /// Registers only after this long, with `+CREG: 1` URCs when enabled.
-    pub network_after: Option<Duration>,
-    /// How long after `+CMGS:` a requested status report (`+CDS`) arrives.
-    pub report_delay: Duration,
-    /// TP-ST of those reports (0: delivered).
-    pub report_status: u8,
-    /// Stops answering after this many command lines.
-    pub hang_after: Option<u64>,
-    /// Ends a hang after this long; `None` hangs forever.
-    pub hang_for: Option<Duration>,
-    /// After this many accepted parts the next `AT+CMGS` makes the modem vanish mid-send.
-    pub unplug_after: Option<u64>,
-    /// Comes back (fresh pty, same link, state reset) this long after an unplug; `None` stays
-    /// gone.
-    pub replug_after: Option<Duration>,
+    /// What goes wrong, and when.
+    pub faults: Faults,
     /// Texts (sender, text) the network delivers to the SIM `incoming_after` after the client
     /// first enables new-message indications (`AT+CNMI` with <mt> other than 0).
     pub incoming: Vec<(String, String)>,
@@ -133,19 +116,9 @@ impl Default for SimOptions {
             imei: None,
             iccid: None,
             log: None,
-            send_delay: Duration::ZERO,
-            error_rate: 0.0,
             seed: 0,
-            reject_prefixes: Vec::new(),
             pin: None,
-            no_network: false,
-            network_after: None,
-            report_delay: Duration::from_secs(1),
-            report_status: 0,
-            hang_after: None,
-            hang_for: None,
-            unplug_after: None,
-            replug_after: None,
+            faults: Faults::default(),
             incoming: Vec::new(),
             incoming_after: Duration::from_secs(1),
         }
@@ -298,7 +271,7 @@ async fn run(
 ) {
     let started = Instant::now();
     let mut reassembler = Reassembler::default();
-    let mut cfg = CoreConfig::from_options(&opts);
+    let mut cfg = opts.clone();
     loop {
         let end = generation(
             &mut pty,
@@ -315,7 +288,7 @@ async fn run(
             GenEnd::Unplugged => {}
         }
         drop(pty);
-        let Some(after) = opts.replug_after else {
+        let Some(after) = opts.faults.replug_after else {
             tracing::info!("sim: unplugged; staying gone until stopped");
             let _ = (&mut shutdown).await;
             return;
@@ -337,7 +310,7 @@ async fn run(
         eprintln!("sim: replugged at {}", pty.device.display());
         // A replugged modem has rebooted, but the unplug fault fires once, and the network
         // delivered its texts to the modem that went away.
-        cfg.unplug_after = None;
+        cfg.faults.unplug_after = None;
         cfg.incoming.clear();
     }
 }
