@@ -13,7 +13,7 @@ use crate::store::Millis;
 use super::{Msisdn, Service, ServiceError, invalid, parts_u32};
 
 /// Says why `limits::PrefixPolicy` refuses a number, naming the config key.
-pub(super) fn check_prefixes(policy: &PrefixPolicy, to: &Msisdn) -> Result<(), ServiceError> {
+fn check_prefixes(policy: &PrefixPolicy, to: &Msisdn) -> Result<(), ServiceError> {
     if policy.permits(to.as_str()) {
         return Ok(());
     }
@@ -42,6 +42,13 @@ pub(super) fn retry_secs(ms: Millis) -> u64 {
 }
 
 impl Service {
+    /// The recipient of a send: a valid E.164 number that the prefix lists let through.
+    pub(super) fn recipient(&self, to: &str) -> Result<Msisdn, ServiceError> {
+        let to = Msisdn::parse(to).map_err(|d| invalid("to", d))?;
+        check_prefixes(&self.settings.prefixes, &to)?;
+        Ok(to)
+    }
+
     pub(super) fn rejected(
         &self,
         name: LimitName,

@@ -6,9 +6,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{CreateOutcome, DAY_MS, Idempotency, Millis};
+use crate::store::{DAY_MS, Idempotency, Millis};
 
-use super::{Msisdn, Service, ServiceError, invalid};
+use super::{Service, ServiceError, invalid};
 
 /// An `Idempotency-Key` with the identity that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,37 +155,6 @@ impl Service {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(k, digest, answer.to_owned(), now);
-        }
-    }
-
-    /// Turns the store's answer to an idempotent enqueue into the service's: wakes the
-    /// dispatcher for a new message, and remembers the answer for in-memory replays.
-    pub(super) fn settle<T>(
-        &self,
-        outcome: CreateOutcome,
-        created: T,
-        answer: Option<String>,
-        idempotency: Option<&IdempotencyKey>,
-        digest: Vec<u8>,
-        to: &Msisdn,
-    ) -> Result<Answer<T>, ServiceError> {
-        match outcome {
-            CreateOutcome::Created => {
-                self.wake.notify_one();
-                if let Some(a) = answer {
-                    self.remember(idempotency, digest, &a);
-                }
-                Ok(Answer::New(created))
-            }
-            CreateOutcome::Replay(stored) => {
-                self.remember(idempotency, digest, &stored);
-                Ok(Answer::Replay(stored))
-            }
-            CreateOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
-            CreateOutcome::DailyLimit { retry_after_ms } => {
-                Err(self.daily_limited(to, retry_after_ms))
-            }
-            CreateOutcome::QueueFull => Err(self.queue_full()),
         }
     }
 }

@@ -6,14 +6,16 @@
 //! and no SQL: errors are a typed [`ServiceError`] that `http` maps to problem+json.
 //!
 //! One file per family of use cases: [`otp`] (create, verify, resend, cancel), [`texts`] (plain
-//! texts), [`log`] (reading and paging the delivery log); and what they share: [`idempotency`]
-//! (keys, digests, the replay cache), [`budgets`] (rate limits and prefix lists), [`wording`]
-//! (the masked text of an OTP and which field makes it long), [`errors`].
+//! texts), [`log`] (reading and paging the delivery log); and what they share: [`enqueue`] (the
+//! one path every text takes into the queue), [`idempotency`] (keys, digests, the replay
+//! cache), [`budgets`] (rate limits and prefix lists), [`wording`] (the masked text of an OTP
+//! and which field makes it long), [`errors`].
 //!
 //! Secrets: a code exists in clear only inside [`Service::create_otp`] / [`Service::resend`]
 //! (rendered, sealed, HMACed, then dropped) and in the verify request; neither is ever logged.
 
 mod budgets;
+mod enqueue;
 mod errors;
 mod idempotency;
 mod log;

@@ -3,19 +3,21 @@
 //! **Invariant:** a code exists in clear only between drawing and sealing (rendered, sealed,
 //! HMACed, then dropped); what the store and the log get is the masked text.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::limits::LimitName;
 use crate::otp::{self, AppHash, OnPending, Origin};
 use crate::pdu;
 use crate::store::{
-    self, AddTextOutcome, Body, CreateOtpOutcome, Message, MessageKind, Millis, NewMessage, NewOtp,
-    NewOtpText, Otp, OtpStatus, OtpWording,
+    self, AddTextOutcome, Body, CreateOtpOutcome, CreateOutcome, Message, MessageKind, Millis,
+    NewOtp, NewOtpText, Otp, OtpStatus, OtpWording,
 };
 
-use super::budgets::{check_prefixes, retry_secs};
+use super::budgets::retry_secs;
+use super::enqueue::{Enqueue, Outgoing};
 use super::errors::{in_range, otp_error};
-use super::idempotency::{check_idempotency_key, idempotency_record, request_digest};
+use super::idempotency::{check_idempotency_key, request_digest};
 use super::texts::warnings_for;
 use super::wording::TextInputs;
 use super::{
@@ -163,6 +165,24 @@ fn check_code(code: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// The queued row of an OTP text: the log keeps the masked text, the modem gets the sealed one.
+fn otp_text(
+    id: String,
+    masked: String,
+    sealed: Vec<u8>,
+    parts: usize,
+    deadline: Millis,
+) -> Outgoing {
+    Outgoing {
+        id,
+        kind: MessageKind::Otp,
+        log_text: masked,
+        body: Body::Sealed(sealed),
+        parts,
+        deadline,
+    }
+}
+
 impl Service {
     /// Creates an OTP and queues its text. `render` turns the answer into the bytes an
     /// idempotent retry must get back verbatim; it is stored in the same transaction.
@@ -175,8 +195,7 @@ impl Service {
         idempotency: Option<IdempotencyKey>,
         render: impl Fn(&OtpCreated) -> String,
     ) -> Result<Answer<OtpCreated>, ServiceError> {
-        let to = Msisdn::parse(&req.to).map_err(|d| invalid("to", d))?;
-        check_prefixes(&self.settings.prefixes, &to)?;
+        let to = self.recipient(&req.to)?;
         let len = match req.code_length {
             None => self.settings.code_length,
             Some(v) => {
@@ -301,61 +320,74 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&rendered.masked, parts),
         };
-        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&created));
-        let answer = idem.as_ref().map(|i| i.response.clone());
-        let outcome = self
-            .store
-            .create_otp_worded(
-                NewOtp {
-                    id,
-                    to: to.as_str().to_owned(),
-                    code_hmac,
-                    max_attempts: self.settings.max_attempts,
-                    expires_at,
-                    created_at: now,
-                },
-                NewMessage {
-                    id: message_id,
-                    to: to.as_str().to_owned(),
-                    kind: MessageKind::Otp,
-                    log_text: rendered.masked,
-                    body: Body::Sealed(sealed),
-                    parts: parts_u32(parts),
-                    created_at: now,
-                    deadline: expires_at,
-                },
-                OtpWording {
-                    code_length: len.get() as u32,
-                    code_offsets: rendered.code_offsets,
-                },
-                match on_pending {
-                    OnPending::Reuse => store::OnPending::Keep,
-                    OnPending::Supersede => store::OnPending::Supersede,
-                },
-                idem,
-                self.settings.otp_per_number_per_day,
-                self.settings.queue_max,
-            )
-            .await
-            .map_err(store_err)?;
-        let outcome = match outcome {
-            CreateOtpOutcome::Done(o) => o,
+        let (otp_id, msg_id) = (created.id.clone(), created.message_id.clone());
+        let otp_row = NewOtp {
+            id,
+            to: to.as_str().to_owned(),
+            code_hmac,
+            max_attempts: self.settings.max_attempts,
+            expires_at,
+            created_at: now,
+        };
+        let wording = OtpWording {
+            code_length: len.get() as u32,
+            code_offsets: rendered.code_offsets,
+        };
+        let keep = match on_pending {
+            OnPending::Reuse => store::OnPending::Keep,
+            OnPending::Supersede => store::OnPending::Supersede,
+        };
+        let e = Enqueue {
+            to: &to,
+            key: idempotency.as_ref(),
+            digest: &digest,
+            now,
+        };
+        let msg = otp_text(message_id, rendered.masked, sealed, parts, expires_at);
+        let queued = self
+            .enqueue(&e, msg, created, &render, |row, idem| async move {
+                let outcome = self
+                    .store
+                    .create_otp_worded(
+                        otp_row,
+                        row,
+                        wording,
+                        keep,
+                        idem,
+                        self.settings.otp_per_number_per_day,
+                        self.settings.queue_max,
+                    )
+                    .await
+                    .map_err(store_err)?;
+                Ok(match outcome {
+                    CreateOtpOutcome::Done(o) => Ok(o),
+                    CreateOtpOutcome::PendingExists { otp_id } => Err(otp_id),
+                })
+            })
+            .await?;
+        match queued {
+            Ok(settled) => {
+                if matches!(settled, Answer::New(_)) {
+                    tracing::info!(otp = %otp_id, message = %msg_id, parts, "OTP queued");
+                }
+                Ok(settled)
+            }
             // The number has a pending OTP: add a text to it instead. This request's cells
             // are spent already, so the reused text is not charged again.
-            CreateOtpOutcome::PendingExists { otp_id } => {
-                let pending = self.load_otp(&otp_id).await?;
-                let note = reuse_note(&otp_id, &req);
-                return self
-                    .add_text(pending, idempotency, digest, &render, Some(note), false)
-                    .await;
+            Err(pending_id) => {
+                let pending = self.load_otp(&pending_id).await?;
+                let note = reuse_note(&pending_id, &req);
+                self.add_text(
+                    pending,
+                    idempotency.as_ref(),
+                    &digest,
+                    &render,
+                    Some(note),
+                    false,
+                )
+                .await
             }
-        };
-        let (otp_id, msg_id) = (created.id.clone(), created.message_id.clone());
-        let settled = self.settle(outcome, created, answer, idempotency.as_ref(), digest, &to)?;
-        if matches!(settled, Answer::New(_)) {
-            tracing::info!(otp = %otp_id, message = %msg_id, parts, "OTP queued");
         }
-        Ok(settled)
     }
 
     /// Checks a code against one OTP. An OTP that has already ended answers
@@ -476,7 +508,7 @@ impl Service {
         check_id(OTP_ID_PREFIX, id)?;
         let otp = self.load_otp(id).await?;
         match self
-            .add_text(otp, None, Vec::new(), |_| String::new(), None, true)
+            .add_text(otp, None, &[], |_| String::new(), None, true)
             .await?
         {
             Answer::New(c) => Ok(c),
@@ -493,8 +525,8 @@ impl Service {
     async fn add_text(
         &self,
         otp: Otp,
-        idempotency: Option<IdempotencyKey>,
-        digest: Vec<u8>,
+        idempotency: Option<&IdempotencyKey>,
+        digest: &[u8],
         render: impl Fn(&OtpCreated) -> String,
         note: Option<String>,
         charge: bool,
@@ -545,52 +577,50 @@ impl Service {
             parts: parts_u32(parts),
             warnings,
         };
-        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&created));
-        let answer = idem.as_ref().map(|i| i.response.clone());
-        let outcome = self
-            .store
-            .add_otp_text(NewOtpText {
-                otp_id: otp.id.clone(),
-                code_hmac,
-                msg: NewMessage {
-                    id: message_id.clone(),
-                    to: to.as_str().to_owned(),
-                    kind: MessageKind::Otp,
-                    log_text: masked,
-                    body: Body::Sealed(sealed),
-                    parts: parts_u32(parts),
-                    created_at: now,
-                    deadline: otp.expires_at,
-                },
-                idem,
-                max_texts,
-                daily_cap: self.settings.otp_per_number_per_day,
-                queue_max: self.settings.queue_max,
-            })
-            .await
-            .map_err(store_err)?;
-        match outcome {
-            AddTextOutcome::Added => {
-                self.wake.notify_one();
-                if let Some(a) = answer {
-                    self.remember(idempotency.as_ref(), digest, &a);
+        let e = Enqueue {
+            to: &to,
+            key: idempotency,
+            digest,
+            now,
+        };
+        let msg = otp_text(message_id.clone(), masked, sealed, parts, otp.expires_at);
+        let transaction = |row, idem| async {
+            let outcome = self
+                .store
+                .add_otp_text(NewOtpText {
+                    otp_id: otp.id.clone(),
+                    code_hmac,
+                    msg: row,
+                    idem,
+                    max_texts,
+                    daily_cap: self.settings.otp_per_number_per_day,
+                    queue_max: self.settings.queue_max,
+                })
+                .await
+                .map_err(store_err)?;
+            Ok(Ok::<_, Infallible>(match outcome {
+                AddTextOutcome::Added => CreateOutcome::Created,
+                AddTextOutcome::Replay(stored) => CreateOutcome::Replay(stored),
+                AddTextOutcome::IdempotencyConflict => CreateOutcome::IdempotencyConflict,
+                AddTextOutcome::DailyLimit { retry_after_ms } => {
+                    CreateOutcome::DailyLimit { retry_after_ms }
                 }
-                tracing::info!(otp = %otp.id, message = %message_id, parts, "OTP text added");
-                Ok(Answer::New(created))
-            }
-            AddTextOutcome::Replay(stored) => {
-                self.remember(idempotency.as_ref(), digest, &stored);
-                Ok(Answer::Replay(stored))
-            }
-            AddTextOutcome::IdempotencyConflict => Err(ServiceError::IdempotencyMismatch),
-            AddTextOutcome::NotFound => Err(ServiceError::NotFound { what: "OTP", id }),
-            AddTextOutcome::NotPending(st) => Err(not_pending(st)),
-            AddTextOutcome::TextCap { .. } => Err(self.resend_cap(&otp, now)),
-            AddTextOutcome::DailyLimit { retry_after_ms } => {
-                Err(self.daily_limited(&to, retry_after_ms))
-            }
-            AddTextOutcome::QueueFull => Err(self.queue_full()),
+                AddTextOutcome::QueueFull => CreateOutcome::QueueFull,
+                AddTextOutcome::NotFound => {
+                    return Err(ServiceError::NotFound {
+                        what: "OTP",
+                        id: id.clone(),
+                    });
+                }
+                AddTextOutcome::NotPending(st) => return Err(not_pending(st)),
+                AddTextOutcome::TextCap { .. } => return Err(self.resend_cap(&otp, now)),
+            }))
+        };
+        let Ok(settled) = self.enqueue(&e, msg, created, render, transaction).await?;
+        if matches!(settled, Answer::New(_)) {
+            tracing::info!(otp = %otp.id, message = %message_id, parts, "OTP text added");
         }
+        Ok(settled)
     }
 
     /// 429 for an OTP that has all the texts `otp.max_resends` allows; a new code can be asked

@@ -3,14 +3,16 @@
 //! **Invariant:** a text is refused before it is queued if it could not be sent in at most
 //! `max_text_parts` parts or could never fit the global budget.
 
-use crate::pdu;
-use crate::store::{Body, MessageKind, MessageStatus, NewMessage};
+use std::convert::Infallible;
 
-use super::budgets::check_prefixes;
-use super::idempotency::{check_idempotency_key, idempotency_record, request_digest};
+use crate::pdu;
+use crate::store::{Body, MessageKind, MessageStatus};
+
+use super::enqueue::{Enqueue, Outgoing};
+use super::idempotency::{check_idempotency_key, request_digest};
 use super::{
-    Answer, IdempotencyKey, MSG_ID_PREFIX, Msisdn, Service, ServiceError, invalid, ms, new_id,
-    parts_u32, store_err,
+    Answer, IdempotencyKey, MSG_ID_PREFIX, Service, ServiceError, invalid, ms, new_id, parts_u32,
+    store_err,
 };
 
 /// A request to send a plain text.
@@ -60,8 +62,7 @@ impl Service {
         idempotency: Option<IdempotencyKey>,
         render: impl FnOnce(&TextQueued) -> String,
     ) -> Result<Answer<TextQueued>, ServiceError> {
-        let to = Msisdn::parse(&req.to).map_err(|d| invalid("to", d))?;
-        check_prefixes(&self.settings.prefixes, &to)?;
+        let to = self.recipient(&req.to)?;
         if req.text.trim().is_empty() {
             return Err(invalid("text", "is empty; give the text to send"));
         }
@@ -94,29 +95,31 @@ impl Service {
             parts: parts_u32(parts),
             warnings: warnings_for(&req.text, parts),
         };
-        let idem = idempotency_record(idempotency.as_ref(), &digest, || render(&queued));
-        let answer = idem.as_ref().map(|i| i.response.clone());
-        let outcome = self
-            .store
-            .enqueue_text(
-                NewMessage {
-                    id,
-                    to: to.as_str().to_owned(),
-                    kind: MessageKind::Text,
-                    log_text: req.text.clone(),
-                    body: Body::Clear(req.text),
-                    parts: parts_u32(parts),
-                    created_at: now,
-                    deadline: now.saturating_add(ms(self.settings.text_max_age)),
-                },
-                idem,
-                self.settings.queue_max,
-            )
-            .await
-            .map_err(store_err)?;
+        let e = Enqueue {
+            to: &to,
+            key: idempotency.as_ref(),
+            digest: &digest,
+            now,
+        };
+        let msg = Outgoing {
+            id,
+            kind: MessageKind::Text,
+            log_text: req.text.clone(),
+            body: Body::Clear(req.text),
+            parts,
+            deadline: now.saturating_add(ms(self.settings.text_max_age)),
+        };
         let msg_id = queued.id.clone();
         // Plain texts have no daily cap; the store reports one only for OTPs.
-        let settled = self.settle(outcome, queued, answer, idempotency.as_ref(), digest, &to)?;
+        let transaction = |row, idem| async move {
+            let outcome = self
+                .store
+                .enqueue_text(row, idem, self.settings.queue_max)
+                .await
+                .map_err(store_err)?;
+            Ok(Ok::<_, Infallible>(outcome))
+        };
+        let Ok(settled) = self.enqueue(&e, msg, queued, render, transaction).await?;
         if matches!(settled, Answer::New(_)) {
             tracing::info!(message = %msg_id, parts, "text queued");
         }
