@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod modem;
 pub mod notify;
 pub mod otp;

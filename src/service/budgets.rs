@@ -7,10 +7,10 @@
 use std::num::NonZeroU32;
 
 use crate::limits::{LimitName, PrefixPolicy, Refusal};
+use crate::model::{Millis, Msisdn};
 use crate::otp;
-use crate::store::Millis;
 
-use super::{Msisdn, Service, ServiceError, invalid, parts_u32};
+use super::{Service, ServiceError, invalid, parts_u32};
 
 /// Says why `limits::PrefixPolicy` refuses a number, naming the config key.
 fn check_prefixes(policy: &PrefixPolicy, to: &Msisdn) -> Result<(), ServiceError> {

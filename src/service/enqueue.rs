@@ -7,10 +7,11 @@
 
 use std::future::Future;
 
-use crate::store::{Body, CreateOutcome, Idempotency, MessageKind, Millis, NewMessage};
+use crate::model::{MessageKind, Millis, Msisdn};
+use crate::store::{Body, CreateOutcome, Idempotency, NewMessage};
 
 use super::idempotency::idempotency_record;
-use super::{Answer, IdempotencyKey, Msisdn, Service, ServiceError, parts_u32};
+use super::{Answer, IdempotencyKey, Service, ServiceError, parts_u32};
 
 /// Who a text is for and how its answer is remembered.
 pub(super) struct Enqueue<'a> {

@@ -4,8 +4,9 @@
 //! detail never echoes more than a short prefix of client text ([`shorten`]).
 
 use crate::limits::LimitName;
+use crate::model::OtpStatus;
 use crate::otp::OtpError;
-use crate::store::{OtpStatus, StoreError};
+use crate::store::StoreError;
 
 /// Why a use case refused or failed. Every variant maps to one HTTP status in `http`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{DAY_MS, Idempotency, Millis};
+use crate::model::Millis;
+use crate::store::{DAY_MS, Idempotency};
 
 use super::{Service, ServiceError, invalid};
 

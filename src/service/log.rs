@@ -3,10 +3,11 @@
 //! **Invariant:** paging by message id is exact (no message skipped or repeated), even when
 //! several messages share a millisecond.
 
-use crate::store::{Message, MessageFilter, MessageStatus, Millis};
+use crate::model::{Message, MessageStatus, Millis, Msisdn};
+use crate::store::MessageFilter;
 
 use super::errors::in_range;
-use super::{MSG_ID_PREFIX, Msisdn, Service, ServiceError, check_id, invalid, shorten, store_err};
+use super::{MSG_ID_PREFIX, Service, ServiceError, check_id, invalid, shorten, store_err};
 
 /// Filter of the delivery log, as the client gave it (validated by [`Service::list_messages`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -19,7 +19,6 @@ mod enqueue;
 mod errors;
 mod idempotency;
 mod log;
-mod msisdn;
 mod otp;
 mod texts;
 mod wording;
@@ -27,7 +26,6 @@ mod wording;
 pub use errors::ServiceError;
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};
-pub use msisdn::{MAX_E164_DIGITS, MIN_E164_DIGITS, Msisdn};
 pub use otp::{CreateOtp, OtpCreated, OtpView, Verified};
 pub use texts::{SendText, TextQueued};
 
@@ -42,8 +40,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::limits::{Limits, PrefixPolicy};
+use crate::model::Millis;
 use crate::otp::{AppHash, CodeLength, Keys, OnPending};
-use crate::store::{Millis, Store};
+use crate::store::Store;
 
 /// Where the service gets the time: unix milliseconds. Injected so tests can move past expiry.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;

@@ -7,11 +7,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::limits::LimitName;
+use crate::model::{Message, MessageKind, Millis, Msisdn, OtpStatus};
 use crate::otp::{self, AppHash, OnPending, Origin};
 use crate::pdu;
 use crate::store::{
-    self, AddTextOutcome, Body, CreateOtpOutcome, CreateOutcome, Message, MessageKind, Millis,
-    NewOtp, NewOtpText, Otp, OtpStatus, OtpWording,
+    self, AddTextOutcome, Body, CreateOtpOutcome, CreateOutcome, NewOtp, NewOtpText, Otp,
+    OtpWording,
 };
 
 use super::budgets::retry_secs;
@@ -21,8 +22,8 @@ use super::idempotency::{check_idempotency_key, request_digest};
 use super::texts::warnings_for;
 use super::wording::TextInputs;
 use super::{
-    Answer, IdempotencyKey, MSG_ID_PREFIX, Msisdn, OTP_ID_PREFIX, Service, ServiceError, check_id,
-    invalid, ms, new_id, parts_u32, shorten, store_err,
+    Answer, IdempotencyKey, MSG_ID_PREFIX, OTP_ID_PREFIX, Service, ServiceError, check_id, invalid,
+    ms, new_id, parts_u32, shorten, store_err,
 };
 
 /// A request to send an OTP, as the client gave it (validated by [`Service::create_otp`]).

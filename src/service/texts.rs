@@ -5,8 +5,9 @@
 
 use std::convert::Infallible;
 
+use crate::model::{MessageKind, MessageStatus};
 use crate::pdu;
-use crate::store::{Body, MessageKind, MessageStatus};
+use crate::store::Body;
 
 use super::enqueue::{Enqueue, Outgoing};
 use super::idempotency::{check_idempotency_key, request_digest};

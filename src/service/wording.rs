@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use crate::model::{Message, Millis};
 use crate::otp::{self, AppHash, CodeLength, Origin};
 use crate::pdu;
-use crate::store::{Message, Millis, OtpWording};
+use crate::store::OtpWording;
 
 use super::{Service, ServiceError, invalid};
 
