@@ -100,6 +100,80 @@ impl fmt::Display for Msisdn {
     }
 }
 
+/// A public id: a fixed prefix and 32 lowercase hex digits (a random UUID), so a typo can be told
+/// apart from an unknown id before any lookup.
+pub trait PublicId: Sized {
+    /// What every id of this kind starts with.
+    const PREFIX: &'static str;
+    /// What the id names, with its article, for error details ("an OTP").
+    const NOUN: &'static str;
+
+    /// A fresh random id.
+    fn random() -> Self;
+
+    /// The id, if `s` has the shape of one.
+    fn parse(s: &str) -> Option<Self>;
+}
+
+fn well_formed(prefix: &str, s: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+macro_rules! public_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $noun:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl PublicId for $name {
+            const PREFIX: &'static str = $prefix;
+            const NOUN: &'static str = $noun;
+
+            fn random() -> Self {
+                $name(format!("{}{}", $prefix, uuid::Uuid::new_v4().simple()))
+            }
+
+            fn parse(s: &str) -> Option<Self> {
+                well_formed($prefix, s).then(|| $name(s.to_owned()))
+            }
+        }
+
+        impl $name {
+            /// The id as the API shows it.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as the API shows it, for a column or a JSON field.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+public_id!(
+    /// The public id of an OTP: `otp_` and 32 lowercase hex digits.
+    OtpId,
+    "otp_",
+    "an OTP"
+);
+
+public_id!(
+    /// The public id of a message: `msg_` and 32 lowercase hex digits.
+    MessageId,
+    "msg_",
+    "a message"
+);
+
 /// What a message is, which decides how its body is stored and what the log shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
@@ -298,5 +372,17 @@ mod tests {
         e164("+1555abc4567", Some("only digits"));
         e164("++15551234567", Some("more than one +"));
         e164("hello", Some("not a phone number"));
+    }
+
+    #[test]
+    fn ids_have_their_prefix_and_shape() {
+        let id = OtpId::random();
+        assert!(OtpId::parse(id.as_str()).is_some());
+        assert!(MessageId::parse(id.as_str()).is_none());
+        assert!(OtpId::parse("otp_123").is_none());
+        assert!(OtpId::parse(&id.as_str().to_uppercase()).is_none());
+        let m = MessageId::random();
+        assert!(m.as_str().starts_with(MessageId::PREFIX));
+        assert_eq!(MessageId::parse(m.as_str()), Some(m));
     }
 }

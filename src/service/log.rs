@@ -3,11 +3,11 @@
 //! **Invariant:** paging by message id is exact (no message skipped or repeated), even when
 //! several messages share a millisecond.
 
-use crate::model::{Message, MessageStatus, Millis, Msisdn};
+use crate::model::{Message, MessageId, MessageStatus, Millis, Msisdn, PublicId};
 use crate::store::MessageFilter;
 
 use super::errors::in_range;
-use super::{MSG_ID_PREFIX, Service, ServiceError, check_id, invalid, shorten, store_err};
+use super::{Service, ServiceError, invalid, parse_id, shorten, store_err};
 
 /// Filter of the delivery log, as the client gave it (validated by [`Service::list_messages`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 impl Service {
     /// One message of the delivery log.
     pub async fn get_message(&self, id: &str) -> Result<Message, ServiceError> {
-        check_id(MSG_ID_PREFIX, id)?;
+        parse_id::<MessageId>(id)?;
         self.store
             .get_message(id)
             .await
@@ -86,8 +86,8 @@ impl Service {
         // messages share a millisecond. A time as cursor: strictly older.
         let (before, cursor) = match &q.before {
             None => (None, None),
-            Some(b) if b.starts_with(MSG_ID_PREFIX) => {
-                check_id(MSG_ID_PREFIX, b).map_err(|_| {
+            Some(b) if b.starts_with(MessageId::PREFIX) => {
+                parse_id::<MessageId>(b).map_err(|_| {
                     invalid(
                         "before",
                         "is neither a message id (msg_…) nor an RFC 3339 time",

@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::limits::{Limits, PrefixPolicy};
-use crate::model::Millis;
+use crate::model::{Millis, PublicId};
 use crate::otp::{AppHash, CodeLength, Keys, OnPending};
 use crate::store::Store;
 
@@ -196,36 +196,16 @@ impl fmt::Debug for Service {
     }
 }
 
-/// The public id of an OTP: `otp_` and 32 lowercase hex digits (a random UUID).
-pub const OTP_ID_PREFIX: &str = "otp_";
-
-/// The public id of a message: `msg_` and 32 lowercase hex digits (a random UUID).
-pub const MSG_ID_PREFIX: &str = "msg_";
-
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
-}
-
 /// Checks the shape of an id before any lookup, so a typo gets "malformed" rather than "unknown".
-pub fn check_id(prefix: &'static str, id: &str) -> Result<(), ServiceError> {
-    let what = if prefix == OTP_ID_PREFIX {
-        "an OTP"
-    } else {
-        "a message"
-    };
-    let ok = id.strip_prefix(prefix).is_some_and(|hex| {
-        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::MalformedId {
-            detail: format!(
-                "{:?} is not {what} id: ids look like {prefix} followed by 32 lowercase hex digits",
-                shorten(id)
-            ),
-        })
-    }
+fn parse_id<T: PublicId>(id: &str) -> Result<T, ServiceError> {
+    T::parse(id).ok_or_else(|| ServiceError::MalformedId {
+        detail: format!(
+            "{:?} is not {} id: ids look like {} followed by 32 lowercase hex digits",
+            shorten(id),
+            T::NOUN,
+            T::PREFIX
+        ),
+    })
 }
 
 fn ms(d: Duration) -> Millis {
@@ -260,13 +240,15 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{MessageId, OtpId};
 
     #[test]
-    fn ids() {
-        let id = new_id(OTP_ID_PREFIX);
-        assert!(check_id(OTP_ID_PREFIX, &id).is_ok());
-        assert!(check_id(MSG_ID_PREFIX, &id).is_err());
-        assert!(check_id(OTP_ID_PREFIX, "otp_123").is_err());
-        assert!(check_id(OTP_ID_PREFIX, &id.to_uppercase()).is_err());
+    fn malformed_ids_say_what_an_id_looks_like() {
+        let e = parse_id::<MessageId>("otp_123").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"otp_123\" is not a message id: ids look like msg_ followed by 32 lowercase hex digits"
+        );
+        assert!(parse_id::<OtpId>(OtpId::random().as_str()).is_ok());
     }
 }

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::limits::LimitName;
-use crate::model::{Message, MessageKind, Millis, Msisdn, OtpStatus};
+use crate::model::{Message, MessageId, MessageKind, Millis, Msisdn, OtpId, OtpStatus, PublicId};
 use crate::otp::{self, AppHash, OnPending, Origin};
 use crate::pdu;
 use crate::store::{
@@ -22,8 +22,8 @@ use super::idempotency::{check_idempotency_key, request_digest};
 use super::texts::warnings_for;
 use super::wording::TextInputs;
 use super::{
-    Answer, IdempotencyKey, MSG_ID_PREFIX, OTP_ID_PREFIX, Service, ServiceError, check_id, invalid,
-    ms, new_id, parts_u32, shorten, store_err,
+    Answer, IdempotencyKey, Service, ServiceError, invalid, ms, parse_id, parts_u32, shorten,
+    store_err,
 };
 
 /// A request to send an OTP, as the client gave it (validated by [`Service::create_otp`]).
@@ -271,8 +271,8 @@ impl Service {
         // transaction, not read first: most numbers have none, and a read per request would
         // cost every one of them a round trip.
         let now = (self.clock)();
-        let id = new_id(OTP_ID_PREFIX);
-        let message_id = new_id(MSG_ID_PREFIX);
+        let id = OtpId::random().into_string();
+        let message_id = MessageId::random().into_string();
         let code = (self.codes)(len);
         let rendered = otp::render(template, &code, ttl, origin.as_ref(), app_hash.as_ref())
             .map_err(|e| otp_error("template", e))?;
@@ -394,7 +394,7 @@ impl Service {
     /// Checks a code against one OTP. An OTP that has already ended answers
     /// [`ServiceError::OtpEnded`] without counting anything.
     pub async fn verify(&self, id: &str, code: &str) -> Result<Verified, ServiceError> {
-        check_id(OTP_ID_PREFIX, id)?;
+        parse_id::<OtpId>(id)?;
         check_code(code)?;
         let otp = self.load_otp(id).await?;
         self.verify_loaded(otp, code).await
@@ -481,7 +481,7 @@ impl Service {
 
     /// One OTP and its newest text.
     pub async fn get_otp(&self, id: &str) -> Result<OtpView, ServiceError> {
-        check_id(OTP_ID_PREFIX, id)?;
+        parse_id::<OtpId>(id)?;
         let otp = self.load_otp(id).await?;
         let message = match otp.message_ids.last() {
             Some(m) => self.store.get_message(m).await.map_err(store_err)?,
@@ -506,7 +506,7 @@ impl Service {
     /// origin line and stated lifetime (the expiry instant is unchanged). At most
     /// `otp.max_resends` resends per OTP.
     pub async fn resend(&self, id: &str) -> Result<OtpCreated, ServiceError> {
-        check_id(OTP_ID_PREFIX, id)?;
+        parse_id::<OtpId>(id)?;
         let otp = self.load_otp(id).await?;
         match self
             .add_text(otp, None, &[], |_| String::new(), None, true)
@@ -566,7 +566,7 @@ impl Service {
         drop(code);
         let sealed = self.keys.seal(&text);
         drop(text);
-        let message_id = new_id(MSG_ID_PREFIX);
+        let message_id = MessageId::random().into_string();
         let mut warnings = warnings_for(&masked, parts);
         warnings.extend(note);
         let created = OtpCreated {
@@ -644,7 +644,7 @@ impl Service {
 
     /// Cancels a pending OTP (its queued texts are not sent).
     pub async fn cancel(&self, id: &str) -> Result<OtpStatus, ServiceError> {
-        check_id(OTP_ID_PREFIX, id)?;
+        parse_id::<OtpId>(id)?;
         let now = (self.clock)();
         match self.store.cancel_otp(id, now).await.map_err(store_err)? {
             None => Err(ServiceError::NotFound {

@@ -5,16 +5,13 @@
 
 use std::convert::Infallible;
 
-use crate::model::{MessageKind, MessageStatus};
+use crate::model::{MessageId, MessageKind, MessageStatus, PublicId};
 use crate::pdu;
 use crate::store::Body;
 
 use super::enqueue::{Enqueue, Outgoing};
 use super::idempotency::{check_idempotency_key, request_digest};
-use super::{
-    Answer, IdempotencyKey, MSG_ID_PREFIX, Service, ServiceError, invalid, ms, new_id, parts_u32,
-    store_err,
-};
+use super::{Answer, IdempotencyKey, Service, ServiceError, invalid, ms, parts_u32, store_err};
 
 /// A request to send a plain text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +86,7 @@ impl Service {
         }
         self.check_global(parts, "text")?;
         let now = (self.clock)();
-        let id = new_id(MSG_ID_PREFIX);
+        let id = MessageId::random().into_string();
         let queued = TextQueued {
             id: id.clone(),
             status: MessageStatus::Queued,
