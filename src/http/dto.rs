@@ -131,7 +131,7 @@ impl From<&OtpCreated> for OtpCreatedJson {
     fn from(c: &OtpCreated) -> Self {
         OtpCreatedJson {
             id: c.id.clone(),
-            to: c.to.clone(),
+            to: c.to.as_str().to_owned(),
             status: c.status.as_str(),
             message_id: c.message_id.clone(),
             expires_at: rfc3339(c.expires_at),

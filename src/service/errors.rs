@@ -4,7 +4,7 @@
 //! detail never echoes more than a short prefix of client text ([`shorten`]).
 
 use crate::limits::LimitName;
-use crate::model::OtpStatus;
+use crate::model::{Msisdn, OtpStatus};
 use crate::otp::OtpError;
 use crate::store::StoreError;
 
@@ -37,7 +37,7 @@ pub enum ServiceError {
     #[error("there is no pending, unexpired OTP for {to}")]
     NoPendingOtp {
         /// The number asked about.
-        to: String,
+        to: Msisdn,
     },
     /// The request conflicts with the resource's state (409), e.g. resending a finished OTP.
     #[error("{0}")]

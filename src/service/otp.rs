@@ -52,7 +52,7 @@ pub struct OtpCreated {
     /// The OTP id.
     pub id: String,
     /// The recipient.
-    pub to: String,
+    pub to: Msisdn,
     /// Always `pending` for a fresh OTP.
     pub status: OtpStatus,
     /// The message carrying this code.
@@ -314,7 +314,7 @@ impl Service {
         let expires_at = now.saturating_add(ms(ttl));
         let created = OtpCreated {
             id: id.clone(),
-            to: to.as_str().to_owned(),
+            to: to.clone(),
             status: OtpStatus::Pending,
             message_id: message_id.clone(),
             expires_at,
@@ -414,9 +414,7 @@ impl Service {
             .newest_pending_otp(to.as_str(), now)
             .await
             .map_err(store_err)?
-            .ok_or_else(|| ServiceError::NoPendingOtp {
-                to: to.as_str().to_owned(),
-            })?;
+            .ok_or_else(|| ServiceError::NoPendingOtp { to: to.clone() })?;
         let id = otp.id.clone();
         Ok((id, self.verify_loaded(otp, code).await?))
     }
@@ -571,7 +569,7 @@ impl Service {
         warnings.extend(note);
         let created = OtpCreated {
             id: otp.id.clone(),
-            to: to.as_str().to_owned(),
+            to: to.clone(),
             status: OtpStatus::Pending,
             message_id: message_id.clone(),
             expires_at: otp.expires_at,
