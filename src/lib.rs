@@ -15,6 +15,7 @@ pub mod http;
 pub mod limits;
 pub mod log_throttle;
 pub mod metrics;
+pub mod model;
 pub mod modem;
 pub mod notify;
 pub mod otp;

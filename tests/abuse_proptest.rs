@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use simgate::at::{Digested, Digester};
 use simgate::http::dto::{CreateOtpBody, SendTextBody, VerifyBody, VerifyByNumberBody};
-use simgate::service::Msisdn;
+use simgate::model::Msisdn;
 
 /// Commands the driver sends, so the echo, information-line and prompt paths are reached.
 const COMMANDS: &[(&str, bool)] = &[

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::model::{Message, Millis, OtpStatus};
 use crate::service::{self, OtpCreated, OtpView, TextQueued, Verified};
-use crate::store::{Message, Millis, OtpStatus};
 
 /// RFC 3339 in UTC with always three fractional digits, the form every timestamp of the API
 /// takes: a fixed width keeps columns aligned and sorts as text (`Rfc3339` drops trailing zeros).
@@ -131,7 +131,7 @@ impl From<&OtpCreated> for OtpCreatedJson {
     fn from(c: &OtpCreated) -> Self {
         OtpCreatedJson {
             id: c.id.clone(),
-            to: c.to.clone(),
+            to: c.to.as_str().to_owned(),
             status: c.status.as_str(),
             message_id: c.message_id.clone(),
             expires_at: rfc3339(c.expires_at),

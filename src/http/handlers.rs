@@ -16,10 +16,10 @@ use super::dto::{
 use super::extract::{ApiJson, ApiQuery, IdPath};
 use super::problem::{Problem, printable};
 use super::{AppState, TokenId, allowed_methods};
+use crate::model::OtpStatus;
 use crate::service::{
     Answer, IdempotencyKey, ListMessages, MAX_LIST_LIMIT, SendText, ServiceError,
 };
-use crate::store::OtpStatus;
 
 /// Maps a service error to its problem, counting rate-limit rejections in the metrics.
 pub(super) fn service_problem(e: ServiceError, state: Option<&AppState>) -> Problem {

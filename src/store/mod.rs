@@ -35,11 +35,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
+pub use crate::model::{Message, MessageKind, MessageStatus, Millis, OtpStatus};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 pub use writer::{WriterSnapshot, WriterStats};
-
-/// Unix time in milliseconds.
-pub type Millis = i64;
 
 /// How far back a status report may reach to find the part it belongs to. TP-MR is one octet, so
 /// a busy modem reuses each value every 256 parts; the most recent sent part within this window is
@@ -118,136 +116,6 @@ impl Default for StoreOptions {
             max_batch: 1024,
             readers: 4,
         }
-    }
-}
-
-/// What a message is, which decides how its body is stored and what the log shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    /// A text carrying an OTP code: body sealed, log text masked.
-    Otp,
-    /// A plain text sent through `POST /v1/messages`.
-    Text,
-}
-
-impl MessageKind {
-    /// The value stored in the `kind` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Otp => "otp",
-            MessageKind::Text => "text",
-        }
-    }
-
-    /// Inverse of [`MessageKind::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "otp" => Some(MessageKind::Otp),
-            "text" => Some(MessageKind::Text),
-            _ => None,
-        }
-    }
-}
-
-/// The life of a message, as SPEC.md names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageStatus {
-    /// Waiting for a modem (possibly until `next_attempt_at` after a temporary error).
-    Queued,
-    /// Claimed by the dispatcher and being handed to a modem.
-    Sending,
-    /// Accepted by the network (`+CMGS` answered for every part).
-    Sent,
-    /// Every part's status report said delivered.
-    Delivered,
-    /// A permanent error, or retries ran out of time, or a failed status report.
-    Failed,
-    /// Its deadline passed before it could be sent (an OTP code is never sent after expiry).
-    Expired,
-    /// Its OTP was canceled or replaced while it was still queued.
-    Canceled,
-}
-
-impl MessageStatus {
-    /// Every status, for metrics that report a count per status.
-    pub const ALL: [MessageStatus; 7] = [
-        MessageStatus::Queued,
-        MessageStatus::Sending,
-        MessageStatus::Sent,
-        MessageStatus::Delivered,
-        MessageStatus::Failed,
-        MessageStatus::Expired,
-        MessageStatus::Canceled,
-    ];
-
-    /// The value stored in the `status` column and shown by the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Queued => "queued",
-            MessageStatus::Sending => "sending",
-            MessageStatus::Sent => "sent",
-            MessageStatus::Delivered => "delivered",
-            MessageStatus::Failed => "failed",
-            MessageStatus::Expired => "expired",
-            MessageStatus::Canceled => "canceled",
-        }
-    }
-
-    /// Inverse of [`MessageStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        MessageStatus::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// No further transition is possible except a late status report on `Sent`.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            MessageStatus::Delivered
-                | MessageStatus::Failed
-                | MessageStatus::Expired
-                | MessageStatus::Canceled
-        )
-    }
-}
-
-/// The life of an OTP, as SPEC.md names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OtpStatus {
-    /// Waiting for the right code.
-    Pending,
-    /// A code matched; it can never be used again.
-    Approved,
-    /// Its time ran out.
-    Expired,
-    /// Too many wrong codes.
-    MaxAttemptsReached,
-    /// Canceled by the client or replaced by a newer OTP for the same number.
-    Canceled,
-}
-
-impl OtpStatus {
-    /// The value stored in the `status` column and shown by the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OtpStatus::Pending => "pending",
-            OtpStatus::Approved => "approved",
-            OtpStatus::Expired => "expired",
-            OtpStatus::MaxAttemptsReached => "max_attempts_reached",
-            OtpStatus::Canceled => "canceled",
-        }
-    }
-
-    /// Inverse of [`OtpStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            OtpStatus::Pending,
-            OtpStatus::Approved,
-            OtpStatus::Expired,
-            OtpStatus::MaxAttemptsReached,
-            OtpStatus::Canceled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
     }
 }
 
@@ -468,41 +336,6 @@ pub struct Otp {
     pub created_at: Millis,
     /// The messages carrying its codes, oldest first.
     pub message_ids: Vec<String>,
-}
-
-/// A message as the delivery log shows it (never the body).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Public id.
-    pub id: String,
-    /// The OTP this text belongs to, if any.
-    pub otp_id: Option<String>,
-    /// Recipient in E.164 (masked after the retention's masking age).
-    pub to: String,
-    /// OTP or plain text.
-    pub kind: MessageKind,
-    /// The text with any code masked.
-    pub log_text: String,
-    /// SMS parts.
-    pub parts: u32,
-    /// Current status.
-    pub status: MessageStatus,
-    /// Times a modem was handed this message.
-    pub attempts: u32,
-    /// The last error or reason for the current status.
-    pub error: Option<String>,
-    /// When it was queued.
-    pub created_at: Millis,
-    /// When every part was accepted by the network.
-    pub sent_at: Option<Millis>,
-    /// When the last part's delivery was reported.
-    pub delivered_at: Option<Millis>,
-    /// Never sent after this instant.
-    pub deadline: Millis,
-    /// Not picked up before this instant (retry backoff).
-    pub next_attempt_at: Millis,
-    /// The modem that sent (or is sending) it.
-    pub modem_id: Option<String>,
 }
 
 /// One entry of a message's status history.

@@ -1,0 +1,254 @@
+//! Use cases the HTTP API calls: create, verify, resend and cancel OTPs; send, read and list
+//! messages.
+//!
+//! The service validates requests (naming the field and how to fix it), applies the rate limits,
+//! draws and renders codes, and hands the store one transaction per use case. It knows no HTTP
+//! and no SQL: errors are a typed [`ServiceError`] that `http` maps to problem+json.
+//!
+//! One file per family of use cases: [`otp`] (create, verify, resend, cancel), [`texts`] (plain
+//! texts), [`log`] (reading and paging the delivery log); and what they share: [`enqueue`] (the
+//! one path every text takes into the queue), [`idempotency`] (keys, digests, the replay
+//! cache), [`budgets`] (rate limits and prefix lists), [`wording`] (the masked text of an OTP
+//! and which field makes it long), [`errors`].
+//!
+//! Secrets: a code exists in clear only inside [`Service::create_otp`] / [`Service::resend`]
+//! (rendered, sealed, HMACed, then dropped) and in the verify request; neither is ever logged.
+
+mod budgets;
+mod enqueue;
+mod errors;
+mod idempotency;
+mod log;
+mod otp;
+mod texts;
+mod wording;
+
+pub use errors::ServiceError;
+pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
+pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};
+pub use otp::{CreateOtp, OtpCreated, OtpView, Verified};
+pub use texts::{SendText, TextQueued};
+
+pub(crate) use errors::shorten;
+use errors::{invalid, store_err};
+use idempotency::ReplayCache;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::limits::{Limits, PrefixPolicy};
+use crate::model::{Millis, PublicId};
+use crate::otp::{AppHash, CodeLength, Keys, OnPending};
+use crate::store::Store;
+
+/// Where the service gets the time: unix milliseconds. Injected so tests can move past expiry.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// Where codes come from. Production draws from the OS CSPRNG ([`os_codes`]); tests inject a
+/// deterministic source so they know the code without any backdoor in the production path.
+pub type CodeSource = Arc<dyn Fn(CodeLength) -> String + Send + Sync>;
+
+/// The real clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Codes from the OS CSPRNG.
+pub fn os_codes() -> CodeSource {
+    Arc::new(crate::otp::generate_code_os)
+}
+
+/// Policy knobs of the use cases, taken from the validated config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `otp.length`: digits of a code when the request gives no `code_length`.
+    pub code_length: CodeLength,
+    /// `otp.ttl_seconds`: lifetime of a code when the request gives no `ttl_seconds`.
+    pub ttl: Duration,
+    /// Shortest `ttl_seconds` a request may ask for.
+    pub min_ttl: Duration,
+    /// Longest `ttl_seconds` a request may ask for.
+    pub max_ttl: Duration,
+    /// `otp.max_attempts`: wrong codes allowed before `max_attempts_reached`.
+    pub max_attempts: u32,
+    /// `otp.template`: the text when the request gives no `template`.
+    pub template: String,
+    /// `otp.app_hash`: the Android SMS Retriever line added when the request names no `origin`.
+    pub app_hash: Option<AppHash>,
+    /// `otp.max_parts`: most SMS parts one OTP text may take.
+    pub max_otp_parts: usize,
+    /// `otp.max_resends`: texts per OTP beyond the first (0 = none).
+    pub max_resends: u32,
+    /// `otp.on_pending`: what a new OTP for a number with a pending one does by default.
+    pub on_pending: OnPending,
+    /// `limits.otp_per_number_per_day`, counted in the store (0 = off).
+    pub otp_per_number_per_day: u32,
+    /// `limits.queue_max`: queued messages beyond this answer 503 (0 = off).
+    pub queue_max: u64,
+    /// `limits.allow_prefixes` / `limits.deny_prefixes`.
+    pub prefixes: PrefixPolicy,
+    /// Most SMS parts a plain text may take; longer texts are refused rather than sent as a
+    /// costly string of parts that many phones reassemble badly.
+    pub max_text_parts: usize,
+    /// How long a plain text may wait in the queue before it is given up as `expired`.
+    pub text_max_age: Duration,
+    /// `Retry-After` for a full queue: roughly how long the modems need to drain some of it.
+    pub queue_full_retry_after: Duration,
+}
+
+impl Settings {
+    /// The settings a validated config asks for.
+    pub fn from_config(c: &crate::config::Config) -> Settings {
+        Settings {
+            code_length: c.otp.length,
+            ttl: c.otp.ttl,
+            min_ttl: c.otp.min_ttl,
+            max_ttl: c.otp.max_ttl,
+            max_attempts: c.otp.max_attempts,
+            template: c.otp.template.clone(),
+            app_hash: c.otp.app_hash.clone(),
+            max_otp_parts: c.otp.max_parts,
+            max_resends: c.otp.max_resends,
+            on_pending: c.otp.on_pending,
+            otp_per_number_per_day: c.limits.otp_per_number_per_day,
+            queue_max: c.limits.queue_max,
+            prefixes: c.limits.prefixes.clone(),
+            text_max_age: c.dispatch.text_max_age,
+            ..Settings::default()
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            code_length: CodeLength::default(),
+            ttl: Duration::from_secs(300),
+            min_ttl: crate::otp::DEFAULT_MIN_TTL,
+            max_ttl: crate::otp::DEFAULT_MAX_TTL,
+            max_attempts: 5,
+            template: crate::otp::DEFAULT_TEMPLATE.to_owned(),
+            app_hash: None,
+            max_otp_parts: crate::otp::DEFAULT_MAX_PARTS,
+            max_resends: crate::otp::DEFAULT_MAX_RESENDS,
+            on_pending: OnPending::default(),
+            otp_per_number_per_day: 10,
+            queue_max: 100_000,
+            prefixes: PrefixPolicy::default(),
+            max_text_parts: 10,
+            text_max_age: Duration::from_secs(24 * 60 * 60),
+            queue_full_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the service needs, built by `serve` (or a test).
+pub struct Deps {
+    /// The queue and delivery log.
+    pub store: Store,
+    /// HMAC and sealing keys.
+    pub keys: Keys,
+    /// In-memory rate limiters.
+    pub limits: Arc<Limits>,
+    /// Woken after every enqueue so the dispatcher never polls.
+    pub wake: Arc<Notify>,
+    /// Policy knobs.
+    pub settings: Settings,
+    /// The time.
+    pub clock: Clock,
+    /// The code generator.
+    pub codes: CodeSource,
+}
+
+/// The use cases. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Service {
+    /// The queue and delivery log.
+    store: Store,
+    /// HMAC and sealing keys.
+    keys: Keys,
+    /// In-memory rate limiters.
+    limits: Arc<Limits>,
+    /// Wakes the dispatcher.
+    wake: Arc<Notify>,
+    /// Policy knobs.
+    settings: Settings,
+    /// The time.
+    clock: Clock,
+    /// The code generator.
+    codes: CodeSource,
+    /// Answers given under an idempotency key, so a retry is answered before the rate limits.
+    replays: std::sync::Mutex<ReplayCache>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the shape of an id before any lookup, so a typo gets "malformed" rather than "unknown".
+fn parse_id<T: PublicId>(id: &str) -> Result<T, ServiceError> {
+    T::parse(id).ok_or_else(|| ServiceError::MalformedId {
+        detail: format!(
+            "{:?} is not {} id: ids look like {} followed by 32 lowercase hex digits",
+            shorten(id),
+            T::NOUN,
+            T::PREFIX
+        ),
+    })
+}
+
+fn ms(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parts_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Service {
+    /// Builds the service.
+    pub fn new(deps: Deps) -> Service {
+        Service {
+            store: deps.store,
+            keys: deps.keys,
+            limits: deps.limits,
+            wake: deps.wake,
+            settings: deps.settings,
+            clock: deps.clock,
+            codes: deps.codes,
+            replays: std::sync::Mutex::new(ReplayCache::default()),
+        }
+    }
+
+    /// The store, for readiness and metrics.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MessageId, OtpId};
+
+    #[test]
+    fn malformed_ids_say_what_an_id_looks_like() {
+        let e = parse_id::<MessageId>("otp_123").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"otp_123\" is not a message id: ids look like msg_ followed by 32 lowercase hex digits"
+        );
+        assert!(parse_id::<OtpId>(OtpId::random().as_str()).is_ok());
+    }
+}
