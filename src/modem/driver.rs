@@ -509,7 +509,7 @@ impl Driver {
                 },
                 urc = conn.urcs.recv() => match urc {
                     None => return Next::Lost,
-                    Some(urc) if urc.line == "+CPIN: READY" || urc.line == "SMS Ready" => {
+                    Some(Urc::SimReady) => {
                         return Next::Retry;
                     }
                     Some(_) => {}
@@ -724,46 +724,23 @@ impl Driver {
     }
 
     async fn on_urc(&mut self, conn: &mut Conn, urc: Urc) -> Result<(), AtError> {
-        let t = self.cfg.command_timeout;
-        let prefix = urc.line.split(':').next().unwrap_or_default();
-        match prefix {
-            "+CDS" | "+CMT" => {
-                let announced = if prefix == "+CDS" {
-                    cmd::parse_cds_len(&urc.line)
-                } else {
-                    cmd::parse_cmt_len(&urc.line)
-                };
-                if let Some(pdu) = &urc.pdu {
-                    match announced {
-                        Ok(Some(len)) => {
-                            self.deliver_pdu(pdu, len);
-                        }
-                        _ => {
-                            tracing::warn!(modem = %self.cfg.id, line = %urc.line, "PDU after a header without a length; not decoded")
-                        }
-                    }
-                    // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
-                    // tells the network the message was not received without it); with
-                    // service 0 +CNMA is an error.
-                    if conn.csms_service == 1 {
-                        ack(&mut conn.client, t).await?;
-                    }
-                } else {
-                    tracing::debug!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "text-mode notice ignored");
+        match urc {
+            Urc::StatusReport { len, pdu } | Urc::Deliver { len, pdu } => {
+                self.deliver_pdu(&pdu, len);
+                // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
+                // tells the network the message was not received without it); with
+                // service 0 +CNMA is an error.
+                if conn.csms_service == 1 {
+                    ack(&mut conn.client, self.cfg.command_timeout).await?;
                 }
             }
-            "+CMTI" | "+CDSI" => {
-                let notice = format!("{prefix}:");
-                match cmd::parse_stored_notice(&urc.line, &notice) {
-                    Ok((_mem, index)) => self.read_stored(conn, index).await?,
-                    Err(e) => {
-                        tracing::warn!(modem = %self.cfg.id, error = %e, "bad stored-message notice")
-                    }
-                }
+            Urc::Stored { index, .. } => self.read_stored(conn, index).await?,
+            Urc::Registration { .. } => self.refresh_registration(conn).await?,
+            Urc::SimReady => {
+                tracing::trace!(modem = %self.cfg.id, "SIM ready notice while serving")
             }
-            "+CREG" | "+CGREG" | "+CEREG" => self.refresh_registration(conn).await?,
-            _ => {
-                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "URC ignored")
+            Urc::Other(line) => {
+                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&line), "URC ignored")
             }
         }
         Ok(())
