@@ -21,7 +21,7 @@ use super::recovery::{self, Ladder, Outcome, Rung};
 use super::state::{self, Event};
 use super::{ModemConfig, ModemEvent, ModemState, ModemStatus, PartialSend, Request, SendError};
 use crate::at::cmd::{self, Param};
-use crate::at::{AtClient, AtError, Urc};
+use crate::at::{AtClient, AtError, Refusal, Urc};
 use crate::pdu::{self, Pdu};
 use crate::transport::{self, Backoff};
 
@@ -754,7 +754,7 @@ impl Driver {
         let t = self.cfg.command_timeout;
         let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
             .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
-        match conn.client.command(&read, t).await {
+        match conn.client.command(&read, t).await.refusal()? {
             Ok(lines) => {
                 let seen = match lines
                     .iter()
@@ -778,7 +778,6 @@ impl Driver {
                     }
                 }
             }
-            Err(e) if init::is_fatal(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot read stored message");
                 return Ok(());
@@ -786,9 +785,8 @@ impl Driver {
         }
         let delete = cmd::set("+CMGD", &[Param::Int(i32::from(index))])
             .unwrap_or_else(|e| unreachable!("+CMGD with an index: {e}"));
-        match conn.client.command(&delete, t).await {
+        match conn.client.command(&delete, t).await.refusal()? {
             Ok(_) => Ok(()),
-            Err(e) if init::is_fatal(&e) => Err(e),
             Err(e) => {
                 tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot delete stored message");
                 Ok(())
@@ -809,9 +807,8 @@ enum PduSeen {
 }
 
 async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
-    match client.command("AT+CNMA", timeout).await {
+    match client.command("AT+CNMA", timeout).await.refusal()? {
         Ok(_) => Ok(()),
-        Err(e) if init::is_fatal(&e) => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "AT+CNMA refused");
             Ok(())
@@ -906,9 +903,8 @@ async fn initialize(
     let client = &mut conn.client;
     init::sync(client, SYNC_ATTEMPTS, SYNC_TIMEOUT.min(t)).await?;
     for line in ["ATE0", "AT+CMEE=1"] {
-        match client.command(line, t).await {
+        match client.command(line, t).await.refusal()? {
             Ok(_) => {}
-            Err(e) if init::is_fatal(&e) => return Err(e.into()),
             Err(e) => tracing::warn!(modem = %cfg.id, %line, error = %e, "refused; continuing"),
         }
     }
@@ -928,9 +924,8 @@ async fn initialize(
         s.imei = id.imei.clone();
     });
     for line in quirks.init {
-        match client.command(line, t).await {
+        match client.command(line, t).await.refusal()? {
             Ok(_) => {}
-            Err(e) if init::is_fatal(&e) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(modem = %cfg.id, %line, error = %e, "quirk refused; continuing")
             }
@@ -947,9 +942,8 @@ async fn initialize(
         s.imsi = imsi;
         s.smsc = smsc;
     });
-    match client.command("AT+CMGF=0", t).await {
+    match client.command("AT+CMGF=0", t).await.refusal()? {
         Ok(_) => {}
-        Err(e) if init::is_fatal(&e) => return Err(e.into()),
         Err(e) => {
             return Err(InitError::Failed {
                 reason: format!("modem refuses PDU mode (AT+CMGF=0): {e}"),
@@ -967,11 +961,8 @@ async fn initialize(
     }
     // Registration changes as URCs, so a lost network is noticed between polls.
     for line in ["AT+CREG=1", "AT+CEREG=1"] {
-        if let Err(e) = client.command(line, t).await
-            && init::is_fatal(&e)
-        {
-            return Err(e.into());
-        }
+        // Refused: registration is still polled.
+        let _ = client.command(line, t).await.refusal()?;
     }
     let stat = init::registration(client, t).await?;
     let operator = init::operator(client, t).await?;
@@ -1031,7 +1022,7 @@ async fn unlock_sim(
                             false,
                         ));
                     }
-                    Err(UnlockError::At(e)) if init::is_fatal(&e) => return Err(e.into()),
+                    Err(UnlockError::At(e)) if e.is_fatal() => return Err(e.into()),
                     Err(UnlockError::At(e)) => {
                         return Err(failed(&format!("PIN not accepted: {e}"), false));
                     }

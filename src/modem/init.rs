@@ -2,7 +2,8 @@
 //! the driver and `simgate modem probe`.
 //!
 //! Every step distinguishes "the modem said no" (tolerated where the step is optional) from
-//! "the modem is gone or hung" ([`is_fatal`]), which always propagates so the caller can recover.
+//! "the modem is gone or hung" ([`AtError::is_fatal`]), which always propagates so the caller can
+//! recover; optional questions go through [`AtClient::ask`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,30 +11,6 @@ use std::time::Duration;
 use crate::at::cmd::{self, Field, Param};
 use crate::at::{AtClient, AtError, CmeError};
 use crate::transport::{self, OpenError};
-
-/// Whether an error means the link itself is in trouble (timeout, closed) rather than a refusal.
-pub fn is_fatal(e: &AtError) -> bool {
-    matches!(
-        e,
-        AtError::Timeout { .. } | AtError::Closed { .. } | AtError::Overflow { .. }
-    )
-}
-
-/// Runs `line`, turning a refusal into `None` but passing fatal errors on.
-async fn optional(
-    client: &mut AtClient,
-    line: &str,
-    timeout: Duration,
-) -> Result<Option<Vec<String>>, AtError> {
-    match client.command(line, timeout).await {
-        Ok(lines) => Ok(Some(lines)),
-        Err(e) if is_fatal(&e) => Err(e),
-        Err(e) => {
-            tracing::debug!(%line, error = %e, "optional command refused");
-            Ok(None)
-        }
-    }
-}
 
 fn line(r: Result<String, cmd::CmdError>) -> String {
     // Every name and parameter below is a literal that `cmd` accepts; the tests prove it.
@@ -92,7 +69,7 @@ pub async fn identify(client: &mut AtClient, timeout: Duration) -> Result<Identi
         ("+CGMR", &mut id.revision),
         ("+CGSN", &mut id.imei),
     ] {
-        if let Some(lines) = optional(client, &line(cmd::execute(name)), timeout).await? {
+        if let Some(lines) = client.ask(&line(cmd::execute(name)), timeout).await? {
             *slot = ident_text(lines, &format!("{name}:"));
         }
     }
@@ -102,7 +79,8 @@ pub async fn identify(client: &mut AtClient, timeout: Duration) -> Result<Identi
 /// The IMEI alone (`+CGSN`, TS 27.007 §5.4), for discovery probes that need nothing else; a
 /// refusal is `None`.
 pub async fn imei(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
-    Ok(optional(client, &line(cmd::execute("+CGSN")), timeout)
+    Ok(client
+        .ask(&line(cmd::execute("+CGSN")), timeout)
         .await?
         .and_then(|lines| ident_text(lines, "+CGSN:")))
 }
@@ -116,7 +94,7 @@ pub async fn iccid(client: &mut AtClient, timeout: Duration) -> Result<Option<St
         ("AT+ICCID", "+ICCID:"),
         ("AT^ICCID?", "^ICCID:"),
     ] {
-        if let Some(lines) = optional(client, command, timeout).await?
+        if let Some(lines) = client.ask(command, timeout).await?
             && let Some(iccid) = lines.iter().find_map(|l| parse_iccid(l, prefix))
         {
             return Ok(Some(iccid));
@@ -139,7 +117,8 @@ pub fn parse_iccid(line: &str, prefix: &str) -> Option<String> {
 /// The SIM's IMSI from `AT+CIMI` (TS 27.007 §5.6): it names the subscription (country,
 /// network, subscriber), so it tells which SIM is in a modem. Locked SIMs refuse it: `None`.
 pub async fn imsi(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
-    Ok(optional(client, &line(cmd::execute("+CIMI")), timeout)
+    Ok(client
+        .ask(&line(cmd::execute("+CIMI")), timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| parse_imsi(l))))
 }
@@ -155,7 +134,8 @@ pub fn parse_imsi(line: &str) -> Option<String> {
 /// The service centre address from `AT+CSCA?` (TS 27.005 §3.3.1): `Some("")` when the SIM has
 /// none set (sends then fail with `+CMS ERROR: 330`), `None` when the modem does not say.
 pub async fn smsc(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
-    Ok(optional(client, &line(cmd::query("+CSCA")), timeout)
+    Ok(client
+        .ask(&line(cmd::query("+CSCA")), timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| parse_csca(l))))
 }
@@ -258,7 +238,7 @@ pub async fn unlock(
 pub async fn registration(client: &mut AtClient, timeout: Duration) -> Result<Option<u8>, AtError> {
     let mut best: Option<u8> = None;
     for name in ["+CREG", "+CEREG", "+CGREG"] {
-        let Some(lines) = optional(client, &line(cmd::query(name)), timeout).await? else {
+        let Some(lines) = client.ask(&line(cmd::query(name)), timeout).await? else {
             continue;
         };
         let prefix = format!("{name}:");
@@ -277,14 +257,16 @@ pub async fn registration(client: &mut AtClient, timeout: Duration) -> Result<Op
 
 /// The operator name from `+COPS?` (TS 27.007 §7.3).
 pub async fn operator(client: &mut AtClient, timeout: Duration) -> Result<Option<String>, AtError> {
-    Ok(optional(client, &line(cmd::query("+COPS")), timeout)
+    Ok(client
+        .ask(&line(cmd::query("+COPS")), timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_cops(l).ok().flatten())))
 }
 
 /// Signal strength in dBm from `+CSQ` (TS 27.007 §8.5); `None` when unknown.
 pub async fn signal(client: &mut AtClient, timeout: Duration) -> Result<Option<i32>, AtError> {
-    Ok(optional(client, &line(cmd::execute("+CSQ")), timeout)
+    Ok(client
+        .ask(&line(cmd::execute("+CSQ")), timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csq(l).ok()))
         .and_then(|(rssi, _)| cmd::rssi_to_dbm(rssi)))
@@ -293,7 +275,8 @@ pub async fn signal(client: &mut AtClient, timeout: Duration) -> Result<Option<i
 /// `+CSMS?` `<service>` (TS 27.005 §3.2.1): 1 means every `+CDS`/`+CMT` must be acknowledged
 /// with `AT+CNMA`; 0 (the default) means it must not be.
 pub async fn csms_service(client: &mut AtClient, timeout: Duration) -> Result<u8, AtError> {
-    Ok(optional(client, &line(cmd::query("+CSMS")), timeout)
+    Ok(client
+        .ask(&line(cmd::query("+CSMS")), timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csms_service(l).ok()))
         .unwrap_or(0))
@@ -325,7 +308,7 @@ pub async fn configure_notifications(
     for values in variants {
         let params: Vec<Param<'_>> = values.iter().map(|v| Param::Int(*v)).collect();
         let command = line(cmd::set("+CNMI", &params));
-        if optional(client, &command, timeout).await?.is_some() {
+        if client.ask(&command, timeout).await?.is_some() {
             return Ok(Some(command));
         }
     }
@@ -403,8 +386,8 @@ pub async fn probe_client(
     sync(client, 3, step)
         .await
         .map_err(|_| ProbeError::NoAnswer(name.clone()))?;
-    optional(client, "ATE0", timeout).await.map_err(link)?;
-    optional(client, "AT+CMEE=1", timeout).await.map_err(link)?;
+    client.ask("ATE0", timeout).await.map_err(link)?;
+    client.ask("AT+CMEE=1", timeout).await.map_err(link)?;
     let identity = identify(client, timeout).await.map_err(link)?;
     let mut sim = sim_state(client, timeout).await.map_err(link)?;
     let mut pin_rejected = false;
