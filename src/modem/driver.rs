@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, Claim};
-use super::init::{self, SimState, UnlockError};
+use super::init::{self, InitError, Initialized};
 use super::recovery::{self, Ladder, Outcome, Rung};
 use super::state::{self, Event};
 use super::{ModemConfig, ModemEvent, ModemState, ModemStatus, PartialSend, Request, SendError};
@@ -97,9 +97,6 @@ const REGISTRATION_POLL: Duration = Duration::from_secs(2);
 const SIGNAL_POLL: Duration = Duration::from_secs(30);
 /// How often a failure that may clear on its own (no SIM, SIM error) is re-examined.
 const FAILED_RECHECK: Duration = Duration::from_secs(30);
-/// `AT` attempts when synchronising, each with a short timeout.
-const SYNC_ATTEMPTS: u32 = 5;
-const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// `AT` attempts of the re-sync rung: a modem that merely lost its place answers at once.
 const LADDER_SYNC_ATTEMPTS: u32 = 3;
 /// `AT` attempts while waiting for a modem to come back from `AT+CFUN=1,1`.
@@ -191,20 +188,6 @@ enum Climb {
     Reopen,
     /// Shutdown was asked for meanwhile.
     Shutdown,
-}
-
-/// Why initialisation stopped.
-enum InitError {
-    /// Timeout or closed port.
-    Link(AtError),
-    /// Needs a human; `retry` when it may clear by itself (a SIM inserted later).
-    Failed { reason: String, retry: bool },
-}
-
-impl From<AtError> for InitError {
-    fn from(e: AtError) -> Self {
-        InitError::Link(e)
-    }
 }
 
 struct Driver {
@@ -376,12 +359,21 @@ impl Driver {
     /// Initialise and serve one open port until it is lost or shutdown.
     async fn session(&mut self, conn: &mut Conn, ctl: &mut Control) -> Next {
         loop {
-            let init = initialize(&self.cfg, conn, &mut self.pin_rejected, &self.status);
+            let init = init::initialize(
+                &self.cfg,
+                &mut conn.client,
+                &mut self.pin_rejected,
+                &self.status,
+            );
             let Some(result) = ctl.guard(init).await else {
                 return Next::Shutdown;
             };
             let next = match result {
-                Ok(registered) => {
+                Ok(Initialized {
+                    registered,
+                    csms_service,
+                }) => {
+                    conn.csms_service = csms_service;
                     self.backoff.reset();
                     self.ladder.reset();
                     self.apply(Event::InitDone { registered });
@@ -427,7 +419,7 @@ impl Driver {
     /// Tries rungs of the recovery ladder (module `recovery`) until one brings the modem back
     /// on this port or the port must be reopened. Each rung is logged at warn.
     async fn climb(&mut self, conn: &mut Conn, ctl: &mut Control) -> Climb {
-        let sync_timeout = SYNC_TIMEOUT.min(self.cfg.command_timeout);
+        let sync_timeout = init::SYNC_TIMEOUT.min(self.cfg.command_timeout);
         loop {
             let rung = self.ladder.next();
             let (outcome, then) = match rung {
@@ -890,155 +882,4 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
             Some(Next::Lost),
         ),
     }
-}
-
-/// The init sequence (see the module docs of `super`). Returns whether the modem is registered.
-async fn initialize(
-    cfg: &ModemConfig,
-    conn: &mut Conn,
-    pin_rejected: &mut bool,
-    status: &watch::Sender<ModemStatus>,
-) -> Result<bool, InitError> {
-    let t = cfg.command_timeout;
-    let client = &mut conn.client;
-    init::sync(client, SYNC_ATTEMPTS, SYNC_TIMEOUT.min(t)).await?;
-    for line in ["ATE0", "AT+CMEE=1"] {
-        match client.command(line, t).await.refusal()? {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(modem = %cfg.id, %line, error = %e, "refused; continuing"),
-        }
-    }
-    let id = init::identify(client, t).await?;
-    let quirks = super::quirks::lookup(id.manufacturer.as_deref(), id.model.as_deref());
-    tracing::info!(
-        modem = %cfg.id,
-        manufacturer = id.manufacturer.as_deref().unwrap_or("?"),
-        model = id.model.as_deref().unwrap_or("?"),
-        family = quirks.family,
-        "modem identified"
-    );
-    status.send_modify(|s| {
-        s.manufacturer = id.manufacturer.clone();
-        s.model = id.model.clone();
-        s.revision = id.revision.clone();
-        s.imei = id.imei.clone();
-    });
-    for line in quirks.init {
-        match client.command(line, t).await.refusal()? {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(modem = %cfg.id, %line, error = %e, "quirk refused; continuing")
-            }
-        }
-    }
-    unlock_sim(cfg, client, pin_rejected).await?;
-    // Which SIM and subscription this is, and its service centre: an operator's first
-    // questions when texts stop arriving.
-    let iccid = init::iccid(client, t).await?;
-    let imsi = init::imsi(client, t).await?;
-    let smsc = init::smsc(client, t).await?;
-    status.send_modify(|s| {
-        s.iccid = iccid;
-        s.imsi = imsi;
-        s.smsc = smsc;
-    });
-    match client.command("AT+CMGF=0", t).await.refusal()? {
-        Ok(_) => {}
-        Err(e) => {
-            return Err(InitError::Failed {
-                reason: format!("modem refuses PDU mode (AT+CMGF=0): {e}"),
-                retry: false,
-            });
-        }
-    }
-    conn.csms_service = init::csms_service(&mut conn.client, t).await?;
-    let client = &mut conn.client;
-    if init::configure_notifications(client, cfg.delivery_reports, t)
-        .await?
-        .is_none()
-    {
-        tracing::warn!(modem = %cfg.id, "no AT+CNMI variant accepted: status reports and incoming texts will not be seen");
-    }
-    // Registration changes as URCs, so a lost network is noticed between polls.
-    for line in ["AT+CREG=1", "AT+CEREG=1"] {
-        // Refused: registration is still polled.
-        let _ = client.command(line, t).await.refusal()?;
-    }
-    let stat = init::registration(client, t).await?;
-    let operator = init::operator(client, t).await?;
-    let signal = init::signal(client, t).await?;
-    status.send_modify(|s| {
-        s.registration = stat.map(|s| cmd::reg_name(s).to_string());
-        s.operator = operator;
-        s.signal_dbm = signal;
-        s.last_error = None;
-    });
-    Ok(stat.is_some_and(cmd::reg_is_registered))
-}
-
-/// Brings the SIM to READY, sending the configured PIN at most once and never after a rejection.
-async fn unlock_sim(
-    cfg: &ModemConfig,
-    client: &mut AtClient,
-    pin_rejected: &mut bool,
-) -> Result<(), InitError> {
-    let t = cfg.command_timeout;
-    let failed = |reason: &str, retry| InitError::Failed {
-        reason: reason.to_string(),
-        retry,
-    };
-    let mut pin_sent = false;
-    // A SIM that is still booting answers "busy" (or, just after a PIN, not yet READY).
-    for _ in 0..10 {
-        match init::sim_state(client, t).await? {
-            SimState::Ready => return Ok(()),
-            SimState::PinRequired if pin_sent => {}
-            SimState::PinRequired => {
-                let Some(pin) = cfg.pin.as_deref() else {
-                    return Err(failed(
-                        "SIM PIN required but no PIN is configured (pin_file or SIMGATE_PIN)",
-                        false,
-                    ));
-                };
-                if *pin_rejected {
-                    return Err(failed(
-                        "the SIM rejected the configured PIN earlier; not trying it again",
-                        false,
-                    ));
-                }
-                pin_sent = true;
-                match init::unlock(client, pin, t).await {
-                    Ok(()) => {}
-                    Err(UnlockError::Rejected) => {
-                        *pin_rejected = true;
-                        return Err(failed(
-                            "the SIM rejected the configured PIN; not trying it again (three wrong PINs block the SIM)",
-                            false,
-                        ));
-                    }
-                    Err(UnlockError::Unsendable) => {
-                        return Err(failed(
-                            "the configured PIN has characters a modem cannot receive",
-                            false,
-                        ));
-                    }
-                    Err(UnlockError::At(e)) if e.is_fatal() => return Err(e.into()),
-                    Err(UnlockError::At(e)) => {
-                        return Err(failed(&format!("PIN not accepted: {e}"), false));
-                    }
-                }
-            }
-            SimState::PukRequired => {
-                return Err(failed(
-                    "SIM PUK required: the SIM is blocked after wrong PINs; unblock it in a phone",
-                    false,
-                ));
-            }
-            SimState::NotInserted => return Err(failed("no SIM card inserted", true)),
-            SimState::Busy => {}
-            SimState::Other(s) => return Err(failed(&format!("SIM not usable: {s}"), true)),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(failed("SIM did not become ready", true))
 }

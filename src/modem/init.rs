@@ -9,7 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::at::cmd::{self, Field, Param};
-use crate::at::{AtClient, AtError, CmeError};
+use tokio::sync::watch;
+
+use super::{ModemConfig, ModemStatus};
+use crate::at::{AtClient, AtError, CmeError, Refusal};
 use crate::transport::{self, OpenError};
 
 fn line(r: Result<String, cmd::CmdError>) -> String {
@@ -430,6 +433,187 @@ pub async fn probe_client(
         operator,
         signal_dbm,
     })
+}
+
+/// `AT` attempts when the driver synchronises, each with a short timeout.
+const SYNC_ATTEMPTS: u32 = 5;
+/// The short timeout of one synchronising `AT`.
+pub(super) const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why initialisation stopped.
+pub(super) enum InitError {
+    /// Timeout or closed port.
+    Link(AtError),
+    /// Needs a human; `retry` when it may clear by itself (a SIM inserted later).
+    Failed { reason: String, retry: bool },
+}
+
+impl From<AtError> for InitError {
+    fn from(e: AtError) -> Self {
+        InitError::Link(e)
+    }
+}
+
+/// What the driver keeps of a successful initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Initialized {
+    /// Whether the modem is registered.
+    pub registered: bool,
+    /// `+CSMS` service: 1 means `+CDS`/`+CMT` need `AT+CNMA`.
+    pub csms_service: u8,
+}
+
+/// The driver's init sequence (see the module docs of `super`), publishing what it learns on
+/// `status`.
+pub(super) async fn initialize(
+    cfg: &ModemConfig,
+    client: &mut AtClient,
+    pin_rejected: &mut bool,
+    status: &watch::Sender<ModemStatus>,
+) -> Result<Initialized, InitError> {
+    let t = cfg.command_timeout;
+    sync(client, SYNC_ATTEMPTS, SYNC_TIMEOUT.min(t)).await?;
+    for line in ["ATE0", "AT+CMEE=1"] {
+        match client.command(line, t).await.refusal()? {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(modem = %cfg.id, %line, error = %e, "refused; continuing"),
+        }
+    }
+    let id = identify(client, t).await?;
+    let quirks = super::quirks::lookup(id.manufacturer.as_deref(), id.model.as_deref());
+    tracing::info!(
+        modem = %cfg.id,
+        manufacturer = id.manufacturer.as_deref().unwrap_or("?"),
+        model = id.model.as_deref().unwrap_or("?"),
+        family = quirks.family,
+        "modem identified"
+    );
+    status.send_modify(|s| {
+        s.manufacturer = id.manufacturer.clone();
+        s.model = id.model.clone();
+        s.revision = id.revision.clone();
+        s.imei = id.imei.clone();
+    });
+    for line in quirks.init {
+        match client.command(line, t).await.refusal()? {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(modem = %cfg.id, %line, error = %e, "quirk refused; continuing")
+            }
+        }
+    }
+    unlock_sim(cfg, client, pin_rejected).await?;
+    // Which SIM and subscription this is, and its service centre: an operator's first
+    // questions when texts stop arriving.
+    let iccid = iccid(client, t).await?;
+    let imsi = imsi(client, t).await?;
+    let smsc = smsc(client, t).await?;
+    status.send_modify(|s| {
+        s.iccid = iccid;
+        s.imsi = imsi;
+        s.smsc = smsc;
+    });
+    match client.command("AT+CMGF=0", t).await.refusal()? {
+        Ok(_) => {}
+        Err(e) => {
+            return Err(InitError::Failed {
+                reason: format!("modem refuses PDU mode (AT+CMGF=0): {e}"),
+                retry: false,
+            });
+        }
+    }
+    let csms_service = csms_service(client, t).await?;
+    if configure_notifications(client, cfg.delivery_reports, t)
+        .await?
+        .is_none()
+    {
+        tracing::warn!(modem = %cfg.id, "no AT+CNMI variant accepted: status reports and incoming texts will not be seen");
+    }
+    // Registration changes as URCs, so a lost network is noticed between polls.
+    for line in ["AT+CREG=1", "AT+CEREG=1"] {
+        // Refused: registration is still polled.
+        let _ = client.command(line, t).await.refusal()?;
+    }
+    let stat = registration(client, t).await?;
+    let operator = operator(client, t).await?;
+    let signal = signal(client, t).await?;
+    status.send_modify(|s| {
+        s.registration = stat.map(|s| cmd::reg_name(s).to_string());
+        s.operator = operator;
+        s.signal_dbm = signal;
+        s.last_error = None;
+    });
+    Ok(Initialized {
+        registered: stat.is_some_and(cmd::reg_is_registered),
+        csms_service,
+    })
+}
+
+/// Brings the SIM to READY, sending the configured PIN at most once and never after a rejection.
+async fn unlock_sim(
+    cfg: &ModemConfig,
+    client: &mut AtClient,
+    pin_rejected: &mut bool,
+) -> Result<(), InitError> {
+    let t = cfg.command_timeout;
+    let failed = |reason: &str, retry| InitError::Failed {
+        reason: reason.to_string(),
+        retry,
+    };
+    let mut pin_sent = false;
+    // A SIM that is still booting answers "busy" (or, just after a PIN, not yet READY).
+    for _ in 0..10 {
+        match sim_state(client, t).await? {
+            SimState::Ready => return Ok(()),
+            SimState::PinRequired if pin_sent => {}
+            SimState::PinRequired => {
+                let Some(pin) = cfg.pin.as_deref() else {
+                    return Err(failed(
+                        "SIM PIN required but no PIN is configured (pin_file or SIMGATE_PIN)",
+                        false,
+                    ));
+                };
+                if *pin_rejected {
+                    return Err(failed(
+                        "the SIM rejected the configured PIN earlier; not trying it again",
+                        false,
+                    ));
+                }
+                pin_sent = true;
+                match unlock(client, pin, t).await {
+                    Ok(()) => {}
+                    Err(UnlockError::Rejected) => {
+                        *pin_rejected = true;
+                        return Err(failed(
+                            "the SIM rejected the configured PIN; not trying it again (three wrong PINs block the SIM)",
+                            false,
+                        ));
+                    }
+                    Err(UnlockError::Unsendable) => {
+                        return Err(failed(
+                            "the configured PIN has characters a modem cannot receive",
+                            false,
+                        ));
+                    }
+                    Err(UnlockError::At(e)) if e.is_fatal() => return Err(e.into()),
+                    Err(UnlockError::At(e)) => {
+                        return Err(failed(&format!("PIN not accepted: {e}"), false));
+                    }
+                }
+            }
+            SimState::PukRequired => {
+                return Err(failed(
+                    "SIM PUK required: the SIM is blocked after wrong PINs; unblock it in a phone",
+                    false,
+                ));
+            }
+            SimState::NotInserted => return Err(failed("no SIM card inserted", true)),
+            SimState::Busy => {}
+            SimState::Other(s) => return Err(failed(&format!("SIM not usable: {s}"), true)),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(failed("SIM did not become ready", true))
 }
 
 #[cfg(test)]
