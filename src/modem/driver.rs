@@ -25,6 +25,9 @@ use crate::at::{AtClient, AtError, Refusal, Urc};
 use crate::pdu::{self, Pdu};
 use crate::transport::{self, Backoff};
 
+mod inbound;
+mod send;
+
 /// Undecodable PDUs arrive as fast as a broken modem or a forger sends them: one warning per
 /// 10 s, with the count of the others (see `log_throttle`).
 static UNDECODABLE: crate::log_throttle::Throttle =
@@ -579,83 +582,6 @@ impl Driver {
         Ok(())
     }
 
-    /// Sends every part in order. Returns the result for the caller and, when the link needs
-    /// recovery, what to do next.
-    async fn send(
-        &mut self,
-        conn: &mut Conn,
-        parts: Vec<pdu::EncodedPart>,
-    ) -> (Result<Vec<u8>, PartialSend>, Option<Next>) {
-        if !state::accepts_send(&self.state()) {
-            return (
-                Err(PartialSend {
-                    sent: Vec::new(),
-                    error: SendError::NotReady,
-                }),
-                None,
-            );
-        }
-        if parts.is_empty() {
-            return (
-                Err(PartialSend {
-                    sent: Vec::new(),
-                    error: SendError::Permanent("a message needs at least one part".into()),
-                }),
-                None,
-            );
-        }
-        self.apply(Event::SendStarted);
-        let mut sent = Vec::with_capacity(parts.len());
-        let total = parts.len();
-        let mut failure = None;
-        for (i, part) in parts.iter().enumerate() {
-            let Ok(len) = i32::try_from(part.tpdu_len) else {
-                failure = Some((SendError::Permanent("TPDU too long".into()), None));
-                break;
-            };
-            let command = match cmd::set("+CMGS", &[Param::Int(len)]) {
-                Ok(c) => c,
-                Err(e) => {
-                    failure = Some((SendError::Permanent(e.to_string()), None));
-                    break;
-                }
-            };
-            let answer = conn
-                .client
-                .command_with_payload(&command, &part.to_hex(), self.cfg.send_timeout)
-                .await;
-            match answer {
-                Ok(lines) => match lines.iter().find_map(|l| cmd::parse_cmgs(l).ok()) {
-                    Some(mr) => {
-                        tracing::debug!(modem = %self.cfg.id, part = i + 1, total, mr, "part sent");
-                        sent.push(mr);
-                    }
-                    None => {
-                        failure =
-                            Some((SendError::OutcomeUnknown("OK without +CMGS".into()), None));
-                        break;
-                    }
-                },
-                Err(e) => {
-                    failure = Some(classify_send_error(&e, self.cfg.send_timeout));
-                    break;
-                }
-            }
-        }
-        self.apply(Event::SendFinished);
-        match failure {
-            None => {
-                self.status.send_modify(|s| s.sent += 1);
-                (Ok(sent), None)
-            }
-            Some((error, next)) => {
-                tracing::warn!(modem = %self.cfg.id, parts_sent = sent.len(), total, %error, "send failed");
-                self.status.send_modify(|s| s.failed += 1);
-                (Err(PartialSend { sent, error }), next)
-            }
-        }
-    }
-
     fn emit(&self, event: ModemEvent) {
         match self.events.try_send(event) {
             Ok(()) => {}
@@ -670,140 +596,6 @@ impl Driver {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::debug!(modem = %self.cfg.id, "event receiver gone; event dropped");
             }
-        }
-    }
-
-    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event and says what it was. `tpdu_len`
-    /// is the length the modem announced in the header line; a PDU that disagrees with it is not
-    /// decoded.
-    fn deliver_pdu(&self, hex: &str, tpdu_len: usize) -> PduSeen {
-        let decoded = hex::decode(hex.trim())
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| pdu::decode_announced(&bytes, tpdu_len).map_err(|e| e.to_string()));
-        match decoded {
-            Ok(Pdu::StatusReport(sr)) => {
-                tracing::debug!(modem = %self.cfg.id, mr = sr.message_reference, status = sr.status, "status report");
-                self.emit(ModemEvent::StatusReport {
-                    modem_id: self.cfg.id.clone(),
-                    message_reference: sr.message_reference,
-                    recipient: sr.recipient.to_string(),
-                    status: sr.status,
-                    outcome: sr.outcome(),
-                    discharge_time: Some(sr.discharge_time.to_rfc3339()),
-                });
-                PduSeen::StatusReport
-            }
-            Ok(Pdu::Deliver(d)) => {
-                tracing::info!(modem = %self.cfg.id, "incoming text");
-                self.emit(ModemEvent::Incoming {
-                    modem_id: self.cfg.id.clone(),
-                    from: d.originator.to_string(),
-                    text: d.text,
-                });
-                PduSeen::Text
-            }
-            Ok(Pdu::Submit(_)) => {
-                tracing::debug!(modem = %self.cfg.id, "ignoring an SMS-SUBMIT read from the SIM");
-                PduSeen::Other
-            }
-            Err(e) => {
-                if let Some(suppressed) = UNDECODABLE.admit() {
-                    tracing::warn!(modem = %self.cfg.id, error = %e, suppressed, "undecodable PDU from the modem");
-                }
-                PduSeen::Other
-            }
-        }
-    }
-
-    async fn on_urc(&mut self, conn: &mut Conn, urc: Urc) -> Result<(), AtError> {
-        match urc {
-            Urc::StatusReport { len, pdu } | Urc::Deliver { len, pdu } => {
-                self.deliver_pdu(&pdu, len);
-                // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
-                // tells the network the message was not received without it); with
-                // service 0 +CNMA is an error.
-                if conn.csms_service == 1 {
-                    ack(&mut conn.client, self.cfg.command_timeout).await?;
-                }
-            }
-            Urc::Stored { index, .. } => self.read_stored(conn, index).await?,
-            Urc::Registration { .. } => self.refresh_registration(conn).await?,
-            Urc::SimReady => {
-                tracing::trace!(modem = %self.cfg.id, "SIM ready notice while serving")
-            }
-            Urc::Other(line) => {
-                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&line), "URC ignored")
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3) and turns it into an event. Only a
-    /// status report, which the dispatcher records, is then deleted (`AT+CMGD`, §3.5.4) so the
-    /// SIM does not fill up: simgate does not store inbound texts yet, so a text (or anything it
-    /// cannot read) stays on the SIM for its owner rather than being destroyed unread.
-    async fn read_stored(&mut self, conn: &mut Conn, index: u16) -> Result<(), AtError> {
-        let t = self.cfg.command_timeout;
-        let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
-            .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
-        match conn.client.command(&read, t).await.refusal()? {
-            Ok(lines) => {
-                let seen = match lines
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, l)| cmd::parse_cmgr_len(l).ok().map(|len| (i, len)))
-                {
-                    Some((pos, len)) => lines
-                        .get(pos + 1)
-                        .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu, len)),
-                    None => PduSeen::Other,
-                };
-                match seen {
-                    PduSeen::StatusReport => {}
-                    PduSeen::Text => {
-                        tracing::info!(modem = %self.cfg.id, index, "incoming text left on the SIM: simgate does not store inbound texts yet");
-                        return Ok(());
-                    }
-                    PduSeen::Other => {
-                        tracing::debug!(modem = %self.cfg.id, index, "stored message left on the SIM");
-                        return Ok(());
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot read stored message");
-                return Ok(());
-            }
-        }
-        let delete = cmd::set("+CMGD", &[Param::Int(i32::from(index))])
-            .unwrap_or_else(|e| unreachable!("+CMGD with an index: {e}"));
-        match conn.client.command(&delete, t).await.refusal()? {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot delete stored message");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What a PDU from the modem was, so that only what simgate took charge of is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PduSeen {
-    /// An SMS-STATUS-REPORT, handed to the dispatcher, which records it.
-    StatusReport,
-    /// An SMS-DELIVER: an inbound text, which simgate does not store yet.
-    Text,
-    /// Anything else, or nothing readable.
-    Other,
-}
-
-async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
-    match client.command("AT+CNMA", timeout).await.refusal()? {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, "AT+CNMA refused");
-            Ok(())
         }
     }
 }
@@ -824,62 +616,5 @@ fn link_failure(e: &AtError) -> Next {
     match e {
         AtError::Closed { .. } => Next::Lost,
         _ => Next::Reinit,
-    }
-}
-
-/// Maps an AT failure of `AT+CMGS` to what the caller can do about it, and what the driver must
-/// do to recover.
-fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Option<Next>) {
-    match e {
-        AtError::Cms(c) if c.is_temporary() => (SendError::Temporary(c.to_string()), None),
-        AtError::Cms(c) => (SendError::Permanent(c.to_string()), None),
-        AtError::Cme(c) => (SendError::Temporary(c.to_string()), None),
-        AtError::Error => (SendError::Temporary("modem answered ERROR".into()), None),
-        AtError::Unexpected(f) => (SendError::Temporary(format!("modem answered {f:?}")), None),
-        AtError::Timeout {
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown(format!("PDU written, no +CMGS within {send_timeout:?}")),
-            Some(Next::Reinit),
-        ),
-        AtError::Timeout {
-            payload_written: false,
-        } => (
-            SendError::Temporary(format!("no prompt within {send_timeout:?}")),
-            Some(Next::Reinit),
-        ),
-        // Nothing was written, so a retry cannot duplicate; the stray OK says the modem (or our
-        // view of its answers) is out of step: re-sync.
-        AtError::NoPrompt => (
-            SendError::Temporary("modem answered OK without the > prompt; PDU not written".into()),
-            Some(Next::Reinit),
-        ),
-        // A device that floods instead of answering is out of step like a garbled one: re-sync.
-        AtError::Overflow {
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown("PDU written, then an answer too long to hold".into()),
-            Some(Next::Reinit),
-        ),
-        AtError::Overflow {
-            payload_written: false,
-        } => (
-            SendError::Temporary("answer too long to hold before the PDU was written".into()),
-            Some(Next::Reinit),
-        ),
-        AtError::Closed {
-            reason,
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown(format!("port lost after the PDU was written: {reason}")),
-            Some(Next::Lost),
-        ),
-        AtError::Closed {
-            reason,
-            payload_written: false,
-        } => (
-            SendError::Temporary(format!("port lost before the PDU was written: {reason}")),
-            Some(Next::Lost),
-        ),
     }
 }

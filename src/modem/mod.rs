@@ -17,6 +17,7 @@
 pub mod discovery;
 mod driver;
 pub mod init;
+pub mod probe;
 pub mod quirks;
 pub mod recovery;
 pub mod state;
