@@ -2,7 +2,9 @@
 //!
 //! Three layers: [`digest`] is pure (bytes → URC | response | prompt | incomplete), [`engine`] owns
 //! the read half of a byte stream and the single response slot, [`cmd`] builds command lines and
-//! reads answer parameters, [`urc`] decides once what an unsolicited line means. [`ask`] is the one fatal-or-optional policy. [`error`] holds the typed `+CMS ERROR` / `+CME ERROR` codes.
+//! reads answer parameters (by command family). [`urc`] decides once what an unsolicited line
+//! means; [`ask`] is the one fatal-or-optional policy. [`error`] holds the typed `+CMS ERROR` /
+//! `+CME ERROR` codes.
 
 pub mod ask;
 pub mod cmd;
