@@ -2,6 +2,7 @@
 //! caller and for the link.
 
 use super::*;
+use crate::modem::SendReason;
 
 impl Driver {
     /// Sends every part in order. Returns the result for the caller and, when the link needs
@@ -41,7 +42,7 @@ impl Driver {
             let command = match cmd::set("+CMGS", &[Param::Int(len)]) {
                 Ok(c) => c,
                 Err(e) => {
-                    failure = Some((SendError::Permanent(e.to_string()), None));
+                    failure = Some((SendError::Permanent(e.to_string().into()), None));
                     break;
                 }
             };
@@ -86,11 +87,14 @@ impl Driver {
 /// do to recover.
 fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Option<Next>) {
     match e {
-        AtError::Cms(c) if c.is_temporary() => (SendError::Temporary(c.to_string()), None),
-        AtError::Cms(c) => (SendError::Permanent(c.to_string()), None),
-        AtError::Cme(c) => (SendError::Temporary(c.to_string()), None),
+        AtError::Cms(c) if c.is_temporary() => (SendError::Temporary(SendReason::Cms(*c)), None),
+        AtError::Cms(c) => (SendError::Permanent(SendReason::Cms(*c)), None),
+        AtError::Cme(c) => (SendError::Temporary(c.to_string().into()), None),
         AtError::Error => (SendError::Temporary("modem answered ERROR".into()), None),
-        AtError::Unexpected(f) => (SendError::Temporary(format!("modem answered {f:?}")), None),
+        AtError::Unexpected(f) => (
+            SendError::Temporary(format!("modem answered {f:?}").into()),
+            None,
+        ),
         AtError::Timeout {
             payload_written: true,
         } => (
@@ -100,7 +104,7 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
         AtError::Timeout {
             payload_written: false,
         } => (
-            SendError::Temporary(format!("no prompt within {send_timeout:?}")),
+            SendError::Temporary(format!("no prompt within {send_timeout:?}").into()),
             Some(Next::Reinit),
         ),
         // Nothing was written, so a retry cannot duplicate; the stray OK says the modem (or our
@@ -133,8 +137,39 @@ fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Optio
             reason,
             payload_written: false,
         } => (
-            SendError::Temporary(format!("port lost before the PDU was written: {reason}")),
+            SendError::Temporary(format!("port lost before the PDU was written: {reason}").into()),
             Some(Next::Lost),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::at::CmsError;
+
+    #[test]
+    fn a_cms_error_stays_typed_and_reads_as_before() {
+        let t = Duration::from_secs(1);
+        let (permanent, next) = classify_send_error(&AtError::Cms(CmsError::from_code(1)), t);
+        assert_eq!(
+            permanent,
+            SendError::Permanent(SendReason::Cms(CmsError::from_code(1)))
+        );
+        assert!(next.is_none());
+        assert_eq!(
+            permanent.to_string(),
+            format!("permanent failure: {}", CmsError::from_code(1))
+        );
+        let (temporary, _) = classify_send_error(&AtError::Cms(CmsError::from_code(38)), t);
+        assert_eq!(
+            temporary,
+            SendError::Temporary(SendReason::Cms(CmsError::from_code(38)))
+        );
+        let (other, _) = classify_send_error(&AtError::Error, t);
+        assert_eq!(
+            other,
+            SendError::Temporary(SendReason::Other("modem answered ERROR".into()))
+        );
     }
 }
