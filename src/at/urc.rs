@@ -38,8 +38,17 @@ pub enum Urc {
     },
     /// `+CPIN: READY` (TS 27.007 §8.3) or the vendor `SMS Ready`: the SIM can be used now.
     SimReady,
-    /// Anything else, including the text-mode forms of `+CDS`/`+CMT` and a stored-message
-    /// notice whose parameters are not readable; the line as received (log it redacted).
+    /// The text-mode form of `+CDS`/`+CMT`, which carries no PDU; the line as received (log it
+    /// redacted).
+    TextMode(String),
+    /// A `+CMTI`/`+CDSI` whose parameters are not readable: a stored message nobody will read.
+    BadNotice {
+        /// The line as received (log it redacted).
+        line: String,
+        /// What was wrong with it.
+        error: String,
+    },
+    /// Anything else; the line as received (log it redacted).
     Other(String),
 }
 
@@ -58,11 +67,15 @@ impl Urc {
                 Ok(Some(len)) => Urc::Deliver { len, pdu },
                 _ => Urc::Other(line),
             },
+            ("+CDS" | "+CMT", None) => Urc::TextMode(line),
             ("+CMTI" | "+CDSI", _) => {
                 let notice = format!("{prefix}:");
                 match cmd::parse_stored_notice(&line, &notice) {
                     Ok((mem, index)) => Urc::Stored { mem, index },
-                    Err(_) => Urc::Other(line),
+                    Err(e) => Urc::BadNotice {
+                        error: e.to_string(),
+                        line,
+                    },
                 }
             }
             ("+CREG" | "+CGREG" | "+CEREG", _) => {
@@ -120,14 +133,14 @@ mod tests {
     }
 
     #[test]
-    fn text_mode_notices_are_other() {
+    fn text_mode_notices_are_told_apart() {
         assert_eq!(
             classify("+CDS: 6,1,\"+15551234567\",145", None),
-            Urc::Other("+CDS: 6,1,\"+15551234567\",145".into())
+            Urc::TextMode("+CDS: 6,1,\"+15551234567\",145".into())
         );
         assert_eq!(
             classify("+CMT: \"+15551234567\",,\"26/01/01\"", None),
-            Urc::Other("+CMT: \"+15551234567\",,\"26/01/01\"".into())
+            Urc::TextMode("+CMT: \"+15551234567\",,\"26/01/01\"".into())
         );
     }
 
@@ -147,14 +160,12 @@ mod tests {
                 index: 65535
             }
         );
-        assert_eq!(
-            classify("+CMTI: \"SM\",70000", None),
-            Urc::Other("+CMTI: \"SM\",70000".into())
-        );
-        assert_eq!(
-            classify("+CMTI: garbage", None),
-            Urc::Other("+CMTI: garbage".into())
-        );
+        for garbled in ["+CMTI: \"SM\",70000", "+CMTI: garbage"] {
+            assert!(
+                matches!(classify(garbled, None), Urc::BadNotice { line, .. } if line == garbled),
+                "{garbled}"
+            );
+        }
     }
 
     #[test]

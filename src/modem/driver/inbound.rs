@@ -63,6 +63,12 @@ impl Driver {
             Urc::SimReady => {
                 tracing::trace!(modem = %self.cfg.id, "SIM ready notice while serving")
             }
+            Urc::TextMode(line) => {
+                tracing::debug!(modem = %self.cfg.id, line = %crate::at::redact::redact(&line), "text-mode notice ignored")
+            }
+            Urc::BadNotice { error, .. } => {
+                tracing::warn!(modem = %self.cfg.id, %error, "bad stored-message notice")
+            }
             Urc::Other(line) => {
                 tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&line), "URC ignored")
             }
