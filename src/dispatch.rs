@@ -1054,8 +1054,8 @@ impl ModemPort for ModemHandle {
             .await
             .map_err(|p| Failed {
                 failure: match p.error {
-                    SendError::Temporary(why) => SendFailure::Temporary(why),
-                    SendError::Permanent(why) => SendFailure::Permanent(why),
+                    SendError::Temporary(why) => SendFailure::Temporary(why.to_string()),
+                    SendError::Permanent(why) => SendFailure::Permanent(why.to_string()),
                     SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
                     SendError::NotReady => SendFailure::NotReady,
                 },

@@ -41,9 +41,10 @@ pub struct Response {
     pub result: Final,
 }
 
-/// An unsolicited result code.
+/// An unsolicited result code as framed: its line and, for a two-line URC, its PDU line. What
+/// it means is decided once, by [`super::urc::Urc::classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Urc {
+pub struct UrcLine {
     /// The URC line itself (e.g. `+CDS: 25`, `^RSSI:14`, `RING`).
     pub line: String,
     /// The second line of a two-line URC (`+CDS: <len>` / `+CMT: ,<len>` in PDU mode): the PDU
@@ -55,7 +56,7 @@ pub struct Urc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digested {
     /// An unsolicited result code.
-    Urc(Urc),
+    Urc(UrcLine),
     /// The command in flight is finished.
     Response(Response),
     /// The `> ` prompt: the command in flight now expects its payload.
@@ -304,7 +305,7 @@ impl Digester {
                 }
                 let header = self.pending_urc.take().unwrap_or_default();
                 if is_hex_line(&line) {
-                    return Digested::Urc(Urc {
+                    return Digested::Urc(UrcLine {
                         line: header,
                         pdu: Some(line),
                     });
@@ -314,7 +315,7 @@ impl Digester {
                 rest.push(b'\n');
                 rest.extend_from_slice(&self.buf);
                 self.buf = rest;
-                return Digested::Urc(Urc {
+                return Digested::Urc(UrcLine {
                     line: header,
                     pdu: None,
                 });
@@ -384,11 +385,11 @@ impl Digester {
                 self.pending_urc = Some(line);
                 return None;
             }
-            return Some(Digested::Urc(Urc { line, pdu: None }));
+            return Some(Digested::Urc(UrcLine { line, pdu: None }));
         }
         match &self.command {
             Some(_) => self.keep(line),
-            None => Some(Digested::Urc(Urc { line, pdu: None })),
+            None => Some(Digested::Urc(UrcLine { line, pdu: None })),
         }
     }
 
@@ -466,14 +467,14 @@ mod tests {
     }
 
     fn urc(line: &str) -> Digested {
-        Digested::Urc(Urc {
+        Digested::Urc(UrcLine {
             line: line.to_string(),
             pdu: None,
         })
     }
 
     fn urc2(line: &str, pdu: &str) -> Digested {
-        Digested::Urc(Urc {
+        Digested::Urc(UrcLine {
             line: line.to_string(),
             pdu: Some(pdu.to_string()),
         })

@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINES, Response, Urc};
+use super::digest::{Digested, Digester, Final, MAX_ANSWER_BYTES, MAX_ANSWER_LINES, Response};
 use super::error::{CmeError, CmsError};
 use super::redact::{redact, redact_all};
+use super::urc::Urc;
 
 /// A URC flood (forged reports, a babbling modem) would write one warning per dropped URC;
 /// one line per 10 s, counting the others, is enough to see it (see `log_throttle`).
@@ -190,7 +191,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Digested::Incomplete => break,
                 Digested::Urc(urc) => {
                     tracing::trace!(line = %redact(&urc.line), pdu = urc.pdu.is_some(), "at rx urc");
-                    if urcs.try_send(urc).is_err()
+                    if urcs.try_send(Urc::classify(urc)).is_err()
                         && let Some(suppressed) = URC_DROPS.admit()
                     {
                         tracing::warn!(
@@ -476,8 +477,14 @@ mod tests {
         });
         let lines = client.command("AT+CSQ", T).await.unwrap();
         assert_eq!(lines, vec!["+CSQ: 14,99"]);
-        assert_eq!(urcs.recv().await.unwrap().line, "^RSSI:14");
-        assert_eq!(urcs.recv().await.unwrap().line, "+CMTI: \"SM\",1");
+        assert_eq!(urcs.recv().await.unwrap(), Urc::Other("^RSSI:14".into()));
+        assert_eq!(
+            urcs.recv().await.unwrap(),
+            Urc::Stored {
+                mem: "SM".into(),
+                index: 1
+            }
+        );
         drop(modem.await.unwrap());
     }
 
@@ -566,8 +573,11 @@ mod tests {
         assert_eq!(lines, vec!["+CMGS: 42"]);
         let urc = urcs.recv().await.unwrap();
         assert_eq!(
-            (urc.line.as_str(), urc.pdu.as_deref()),
-            ("+CDS: 2", Some("0006"))
+            urc,
+            Urc::StatusReport {
+                len: 2,
+                pdu: "0006".into()
+            }
         );
         let err = client
             .command_with_payload("AT+CMGS=13", "0011000B91", T)

@@ -2,14 +2,20 @@
 //!
 //! Three layers: [`digest`] is pure (bytes → URC | response | prompt | incomplete), [`engine`] owns
 //! the read half of a byte stream and the single response slot, [`cmd`] builds command lines and
-//! reads answer parameters. [`error`] holds the typed `+CMS ERROR` / `+CME ERROR` codes.
+//! reads answer parameters (by command family). [`urc`] decides once what an unsolicited line
+//! means; [`ask`] is the one fatal-or-optional policy. [`error`] holds the typed `+CMS ERROR` /
+//! `+CME ERROR` codes.
 
+pub mod ask;
 pub mod cmd;
 pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod redact;
+pub mod urc;
 
-pub use digest::{Digested, Digester, Final, Response, Urc};
+pub use ask::Refusal;
+pub use digest::{Digested, Digester, Final, Response, UrcLine};
 pub use engine::{AtClient, AtError};
 pub use error::{CmeError, CmsError};
+pub use urc::Urc;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::doctor::{OpenOutcome, advice, gather};
-use crate::modem::init::{self, ProbeError, ProbeReport, SimState};
+use crate::modem::init::SimState;
+use crate::modem::probe::{self, ProbeError, ProbeReport};
 
 /// `simgate modem ...`
 #[derive(Debug, clap::Args)]
@@ -186,7 +187,7 @@ fn probe(args: ProbeArgs, json: bool) -> ExitCode {
         .pin
         .clone()
         .or_else(|| std::env::var("SIMGATE_PIN").ok().filter(|p| !p.is_empty()));
-    let result = runtime.block_on(init::probe(
+    let result = runtime.block_on(probe::probe(
         &args.device,
         args.baud,
         pin.as_deref(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{AtOutcome, Facts, Holder, ModemFacts, OpenOutcome, PortFacts, UsbInfo, advice};
 use crate::at::cmd;
-use crate::at::{AtClient, AtError};
+use crate::at::{AtClient, AtError, Refusal};
 use crate::modem::init;
 use crate::transport::{self, OpenError};
 
@@ -441,33 +441,17 @@ pub fn open_error_words(e: OpenError, path: &Path) -> (String, String) {
         .unwrap_or((fallback, String::new()))
 }
 
-/// Runs `line`; a refusal is `None`, a dead link is an error.
-async fn ask(
-    client: &mut AtClient,
-    line: &str,
-    timeout: Duration,
-) -> Result<Option<Vec<String>>, AtError> {
-    match client.command(line, timeout).await {
-        Ok(lines) => Ok(Some(lines)),
-        Err(e) if init::is_fatal(&e) => Err(e),
-        Err(_) => Ok(None),
-    }
-}
-
 /// The questions after a successful `AT`: identity, SIM, registration, operator, signal, SMSC.
 async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFacts, AtError> {
-    ask(client, "ATE0", timeout).await?;
-    ask(client, "AT+CMEE=1", timeout).await?;
+    client.ask("ATE0", timeout).await?;
+    client.ask("AT+CMEE=1", timeout).await?;
     let identity = init::identify(client, timeout).await?;
-    let sim = match init::sim_state(client, timeout).await {
-        Ok(s) => Some(s),
-        Err(e) if init::is_fatal(&e) => return Err(e),
-        Err(_) => None,
-    };
+    let sim = init::sim_state(client, timeout).await.refused_as_none()?;
     let mut reg = [None, None];
     for (slot, name) in reg.iter_mut().zip(["+CREG", "+CEREG"]) {
         let prefix = format!("{name}:");
-        *slot = ask(client, &format!("AT{name}?"), timeout)
+        *slot = client
+            .ask(&format!("AT{name}?"), timeout)
             .await?
             .and_then(|lines| {
                 lines
@@ -476,7 +460,8 @@ async fn interrogate(client: &mut AtClient, timeout: Duration) -> Result<ModemFa
             });
     }
     let operator = init::operator(client, timeout).await?;
-    let csq = ask(client, "AT+CSQ", timeout)
+    let csq = client
+        .ask("AT+CSQ", timeout)
         .await?
         .and_then(|lines| lines.iter().find_map(|l| cmd::parse_csq(l).ok()));
     let smsc = init::smsc(client, timeout).await?;

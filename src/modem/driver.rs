@@ -16,14 +16,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use super::discovery::{self, Claim};
-use super::init::{self, SimState, UnlockError};
+use super::init::{self, InitError, Initialized};
 use super::recovery::{self, Ladder, Outcome, Rung};
 use super::state::{self, Event};
 use super::{ModemConfig, ModemEvent, ModemState, ModemStatus, PartialSend, Request, SendError};
 use crate::at::cmd::{self, Param};
-use crate::at::{AtClient, AtError, Urc};
+use crate::at::{AtClient, AtError, Refusal, Urc};
 use crate::pdu::{self, Pdu};
 use crate::transport::{self, Backoff};
+
+mod inbound;
+mod send;
 
 /// Undecodable PDUs arrive as fast as a broken modem or a forger sends them: one warning per
 /// 10 s, with the count of the others (see `log_throttle`).
@@ -97,9 +100,6 @@ const REGISTRATION_POLL: Duration = Duration::from_secs(2);
 const SIGNAL_POLL: Duration = Duration::from_secs(30);
 /// How often a failure that may clear on its own (no SIM, SIM error) is re-examined.
 const FAILED_RECHECK: Duration = Duration::from_secs(30);
-/// `AT` attempts when synchronising, each with a short timeout.
-const SYNC_ATTEMPTS: u32 = 5;
-const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// `AT` attempts of the re-sync rung: a modem that merely lost its place answers at once.
 const LADDER_SYNC_ATTEMPTS: u32 = 3;
 /// `AT` attempts while waiting for a modem to come back from `AT+CFUN=1,1`.
@@ -191,20 +191,6 @@ enum Climb {
     Reopen,
     /// Shutdown was asked for meanwhile.
     Shutdown,
-}
-
-/// Why initialisation stopped.
-enum InitError {
-    /// Timeout or closed port.
-    Link(AtError),
-    /// Needs a human; `retry` when it may clear by itself (a SIM inserted later).
-    Failed { reason: String, retry: bool },
-}
-
-impl From<AtError> for InitError {
-    fn from(e: AtError) -> Self {
-        InitError::Link(e)
-    }
 }
 
 struct Driver {
@@ -376,12 +362,21 @@ impl Driver {
     /// Initialise and serve one open port until it is lost or shutdown.
     async fn session(&mut self, conn: &mut Conn, ctl: &mut Control) -> Next {
         loop {
-            let init = initialize(&self.cfg, conn, &mut self.pin_rejected, &self.status);
+            let init = init::initialize(
+                &self.cfg,
+                &mut conn.client,
+                &mut self.pin_rejected,
+                &self.status,
+            );
             let Some(result) = ctl.guard(init).await else {
                 return Next::Shutdown;
             };
             let next = match result {
-                Ok(registered) => {
+                Ok(Initialized {
+                    registered,
+                    csms_service,
+                }) => {
+                    conn.csms_service = csms_service;
                     self.backoff.reset();
                     self.ladder.reset();
                     self.apply(Event::InitDone { registered });
@@ -427,7 +422,7 @@ impl Driver {
     /// Tries rungs of the recovery ladder (module `recovery`) until one brings the modem back
     /// on this port or the port must be reopened. Each rung is logged at warn.
     async fn climb(&mut self, conn: &mut Conn, ctl: &mut Control) -> Climb {
-        let sync_timeout = SYNC_TIMEOUT.min(self.cfg.command_timeout);
+        let sync_timeout = init::SYNC_TIMEOUT.min(self.cfg.command_timeout);
         loop {
             let rung = self.ladder.next();
             let (outcome, then) = match rung {
@@ -509,7 +504,7 @@ impl Driver {
                 },
                 urc = conn.urcs.recv() => match urc {
                     None => return Next::Lost,
-                    Some(urc) if urc.line == "+CPIN: READY" || urc.line == "SMS Ready" => {
+                    Some(Urc::SimReady) => {
                         return Next::Retry;
                     }
                     Some(_) => {}
@@ -587,83 +582,6 @@ impl Driver {
         Ok(())
     }
 
-    /// Sends every part in order. Returns the result for the caller and, when the link needs
-    /// recovery, what to do next.
-    async fn send(
-        &mut self,
-        conn: &mut Conn,
-        parts: Vec<pdu::EncodedPart>,
-    ) -> (Result<Vec<u8>, PartialSend>, Option<Next>) {
-        if !state::accepts_send(&self.state()) {
-            return (
-                Err(PartialSend {
-                    sent: Vec::new(),
-                    error: SendError::NotReady,
-                }),
-                None,
-            );
-        }
-        if parts.is_empty() {
-            return (
-                Err(PartialSend {
-                    sent: Vec::new(),
-                    error: SendError::Permanent("a message needs at least one part".into()),
-                }),
-                None,
-            );
-        }
-        self.apply(Event::SendStarted);
-        let mut sent = Vec::with_capacity(parts.len());
-        let total = parts.len();
-        let mut failure = None;
-        for (i, part) in parts.iter().enumerate() {
-            let Ok(len) = i32::try_from(part.tpdu_len) else {
-                failure = Some((SendError::Permanent("TPDU too long".into()), None));
-                break;
-            };
-            let command = match cmd::set("+CMGS", &[Param::Int(len)]) {
-                Ok(c) => c,
-                Err(e) => {
-                    failure = Some((SendError::Permanent(e.to_string()), None));
-                    break;
-                }
-            };
-            let answer = conn
-                .client
-                .command_with_payload(&command, &part.to_hex(), self.cfg.send_timeout)
-                .await;
-            match answer {
-                Ok(lines) => match lines.iter().find_map(|l| cmd::parse_cmgs(l).ok()) {
-                    Some(mr) => {
-                        tracing::debug!(modem = %self.cfg.id, part = i + 1, total, mr, "part sent");
-                        sent.push(mr);
-                    }
-                    None => {
-                        failure =
-                            Some((SendError::OutcomeUnknown("OK without +CMGS".into()), None));
-                        break;
-                    }
-                },
-                Err(e) => {
-                    failure = Some(classify_send_error(&e, self.cfg.send_timeout));
-                    break;
-                }
-            }
-        }
-        self.apply(Event::SendFinished);
-        match failure {
-            None => {
-                self.status.send_modify(|s| s.sent += 1);
-                (Ok(sent), None)
-            }
-            Some((error, next)) => {
-                tracing::warn!(modem = %self.cfg.id, parts_sent = sent.len(), total, %error, "send failed");
-                self.status.send_modify(|s| s.failed += 1);
-                (Err(PartialSend { sent, error }), next)
-            }
-        }
-    }
-
     fn emit(&self, event: ModemEvent) {
         match self.events.try_send(event) {
             Ok(()) => {}
@@ -678,166 +596,6 @@ impl Driver {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::debug!(modem = %self.cfg.id, "event receiver gone; event dropped");
             }
-        }
-    }
-
-    /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event and says what it was. `tpdu_len`
-    /// is the length the modem announced in the header line; a PDU that disagrees with it is not
-    /// decoded.
-    fn deliver_pdu(&self, hex: &str, tpdu_len: usize) -> PduSeen {
-        let decoded = hex::decode(hex.trim())
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| pdu::decode_announced(&bytes, tpdu_len).map_err(|e| e.to_string()));
-        match decoded {
-            Ok(Pdu::StatusReport(sr)) => {
-                tracing::debug!(modem = %self.cfg.id, mr = sr.message_reference, status = sr.status, "status report");
-                self.emit(ModemEvent::StatusReport {
-                    modem_id: self.cfg.id.clone(),
-                    message_reference: sr.message_reference,
-                    recipient: sr.recipient.to_string(),
-                    status: sr.status,
-                    outcome: sr.outcome(),
-                    discharge_time: Some(sr.discharge_time.to_rfc3339()),
-                });
-                PduSeen::StatusReport
-            }
-            Ok(Pdu::Deliver(d)) => {
-                tracing::info!(modem = %self.cfg.id, "incoming text");
-                self.emit(ModemEvent::Incoming {
-                    modem_id: self.cfg.id.clone(),
-                    from: d.originator.to_string(),
-                    text: d.text,
-                });
-                PduSeen::Text
-            }
-            Ok(Pdu::Submit(_)) => {
-                tracing::debug!(modem = %self.cfg.id, "ignoring an SMS-SUBMIT read from the SIM");
-                PduSeen::Other
-            }
-            Err(e) => {
-                if let Some(suppressed) = UNDECODABLE.admit() {
-                    tracing::warn!(modem = %self.cfg.id, error = %e, suppressed, "undecodable PDU from the modem");
-                }
-                PduSeen::Other
-            }
-        }
-    }
-
-    async fn on_urc(&mut self, conn: &mut Conn, urc: Urc) -> Result<(), AtError> {
-        let t = self.cfg.command_timeout;
-        let prefix = urc.line.split(':').next().unwrap_or_default();
-        match prefix {
-            "+CDS" | "+CMT" => {
-                let announced = if prefix == "+CDS" {
-                    cmd::parse_cds_len(&urc.line)
-                } else {
-                    cmd::parse_cmt_len(&urc.line)
-                };
-                if let Some(pdu) = &urc.pdu {
-                    match announced {
-                        Ok(Some(len)) => {
-                            self.deliver_pdu(pdu, len);
-                        }
-                        _ => {
-                            tracing::warn!(modem = %self.cfg.id, line = %urc.line, "PDU after a header without a length; not decoded")
-                        }
-                    }
-                    // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
-                    // tells the network the message was not received without it); with
-                    // service 0 +CNMA is an error.
-                    if conn.csms_service == 1 {
-                        ack(&mut conn.client, t).await?;
-                    }
-                } else {
-                    tracing::debug!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "text-mode notice ignored");
-                }
-            }
-            "+CMTI" | "+CDSI" => {
-                let notice = format!("{prefix}:");
-                match cmd::parse_stored_notice(&urc.line, &notice) {
-                    Ok((_mem, index)) => self.read_stored(conn, index).await?,
-                    Err(e) => {
-                        tracing::warn!(modem = %self.cfg.id, error = %e, "bad stored-message notice")
-                    }
-                }
-            }
-            "+CREG" | "+CGREG" | "+CEREG" => self.refresh_registration(conn).await?,
-            _ => {
-                tracing::trace!(modem = %self.cfg.id, line = %crate::at::redact::redact(&urc.line), "URC ignored")
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3) and turns it into an event. Only a
-    /// status report, which the dispatcher records, is then deleted (`AT+CMGD`, §3.5.4) so the
-    /// SIM does not fill up: simgate does not store inbound texts yet, so a text (or anything it
-    /// cannot read) stays on the SIM for its owner rather than being destroyed unread.
-    async fn read_stored(&mut self, conn: &mut Conn, index: u16) -> Result<(), AtError> {
-        let t = self.cfg.command_timeout;
-        let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
-            .unwrap_or_else(|e| unreachable!("+CMGR with an index: {e}"));
-        match conn.client.command(&read, t).await {
-            Ok(lines) => {
-                let seen = match lines
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, l)| cmd::parse_cmgr_len(l).ok().map(|len| (i, len)))
-                {
-                    Some((pos, len)) => lines
-                        .get(pos + 1)
-                        .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu, len)),
-                    None => PduSeen::Other,
-                };
-                match seen {
-                    PduSeen::StatusReport => {}
-                    PduSeen::Text => {
-                        tracing::info!(modem = %self.cfg.id, index, "incoming text left on the SIM: simgate does not store inbound texts yet");
-                        return Ok(());
-                    }
-                    PduSeen::Other => {
-                        tracing::debug!(modem = %self.cfg.id, index, "stored message left on the SIM");
-                        return Ok(());
-                    }
-                }
-            }
-            Err(e) if init::is_fatal(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot read stored message");
-                return Ok(());
-            }
-        }
-        let delete = cmd::set("+CMGD", &[Param::Int(i32::from(index))])
-            .unwrap_or_else(|e| unreachable!("+CMGD with an index: {e}"));
-        match conn.client.command(&delete, t).await {
-            Ok(_) => Ok(()),
-            Err(e) if init::is_fatal(&e) => Err(e),
-            Err(e) => {
-                tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot delete stored message");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What a PDU from the modem was, so that only what simgate took charge of is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PduSeen {
-    /// An SMS-STATUS-REPORT, handed to the dispatcher, which records it.
-    StatusReport,
-    /// An SMS-DELIVER: an inbound text, which simgate does not store yet.
-    Text,
-    /// Anything else, or nothing readable.
-    Other,
-}
-
-async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
-    match client.command("AT+CNMA", timeout).await {
-        Ok(_) => Ok(()),
-        Err(e) if init::is_fatal(&e) => Err(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "AT+CNMA refused");
-            Ok(())
         }
     }
 }
@@ -859,218 +617,4 @@ fn link_failure(e: &AtError) -> Next {
         AtError::Closed { .. } => Next::Lost,
         _ => Next::Reinit,
     }
-}
-
-/// Maps an AT failure of `AT+CMGS` to what the caller can do about it, and what the driver must
-/// do to recover.
-fn classify_send_error(e: &AtError, send_timeout: Duration) -> (SendError, Option<Next>) {
-    match e {
-        AtError::Cms(c) if c.is_temporary() => (SendError::Temporary(c.to_string()), None),
-        AtError::Cms(c) => (SendError::Permanent(c.to_string()), None),
-        AtError::Cme(c) => (SendError::Temporary(c.to_string()), None),
-        AtError::Error => (SendError::Temporary("modem answered ERROR".into()), None),
-        AtError::Unexpected(f) => (SendError::Temporary(format!("modem answered {f:?}")), None),
-        AtError::Timeout {
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown(format!("PDU written, no +CMGS within {send_timeout:?}")),
-            Some(Next::Reinit),
-        ),
-        AtError::Timeout {
-            payload_written: false,
-        } => (
-            SendError::Temporary(format!("no prompt within {send_timeout:?}")),
-            Some(Next::Reinit),
-        ),
-        // Nothing was written, so a retry cannot duplicate; the stray OK says the modem (or our
-        // view of its answers) is out of step: re-sync.
-        AtError::NoPrompt => (
-            SendError::Temporary("modem answered OK without the > prompt; PDU not written".into()),
-            Some(Next::Reinit),
-        ),
-        // A device that floods instead of answering is out of step like a garbled one: re-sync.
-        AtError::Overflow {
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown("PDU written, then an answer too long to hold".into()),
-            Some(Next::Reinit),
-        ),
-        AtError::Overflow {
-            payload_written: false,
-        } => (
-            SendError::Temporary("answer too long to hold before the PDU was written".into()),
-            Some(Next::Reinit),
-        ),
-        AtError::Closed {
-            reason,
-            payload_written: true,
-        } => (
-            SendError::OutcomeUnknown(format!("port lost after the PDU was written: {reason}")),
-            Some(Next::Lost),
-        ),
-        AtError::Closed {
-            reason,
-            payload_written: false,
-        } => (
-            SendError::Temporary(format!("port lost before the PDU was written: {reason}")),
-            Some(Next::Lost),
-        ),
-    }
-}
-
-/// The init sequence (see the module docs of `super`). Returns whether the modem is registered.
-async fn initialize(
-    cfg: &ModemConfig,
-    conn: &mut Conn,
-    pin_rejected: &mut bool,
-    status: &watch::Sender<ModemStatus>,
-) -> Result<bool, InitError> {
-    let t = cfg.command_timeout;
-    let client = &mut conn.client;
-    init::sync(client, SYNC_ATTEMPTS, SYNC_TIMEOUT.min(t)).await?;
-    for line in ["ATE0", "AT+CMEE=1"] {
-        match client.command(line, t).await {
-            Ok(_) => {}
-            Err(e) if init::is_fatal(&e) => return Err(e.into()),
-            Err(e) => tracing::warn!(modem = %cfg.id, %line, error = %e, "refused; continuing"),
-        }
-    }
-    let id = init::identify(client, t).await?;
-    let quirks = super::quirks::lookup(id.manufacturer.as_deref(), id.model.as_deref());
-    tracing::info!(
-        modem = %cfg.id,
-        manufacturer = id.manufacturer.as_deref().unwrap_or("?"),
-        model = id.model.as_deref().unwrap_or("?"),
-        family = quirks.family,
-        "modem identified"
-    );
-    status.send_modify(|s| {
-        s.manufacturer = id.manufacturer.clone();
-        s.model = id.model.clone();
-        s.revision = id.revision.clone();
-        s.imei = id.imei.clone();
-    });
-    for line in quirks.init {
-        match client.command(line, t).await {
-            Ok(_) => {}
-            Err(e) if init::is_fatal(&e) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(modem = %cfg.id, %line, error = %e, "quirk refused; continuing")
-            }
-        }
-    }
-    unlock_sim(cfg, client, pin_rejected).await?;
-    // Which SIM and subscription this is, and its service centre: an operator's first
-    // questions when texts stop arriving.
-    let iccid = init::iccid(client, t).await?;
-    let imsi = init::imsi(client, t).await?;
-    let smsc = init::smsc(client, t).await?;
-    status.send_modify(|s| {
-        s.iccid = iccid;
-        s.imsi = imsi;
-        s.smsc = smsc;
-    });
-    match client.command("AT+CMGF=0", t).await {
-        Ok(_) => {}
-        Err(e) if init::is_fatal(&e) => return Err(e.into()),
-        Err(e) => {
-            return Err(InitError::Failed {
-                reason: format!("modem refuses PDU mode (AT+CMGF=0): {e}"),
-                retry: false,
-            });
-        }
-    }
-    conn.csms_service = init::csms_service(&mut conn.client, t).await?;
-    let client = &mut conn.client;
-    if init::configure_notifications(client, cfg.delivery_reports, t)
-        .await?
-        .is_none()
-    {
-        tracing::warn!(modem = %cfg.id, "no AT+CNMI variant accepted: status reports and incoming texts will not be seen");
-    }
-    // Registration changes as URCs, so a lost network is noticed between polls.
-    for line in ["AT+CREG=1", "AT+CEREG=1"] {
-        if let Err(e) = client.command(line, t).await
-            && init::is_fatal(&e)
-        {
-            return Err(e.into());
-        }
-    }
-    let stat = init::registration(client, t).await?;
-    let operator = init::operator(client, t).await?;
-    let signal = init::signal(client, t).await?;
-    status.send_modify(|s| {
-        s.registration = stat.map(|s| cmd::reg_name(s).to_string());
-        s.operator = operator;
-        s.signal_dbm = signal;
-        s.last_error = None;
-    });
-    Ok(stat.is_some_and(cmd::reg_is_registered))
-}
-
-/// Brings the SIM to READY, sending the configured PIN at most once and never after a rejection.
-async fn unlock_sim(
-    cfg: &ModemConfig,
-    client: &mut AtClient,
-    pin_rejected: &mut bool,
-) -> Result<(), InitError> {
-    let t = cfg.command_timeout;
-    let failed = |reason: &str, retry| InitError::Failed {
-        reason: reason.to_string(),
-        retry,
-    };
-    let mut pin_sent = false;
-    // A SIM that is still booting answers "busy" (or, just after a PIN, not yet READY).
-    for _ in 0..10 {
-        match init::sim_state(client, t).await? {
-            SimState::Ready => return Ok(()),
-            SimState::PinRequired if pin_sent => {}
-            SimState::PinRequired => {
-                let Some(pin) = cfg.pin.as_deref() else {
-                    return Err(failed(
-                        "SIM PIN required but no PIN is configured (pin_file or SIMGATE_PIN)",
-                        false,
-                    ));
-                };
-                if *pin_rejected {
-                    return Err(failed(
-                        "the SIM rejected the configured PIN earlier; not trying it again",
-                        false,
-                    ));
-                }
-                pin_sent = true;
-                match init::unlock(client, pin, t).await {
-                    Ok(()) => {}
-                    Err(UnlockError::Rejected) => {
-                        *pin_rejected = true;
-                        return Err(failed(
-                            "the SIM rejected the configured PIN; not trying it again (three wrong PINs block the SIM)",
-                            false,
-                        ));
-                    }
-                    Err(UnlockError::Unsendable) => {
-                        return Err(failed(
-                            "the configured PIN has characters a modem cannot receive",
-                            false,
-                        ));
-                    }
-                    Err(UnlockError::At(e)) if init::is_fatal(&e) => return Err(e.into()),
-                    Err(UnlockError::At(e)) => {
-                        return Err(failed(&format!("PIN not accepted: {e}"), false));
-                    }
-                }
-            }
-            SimState::PukRequired => {
-                return Err(failed(
-                    "SIM PUK required: the SIM is blocked after wrong PINs; unblock it in a phone",
-                    false,
-                ));
-            }
-            SimState::NotInserted => return Err(failed("no SIM card inserted", true)),
-            SimState::Busy => {}
-            SimState::Other(s) => return Err(failed(&format!("SIM not usable: {s}"), true)),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(failed("SIM did not become ready", true))
 }

@@ -17,6 +17,7 @@
 pub mod discovery;
 mod driver;
 pub mod init;
+pub mod probe;
 pub mod quirks;
 pub mod recovery;
 pub mod state;
@@ -163,10 +164,10 @@ pub enum SendError {
     /// Not sent; the same PDU may succeed later (network or SIM busy, congestion, a modem that
     /// did not open its prompt, an unknown vendor error).
     #[error("temporary failure: {0}")]
-    Temporary(String),
+    Temporary(SendReason),
     /// Not sent and never will be (unassigned number, barred, invalid PDU, no SIM).
     #[error("permanent failure: {0}")]
-    Permanent(String),
+    Permanent(SendReason),
     /// The PDU was written but no `+CMGS:` came back (timeout, unplug): the text may or may not
     /// be on its way. Retrying risks a duplicate; not retrying risks a loss.
     #[error("outcome unknown: {0}")]
@@ -175,6 +176,30 @@ pub enum SendError {
     /// written.
     #[error("modem not ready")]
     NotReady,
+}
+
+/// Why a send was refused, as precisely as the modem said it: a `+CMS ERROR` (TS 27.005
+/// §3.2.5) keeps its typed code rather than becoming text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendReason {
+    /// The modem's `+CMS ERROR`.
+    #[error("{0}")]
+    Cms(crate::at::CmsError),
+    /// Anything else, in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for SendReason {
+    fn from(text: String) -> Self {
+        SendReason::Other(text)
+    }
+}
+
+impl From<&str> for SendReason {
+    fn from(text: &str) -> Self {
+        SendReason::Other(text.to_string())
+    }
 }
 
 /// A send that failed after some parts went out: which ones did, and why the rest did not.

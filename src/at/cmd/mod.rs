@@ -5,9 +5,25 @@
 //! `i32`. This wrapper guards each of those: names and string values are checked before building,
 //! and every answer line is first split by our own quote-aware [`fields`] so its shape (how many
 //! parameters, which are quoted) is known before the crate extracts the values.
+//!
+//! The answer parsers stand by command family: [`network`] (registration, operator, signal;
+//! TS 27.007 §7-8), [`sim`] (`+CPIN`, TS 27.007 §8.3) and [`sms`] (TS 27.005 §3).
 
 use at_commands::builder::CommandBuilder;
 use at_commands::parser::CommandParser;
+
+mod network;
+mod sim;
+mod sms;
+
+pub use network::{
+    parse_cops, parse_csq, parse_reg_stat, reg_is_registered, reg_name, rssi_to_dbm,
+};
+pub use sim::parse_cpin;
+pub use sms::{
+    parse_cds_len, parse_cmgr_len, parse_cmgs, parse_cmt_len, parse_csms_service,
+    parse_stored_notice,
+};
 
 /// Why a line could not be built or an answer could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,162 +238,6 @@ fn int_of(line: &str, f: &Field<'_>) -> Result<i32, CmdError> {
 
 fn u8_of(line: &str, f: &Field<'_>) -> Result<u8, CmdError> {
     u8::try_from(int_of(line, f)?).map_err(|_| bad(line, "integer out of range"))
-}
-
-/// `+CSQ: <rssi>,<ber>` (TS 27.007 §8.5) → `(rssi, ber)`.
-pub fn parse_csq(line: &str) -> Result<(u8, u8), CmdError> {
-    let f = fields(line, "+CSQ:")?;
-    if f.len() != 2 || !f.iter().all(is_int) {
-        return Err(bad(line, "expected <rssi>,<ber>"));
-    }
-    // The crate reads the whole parameter list in one go once the shape is known.
-    let rest = line["+CSQ:".len()..].trim();
-    let (rssi, ber) = CommandParser::parse(rest.as_bytes())
-        .expect_int_parameter()
-        .expect_int_parameter()
-        .finish()
-        .map_err(|_| bad(line, "expected <rssi>,<ber>"))?;
-    let rssi = u8::try_from(rssi).map_err(|_| bad(line, "rssi out of range"))?;
-    let ber = u8::try_from(ber).map_err(|_| bad(line, "ber out of range"))?;
-    Ok((rssi, ber))
-}
-
-/// Signal strength in dBm from a `+CSQ` rssi (TS 27.007 §8.5): 0 → -113, 31 → -51, 99 unknown.
-pub fn rssi_to_dbm(rssi: u8) -> Option<i32> {
-    match rssi {
-        0..=31 => Some(-113 + 2 * i32::from(rssi)),
-        _ => None,
-    }
-}
-
-/// The `<stat>` of `+CREG`/`+CGREG`/`+CEREG` (TS 27.007 §7.2, §10.1.19, §10.1.22).
-///
-/// `prefix` is e.g. `+CREG:`. Both shapes are accepted: the query answer `<n>,<stat>[,...]` and
-/// the unsolicited `<stat>[,<lac>,<ci>...]` (told apart by whether the second field is a bare
-/// integer).
-pub fn parse_reg_stat(line: &str, prefix: &str) -> Result<u8, CmdError> {
-    let f = fields(line, prefix)?;
-    match f.as_slice() {
-        [stat] => u8_of(line, stat),
-        [_n, stat, ..] if is_int(stat) => u8_of(line, stat),
-        [stat, _, ..] => u8_of(line, stat),
-        [] => Err(bad(line, "no registration status")),
-    }
-}
-
-/// Whether a `<stat>` means registered: 1 (home) or 5 (roaming).
-pub fn reg_is_registered(stat: u8) -> bool {
-    matches!(stat, 1 | 5)
-}
-
-/// A word for a `<stat>`, as the status API shows it.
-pub fn reg_name(stat: u8) -> &'static str {
-    match stat {
-        0 => "not-registered",
-        1 => "home",
-        2 => "searching",
-        3 => "denied",
-        5 => "roaming",
-        6 | 7 => "sms-only",
-        8 => "emergency-only",
-        _ => "unknown",
-    }
-}
-
-/// `+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (TS 27.007 §7.3) → the operator, if registered.
-pub fn parse_cops(line: &str) -> Result<Option<String>, CmdError> {
-    let f = fields(line, "+COPS:")?;
-    match f.as_slice() {
-        [mode] if is_int(mode) => Ok(None),
-        [mode, format, Field::Quoted(_), ..] if is_int(mode) && is_int(format) => {
-            let rest = line["+COPS:".len()..].trim();
-            let (_, _, oper) = CommandParser::parse(rest.as_bytes())
-                .expect_int_parameter()
-                .expect_int_parameter()
-                .expect_string_parameter()
-                .finish()
-                .map_err(|_| bad(line, "bad operator"))?;
-            Ok(Some(oper.to_string()))
-        }
-        _ => Err(bad(line, "expected <mode>[,<format>,\"<oper>\"]")),
-    }
-}
-
-/// `+CPIN: <code>` (TS 27.007 §8.3) → e.g. `READY`, `SIM PIN`, `SIM PUK`.
-pub fn parse_cpin(line: &str) -> Result<String, CmdError> {
-    let f = fields(line, "+CPIN:")?;
-    match f.as_slice() {
-        [Field::Bare(_)] | [Field::Quoted(_)] => {}
-        _ => return Err(bad(line, "expected one <code>")),
-    }
-    let rest = line["+CPIN:".len()..].trim().trim_matches('"');
-    let (code,) = CommandParser::parse(rest.as_bytes())
-        .expect_raw_string()
-        .finish()
-        .map_err(|_| bad(line, "bad <code>"))?;
-    Ok(code.trim().to_string())
-}
-
-/// `+CMGS: <mr>[,<scts>]` (TS 27.005 §3.5.1) → the TP-Message-Reference.
-pub fn parse_cmgs(line: &str) -> Result<u8, CmdError> {
-    let f = fields(line, "+CMGS:")?;
-    match f.first() {
-        Some(mr) if is_int(mr) => u8_of(line, mr),
-        _ => Err(bad(line, "expected <mr>")),
-    }
-}
-
-/// The length of a PDU-mode `+CDS: <length>` header (TS 27.005 §3.4.1); `None` when the line is
-/// the text-mode form, which carries no PDU line.
-pub fn parse_cds_len(line: &str) -> Result<Option<usize>, CmdError> {
-    let f = fields(line, "+CDS:")?;
-    match f.as_slice() {
-        [len] if is_int(len) => Ok(Some(usize::from(u8_of(line, len)?))),
-        _ => Ok(None),
-    }
-}
-
-/// The length of a PDU-mode `+CMT: [<alpha>],<length>` header (TS 27.005 §3.4.1); `None` for the
-/// text-mode form.
-pub fn parse_cmt_len(line: &str) -> Result<Option<usize>, CmdError> {
-    let f = fields(line, "+CMT:")?;
-    match f.as_slice() {
-        [Field::Empty | Field::Quoted(_), len] if is_int(len) => {
-            Ok(Some(usize::from(u8_of(line, len)?)))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// `+CMTI: <mem>,<index>` / `+CDSI: <mem>,<index>` (TS 27.005 §3.4.1) → `(mem, index)`.
-pub fn parse_stored_notice(line: &str, prefix: &str) -> Result<(String, u16), CmdError> {
-    let f = fields(line, prefix)?;
-    match f.as_slice() {
-        [Field::Quoted(mem), index] if is_int(index) => {
-            let index =
-                u16::try_from(int_of(line, index)?).map_err(|_| bad(line, "index out of range"))?;
-            Ok((mem.to_string(), index))
-        }
-        _ => Err(bad(line, "expected \"<mem>\",<index>")),
-    }
-}
-
-/// `+CMGR: <stat>,[<alpha>],<length>` (TS 27.005 §3.4.3, PDU mode) → the TPDU length.
-pub fn parse_cmgr_len(line: &str) -> Result<usize, CmdError> {
-    let f = fields(line, "+CMGR:")?;
-    match f.as_slice() {
-        [stat, _alpha, len] if is_int(stat) && is_int(len) => Ok(usize::from(u8_of(line, len)?)),
-        _ => Err(bad(line, "expected <stat>,[<alpha>],<length>")),
-    }
-}
-
-/// `+CSMS: <service>,<mt>,<mo>,<bm>` (TS 27.005 §3.2.1) → `<service>` (0 or 1).
-pub fn parse_csms_service(line: &str) -> Result<u8, CmdError> {
-    let f = fields(line, "+CSMS:")?;
-    match f.first() {
-        Some(service) if is_int(service) && f.len() == 4 => u8_of(line, service),
-        _ => Err(bad(line, "expected <service>,<mt>,<mo>,<bm>")),
-    }
 }
 
 #[cfg(test)]
