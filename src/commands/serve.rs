@@ -53,11 +53,18 @@ pub fn run(args: ServeArgs, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The handlers are installed before the daemon starts, so a SIGTERM that follows the banner
+    // at once (systemd, a test, a user's script) is a clean shutdown and not the default action,
+    // which would kill the process with its lock file and simulator link left behind.
+    let shutdown = {
+        let _runtime = runtime.enter();
+        shutdown_signal()
+    };
     let result = runtime.block_on(daemon::run(
         config,
         args.simulate,
         |started| print_banner(started, json),
-        shutdown_signal(),
+        shutdown,
     ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,22 +112,35 @@ fn load_config(args: &ServeArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (inside the runtime's context) and returns a
+/// future that resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop simgate with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (Ok(mut int), Err(e)) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM; stop simgate with SIGINT");
+                int.recv().await;
+            }
+            (Err(e), Ok(mut term)) => {
+                tracing::error!(error = %e, "cannot watch SIGINT; stop simgate with SIGTERM");
+                term.recv().await;
+            }
+            (Err(e), Err(_)) => {
+                tracing::error!(error = %e, "cannot watch SIGINT or SIGTERM; stop simgate with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tracing::info!("shutting down: finishing sends in flight");
     }
-    tracing::info!("shutting down: finishing sends in flight");
 }
 
 /// The first thing a new user reads: where the API is, where the token is, and a request to

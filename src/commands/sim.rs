@@ -217,6 +217,9 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
     };
     let opts = args.to_options();
     rt.block_on(async move {
+        // Installed before the link is announced: a SIGTERM sent as soon as a test (or systemd)
+        // sees the link must stop the simulator cleanly, not kill it with the link left behind.
+        let signals = listen_for_signals();
         let sim = match Simulator::start(opts.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -245,7 +248,13 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
                 None => println!("simgate sim: no log"),
             }
         }
-        let ok = wait_for_signal().await;
+        let ok = match signals {
+            Some(signals) => {
+                signals.await;
+                true
+            }
+            None => false,
+        };
         sim.stop().await;
         if ok {
             ExitCode::SUCCESS
@@ -255,19 +264,21 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
     })
 }
 
-/// Waits for SIGINT or SIGTERM; false when the handlers cannot be installed.
-async fn wait_for_signal() -> bool {
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on the
+/// first of them; `None` when they cannot be installed.
+fn listen_for_signals() -> Option<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
         eprintln!("simgate sim: cannot install signal handlers");
-        return false;
+        return None;
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    true
+    Some(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
