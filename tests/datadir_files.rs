@@ -7,7 +7,6 @@
 #[path = "support/daemon.rs"]
 mod daemon;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,15 +61,7 @@ impl Serve {
     /// Waits for the banner; returns the API's base URL.
     fn banner(&mut self) -> String {
         let stdout = self.child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let line = daemon::first_line(stdout, Duration::from_secs(30)).unwrap_or_default();
         let banner: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("no banner ({line:?}); log:\n{}", self.log()));
         format!("http://{}", banner["listen"].as_str().unwrap())

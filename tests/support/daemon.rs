@@ -265,6 +265,23 @@ pub fn request(
 /// `config` (TOML text) written to `<data_dir>.toml` and passed with `--config`, and waits for
 /// its banner. Returns the child, the address it listens on and the file its stderr (the
 /// daemon's log) goes to, `<data_dir>.stderr` (appended to, so restarts keep one log).
+/// The first line a child prints (serve's banner), or `None` if none came within `timeout`. Read
+/// on a thread so a hung start cannot hang the test past its deadline; the rest is drained so
+/// the child never blocks on a full pipe.
+pub fn first_line(stdout: std::process::ChildStdout, timeout: Duration) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    rx.recv_timeout(timeout)
+        .ok()
+        .filter(|line| !line.trim().is_empty())
+}
+
 pub fn spawn_serve(
     data_dir: &Path,
     args: &[&str],
@@ -298,19 +315,9 @@ pub fn spawn_serve(
         .spawn()
         .expect("spawn simgate serve");
     let stdout = child.stdout.take().expect("stdout");
-    // The banner is the first stdout line; read it on a thread so a hung start cannot hang the
-    // test past its deadline, and drain the rest so the daemon never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
-    let line = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(line) if !line.trim().is_empty() => line,
-        _ => {
+    let line = match first_line(stdout, START_TIMEOUT) {
+        Some(line) => line,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
