@@ -104,19 +104,30 @@ fn sigkill_at_random_moments_loses_no_accepted_message() {
                 .entry(line["text"].as_str().unwrap_or("").to_owned())
                 .or_default() += 1;
         }
-        let missing = accepted
-            .values()
-            .filter(|t| !counts.contains_key(*t))
-            .count();
-        if missing == 0 {
+        let missing: Vec<&String> = accepted
+            .iter()
+            .filter(|(_, t)| !counts.contains_key(*t))
+            .map(|(id, _)| id)
+            .collect();
+        if missing.is_empty() {
             break counts;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} of {} accepted messages never reached the phone\n{}",
-            accepted.len(),
-            d.log()
-        );
+        if Instant::now() >= deadline {
+            // The daemon's log first: CI shows the end of the output, which should name the
+            // lost messages and what the store says about them.
+            let rows: Vec<String> = missing
+                .iter()
+                .take(5)
+                .map(|id| d.get(&format!("/v1/messages/{id}")).body.to_string())
+                .collect();
+            panic!(
+                "{}\n{} of {} accepted messages never reached the phone; the first of them:\n{}",
+                d.log(),
+                missing.len(),
+                accepted.len(),
+                rows.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
 

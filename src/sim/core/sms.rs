@@ -322,13 +322,18 @@ impl Core {
         let mr = self.next_mr;
         self.next_mr = self.next_mr.wrapping_add(1);
         self.parts_accepted += 1;
-        self.finish(vec![format!("+CMGS: {mr}")], Final::Ok);
+        // The network holds the part before the modem reports `+CMGS`: a daemon killed right
+        // after reading the answer (and committing `sent`) must find the text in the log, or a
+        // crash would look like a lost message. The opposite order's window, a kill after the
+        // log line and before the answer, is an unknown outcome the daemon resends: a duplicate,
+        // as with a real network.
         self.out.push(Action::Accepted(AcceptedPart {
             to: facts.to.clone(),
             text: facts.text.clone(),
             concat: facts.concat,
             pdu_hex: facts.pdu_hex.clone(),
         }));
+        self.finish(vec![format!("+CMGS: {mr}")], Final::Ok);
         let ds = self.settings.cnmi[3];
         if facts.status_report && (ds == 1 || ds == 2) {
             let ts = text_timestamp(wall);
@@ -403,6 +408,14 @@ mod tests {
                 concat: None,
                 pdu_hex: Some(hex.clone()),
             }]
+        );
+        // Logged before answered: a daemon killed after reading `+CMGS` finds the text sent.
+        let position = |want: fn(&Action) -> bool| actions.iter().position(want).unwrap();
+        assert!(
+            position(|a| matches!(a, Action::Accepted(_)))
+                < position(
+                    |a| matches!(a, Action::Write(b) if b.windows(5).any(|w| w == b"+CMGS"))
+                )
         );
         check(&mut c, &format!("AT+CMGS={len}\r"), "\r\n> ");
         let second = run(&mut c, &format!("{hex}\x1a"), 0);
