@@ -321,6 +321,8 @@ pub struct RawModem {
     pub send_timeout_seconds: u64,
     /// `modem[i].sends_per_minute`.
     pub sends_per_minute: u32,
+    /// `modem[i].command_gap_ms`.
+    pub command_gap_ms: u64,
 }
 
 impl Default for RawModem {
@@ -341,6 +343,7 @@ impl Default for RawModem {
             delivery_reports: true,
             send_timeout_seconds: 60,
             sends_per_minute: 20,
+            command_gap_ms: 1,
         }
     }
 }
@@ -502,6 +505,9 @@ pub struct ModemSettings {
     pub send_timeout: Duration,
     /// Sends per minute on this SIM (carrier anti-spam); `0` = no limit.
     pub sends_per_minute: u32,
+    /// The pause between a modem's answer and the next command (see
+    /// [`crate::modem::ModemConfig::command_gap`]).
+    pub command_gap: Duration,
 }
 
 /// Why a PIN could not be read.
@@ -538,6 +544,7 @@ impl ModemSettings {
             delivery_reports: raw.delivery_reports,
             send_timeout: Duration::from_secs(raw.send_timeout_seconds),
             sends_per_minute: raw.sends_per_minute,
+            command_gap: Duration::from_millis(raw.command_gap_ms),
         }
     }
 
@@ -1157,6 +1164,12 @@ impl RawConfig {
                     format!("{} is out of range (1..=600)", m.send_timeout_seconds),
                 ));
             }
+            if m.command_gap_ms > 1000 {
+                return Err(err(
+                    &k("command_gap_ms"),
+                    format!("{} is out of range (0..=1000)", m.command_gap_ms),
+                ));
+            }
             modems.push(ModemSettings {
                 id,
                 device,
@@ -1167,6 +1180,7 @@ impl RawConfig {
                 delivery_reports: m.delivery_reports,
                 send_timeout: Duration::from_secs(m.send_timeout_seconds),
                 sends_per_minute: m.sends_per_minute,
+                command_gap: Duration::from_millis(m.command_gap_ms),
             });
         }
 

@@ -168,6 +168,7 @@ pub async fn run(
                 baud: settings.baud,
                 delivery_reports: settings.delivery_reports,
                 send_timeout: settings.send_timeout,
+                command_gap: settings.command_gap,
                 identity: settings.identity.clone(),
                 scan: settings.scan.clone(),
                 ..ModemConfig::new(settings.id.clone(), settings.device.clone())

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod datadir;
 pub mod dispatch;
 pub mod doctor;
+pub mod fine_sleep;
 pub mod http;
 pub mod limits;
 pub mod log_throttle;

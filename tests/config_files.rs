@@ -61,6 +61,16 @@ fn example_file_names_every_key() {
         "delivery_reports",
         "send_timeout_seconds",
         "sends_per_minute",
+        "command_gap_ms",
+        "idle_timeout_seconds",
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+        "max_connections",
+        "max_parts",
+        "max_resends",
+        "on_pending",
+        "max_unknown_outcomes",
+        "max_partial_resends",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{key} = "))),

@@ -117,9 +117,11 @@ pub struct AtClient {
     last_final: Option<Instant>,
     /// Pause between a final result and the next command: some modems drop a command that
     /// follows an answer too closely (atat's best practices). It is kept short because it is
-    /// paid once per command, so on a one-part text it bounds the drain rate: 20 ms (atat's
-    /// figure) capped one modem near 45 texts/s; 2 ms still separates commands by far more
-    /// than a USB modem's turnaround.
+    /// paid once per command, so under a backlog it is most of a modem's idle time between
+    /// texts: 20 ms (atat's figure) capped one modem near 45 texts/s, and 2 ms (tokio's 1 ms
+    /// timer makes it 2–3 ms) kept a modem busy only 98 % at 0.25 s per text. 1 ms, at least
+    /// one USB full-speed frame, still shows a USB modem two commands apart; modems that need
+    /// more get it from `[[modem]] command_gap_ms`.
     cooldown: Duration,
     /// The reader task, aborted when the client is closed or dropped.
     reader: Option<JoinHandle<()>>,
@@ -166,7 +168,7 @@ where
         shared,
         writer: Box::new(writer),
         last_final: None,
-        cooldown: Duration::from_millis(2),
+        cooldown: Duration::from_millis(1),
         reader: Some(task),
     };
     (client, urc_rx)
@@ -295,7 +297,8 @@ impl AtClient {
 
     async fn cool_down(&mut self) {
         if let Some(at) = self.last_final {
-            tokio::time::sleep_until(at + self.cooldown).await;
+            // The pause is a millisecond or two, so tokio's 1 ms timer would double it.
+            crate::fine_sleep::sleep_until(at + self.cooldown).await;
         }
     }
 

@@ -240,7 +240,8 @@ pub(super) async fn run(
             break;
         };
         let (r, w) = tokio::io::split(port);
-        let (client, urcs) = crate::at::engine::spawn(r, w);
+        let (mut client, urcs) = crate::at::engine::spawn(r, w);
+        client.set_cooldown(d.cfg.command_gap);
         let mut conn = Conn {
             client,
             urcs,

@@ -61,6 +61,11 @@ pub struct ModemConfig {
     pub send_timeout: Duration,
     /// How long any other command may take before the modem counts as hung.
     pub command_timeout: Duration,
+    /// The pause kept between a final result and the next command: some modems drop a command
+    /// that follows an answer too closely. It is paid once per command, so with a backlog it
+    /// is most of the modem's idle time between texts; 1 ms is at least one USB full-speed frame,
+    /// which is what a USB modem's serial function needs to see two commands apart.
+    pub command_gap: Duration,
 }
 
 impl ModemConfig {
@@ -80,6 +85,7 @@ impl ModemConfig {
             delivery_reports: true,
             send_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(10),
+            command_gap: Duration::from_millis(1),
         }
     }
 }
