@@ -138,6 +138,7 @@ id = "backup"
 device = "/dev/ttyUSB5"
 delivery_reports = false
 sends_per_minute = 0
+command_gap_ms = 5
 "#,
     )
     .unwrap();
@@ -167,6 +168,8 @@ sends_per_minute = 0
     assert_eq!(c.modems[1].id, "backup");
     assert!(!c.modems[1].delivery_reports);
     assert_eq!(c.modems[1].baud, 115_200);
+    assert_eq!(c.modems[0].command_gap, Duration::from_millis(1));
+    assert_eq!(c.modems[1].command_gap, Duration::from_millis(5));
 }
 
 /// Loads `text` from a real file and returns the error, with the file name checked.
@@ -259,6 +262,10 @@ fn bad_files_name_the_key() {
         (
             "[[modem]]\nsend_timeout_seconds = 0\n",
             "modem[0].send_timeout_seconds",
+        ),
+        (
+            "[[modem]]\ncommand_gap_ms = 1001\n",
+            "modem[0].command_gap_ms",
         ),
         (
             "[[modem]]\ndelivery_reports = \"yes\"\n",
