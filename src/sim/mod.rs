@@ -155,7 +155,7 @@ impl Simulator {
         let lock = Lock::acquire(&lock_path(&opts.link), "simulator link", &opts.link)?;
         // The log holds OTP texts in clear: owner-only, never through a symlink.
         let log = match &opts.log {
-            Some(path) => Some(datadir::open_append(path)?),
+            Some(path) => Some(open_log(path)?),
             None => None,
         };
         let pty = Pty::open(&opts.link)?;
@@ -384,6 +384,30 @@ async fn network_time(d: Duration) {
     crate::fine_sleep::sleep_until(Instant::now() + d).await;
 }
 
+/// Opens the log for appending. A line torn by an earlier process's crash (or a power loss) is
+/// closed with a newline first, so it stays one bad line instead of swallowing the next good one.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let mut log = datadir::open_append(path)?;
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("simulator log {}: {e}", path.display()))
+    };
+    let len = log.metadata().map_err(named)?.len();
+    if len > 0 {
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(named)?;
+        let mut last = [0u8; 1];
+        reader.read_exact_at(&mut last, len - 1).map_err(named)?;
+        if last[0] != b'\n' {
+            log.write_all(b"\n").map_err(named)?;
+        }
+    }
+    Ok(log)
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -414,8 +438,11 @@ async fn carry_out(
                 if let Some(msg) = reassembler.push(part) {
                     tracing::info!(to = %msg.to, parts = msg.parts, "sim: message accepted");
                     if let Some(file) = log.as_mut() {
-                        let line = msg.to_json_line(OffsetDateTime::now_utc());
-                        if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
+                        // One write(2) per line: `writeln!` issues one per piece, and a process
+                        // killed between them leaves a line without its newline.
+                        let mut line = msg.to_json_line(OffsetDateTime::now_utc());
+                        line.push('\n');
+                        if let Err(e) = file.write_all(line.as_bytes()) {
                             tracing::error!("sim: cannot write the log: {e}");
                         }
                     }
@@ -430,4 +457,25 @@ async fn carry_out(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn a_torn_last_line_is_closed_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim-sent.jsonl");
+        std::fs::write(&path, "{\"to\":\"+1555\"}\n{\"to\":").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mut log = super::open_log(&path).unwrap();
+        log.write_all(b"{\"to\":\"+1556\"}\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"to\":\"+1555\"}\n{\"to\":\n{\"to\":\"+1556\"}\n");
+        // A log that ends well gets nothing added.
+        drop(super::open_log(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
 }
