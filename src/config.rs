@@ -88,6 +88,8 @@ pub struct RawConfig {
     pub dispatch: RawDispatch,
     /// `[log]`.
     pub log: RawLog,
+    /// `[ui]`: the status page.
+    pub ui: RawUi,
     /// `[[modem]]` tables; `None` when the file has none, which means one default modem.
     pub modem: Option<Vec<RawModem>>,
 }
@@ -292,6 +294,28 @@ impl Default for RawLog {
     }
 }
 
+/// `[ui]` as written (docs/ui.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUi {
+    /// `ui.enabled`: serve the status page; absent means off, except under `serve --simulate`.
+    pub enabled: Option<bool>,
+    /// `ui.session_minutes`: how long a sign-in lasts.
+    pub session_minutes: u64,
+    /// `ui.secure_cookie`: mark the session cookie `Secure` (behind a TLS reverse proxy).
+    pub secure_cookie: bool,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        RawUi {
+            enabled: None,
+            session_minutes: 480,
+            secure_cookie: false,
+        }
+    }
+}
+
 /// One `[[modem]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -369,6 +393,8 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The status page.
+    pub ui: UiSettings,
     /// The modems, in file order; never empty.
     pub modems: Vec<ModemSettings>,
 }
@@ -479,6 +505,18 @@ pub struct DispatchSettings {
 pub struct LogSettings {
     /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` still overrides it.
     pub level: String,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSettings {
+    /// `Some(true|false)` when the file says; `None` means off, except under `serve --simulate`.
+    pub enabled: Option<bool>,
+    /// How long a sign-in lasts before the page asks for the token again.
+    pub session: Duration,
+    /// Always mark the session cookie `Secure` (it is also marked when a proxy says
+    /// `X-Forwarded-Proto: https`).
+    pub secure_cookie: bool,
 }
 
 /// One `[[modem]]`.
@@ -869,6 +907,17 @@ impl RawConfig {
     pub fn validate(self, origin: &str) -> Result<Config, ConfigError> {
         let err = |key: &str, reason: String| ConfigError::at(origin, key, reason);
 
+        // [ui]
+        if !(5..=10_080).contains(&self.ui.session_minutes) {
+            return Err(err(
+                "ui.session_minutes",
+                format!(
+                    "{} is out of range (5..=10080, five minutes to a week)",
+                    self.ui.session_minutes
+                ),
+            ));
+        }
+
         // [api]
         let listen = parse_listen(&self.api.listen).map_err(|reason| err("api.listen", reason))?;
         for (i, t) in self.api.tokens.iter().enumerate() {
@@ -1231,6 +1280,11 @@ impl RawConfig {
             },
             log: LogSettings {
                 level: self.log.level,
+            },
+            ui: UiSettings {
+                enabled: self.ui.enabled,
+                session: Duration::from_secs(self.ui.session_minutes * 60),
+                secure_cookie: self.ui.secure_cookie,
             },
             modems,
         })

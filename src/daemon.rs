@@ -277,9 +277,17 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ));
     }
-    let served = http::serve_with(
+    // The status page (docs/ui.md) shares the API's listener, limits and state; `--simulate`
+    // turns it on unless the config says otherwise, so a newcomer's first run shows it.
+    let mut app = http::router(state.clone());
+    if config.ui.enabled.unwrap_or(simulate) {
+        let ui = http::ui::Ui::new(state, config.ui.session, config.ui.secure_cookie);
+        app = app.merge(http::ui::router(Arc::new(ui)));
+        tracing::info!(url = %format!("http://{listen}/"), "status page enabled");
+    }
+    let served = http::server::serve(
         listener,
-        state,
+        app,
         config.api.connections,
         stopped(stop_rx.clone()),
     )

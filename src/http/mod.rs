@@ -16,6 +16,7 @@ mod handlers;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

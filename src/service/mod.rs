@@ -20,6 +20,7 @@ mod errors;
 mod idempotency;
 mod log;
 mod otp;
+mod stats;
 mod texts;
 mod wording;
 
@@ -27,6 +28,7 @@ pub use errors::ServiceError;
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};
 pub use otp::{CreateOtp, OtpCreated, OtpView, Verified};
+pub use stats::{HourOutcomes, Percentiles, QueueSummary, TRAFFIC_HOURS, Traffic, summarize};
 pub use texts::{SendText, TextQueued};
 
 pub(crate) use errors::shorten;

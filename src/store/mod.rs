@@ -27,6 +27,7 @@
 mod ops;
 mod read;
 mod schema;
+mod stats;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use tokio::sync::mpsc;
 
 pub use crate::model::{Message, MessageKind, MessageStatus, Millis, OtpStatus};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+pub use stats::{HourCount, Latency, MAX_LATENCY_SAMPLES};
 pub use writer::{WriterSnapshot, WriterStats};
 
 /// How far back a status report may reach to find the part it belongs to. TP-MR is one octet, so
