@@ -16,6 +16,7 @@ mod handlers;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod twilio;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub modems: Arc<dyn ModemSource>,
     /// `api.max_body_bytes`, so a 413 can name the limit.
     pub body_limit: BodyLimit,
+    /// The Twilio-compatible API (`[twilio]`); `None` when off.
+    pub twilio: Option<Arc<twilio::TwilioApi>>,
 }
 
 impl axum::extract::FromRef<AppState> for BodyLimit {
@@ -211,6 +214,9 @@ pub fn router(state: AppState) -> Router {
             ));
         }
         app = app.route(path, mr);
+    }
+    if let Some(t) = twilio::routes(&state) {
+        app = app.merge(t);
     }
     app.fallback(handlers::no_route)
         .layer(DefaultBodyLimit::max(state.body_limit.0))
