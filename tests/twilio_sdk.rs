@@ -68,3 +68,50 @@ fn the_python_sdk_sends_lists_and_verifies() {
     assert_eq!(listed.status, 200);
     assert!(listed.body["messages"].as_array().unwrap().len() >= 4);
 }
+
+/// The npm `twilio` package installed by `.ci/run` (or `$SIMGATE_NPM`'s `node_modules`).
+fn node_with_twilio() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(
+        std::env::var("SIMGATE_NPM").unwrap_or_else(|_| "/opt/simgate-npm".into()),
+    );
+    let ok = dir.join("node_modules/twilio/package.json").is_file()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    ok.then_some(dir.join("node_modules"))
+}
+
+#[test]
+fn the_node_sdk_sends_and_verifies() {
+    let Some(modules) = node_with_twilio() else {
+        eprintln!(
+            "skipping: no node with the twilio npm package in /opt/simgate-npm (see .ci/run)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon::Daemon::start(dir.path(), Some(CONFIG));
+    d.wait_ready();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/twilio_sdk.js");
+    let out = Command::new("node")
+        .env("NODE_PATH", &modules)
+        .arg(script)
+        .arg(&d.base)
+        .arg(d.data_dir.join("sim-sent.jsonl"))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sdk script failed:\n{stdout}\n{}\n--- daemon log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    for step in ["create", "fetch list", "errors", "verify"] {
+        assert!(
+            stdout.contains(&format!("ok {step}")),
+            "{step} missing:\n{stdout}"
+        );
+    }
+}
