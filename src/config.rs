@@ -24,6 +24,9 @@ use crate::limits::{PrefixPolicy, Rate, RateSettings};
 use crate::modem::discovery::{self, DeviceIdentity};
 use crate::otp::{self, AppHash, CodeLength};
 
+pub mod twilio;
+pub use twilio::TwilioSettings;
+
 /// Where `serve` looks for the config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/simgate/simgate.toml";
 /// Environment variable holding the SIM PIN when a modem has no `pin_file`.
@@ -92,6 +95,8 @@ pub struct RawConfig {
     pub ui: RawUi,
     /// `[[modem]]` tables; `None` when the file has none, which means one default modem.
     pub modem: Option<Vec<RawModem>>,
+    /// `[twilio]`: the Twilio-compatible API, off by default.
+    pub twilio: twilio::RawTwilio,
 }
 
 /// `[api]` as written.
@@ -397,6 +402,8 @@ pub struct Config {
     pub ui: UiSettings,
     /// The modems, in file order; never empty.
     pub modems: Vec<ModemSettings>,
+    /// The Twilio-compatible API; `None` when off.
+    pub twilio: Option<TwilioSettings>,
 }
 
 /// `[api]`.
@@ -661,6 +668,14 @@ impl Config {
                 PinError::Format(from) => format!("the PIN in {from} is not 4 to 8 digits"),
             };
             return Err(ConfigError::at(origin, &key, reason));
+        }
+        if let Some(t) = &self.twilio {
+            let key = match t.token {
+                twilio::TokenSource::File(_) => "twilio.auth_token_file",
+                twilio::TokenSource::Inline(_) => "twilio.auth_token",
+            };
+            t.auth_token()
+                .map_err(|reason| ConfigError::at(origin, key, reason))?;
         }
         Ok(())
     }
@@ -1233,6 +1248,12 @@ impl RawConfig {
             });
         }
 
+        // [twilio]
+        let twilio = self
+            .twilio
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+
         Ok(Config {
             api: ApiSettings {
                 listen,
@@ -1287,6 +1308,7 @@ impl RawConfig {
                 secure_cookie: self.ui.secure_cookie,
             },
             modems,
+            twilio,
         })
     }
 }

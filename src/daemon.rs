@@ -40,6 +40,9 @@ pub const SIM_LOG: &str = "sim-sent.jsonl";
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// `[twilio]`'s auth token could not be loaded.
+    #[error("twilio: {0}")]
+    Twilio(String),
     /// The data directory, key or token file could not be prepared.
     #[error("{what} {path}: {source}")]
     File {
@@ -245,6 +248,13 @@ pub async fn run(
         metrics,
         modems: modem_source,
         body_limit: BodyLimit(config.api.max_body_bytes),
+        twilio: match &config.twilio {
+            None => None,
+            Some(t) => Some(Arc::new(
+                http::twilio::TwilioApi::new(t, &config.otp.template)
+                    .map_err(DaemonError::Twilio)?,
+            )),
+        },
     };
     let started = Started {
         listen,

@@ -376,6 +376,7 @@ pub(super) async fn send_text(
             SendText {
                 to: body.to,
                 text: body.text,
+                valid_for: None,
             },
             idem,
             render,

@@ -16,6 +16,7 @@ mod handlers;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod twilio;
 pub mod ui;
 
 use std::future::Future;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub modems: Arc<dyn ModemSource>,
     /// `api.max_body_bytes`, so a 413 can name the limit.
     pub body_limit: BodyLimit,
+    /// The Twilio-compatible API (`[twilio]`); `None` when off.
+    pub twilio: Option<Arc<twilio::TwilioApi>>,
 }
 
 impl axum::extract::FromRef<AppState> for BodyLimit {
@@ -212,6 +215,9 @@ pub fn router(state: AppState) -> Router {
             ));
         }
         app = app.route(path, mr);
+    }
+    if let Some(t) = twilio::routes(&state) {
+        app = app.merge(t);
     }
     app.fallback(handlers::no_route)
         .layer(DefaultBodyLimit::max(state.body_limit.0))

@@ -20,6 +20,9 @@ pub struct SendText {
     pub to: String,
     /// The text; long texts go as concatenated parts.
     pub text: String,
+    /// How long it may wait in the queue, when shorter than `dispatch.text_max_age` (Twilio's
+    /// `ValidityPeriod`); `None`: `dispatch.text_max_age`.
+    pub valid_for: Option<std::time::Duration>,
 }
 
 /// The answer to a queued plain text.
@@ -105,7 +108,11 @@ impl Service {
             log_text: req.text.clone(),
             body: Body::Clear(req.text),
             parts,
-            deadline: now.saturating_add(ms(self.settings.text_max_age)),
+            deadline: now.saturating_add(ms(req
+                .valid_for
+                .map_or(self.settings.text_max_age, |v| {
+                    v.min(self.settings.text_max_age)
+                }))),
         };
         let msg_id = queued.id.clone();
         // Plain texts have no daily cap; the store reports one only for OTPs.
