@@ -327,6 +327,8 @@ async fn run(
     let mut cfg = opts.clone();
     // The lock of a link other than the first one, taken when the modem comes back there.
     let mut _moved_lock: Option<Lock> = None;
+    // Where the modem is now: a replug may have moved it.
+    let mut current = opts.link.clone();
     loop {
         let (end, next) = r.generation(&mut pty, Core::new(cfg.clone())).await;
         pty.remove_link();
@@ -339,8 +341,8 @@ async fn run(
         r.shared.unplugged();
         drop(pty);
         let (mut after, mut link) = match plan {
-            Some(p) => (p.after, p.link.unwrap_or_else(|| cfg.link.clone())),
-            None => (cfg.faults.replug_after, cfg.link.clone()),
+            Some(p) => (p.after, p.link.unwrap_or_else(|| current.clone())),
+            None => (cfg.faults.replug_after, current.clone()),
         };
         if after.is_none() {
             tracing::info!("sim: unplugged; staying gone until replugged or stopped");
@@ -400,6 +402,7 @@ async fn run(
         cfg.faults.unplug_after = None;
         cfg.incoming.clear();
         r.shared.replugged(&link, &pty.device);
+        current = link;
     }
 }
 
