@@ -395,3 +395,50 @@ fn sim_ctl_prints_answers_and_exits_by_outcome() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+/// gammu, a client nobody here wrote, reads injected texts from the SIM storage: short and
+/// multi-part UCS-2. Skips when gammu is not installed (`.ci/run` installs it).
+#[test]
+fn gammu_getallsms_sees_injected_texts() {
+    if !std::process::Command::new("gammu")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipping: gammu is not installed");
+        return;
+    }
+    let sim = Sim::start(&[]);
+    sim.ok(json!({"op": "deliver", "from": "+15550001111", "text": "short one"}));
+    let long = "Ünïcödé 😀 ".repeat(15);
+    sim.ok(json!({"op": "deliver", "from": "Bank", "text": long, "ref": 77}));
+    let rc = sim.proc.dir.path().join("gammurc");
+    std::fs::write(
+        &rc,
+        format!(
+            "[gammu]\ndevice = {}\nconnection = at\n",
+            sim.proc.link.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("gammu")
+        .arg("-c")
+        .arg(&rc)
+        .arg("getallsms")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Remote number        : \"+15550001111\""),
+        "{text}"
+    );
+    assert!(text.contains("short one"), "{text}");
+    assert!(text.contains("ID (8 bit) 77, part 3 of 3"), "{text}");
+    assert!(text.contains("Coding               : Unicode"), "{text}");
+    assert!(text.contains("Ünïcödé 😀 Ünïcödé"), "{text}");
+}
