@@ -442,3 +442,70 @@ fn gammu_getallsms_sees_injected_texts() {
     assert!(text.contains("Coding               : Unicode"), "{text}");
     assert!(text.contains("Ünïcödé 😀 Ünïcödé"), "{text}");
 }
+
+/// python-gsmmodem-new's incoming-SMS callback receives texts injected through the control
+/// socket (stored and announced with `+CMTI`): short and UCS-2. Skips when no Python can
+/// `import gsmmodem` ($SIMGATE_PYTHON, /opt/simgate-venv/bin/python, python3).
+#[test]
+fn python_gsmmodem_callback_receives_injected_texts() {
+    const SCRIPT: &str = r#"
+import sys, json, socket, time
+from gsmmodem.modem import GsmModem
+port, ctl = sys.argv[1], sys.argv[2]
+got = []
+def call(**req):
+    s = socket.socket(socket.AF_UNIX); s.connect(ctl)
+    s.sendall((json.dumps(req) + "\n").encode()); a = json.loads(s.makefile().readline()); s.close()
+    assert a["ok"], a
+modem = GsmModem(port, 115200, smsReceivedCallbackFunc=got.append)
+modem.connect()
+# One at a time: this client loses a +CMTI that arrives while it reads the previous text.
+for n, (sender, text) in enumerate([("+15550001111", "short one"), ("+15550002222", sys.argv[3])]):
+    call(op="deliver", **{"from": sender}, text=text)
+    deadline = time.time() + 10
+    while len(got) <= n and time.time() < deadline:
+        time.sleep(0.05)
+for s in got:
+    print(json.dumps({"from": s.number, "text": s.text}))
+modem.close()
+"#;
+    let candidates: Vec<String> = match std::env::var("SIMGATE_PYTHON") {
+        Ok(p) => vec![p],
+        Err(_) => vec!["/opt/simgate-venv/bin/python".into(), "python3".into()],
+    };
+    let Some(python) = candidates.iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", "import gsmmodem"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!("skipping: none of {candidates:?} can `import gsmmodem`");
+        return;
+    };
+    let sim = Sim::start(&[]);
+    let unicode = "Ваш код ✓ 日本";
+    let out = std::process::Command::new(python)
+        .args(["-c", SCRIPT])
+        .arg(&sim.proc.link)
+        .arg(&sim.ctl)
+        .arg(unicode)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            json!({"from": "+15550001111", "text": "short one"}),
+            json!({"from": "+15550002222", "text": unicode}),
+        ]
+    );
+}
