@@ -4,14 +4,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::sim::control::{Client, ControlAddr, ControlServer};
 use crate::sim::{Faults, Profile, SimOptions, Simulator};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = BEHAVIOUR)]
+#[command(
+    after_help = BEHAVIOUR,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct SimArgs {
+    /// A client of a running simulator's control socket.
+    #[command(subcommand)]
+    pub command: Option<Box<SimCommand>>,
     /// Path of the symlink to create; clients open it as their serial port.
-    #[arg(long, value_name = "PATH")]
-    pub link: PathBuf,
+    #[arg(long, value_name = "PATH", required = true)]
+    pub link: Option<PathBuf>,
     /// Which modem to imitate: generic, huawei, simcom or quectel.
     #[arg(long, value_name = "NAME", default_value = "generic", value_parser = parse_profile)]
     pub profile: Profile,
@@ -69,7 +77,53 @@ pub struct SimArgs {
     /// Delay of the --incoming texts after the client first enables +CNMI indications.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_secs)]
     pub incoming_after: f64,
+    /// Listen for control requests (JSON lines) on a Unix socket path or a loopback host:port.
+    #[arg(long, value_name = "ADDR", value_parser = parse_control)]
+    pub control: Option<ControlAddr>,
+    /// Write FILE (JSON: link, device, control, pid) once the link accepts commands.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
+
+/// `simgate sim`'s subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SimCommand {
+    /// Send one request to a running simulator's control socket and print the answer.
+    Ctl(CtlArgs),
+}
+
+/// `simgate sim ctl ADDR OP [FIELD=VALUE]...`
+#[derive(Debug, clap::Args)]
+#[command(after_help = CTL_HELP)]
+pub struct CtlArgs {
+    /// The simulator's --control address: a Unix socket path or a loopback host:port.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+    /// The operation (deliver, report, network, wait, ...), or a whole JSON request object.
+    #[arg(value_name = "OP")]
+    pub op: String,
+    /// Fields of the request; VALUE is read as JSON when it parses (numbers, true, lists,
+    /// objects), else taken as a string.
+    #[arg(value_name = "FIELD=VALUE")]
+    pub fields: Vec<String>,
+}
+
+const CTL_HELP: &str = "\
+Examples:
+  simgate sim ctl ./sim.sock deliver from=+15551234567 text='Your parcel is here'
+  simgate sim ctl ./sim.sock deliver from=Bank text=\"$(cat long.txt)\" ref=300 ref_bits=16 order='[2,1]'
+  simgate sim ctl ./sim.sock report mr=17 outcome=failed status=69
+  simgate sim ctl ./sim.sock network registration=searching
+  simgate sim ctl 127.0.0.1:7000 wait 'until={\"sent\":3}' timeout_ms=5000
+  simgate sim ctl ./sim.sock '{\"op\":\"commands\",\"last\":5}'
+
+Prints the answer, one JSON object. docs/simulator.md describes every operation.
+
+Exit status:
+  0  success: the answer is {\"ok\": true, ...}
+  1  the simulator refused the request ({\"ok\": false, \"error\": ...})
+  2  bad arguments
+  3  the control socket cannot be reached";
 
 /// What `simgate sim --help` says after the options: the behaviour and fault semantics.
 const BEHAVIOUR: &str = "\
@@ -116,6 +170,10 @@ Status reports:
   <ds> is 1, `+CDS` arrives --report-delay after `+CMGS:` with the part's TP-MR, its recipient
   and TP-ST --report-status. With <ds>=2 the report is stored and announced with
   `+CDSI: \"SR\",<index>` for +CMGR/+CMGL/+CMGD.";
+
+fn parse_control(s: &str) -> Result<ControlAddr, String> {
+    ControlAddr::parse(s)
+}
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
     Profile::parse(s)
@@ -176,7 +234,7 @@ impl SimArgs {
     /// The library's options for these arguments.
     pub fn to_options(&self) -> SimOptions {
         SimOptions {
-            link: self.link.clone(),
+            link: self.link.clone().unwrap_or_default(),
             profile: self.profile,
             imei: self.imei.clone(),
             iccid: self.iccid.clone(),
@@ -195,6 +253,7 @@ impl SimArgs {
                 hang_for: self.hang_for.map(Duration::from_secs_f64),
                 unplug_after: self.unplug_after,
                 replug_after: self.replug_after.map(Duration::from_secs_f64),
+                ..Faults::default()
             },
             incoming: self.incoming.clone(),
             incoming_after: Duration::from_secs_f64(self.incoming_after),
@@ -202,8 +261,12 @@ impl SimArgs {
     }
 }
 
-/// Runs the simulator until SIGINT or SIGTERM.
+/// Runs the simulator until SIGINT or SIGTERM, or `sim ctl`.
 pub fn run(args: SimArgs, json: bool) -> ExitCode {
+    if let Some(command) = args.command {
+        let SimCommand::Ctl(ctl) = *command;
+        return run_ctl(ctl);
+    }
     super::init_tracing("info");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -227,6 +290,31 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let control = match &args.control {
+            Some(addr) => match ControlServer::bind(addr, sim.controller()).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    eprintln!("simgate sim: cannot listen for control at {addr}: {e}");
+                    sim.stop().await;
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        let control_addr = control.as_ref().map(|c| c.addr().to_string());
+        if let Some(path) = &args.ready_file {
+            let ready = serde_json::json!({
+                "link": sim.link(),
+                "device": sim.device(),
+                "control": control_addr,
+                "pid": std::process::id(),
+            });
+            if let Err(e) = write_ready(path, &ready.to_string()) {
+                eprintln!("simgate sim: cannot write {}: {e}", path.display());
+                sim.stop().await;
+                return ExitCode::FAILURE;
+            }
+        }
         if json {
             println!(
                 "{}",
@@ -235,6 +323,7 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
                     "device": sim.device(),
                     "log": opts.log,
                     "profile": opts.profile.name(),
+                    "control": control_addr,
                 })
             );
         } else {
@@ -247,6 +336,9 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
                 Some(log) => println!("simgate sim: log {}", log.display()),
                 None => println!("simgate sim: no log"),
             }
+            if let Some(addr) = &control_addr {
+                println!("simgate sim: control {addr}");
+            }
         }
         let ok = match signals {
             Some(signals) => {
@@ -255,7 +347,11 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
             }
             None => false,
         };
+        drop(control);
         sim.stop().await;
+        if let Some(path) = &args.ready_file {
+            let _ = std::fs::remove_file(path);
+        }
         if ok {
             ExitCode::SUCCESS
         } else {
@@ -281,4 +377,108 @@ fn listen_for_signals() -> Option<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
         }
     })
+}
+
+/// Writes the ready file whole or not at all: a test polling for it never reads half of it.
+fn write_ready(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{text}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The request `simgate sim ctl` sends: OP as a JSON object, or `{"op": OP}` plus the fields.
+fn ctl_request(args: &CtlArgs) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let mut request = if args.op.trim_start().starts_with('{') {
+        match serde_json::from_str::<Value>(&args.op) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(format!("{:?} is not a JSON object", args.op)),
+        }
+    } else {
+        let mut m = serde_json::Map::new();
+        m.insert("op".into(), Value::String(args.op.clone()));
+        m
+    };
+    for field in &args.fields {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("{field:?} is not FIELD=VALUE"))?;
+        if key.is_empty() {
+            return Err(format!("{field:?} has no field name"));
+        }
+        let value =
+            serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.into()));
+        request.insert(key.to_string(), value);
+    }
+    Ok(Value::Object(request))
+}
+
+fn run_ctl(args: CtlArgs) -> ExitCode {
+    let request = match ctl_request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("simgate sim ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = Client::connect(&args.addr).and_then(|mut c| c.call(&request));
+    match answer {
+        Ok(answer) => {
+            println!("{answer}");
+            if answer["ok"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "simgate sim ctl: cannot reach the simulator at {}: {e}",
+                args.addr
+            );
+            ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctl_fields_are_json_when_they_parse() {
+        let args = CtlArgs {
+            addr: "./s".into(),
+            op: "wait".into(),
+            fields: vec![
+                "until={\"sent\":3}".into(),
+                "timeout_ms=5000".into(),
+                "text=hello world".into(),
+                "from=+15551234567".into(),
+            ],
+        };
+        let r = ctl_request(&args).unwrap();
+        assert_eq!(
+            r,
+            serde_json::json!({"op": "wait", "until": {"sent": 3}, "timeout_ms": 5000,
+                "text": "hello world", "from": "+15551234567"})
+        );
+        let whole = CtlArgs {
+            addr: "./s".into(),
+            op: "{\"op\":\"ping\"}".into(),
+            fields: vec![],
+        };
+        assert_eq!(
+            ctl_request(&whole).unwrap(),
+            serde_json::json!({"op": "ping"})
+        );
+        let bad = CtlArgs {
+            addr: "./s".into(),
+            op: "ping".into(),
+            fields: vec!["novalue".into()],
+        };
+        assert!(ctl_request(&bad).is_err());
+    }
 }

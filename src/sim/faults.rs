@@ -30,6 +30,68 @@ pub struct Faults {
     /// Comes back (fresh pty, same link, state reset) this long after an unplug; `None` stays
     /// gone.
     pub replug_after: Option<Duration>,
+    /// The `+CMS ERROR` codes `error_rate` draws from, evenly (TS 27.005 §3.2.5).
+    pub error_codes: Vec<u16>,
+    /// Registration stat forced by the control socket (TS 27.007 §7.2: 0 not searching, 1
+    /// home, 2 searching, 3 denied, 4 unknown, 5 roaming); `None` follows `no_network` and
+    /// `network_after`.
+    pub registration: Option<u8>,
+    /// `+CSQ` <rssi> and <ber> while registered (TS 27.007 §8.5).
+    pub signal: (u8, u8),
+    /// The operator `+COPS?` names: long, short and numeric; `None` is the simulator's own.
+    pub operator: Option<[String; 3]>,
+    /// How status reports are answered when no rule matches; `None` is TP-ST `report_status`
+    /// after `report_delay`.
+    pub report_default: Option<ReportOutcome>,
+    /// Per-message answers set through the control socket, first match wins: a TP-MR rule is
+    /// used once, a recipient rule until cleared.
+    pub report_rules: Vec<ReportRule>,
+}
+
+/// How the network answers the status report of one sent part (TS 23.040 §9.2.3.15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// One final report with this TP-ST (0 delivered, 0x40..=0x7F failed) after `delay`.
+    Status {
+        /// TP-ST.
+        status: u8,
+        /// After `+CMGS:`.
+        delay: Duration,
+    },
+    /// A report saying the SC is still trying (TP-ST 0x20..=0x3F) after `delay`, then a final
+    /// one with `then_status` after `then_delay` more.
+    Delayed {
+        /// TP-ST of the first report.
+        status: u8,
+        /// After `+CMGS:`.
+        delay: Duration,
+        /// TP-ST of the final report.
+        then_status: u8,
+        /// After the first report.
+        then_delay: Duration,
+    },
+    /// No report, ever.
+    Never,
+    /// Kept until the control socket answers it (`report` with this TP-MR or recipient).
+    Hold,
+}
+
+/// Which sent part a [`ReportRule`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// The part with this TP-MR (the `+CMGS: <mr>` answer).
+    Mr(u8),
+    /// Every part to this recipient (as logged: `+` and digits, or as sent).
+    To(String),
+}
+
+/// One per-message answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRule {
+    /// Which part.
+    pub target: ReportTarget,
+    /// What its report says.
+    pub outcome: ReportOutcome,
 }
 
 impl Default for Faults {
@@ -46,6 +108,12 @@ impl Default for Faults {
             hang_for: None,
             unplug_after: None,
             replug_after: None,
+            error_codes: vec![38, 42],
+            registration: None,
+            signal: (21, 99),
+            operator: None,
+            report_default: None,
+            report_rules: Vec::new(),
         }
     }
 }

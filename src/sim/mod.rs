@@ -14,8 +14,10 @@
 //! modem the engine can be tested against.
 
 pub mod cmdline;
+pub mod control;
 pub mod core;
 mod faults;
+pub mod inbound;
 pub mod log;
 mod pty;
 pub mod submit;
@@ -24,17 +26,20 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use self::control::{Controller, Job, JobMsg, Shared};
+use self::core::control::{Control, apply_to_options};
 use self::core::{Action, Core, Event};
 use crate::datadir::{self, Lock};
 
-pub use self::faults::Faults;
+pub use self::faults::{Faults, ReportOutcome, ReportRule, ReportTarget};
 
 /// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
 /// 001 (the test network of TS 23.003, like the IMSI).
@@ -137,6 +142,8 @@ pub struct Simulator {
     task: Option<JoinHandle<()>>,
     /// `<link>.lock`, held while the simulator runs; dropped after the link is removed.
     _lock: Lock,
+    /// The way in for run-time changes; also keeps the runner's job channel open.
+    controller: Controller,
 }
 
 /// The lock file beside a simulator's link: `<link>.lock`.
@@ -163,14 +170,23 @@ impl Simulator {
         tracing::info!(link = %opts.link.display(), device = %device.display(), profile = opts.profile.name(), "sim: started");
         let (tx, rx) = oneshot::channel();
         let link = opts.link.clone();
-        let task = tokio::spawn(run(opts, pty, log, rx));
+        let shared = Shared::new(&link, &device);
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        let controller = Controller::new(jobs_tx, shared.clone());
+        let task = tokio::spawn(run(opts, pty, log, rx, jobs, shared));
         Ok(Simulator {
             link,
             device,
             shutdown: Some(tx),
             task: Some(task),
             _lock: lock,
+            controller,
         })
+    }
+
+    /// A handle for run-time changes and reads (the operations of the control socket).
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
     }
 
     /// The symlink clients open.
@@ -260,120 +276,261 @@ impl Timers {
 /// What ended one pty generation.
 enum GenEnd {
     Shutdown,
-    Unplugged,
+    /// Unplugged by a fault (`replug_after` of the faults applies) or by the control
+    /// socket, with its own plan.
+    Unplugged(Option<ReplugPlan>),
+}
+
+/// When and where a modem unplugged through the control socket comes back.
+struct ReplugPlan {
+    /// `None`: only on a `replug` request.
+    after: Option<Duration>,
+    /// Another link name to come back at.
+    link: Option<PathBuf>,
+}
+
+/// What the runner carries across generations.
+struct Runner {
+    started: Instant,
+    sink: Sink,
+    shutdown: oneshot::Receiver<()>,
+    jobs: mpsc::Receiver<JobMsg>,
+    shared: Arc<Shared>,
+}
+
+/// Where accepted messages go: the log file and the control socket's copy.
+struct Sink {
+    reassembler: Reassembler,
+    log: Option<std::fs::File>,
+    shared: Arc<Shared>,
 }
 
 async fn run(
     opts: SimOptions,
     mut pty: Pty,
-    mut log: Option<std::fs::File>,
-    mut shutdown: oneshot::Receiver<()>,
+    log: Option<std::fs::File>,
+    shutdown: oneshot::Receiver<()>,
+    jobs: mpsc::Receiver<JobMsg>,
+    shared: Arc<Shared>,
 ) {
-    let started = Instant::now();
-    let mut reassembler = Reassembler::default();
+    let mut r = Runner {
+        started: Instant::now(),
+        sink: Sink {
+            reassembler: Reassembler::default(),
+            log,
+            shared: shared.clone(),
+        },
+        shutdown,
+        jobs,
+        shared,
+    };
     let mut cfg = opts.clone();
+    // The lock of a link other than the first one, taken when the modem comes back there.
+    let mut _moved_lock: Option<Lock> = None;
+    // Where the modem is now: a replug may have moved it.
+    let mut current = opts.link.clone();
     loop {
-        let end = generation(
-            &mut pty,
-            Core::new(cfg.clone()),
-            started,
-            &mut reassembler,
-            &mut log,
-            &mut shutdown,
-        )
-        .await;
+        let (end, next) = r.generation(&mut pty, Core::new(cfg.clone())).await;
         pty.remove_link();
-        match end {
+        // Run-time changes (network, faults, report rules) survive the replug.
+        cfg = next;
+        let plan = match end {
             GenEnd::Shutdown => return,
-            GenEnd::Unplugged => {}
-        }
-        drop(pty);
-        let Some(after) = opts.faults.replug_after else {
-            tracing::info!("sim: unplugged; staying gone until stopped");
-            let _ = (&mut shutdown).await;
-            return;
+            GenEnd::Unplugged(plan) => plan,
         };
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(after) => {}
+        r.shared.unplugged();
+        drop(pty);
+        let (mut after, mut link) = match plan {
+            Some(p) => (p.after, p.link.unwrap_or_else(|| current.clone())),
+            None => (cfg.faults.replug_after, current.clone()),
+        };
+        if after.is_none() {
+            tracing::info!("sim: unplugged; staying gone until replugged or stopped");
         }
-        pty = match Pty::open(&opts.link) {
+        let deadline = after.take().map(|d| Instant::now() + d);
+        loop {
+            tokio::select! {
+                _ = &mut r.shutdown => return,
+                _ = sleep_until_opt(deadline) => break,
+                Some((job, reply)) = r.jobs.recv() => match job {
+                    Job::Replug { link: l } => {
+                        if let Some(l) = l {
+                            link = l;
+                        }
+                        let _ = reply.send(Ok(core::control::Reply::Done));
+                        break;
+                    }
+                    Job::Unplug { .. } => {
+                        let _ = reply.send(Err("the modem is already unplugged".into()));
+                    }
+                    Job::Core(c) => {
+                        let answer = apply_to_options(&c, &mut cfg)
+                            .ok_or_else(|| "the modem is unplugged; replug it first".to_string());
+                        let _ = reply.send(answer);
+                    }
+                },
+            }
+        }
+        if link != opts.link
+            && _moved_lock
+                .as_ref()
+                .is_none_or(|l| l.path() != lock_path(&link))
+        {
+            match Lock::acquire(&lock_path(&link), "simulator link", &link) {
+                Ok(l) => _moved_lock = Some(l),
+                Err(e) => {
+                    tracing::error!("sim: replug at {} failed: {e}", link.display());
+                    eprintln!("sim: replug at {} failed: {e}", link.display());
+                    let _ = (&mut r.shutdown).await;
+                    return;
+                }
+            }
+        }
+        pty = match Pty::open(&link) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("sim: replug failed: {e}");
                 eprintln!("sim: replug failed: {e}");
-                let _ = (&mut shutdown).await;
+                let _ = (&mut r.shutdown).await;
                 return;
             }
         };
-        tracing::info!(device = %pty.device.display(), "sim: replugged");
+        tracing::info!(device = %pty.device.display(), link = %link.display(), "sim: replugged");
         eprintln!("sim: replugged at {}", pty.device.display());
         // A replugged modem has rebooted, but the unplug fault fires once, and the network
         // delivered its texts to the modem that went away.
         cfg.faults.unplug_after = None;
         cfg.incoming.clear();
+        r.shared.replugged(&link, &pty.device);
+        current = link;
     }
 }
 
-async fn generation(
-    pty: &mut Pty,
-    mut core: Core,
-    started: Instant,
-    reassembler: &mut Reassembler,
-    log: &mut Option<std::fs::File>,
-    shutdown: &mut oneshot::Receiver<()>,
-) -> GenEnd {
-    let mut timers = Timers::new();
-    let mut buf = [0u8; 4096];
-    let boot = core.boot(started.elapsed());
-    if carry_out(pty, boot, &mut timers, reassembler, log, false).await {
-        return GenEnd::Unplugged;
-    }
-    loop {
-        let next = timers.next_at();
-        let actions = tokio::select! {
-            _ = &mut *shutdown => return GenEnd::Shutdown,
-            r = pty.read(&mut buf) => match r {
-                Ok(0) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                Ok(n) => {
-                    tracing::trace!(bytes = n, "sim: read");
-                    core.feed(&buf[..n], started.elapsed(), OffsetDateTime::now_utc())
-                }
-                Err(e) => {
-                    // With our own slave fd open this should not happen; back off rather than
-                    // spin if it does.
-                    tracing::warn!("sim: pty read failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = sleep_until_opt(next) => {
-                let Some(event) = timers.pop() else { continue };
-                let noise = event == Event::Noise;
-                let actions = core.fire(event, started.elapsed());
-                tokio::select! {
-                    _ = &mut *shutdown => return GenEnd::Shutdown,
-                    gone = carry_out(pty, actions, &mut timers, reassembler, log, noise) => {
-                        if gone {
-                            return GenEnd::Unplugged;
-                        }
+impl Runner {
+    /// One power-on of the modem on one pty; returns why it ended and the options as the
+    /// control socket left them.
+    async fn generation(&mut self, pty: &mut Pty, mut core: Core) -> (GenEnd, SimOptions) {
+        let mut timers = Timers::new();
+        let mut buf = [0u8; 4096];
+        let mut plan = None;
+        let boot = core.boot(self.started.elapsed());
+        if self.sink.carry_out(pty, boot, &mut timers, false).await {
+            return (GenEnd::Unplugged(None), core.options().clone());
+        }
+        let mut seen_store = 0;
+        loop {
+            self.observe(&mut core, &mut seen_store);
+            let next = timers.next_at();
+            let (actions, droppable) = tokio::select! {
+                _ = &mut self.shutdown => return (GenEnd::Shutdown, core.options().clone()),
+                r = pty.read(&mut buf) => match r {
+                    Ok(0) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
                     }
+                    Ok(n) => {
+                        tracing::trace!(bytes = n, "sim: read");
+                        (core.feed(&buf[..n], self.started.elapsed(), OffsetDateTime::now_utc()), false)
+                    }
+                    Err(e) => {
+                        // With our own slave fd open this should not happen; back off rather than
+                        // spin if it does.
+                        tracing::warn!("sim: pty read failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = sleep_until_opt(next) => {
+                    let Some(event) = timers.pop() else { continue };
+                    let noise = event == Event::Noise;
+                    (core.fire(event, self.started.elapsed()), noise)
                 }
-                continue;
-            }
-        };
-        // A long `--send-delay` must not delay shutdown.
-        tokio::select! {
-            _ = &mut *shutdown => return GenEnd::Shutdown,
-            gone = carry_out(pty, actions, &mut timers, reassembler, log, false) => {
-                if gone {
-                    return GenEnd::Unplugged;
+                Some((job, reply)) = self.jobs.recv() => {
+                    let control = match job {
+                        Job::Core(c) => c,
+                        Job::Unplug { replug_after, link } => {
+                            plan = Some(ReplugPlan { after: replug_after, link });
+                            Control::Unplug
+                        }
+                        Job::Replug { .. } => {
+                            let _ = reply.send(Err("the modem is plugged in".into()));
+                            continue;
+                        }
+                    };
+                    let (answer, actions) =
+                        core.control(control, self.started.elapsed(), OffsetDateTime::now_utc());
+                    if answer.is_err() {
+                        plan = None;
+                    }
+                    let _ = reply.send(answer);
+                    (actions, false)
                 }
+            };
+            // A long `--send-delay` must not delay shutdown.
+            let gone = tokio::select! {
+                _ = &mut self.shutdown => return (GenEnd::Shutdown, core.options().clone()),
+                gone = self.sink.carry_out(pty, actions, &mut timers, droppable) => gone,
+            };
+            if gone {
+                self.observe(&mut core, &mut seen_store);
+                return (GenEnd::Unplugged(plan.take()), core.options().clone());
             }
         }
+    }
+
+    /// Copies what the core did to the state the control socket reads.
+    fn observe(&self, core: &mut Core, seen_store: &mut u64) {
+        let storage = core.storage_if_changed(*seen_store);
+        if let Some((rev, _)) = &storage {
+            *seen_store = *rev;
+        }
+        self.shared
+            .record(core.take_tally(), storage, core.held_reports());
+    }
+}
+
+impl Sink {
+    /// Carries out actions in order; returns true when the modem unplugged itself.
+    async fn carry_out(
+        &mut self,
+        pty: &Pty,
+        actions: Vec<Action>,
+        timers: &mut Timers,
+        droppable: bool,
+    ) -> bool {
+        for action in actions {
+            match action {
+                Action::Write(bytes) => {
+                    if droppable {
+                        pty.try_write(&bytes);
+                    } else if let Err(e) = pty.write_all(&bytes).await {
+                        tracing::warn!("sim: pty write failed: {e}");
+                    }
+                }
+                Action::Busy(d) => network_time(d).await,
+                Action::Accepted(part) => {
+                    if let Some(msg) = self.reassembler.push(part) {
+                        tracing::info!(to = %msg.to, parts = msg.parts, "sim: message accepted");
+                        let line = msg.to_json_line(OffsetDateTime::now_utc());
+                        // One write(2) per line: `writeln!` issues one per piece, and a process
+                        // killed between them leaves a line without its newline.
+                        if let Some(file) = self.log.as_mut()
+                            && let Err(e) = file.write_all(format!("{line}\n").as_bytes())
+                        {
+                            tracing::error!("sim: cannot write the log: {e}");
+                        }
+                        self.shared.sent(&line);
+                    }
+                }
+                Action::Later { after, event } => timers.push(Instant::now() + after, event),
+                Action::Unplug => {
+                    eprintln!("sim: unplugged");
+                    return true;
+                }
+                Action::Notice(text) => eprintln!("{text}"),
+            }
+        }
+        false
     }
 }
 
@@ -413,50 +570,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Carries out actions in order; returns true when the modem unplugged itself.
-async fn carry_out(
-    pty: &Pty,
-    actions: Vec<Action>,
-    timers: &mut Timers,
-    reassembler: &mut Reassembler,
-    log: &mut Option<std::fs::File>,
-    droppable: bool,
-) -> bool {
-    for action in actions {
-        match action {
-            Action::Write(bytes) => {
-                if droppable {
-                    pty.try_write(&bytes);
-                } else if let Err(e) = pty.write_all(&bytes).await {
-                    tracing::warn!("sim: pty write failed: {e}");
-                }
-            }
-            Action::Busy(d) => network_time(d).await,
-            Action::Accepted(part) => {
-                if let Some(msg) = reassembler.push(part) {
-                    tracing::info!(to = %msg.to, parts = msg.parts, "sim: message accepted");
-                    if let Some(file) = log.as_mut() {
-                        // One write(2) per line: `writeln!` issues one per piece, and a process
-                        // killed between them leaves a line without its newline.
-                        let mut line = msg.to_json_line(OffsetDateTime::now_utc());
-                        line.push('\n');
-                        if let Err(e) = file.write_all(line.as_bytes()) {
-                            tracing::error!("sim: cannot write the log: {e}");
-                        }
-                    }
-                }
-            }
-            Action::Later { after, event } => timers.push(Instant::now() + after, event),
-            Action::Unplug => {
-                eprintln!("sim: unplugged");
-                return true;
-            }
-            Action::Notice(text) => eprintln!("{text}"),
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! task in `sim/mod.rs` only moves bytes and carries out the actions.
 
 mod charset;
+pub mod control;
 mod general;
 mod identity;
 mod network;
@@ -38,7 +39,7 @@ use super::cmdline::{self, Cmd, Form};
 use super::{Profile, SimOptions};
 
 pub use self::sim_lock::PUK;
-pub use self::storage::StoredReport;
+pub use self::storage::{Routed, StoredReport};
 
 /// The longest command line kept; longer input is dropped like a real modem's line buffer does.
 const MAX_LINE: usize = 2048;
@@ -71,6 +72,8 @@ pub enum Action {
 pub enum Event {
     /// A URC, already formatted: a status report, or the lines after a SIM unlock.
     Urc(Vec<u8>),
+    /// A status report routed as `+CDS`, already formatted (counted, unlike other URCs).
+    Cds(Vec<u8>),
     /// A status report to keep in storage and announce with `+CDSI` (`+CNMI` <ds>=2).
     StoreReport(StoredReport),
     /// The network delivers a text (`--incoming`): stored and announced with `+CMTI`, or routed
@@ -231,6 +234,14 @@ pub struct Core {
     incoming_scheduled: bool,
     /// The wall clock of the last input, for the timestamps of received texts.
     wall: OffsetDateTime,
+    /// When a hang ends by itself (`--hang-for`, or the control socket's `hang` with `ms`).
+    hang_until: Option<Duration>,
+    /// Status reports held for the control socket to answer ([`super::ReportOutcome::Hold`]).
+    held: Vec<sms::PendingReport>,
+    /// What happened since the runner last asked ([`Core::take_tally`]).
+    tally: control::Tally,
+    /// Bumped whenever the message storage changes, so the runner copies it only then.
+    store_rev: u64,
     /// Actions produced by the current call, handed back at its end.
     out: Vec<Action>,
 }
@@ -266,6 +277,10 @@ impl Core {
             store: vec![None; storage::STORAGE_SLOTS as usize],
             incoming_scheduled: false,
             wall: OffsetDateTime::UNIX_EPOCH,
+            hang_until: None,
+            held: Vec::new(),
+            tally: control::Tally::default(),
+            store_rev: 0,
             out: Vec::new(),
         }
     }
@@ -307,6 +322,10 @@ impl Core {
         }
         match event {
             Event::Urc(bytes) => self.write(&bytes),
+            Event::Cds(bytes) => {
+                self.tally.reports += 1;
+                self.write(&bytes);
+            }
             Event::StoreReport(report) => self.store_report(report),
             Event::Incoming { from, text } => self.receive(&from, &text),
             Event::NetworkUp => {
@@ -332,9 +351,10 @@ impl Core {
     }
 
     fn hanging(&mut self, now: Duration) -> bool {
-        match (self.hung_since, self.cfg.faults.hang_for) {
-            (Some(since), Some(d)) if now >= since + d => {
+        match (self.hung_since, self.hang_until) {
+            (Some(_), Some(end)) if now >= end => {
                 self.hung_since = None;
+                self.hang_until = None;
                 self.line.clear();
                 false
             }
@@ -388,6 +408,7 @@ impl Core {
         // Command lines carry no message text (bodies follow the `> ` prompt), so they are logged.
         tracing::debug!(command = %crate::at::redact::redact(&text[pos..]), "sim: received command");
         self.command_lines += 1;
+        self.tally.commands.push(text[pos..].to_string());
         if let Some(n) = self.cfg.faults.hang_after
             && !self.hang_done
             && self.command_lines > n
@@ -395,6 +416,7 @@ impl Core {
             tracing::info!("sim: hanging after {n} commands");
             self.hang_done = true;
             self.hung_since = Some(now);
+            self.hang_until = self.cfg.faults.hang_for.map(|d| now + d);
             self.out
                 .push(Action::Notice(format!("sim: hanging after {n} commands")));
             return;

@@ -27,6 +27,8 @@ impl Core {
     pub(super) fn reg_stat(&self, now: Duration) -> u8 {
         if self.cfun != 1 || self.sim != SimLock::Ready {
             0
+        } else if let Some(stat) = self.cfg.faults.registration {
+            stat
         } else if self.cfg.faults.no_network
             || self.cfg.faults.network_after.is_some_and(|d| now < d)
         {
@@ -54,13 +56,24 @@ impl Core {
     }
 
     pub(super) fn registration_urcs(&mut self) {
+        self.registration_urcs_with(1);
+    }
+
+    /// The `+CREG`/`+CGREG`/`+CEREG` URCs a registration change to `stat` causes, each only
+    /// where its <n> enables it.
+    pub(super) fn registration_urcs_with(&mut self, stat: u8) {
         let s = self.settings.clone();
         for (name, n) in [("+CREG", s.creg), ("+CGREG", s.cgreg), ("+CEREG", s.cereg)] {
             if n > 0 {
-                let line = self.reg_line(name, n, 1, false);
+                let line = self.reg_line(name, n, stat, false);
                 self.urc(&line);
             }
         }
+    }
+
+    /// Whether `stat` lets the modem send: home (1) or roaming (5).
+    pub(super) fn registered(stat: u8) -> bool {
+        stat == 1 || stat == 5
     }
 
     fn reg_setting(&mut self, name: &str) -> &mut u8 {
@@ -92,7 +105,7 @@ impl Core {
         match form {
             Form::Read => Ok(vec![format!(
                 "+CGATT: {}",
-                u8::from(self.reg_stat(now) == 1)
+                u8::from(Core::registered(self.reg_stat(now)))
             )]),
             Form::Set(a) => {
                 num_arg(&a, 0, 0..=1, None)?;
@@ -105,8 +118,9 @@ impl Core {
 
     fn csq(&mut self, _name: &str, form: Form, now: Duration) -> CmdResult {
         match form {
-            Form::Exec => Ok(vec![if self.reg_stat(now) == 1 {
-                "+CSQ: 21,99".into()
+            Form::Exec => Ok(vec![if Core::registered(self.reg_stat(now)) {
+                let (rssi, ber) = self.cfg.faults.signal;
+                format!("+CSQ: {rssi},{ber}")
             } else {
                 "+CSQ: 99,99".into()
             }]),
@@ -119,14 +133,17 @@ impl Core {
         let act = identity(self.cfg.profile).act;
         match form {
             Form::Read => {
-                if self.reg_stat(now) != 1 {
+                if !Core::registered(self.reg_stat(now)) {
                     return Ok(vec!["+COPS: 0".into()]);
                 }
                 let f = self.settings.cops_format;
-                let oper = match f {
-                    0 => OPERATOR_LONG,
-                    1 => OPERATOR_SHORT,
-                    _ => OPERATOR_NUMERIC,
+                let oper = match &self.cfg.faults.operator {
+                    Some(names) => names[usize::from(f.min(2))].as_str(),
+                    None => match f {
+                        0 => OPERATOR_LONG,
+                        1 => OPERATOR_SHORT,
+                        _ => OPERATOR_NUMERIC,
+                    },
                 };
                 let cs = self.settings.cscs;
                 Ok(vec![format!("+COPS: 0,{f},\"{}\",{act}", cs.encode(oper))])
@@ -139,9 +156,15 @@ impl Core {
                 }
                 Ok(vec![])
             }
-            Form::Test => Ok(vec![format!(
-                "+COPS: (2,\"{OPERATOR_LONG}\",\"{OPERATOR_SHORT}\",\"{OPERATOR_NUMERIC}\",{act}),,(0-4),(0-2)"
-            )]),
+            Form::Test => {
+                let [long, short, numeric] =
+                    self.cfg.faults.operator.clone().unwrap_or_else(|| {
+                        [OPERATOR_LONG, OPERATOR_SHORT, OPERATOR_NUMERIC].map(String::from)
+                    });
+                Ok(vec![format!(
+                    "+COPS: (2,\"{long}\",\"{short}\",\"{numeric}\",{act}),,(0-4),(0-2)"
+                )])
+            }
             Form::Exec => Err(Final::Error),
         }
     }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::sim::cmdline::Form;
 use crate::sim::submit::{self, SubmitFacts};
+use crate::sim::{ReportOutcome, ReportTarget};
 
 /// Largest TPDU `AT+CMGS=<length>` accepts: a SUBMIT with the longest address and 140 octets
 /// of user data.
@@ -296,7 +297,8 @@ impl Core {
             self.out.push(Action::Unplug);
             return;
         }
-        if self.reg_stat(now) != 1 {
+        if !Core::registered(self.reg_stat(now)) {
+            self.tally.refused += 1;
             return self.finish(Vec::new(), Final::Cms(331));
         }
         if !self.cfg.faults.send_delay.is_zero() {
@@ -311,17 +313,28 @@ impl Core {
             .any(|p| facts.to.starts_with(p.as_str()) || digits.starts_with(p.as_str()))
         {
             tracing::debug!("sim: destination rejected by --reject");
+            self.tally.refused += 1;
             return self.finish(Vec::new(), Final::Cms(1));
         }
         if self.cfg.faults.error_rate > 0.0 && self.rng.random::<f64>() < self.cfg.faults.error_rate
         {
-            let code = if self.rng.random_bool(0.5) { 38 } else { 42 };
+            let codes = &self.cfg.faults.error_codes;
+            // Two codes keep the draw of earlier versions, so a `--seed` replays the same run.
+            let code = match codes.len() {
+                0 => 38,
+                1 => codes[0],
+                2 if self.rng.random_bool(0.5) => codes[0],
+                2 => codes[1],
+                n => codes[self.rng.random_range(0..n)],
+            };
             tracing::debug!("sim: injected temporary error {code}");
+            self.tally.refused += 1;
             return self.finish(Vec::new(), Final::Cms(code));
         }
         let mr = self.next_mr;
         self.next_mr = self.next_mr.wrapping_add(1);
         self.parts_accepted += 1;
+        self.tally.parts += 1;
         // The network holds the part before the modem reports `+CMGS`: a daemon killed right
         // after reading the answer (and committing `sent`) must find the text in the log, or a
         // crash would look like a lost message. The opposite order's window, a kill after the
@@ -336,30 +349,112 @@ impl Core {
         self.finish(vec![format!("+CMGS: {mr}")], Final::Ok);
         let ds = self.settings.cnmi[3];
         if facts.status_report && (ds == 1 || ds == 2) {
-            let ts = text_timestamp(wall);
-            let toa = if facts.to.starts_with('+') { 145 } else { 129 };
-            let text_fields = format!(
-                "6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{}",
-                facts.to, self.cfg.faults.report_status
-            );
-            let (tpdu_len, pdu_hex) =
-                submit::status_report(&facts, mr, self.cfg.faults.report_status, wall);
-            let event = if ds == 2 {
-                Event::StoreReport(StoredReport {
-                    read: false,
-                    tpdu_len,
-                    pdu_hex,
-                    text_fields,
-                })
-            } else if self.settings.text_mode {
-                Event::Urc(format!("\r\n+CDS: {text_fields}\r\n").into_bytes())
-            } else {
-                Event::Urc(format!("\r\n+CDS: {tpdu_len}\r\n{pdu_hex}\r\n").into_bytes())
+            let report = PendingReport {
+                facts,
+                mr,
+                stored: ds == 2,
+                text_mode: self.settings.text_mode,
+                wall,
             };
-            self.out.push(Action::Later {
-                after: self.cfg.faults.report_delay,
-                event,
-            });
+            let outcome = self.report_outcome(mr, &report.facts.to);
+            self.answer_report(report, outcome);
+        }
+    }
+
+    /// The answer for a part's report: the first matching rule (a TP-MR rule is used up), else
+    /// the default.
+    fn report_outcome(&mut self, mr: u8, to: &str) -> ReportOutcome {
+        let rules = &mut self.cfg.faults.report_rules;
+        if let Some(i) = rules.iter().position(|r| match &r.target {
+            ReportTarget::Mr(m) => *m == mr,
+            ReportTarget::To(t) => t == to,
+        }) {
+            let rule = if matches!(rules[i].target, ReportTarget::Mr(_)) {
+                rules.remove(i)
+            } else {
+                rules[i].clone()
+            };
+            return rule.outcome;
+        }
+        self.cfg
+            .faults
+            .report_default
+            .clone()
+            .unwrap_or(ReportOutcome::Status {
+                status: self.cfg.faults.report_status,
+                delay: self.cfg.faults.report_delay,
+            })
+    }
+
+    /// Schedules (or holds, or drops) the report of one part as `outcome` says.
+    pub(super) fn answer_report(&mut self, report: PendingReport, outcome: ReportOutcome) {
+        match outcome {
+            ReportOutcome::Never => {}
+            ReportOutcome::Hold => self.held.push(report),
+            ReportOutcome::Status { status, delay } => {
+                let event = report.event(status, report.wall);
+                self.out.push(Action::Later {
+                    after: delay,
+                    event,
+                });
+            }
+            ReportOutcome::Delayed {
+                status,
+                delay,
+                then_status,
+                then_delay,
+            } => {
+                let first = report.event(status, report.wall);
+                let last = report.event(then_status, report.wall);
+                self.out.push(Action::Later {
+                    after: delay,
+                    event: first,
+                });
+                self.out.push(Action::Later {
+                    after: delay + then_delay,
+                    event: last,
+                });
+            }
+        }
+    }
+}
+
+/// A status report the network owes for one accepted part, with what shapes its URC: the
+/// client's `+CNMI` <ds> and `+CMGF` at the time of the send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PendingReport {
+    /// The part as submitted.
+    pub facts: SubmitFacts,
+    /// Its TP-MR.
+    pub mr: u8,
+    /// <ds>=2: stored and announced with `+CDSI`, else routed as `+CDS`.
+    pub stored: bool,
+    /// Text-mode `+CDS` fields instead of a PDU.
+    pub text_mode: bool,
+    /// When it was sent: both report timestamps.
+    pub wall: OffsetDateTime,
+}
+
+impl PendingReport {
+    /// The timer event that delivers this report with TP-ST `status`.
+    fn event(&self, status: u8, wall: OffsetDateTime) -> Event {
+        let facts = &self.facts;
+        let mr = self.mr;
+        let ts = text_timestamp(wall);
+        let toa = if facts.to.starts_with('+') { 145 } else { 129 };
+        let text_fields = format!("6,{mr},\"{}\",{toa},\"{ts}\",\"{ts}\",{status}", facts.to);
+        let (tpdu_len, pdu_hex) = submit::status_report(facts, mr, status, wall);
+        if self.stored {
+            Event::StoreReport(StoredReport {
+                read: false,
+                tpdu_len,
+                pdu_hex,
+                text_fields,
+            })
+        } else if self.text_mode {
+            Event::Cds(format!("\r\n+CDS: {text_fields}\r\n").into_bytes())
+        } else {
+            Event::Cds(format!("\r\n+CDS: {tpdu_len}\r\n{pdu_hex}\r\n").into_bytes())
         }
     }
 }
@@ -448,7 +543,7 @@ mod tests {
             actions.iter().find_map(|a| match a {
                 Action::Later {
                     after,
-                    event: Event::Urc(b),
+                    event: Event::Cds(b),
                 } => Some((*after, String::from_utf8_lossy(b).into_owned())),
                 _ => None,
             })
@@ -480,7 +575,7 @@ mod tests {
         let a = c.feed(b"hi\x1a", Duration::ZERO, WALL);
         let urc = a.iter().find_map(|x| match x {
             Action::Later {
-                event: Event::Urc(b),
+                event: Event::Cds(b),
                 ..
             } => Some(String::from_utf8_lossy(b).into_owned()),
             _ => None,

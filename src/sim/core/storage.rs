@@ -4,10 +4,23 @@
 
 use std::time::Duration;
 
-use super::sms::text_timestamp;
 use super::{Action, CmdResult, Core, Final, Handler, cmdline, first_arg};
 use crate::sim::cmdline::Form;
-use crate::sim::submit;
+use crate::sim::inbound::{self, InboundPart};
+
+/// Where a delivered text went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Handed over as `+CMT`, not stored.
+    Cmt,
+    /// Stored at this 1-based index; `announced` when `+CMTI` said so.
+    Stored {
+        /// The slot (`AT+CMGR=<index>`).
+        index: u32,
+        /// `+CMTI` was sent (<mt> other than 0).
+        announced: bool,
+    },
+}
 
 /// Number of message slots the simulated SIM storage reports (like a typical SIM).
 pub(super) const STORAGE_SLOTS: u32 = 30;
@@ -38,17 +51,17 @@ impl Core {
     /// A status report for <ds>=2: stored and announced with `+CDSI`.
     pub(super) fn store_report(&mut self, report: StoredReport) {
         // A full storage drops the report, as a real modem does.
+        self.tally.reports += 1;
         if let Some(i) = self.store.iter().position(Option::is_none) {
+            self.store_rev += 1;
             self.store[i] = Some(report);
             self.urc(&format!("+CDSI: \"SR\",{}", i + 1));
         }
     }
 
-    /// A text from the network, routed as `+CNMI` <mt> says (TS 27.005 §3.4.1): 2 hands it
-    /// over as `+CMT` without storing it; otherwise it is stored and, unless <mt> is 0,
-    /// announced with `+CMTI`. A full storage loses it, as on a real SIM.
+    /// A text from the network (`--incoming`): one part, no class.
     pub(super) fn receive(&mut self, from: &str, text: &str) {
-        let (tpdu_len, pdu_hex) = match submit::deliver(from, text, self.wall) {
+        let part = match inbound::single(from, text, self.wall) {
             Ok(p) => p,
             Err(e) => {
                 self.out.push(Action::Notice(format!(
@@ -57,31 +70,59 @@ impl Core {
                 return;
             }
         };
-        let text_fields = format!("\"{from}\",,\"{}\"\r\n{text}", text_timestamp(self.wall));
-        if self.settings.cnmi[1] == 2 {
+        if let Err(e) = self.receive_part(&part) {
+            self.out.push(Action::Notice(format!("sim: {e}")));
+        }
+    }
+
+    /// One SMS-DELIVER from the network, routed as `+CNMI` <mt> says (TS 27.005 §3.4.1): 0
+    /// stores it silently, 1 stores it and announces `+CMTI`, 2 hands it over as `+CMT`
+    /// without storing it (class 2, the SIM's own, is still stored), 3 does that only for
+    /// class 3. A full storage loses the text, as on a real SIM.
+    pub(super) fn receive_part(&mut self, part: &InboundPart) -> Result<Routed, String> {
+        let mt = self.settings.cnmi[1];
+        let direct = match mt {
+            2 => part.class != Some(2),
+            3 => part.class == Some(3),
+            _ => false,
+        };
+        self.tally.delivered += 1;
+        if direct {
             let line = if self.settings.text_mode {
-                format!("+CMT: {text_fields}")
+                format!("+CMT: {}", part.text_fields)
             } else {
-                format!("+CMT: ,{tpdu_len}\r\n{pdu_hex}")
+                format!("+CMT: ,{}\r\n{}", part.tpdu_len, part.pdu_hex)
             };
             self.urc(&line);
-            return;
+            return Ok(Routed::Cmt);
         }
         let Some(i) = self.store.iter().position(Option::is_none) else {
-            self.out.push(Action::Notice(
-                "sim: message storage full; an incoming text was lost".into(),
-            ));
-            return;
+            self.tally.delivered -= 1;
+            return Err("message storage full; an incoming text was lost".into());
         };
+        self.store_rev += 1;
         self.store[i] = Some(StoredReport {
             read: false,
-            tpdu_len,
-            pdu_hex,
-            text_fields,
+            tpdu_len: part.tpdu_len,
+            pdu_hex: part.pdu_hex.clone(),
+            text_fields: part.text_fields.clone(),
         });
-        if self.settings.cnmi[1] != 0 {
+        if mt != 0 {
             self.urc(&format!("+CMTI: \"SM\",{}", i + 1));
         }
+        Ok(Routed::Stored {
+            index: i as u32 + 1,
+            announced: mt != 0,
+        })
+    }
+
+    /// The stored messages with their 1-based index, for the control socket.
+    pub(super) fn storage_view(&self) -> Vec<(u32, StoredReport)> {
+        self.store
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.clone().map(|r| (i as u32 + 1, r)))
+            .collect()
     }
 
     pub(super) fn stored(&self) -> usize {
@@ -114,7 +155,10 @@ impl Core {
                 ));
                 lines.push(r.pdu_hex.clone());
             }
-            r.read = true;
+            if !r.read {
+                r.read = true;
+                self.store_rev += 1;
+            }
         }
         lines
     }
@@ -203,6 +247,7 @@ impl Core {
                     ]
                 };
                 r.read = true;
+                self.store_rev += 1;
                 Ok(lines)
             }
             Form::Test => Ok(vec![]),
@@ -215,6 +260,7 @@ impl Core {
             Form::Set(a) => {
                 self.cms_if_not_ready()?;
                 let flag = cmdline::args(&a).get(1).cloned().flatten();
+                self.store_rev += 1;
                 match flag.as_deref() {
                     None | Some("0") => {
                         let i = storage_index(&a)?;
