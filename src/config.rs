@@ -88,6 +88,8 @@ pub struct RawConfig {
     pub dispatch: RawDispatch,
     /// `[log]`.
     pub log: RawLog,
+    /// `[inbound]`.
+    pub inbound: RawInbound,
     /// `[[modem]]` tables; `None` when the file has none, which means one default modem.
     pub modem: Option<Vec<RawModem>>,
 }
@@ -292,6 +294,25 @@ impl Default for RawLog {
     }
 }
 
+/// `[inbound]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInbound {
+    /// `inbound.enabled`.
+    pub enabled: bool,
+    /// `inbound.reassembly_timeout_seconds`.
+    pub reassembly_timeout_seconds: u64,
+}
+
+impl Default for RawInbound {
+    fn default() -> Self {
+        RawInbound {
+            enabled: false,
+            reassembly_timeout_seconds: 3600,
+        }
+    }
+}
+
 /// One `[[modem]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -366,6 +387,8 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Inbound texts.
+    pub inbound: InboundSettings,
     /// The modems, in file order; never empty.
     pub modems: Vec<ModemSettings>,
 }
@@ -476,6 +499,17 @@ pub struct DispatchSettings {
 pub struct LogSettings {
     /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` still overrides it.
     pub level: String,
+}
+
+/// `[inbound]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSettings {
+    /// Whether received texts are stored (and then deleted from the SIM). Off by default: a
+    /// daemon that was never asked to keep texts leaves them on the SIM for their owner.
+    pub enabled: bool,
+    /// How long the parts of a concatenated text wait for the rest before they are kept as one
+    /// message marked incomplete.
+    pub reassembly_timeout: Duration,
 }
 
 /// One `[[modem]]`.
@@ -1042,6 +1076,17 @@ impl RawConfig {
                 ));
             }
         };
+        // TS 23.040 sets no bound; a week covers a phone that was off while the SMSC held
+        // some parts back, and the store keeps open parts at most that long.
+        if !(1..=604_800).contains(&self.inbound.reassembly_timeout_seconds) {
+            return Err(err(
+                "inbound.reassembly_timeout_seconds",
+                format!(
+                    "{} is out of range (1..=604800, a week)",
+                    self.inbound.reassembly_timeout_seconds
+                ),
+            ));
+        }
         if self.dispatch.text_max_age_seconds == 0 {
             return Err(err(
                 "dispatch.text_max_age_seconds",
@@ -1217,6 +1262,10 @@ impl RawConfig {
             },
             log: LogSettings {
                 level: self.log.level,
+            },
+            inbound: InboundSettings {
+                enabled: self.inbound.enabled,
+                reassembly_timeout: Duration::from_secs(self.inbound.reassembly_timeout_seconds),
             },
             modems,
         })

@@ -12,6 +12,7 @@ pub mod datadir;
 pub mod dispatch;
 pub mod doctor;
 pub mod http;
+pub mod inbound;
 pub mod limits;
 pub mod log_throttle;
 pub mod metrics;
