@@ -71,6 +71,21 @@ fn texts_arrive_once_leave_the_sim_and_survive_a_restart() {
     assert_eq!(bad.status, 400);
     let missing = d.get(&format!("/v1/inbound/in_{}", "0".repeat(32)));
     assert_eq!(missing.status, 404);
+    // `simgate inbox` shows the same rows.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args([
+            "--json", "inbox", "--from", SHORT.0, "--url", &d.base, "--token", &d.token,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["inbound"][0]["text"], SHORT.1, "{v}");
+    assert_eq!(v["inbound"].as_array().unwrap().len(), 1, "{v}");
     let log = d.log();
     assert!(log.contains("AT+CMGD="), "deleted after the commit:\n{log}");
     assert!(!log.contains(SHORT.1), "no text content in the log");
