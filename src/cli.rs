@@ -36,6 +36,8 @@ pub enum Command {
     Otp(commands::client::OtpArgs),
     /// Show the delivery log of a running daemon.
     Log(commands::client::LogArgs),
+    /// Show the texts a running daemon received.
+    Inbox(commands::inbox::InboxArgs),
     /// Show a running daemon at a glance: readiness, queue, sends and modems.
     Status(commands::status::StatusArgs),
     /// Print a shell completion script.

@@ -93,6 +93,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[ui]`: the status page.
     pub ui: RawUi,
+    /// `[inbound]`.
+    pub inbound: RawInbound,
     /// `[[modem]]` tables; `None` when the file has none, which means one default modem.
     pub modem: Option<Vec<RawModem>>,
     /// `[twilio]`: the Twilio-compatible API, off by default.
@@ -321,6 +323,25 @@ impl Default for RawUi {
     }
 }
 
+/// `[inbound]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInbound {
+    /// `inbound.enabled`.
+    pub enabled: bool,
+    /// `inbound.reassembly_timeout_seconds`.
+    pub reassembly_timeout_seconds: u64,
+}
+
+impl Default for RawInbound {
+    fn default() -> Self {
+        RawInbound {
+            enabled: false,
+            reassembly_timeout_seconds: 3600,
+        }
+    }
+}
+
 /// One `[[modem]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -400,6 +421,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The status page.
     pub ui: UiSettings,
+    /// Inbound texts.
+    pub inbound: InboundSettings,
     /// The modems, in file order; never empty.
     pub modems: Vec<ModemSettings>,
     /// The Twilio-compatible API; `None` when off.
@@ -524,6 +547,17 @@ pub struct UiSettings {
     /// Always mark the session cookie `Secure` (it is also marked when a proxy says
     /// `X-Forwarded-Proto: https`).
     pub secure_cookie: bool,
+}
+
+/// `[inbound]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSettings {
+    /// Whether received texts are stored (and then deleted from the SIM). Off by default: a
+    /// daemon that was never asked to keep texts leaves them on the SIM for their owner.
+    pub enabled: bool,
+    /// How long the parts of a concatenated text wait for the rest before they are kept as one
+    /// message marked incomplete.
+    pub reassembly_timeout: Duration,
 }
 
 /// One `[[modem]]`.
@@ -1113,6 +1147,17 @@ impl RawConfig {
                 ));
             }
         };
+        // TS 23.040 sets no bound; a week covers a phone that was off while the SMSC held
+        // some parts back, and the store keeps open parts at most that long.
+        if !(1..=604_800).contains(&self.inbound.reassembly_timeout_seconds) {
+            return Err(err(
+                "inbound.reassembly_timeout_seconds",
+                format!(
+                    "{} is out of range (1..=604800, a week)",
+                    self.inbound.reassembly_timeout_seconds
+                ),
+            ));
+        }
         if self.dispatch.text_max_age_seconds == 0 {
             return Err(err(
                 "dispatch.text_max_age_seconds",
@@ -1306,6 +1351,10 @@ impl RawConfig {
                 enabled: self.ui.enabled,
                 session: Duration::from_secs(self.ui.session_minutes * 60),
                 secure_cookie: self.ui.secure_cookie,
+            },
+            inbound: InboundSettings {
+                enabled: self.inbound.enabled,
+                reassembly_timeout: Duration::from_secs(self.inbound.reassembly_timeout_seconds),
             },
             modems,
             twilio,

@@ -174,6 +174,7 @@ pub async fn run(
                 command_gap: settings.command_gap,
                 identity: settings.identity.clone(),
                 scan: settings.scan.clone(),
+                store_inbound: config.inbound.enabled,
                 ..ModemConfig::new(settings.id.clone(), settings.device.clone())
             },
             events_tx.clone(),
@@ -202,11 +203,22 @@ pub async fn run(
     .with_metrics(metrics.clone());
     let clock = dispatcher.clock();
     let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
+    let inbound = config.inbound.enabled.then(|| {
+        crate::inbound::Inbound::new(
+            store.clone(),
+            config.inbound.reassembly_timeout,
+            Some(metrics.clone()),
+        )
+    });
+    if let Some(inbound) = &inbound {
+        tokio::spawn(inbound.clone().run_expiry(clock, stopped(stop_rx.clone())));
+    }
     let reports_task = tokio::spawn(dispatch::run_events(
         store.clone(),
         events_rx,
         clock,
         Some(metrics.clone()),
+        inbound,
     ));
     tokio::spawn(dispatch::run_retention(
         store.clone(),

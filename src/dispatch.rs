@@ -1065,13 +1065,15 @@ impl ModemPort for ModemHandle {
 }
 
 /// Applies the modems' events to the store until every sender is gone: status reports update
-/// their parts and messages; incoming texts are only counted and logged (never the sender or
-/// the text), since simgate does not route replies. Both are counted in `metrics`.
+/// their parts and messages; incoming texts go to `inbound` when inbound storage is on, else
+/// they are only counted and logged (never the sender or the text). All are counted in
+/// `metrics`.
 pub async fn run_events(
     store: Store,
     mut events: mpsc::Receiver<ModemEvent>,
     clock: Clock,
     metrics: Option<Arc<Metrics>>,
+    inbound: Option<crate::inbound::Inbound>,
 ) {
     let count = |r: ReportResult| {
         if let Some(m) = &metrics {
@@ -1110,9 +1112,28 @@ pub async fn run_events(
                     }
                 }
             }
-            ModemEvent::Incoming { modem_id, .. } => {
+            ModemEvent::Incoming {
+                modem_id,
+                from,
+                text,
+                sc_timestamp,
+                concat,
+                custody,
+            } => {
                 if let Some(m) = &metrics {
                     m.record_incoming_text();
+                }
+                if let Some(inbound) = &inbound {
+                    let received = crate::inbound::Received {
+                        modem_id,
+                        from,
+                        text,
+                        sc_timestamp,
+                        concat,
+                        custody,
+                    };
+                    inbound.record(received, clock.now_ms()).await;
+                    continue;
                 }
                 if let Some(suppressed) = INCOMING.admit() {
                     tracing::info!(modem = %modem_id, suppressed, "incoming text not stored: simgate keeps no inbound texts yet");
@@ -1152,6 +1173,18 @@ pub async fn run_retention(
                 "retention pass"
             ),
             Err(e) => tracing::error!(error = %e, "retention pass failed"),
+        }
+        // Inbound texts follow the same rules (`store::inbound`).
+        match store
+            .prune_inbound(clock.now_ms(), retention.map(ms), mask_after.map(ms))
+            .await
+        {
+            Ok(stats) => tracing::info!(
+                deleted = stats.deleted,
+                masked = stats.masked,
+                "inbound retention pass"
+            ),
+            Err(e) => tracing::error!(error = %e, "inbound retention pass failed"),
         }
     }
 }
@@ -2026,11 +2059,15 @@ mod tests {
             rx,
             rig.clock,
             Some(metrics.clone()),
+            None,
         ));
         tx.send(ModemEvent::Incoming {
             modem_id: "m0".into(),
             from: "+15550000000".into(),
             text: "STOP".into(),
+            sc_timestamp: "2026-12-04T10:00:00Z".into(),
+            concat: None,
+            custody: None,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod doctor;
 pub mod fine_sleep;
 pub mod http;
+pub mod inbound;
 pub mod limits;
 pub mod log_throttle;
 pub mod metrics;

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Send(args) => commands::client::run_send(args, json),
         Command::Otp(args) => commands::client::run_otp(args, json),
         Command::Log(args) => commands::client::run_log(args, json),
+        Command::Inbox(args) => commands::inbox::run(args, json),
         Command::Status(args) => commands::status::run(args, json),
         Command::Completions(args) => commands::completions::run_completions(args, Cli::command()),
         Command::Man(args) => commands::completions::run_man(args, Cli::command(), json),

@@ -134,6 +134,10 @@ pub struct Metrics {
     status_reports: Family<ReportLabels, Counter>,
     /// Incoming texts (`+CMT`, read from storage), which simgate does not route.
     incoming_texts: Counter,
+    /// Inbound messages stored (`[inbound] enabled`), by whether every part arrived.
+    inbound_texts: Family<CompleteLabels, Counter>,
+    /// Inbound SMS parts by what the store made of them (stored, duplicate, error).
+    inbound_parts: Family<ResultLabels, Counter>,
     /// URCs the AT engine dropped because nobody read them fast enough (a flood).
     urcs_dropped: Counter,
     /// PDUs from a modem that did not decode.
@@ -151,6 +155,16 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CompleteLabels {
+    complete: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -225,6 +239,18 @@ impl Metrics {
             "Incoming texts received and ignored",
             incoming_texts.clone(),
         );
+        let inbound_texts = Family::<CompleteLabels, Counter>::default();
+        registry.register(
+            "inbound_texts",
+            "Inbound texts stored, by whether every part arrived (complete=false: given up after the reassembly timeout)",
+            inbound_texts.clone(),
+        );
+        let inbound_parts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "inbound_parts",
+            "Inbound SMS parts by result (stored, duplicate: a redelivery dropped, error: not stored)",
+            inbound_parts.clone(),
+        );
         let store_batches = Family::<SyncedLabels, Counter>::default();
         registry.register(
             "store_batches",
@@ -269,6 +295,8 @@ impl Metrics {
             parts_accepted,
             status_reports,
             incoming_texts,
+            inbound_texts,
+            inbound_parts,
             urcs_dropped,
             undecodable_pdus,
             store_batches,
@@ -341,6 +369,24 @@ impl Metrics {
     /// Counts one incoming text.
     pub fn record_incoming_text(&self) {
         self.incoming_texts.inc();
+    }
+
+    /// Counts one inbound message stored.
+    pub fn record_inbound_text(&self, complete: bool) {
+        self.inbound_texts
+            .get_or_create(&CompleteLabels {
+                complete: complete.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one inbound part by `result`: `stored`, `duplicate` or `error`.
+    pub fn record_inbound_part(&self, result: &'static str) {
+        self.inbound_parts
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Brings the store writer's counters up to `s` (read at each scrape; only this moves them).

@@ -339,6 +339,38 @@ pub struct Message {
     pub modem_id: Option<String>,
 }
 
+public_id!(
+    /// The public id of an inbound text: `in_` and 32 lowercase hex digits.
+    InboundId,
+    "in_",
+    "an inbound text"
+);
+
+/// A text the modems received, as the inbound log shows it: one row per message, its
+/// concatenated parts (TS 23.040 §9.2.3.24.1 and .8) joined in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundText {
+    /// Public id (`in_…`).
+    pub id: String,
+    /// The modem that received it.
+    pub modem_id: String,
+    /// TP-OA: the sender's number (`+` and digits, masked after the retention's masking age)
+    /// or alphanumeric name.
+    pub from: String,
+    /// The decoded text; for an incomplete message, the parts that arrived, in order.
+    pub text: String,
+    /// TP-SCTS of the first part (TS 23.040 §9.2.3.11) in RFC 3339 with the SMSC's own offset.
+    pub sc_timestamp: String,
+    /// When the message was stored whole (or given up on as incomplete).
+    pub received_at: Millis,
+    /// Parts the message announced (1 for a single-part text).
+    pub parts: u32,
+    /// Whether every announced part arrived.
+    pub complete: bool,
+    /// Numbers (from 1) of the parts that never arrived; empty when complete.
+    pub missing: Vec<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

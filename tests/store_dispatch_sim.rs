@@ -114,7 +114,13 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
         opener,
     );
     let clock = dispatcher.clock();
-    let events = tokio::spawn(dispatch::run_events(store.clone(), events_rx, clock, None));
+    let events = tokio::spawn(dispatch::run_events(
+        store.clone(),
+        events_rx,
+        clock,
+        None,
+        None,
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(dispatcher.run(async move {
         let _ = stop_rx.await;

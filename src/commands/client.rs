@@ -601,13 +601,13 @@ pub(crate) fn table<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> 
 }
 
 /// A string member for human output ("" when absent or null).
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 
 /// Prints an answer (JSON as received, or `human`'s text with each of its `warnings` on stderr)
 /// or reports the error.
-fn finish(
+pub(crate) fn finish(
     res: Result<Value, ClientError>,
     json: bool,
     human: impl Fn(&Value) -> String,

@@ -5,6 +5,7 @@ pub mod client;
 pub mod completions;
 pub mod config;
 pub mod doctor;
+pub mod inbox;
 pub mod modem;
 pub mod pdu;
 pub mod serve;

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod dto;
 pub mod extract;
 mod handlers;
+mod inbound;
 pub mod openapi;
 pub mod problem;
 pub mod server;
@@ -99,6 +100,10 @@ pub enum Op {
     ListMessages,
     /// `GET /v1/messages/{id}`.
     GetMessage,
+    /// `GET /v1/inbound`.
+    ListInbound,
+    /// `GET /v1/inbound/{id}`.
+    GetInbound,
     /// `GET /v1/modems`.
     Modems,
     /// `GET /v1/openapi.json`.
@@ -148,6 +153,8 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/messages", Op::SendText),
     r("GET", "/v1/messages", Op::ListMessages),
     r("GET", "/v1/messages/{id}", Op::GetMessage),
+    r("GET", "/v1/inbound", Op::ListInbound),
+    r("GET", "/v1/inbound/{id}", Op::GetInbound),
     r("GET", "/v1/modems", Op::Modems),
     r("GET", "/v1/openapi.json", Op::OpenApi),
     r("GET", "/healthz", Op::Health),
@@ -167,6 +174,8 @@ fn method_router(op: Op, filter: MethodFilter) -> MethodRouter<AppState> {
         Op::SendText => on(filter, h::send_text),
         Op::ListMessages => on(filter, h::list_messages),
         Op::GetMessage => on(filter, h::get_message),
+        Op::ListInbound => on(filter, inbound::list_inbound),
+        Op::GetInbound => on(filter, inbound::get_inbound),
         Op::Modems => on(filter, h::modems),
         Op::OpenApi => on(filter, h::openapi),
         Op::Health => on(filter, h::healthz),

@@ -104,7 +104,7 @@ pub fn document() -> Value {
         ("415", "Body is not JSON"),
         ("422", "A field is invalid"),
     ];
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "simgate",
@@ -277,7 +277,66 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas()
         }
-    })
+    });
+    add_inbound(&mut doc);
+    doc
+}
+
+/// The inbound routes and their schemas, added to `doc` (one `json!` of everything would exceed
+/// the macro's recursion limit).
+fn add_inbound(doc: &mut Value) {
+    doc["paths"]["/v1/inbound"] = json!({
+        "get": {
+            "operationId": "listInbound",
+            "summary": "Texts the modems received, newest first ([inbound] enabled = true)",
+            "parameters": [
+                {"name": "from", "in": "query", "schema": {"type": "string"},
+                 "description": "Only this sender: an E.164 number (encode + as %2B) or the sender name"},
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"},
+                 "description": "Only texts stored at or after this RFC 3339 time"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                {"name": "before", "in": "query", "schema": {"type": "string"},
+                 "description": "An inbound id, as given in next_before: the next page"}
+            ],
+            "responses": responses(("200", json_response("Inbound texts", "InboundList")), &[
+                ("400", "Malformed query string"), ("422", "A parameter is invalid"),
+            ])
+        }
+    });
+    doc["paths"]["/v1/inbound/{id}"] = json!({
+        "get": {
+            "operationId": "getInbound",
+            "summary": "One received text",
+            "parameters": [id_param("Inbound text", "in_")],
+            "responses": responses(("200", json_response("The text", "Inbound")), &[
+                ("400", "Malformed id"), ("404", "No such inbound text"),
+            ])
+        }
+    });
+    doc["components"]["schemas"]["Inbound"] = json!({
+        "type": "object",
+        "required": ["id", "from", "text", "modem", "sc_timestamp", "received_at", "parts", "complete", "missing_parts"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^in_[0-9a-f]{32}$"},
+            "from": {"type": "string", "description": "E.164 number, national digits or an alphanumeric sender name"},
+            "text": {"type": "string", "description": "The whole text; for an incomplete one, the parts that came, in order"},
+            "modem": {"type": "string"},
+            "sc_timestamp": {"type": "string", "format": "date-time",
+                             "description": "When the SMS centre received it (TP-SCTS), with its own UTC offset"},
+            "received_at": {"type": "string", "format": "date-time", "description": "When simgate stored it"},
+            "parts": {"type": "integer", "minimum": 1},
+            "complete": {"type": "boolean",
+                         "description": "false: parts were missing when [inbound] reassembly_timeout_seconds ran out"},
+            "missing_parts": {"type": "array", "items": {"type": "integer"}}
+        }
+    });
+    doc["components"]["schemas"]["InboundList"] = json!({
+        "type": "object", "required": ["inbound"],
+        "properties": {
+            "inbound": {"type": "array", "items": {"$ref": "#/components/schemas/Inbound"}},
+            "next_before": {"type": "string", "description": "Pass as before= for the next page"}
+        }
+    });
 }
 
 fn schemas() -> Value {

@@ -381,7 +381,16 @@ impl Driver {
                     self.backoff.reset();
                     self.ladder.reset();
                     self.apply(Event::InitDone { registered });
-                    self.serve(conn, ctl).await
+                    // Texts that arrived while nobody listened are in the storage, announced
+                    // to no one.
+                    let listed = match self.cfg.store_inbound {
+                        true => self.read_all_stored(conn).await,
+                        false => Ok(()),
+                    };
+                    match listed {
+                        Ok(()) => self.serve(conn, ctl).await,
+                        Err(e) => link_failure(&e),
+                    }
                 }
                 Err(InitError::Link(e)) => {
                     tracing::warn!(modem = %self.cfg.id, error = %e, "modem does not answer during init");

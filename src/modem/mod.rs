@@ -66,6 +66,9 @@ pub struct ModemConfig {
     /// is most of the modem's idle time between texts; 1 ms is at least one USB full-speed frame,
     /// which is what a USB modem's serial function needs to see two commands apart.
     pub command_gap: Duration,
+    /// Whether someone stores incoming texts (`[inbound] enabled`): only then are stored texts
+    /// listed at start-up, and a text deleted from the SIM once its receiver says it is stored.
+    pub store_inbound: bool,
 }
 
 impl ModemConfig {
@@ -86,6 +89,7 @@ impl ModemConfig {
             send_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(10),
             command_gap: Duration::from_millis(1),
+            store_inbound: false,
         }
     }
 }
@@ -218,8 +222,42 @@ pub struct PartialSend {
     pub error: SendError,
 }
 
+/// The answer an incoming text's receiver owes the driver: the SIM's copy (or the network's
+/// `+CNMA`) is the text's only other home, so the driver lets go of it only once the receiver
+/// said the text is stored. Dropping it unanswered means "not stored".
+#[derive(Debug)]
+pub struct Custody(oneshot::Sender<bool>);
+
+impl Custody {
+    /// A custody and the receiver the driver waits on.
+    pub fn new() -> (Custody, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        (Custody(tx), rx)
+    }
+
+    /// The text is committed: the driver may delete or acknowledge it.
+    pub fn stored(self) {
+        let _ = self.0.send(true);
+    }
+
+    /// The text could not be stored: the driver keeps it (on the SIM) or does not acknowledge
+    /// it, so that it comes again.
+    pub fn failed(self) {
+        let _ = self.0.send(false);
+    }
+}
+
+impl PartialEq for Custody {
+    // A reply channel is not part of what an event says.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Custody {}
+
 /// Something the modem reported on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum ModemEvent {
     /// A `+CDS` SMS-STATUS-REPORT (TS 23.040 §9.2.2.3) for a part this modem sent.
     StatusReport {
@@ -244,6 +282,13 @@ pub enum ModemEvent {
         from: String,
         /// The decoded text (one part; concatenated texts arrive part by part).
         text: String,
+        /// TP-SCTS (TS 23.040 §9.2.3.11) in RFC 3339 with the SMSC's offset.
+        sc_timestamp: String,
+        /// The concatenation element of the UDH (TS 23.040 §9.2.3.24.1, .8), if any.
+        concat: Option<crate::pdu::Concat>,
+        /// Set when the driver waits to hear that the text is stored before it deletes it
+        /// from the SIM or acknowledges it (`ModemConfig::store_inbound`).
+        custody: Option<Custody>,
     },
 }
 

@@ -43,6 +43,8 @@ fn answer(script: &Script, line: &str) -> Option<String> {
         "AT+COPS?" => ok("+COPS: 0,0,\"Fake Net\",7"),
         "AT+CSQ" => ok("+CSQ: 10,99"),
         "AT+CMGR=3" => ok(&format!("+CMGR: 0,,30\r\n{DELIVER_PDU}")),
+        // A storage that numbers from 0, holding one text from before start-up.
+        "AT+CMGL=4" => ok(&format!("+CMGL: 0,1,,30\r\n{DELIVER_PDU}")),
         // The length says 24 but 30 TPDU octets follow.
         "AT+CMGR=4" => ok(&format!("+CMGR: 0,,24\r\n{DELIVER_PDU}")),
         "AT+CNMA" if script.csms == 1 => Some("\r\nOK\r\n".into()),
@@ -116,6 +118,11 @@ struct Harness {
 }
 
 fn harness(script: Script) -> Harness {
+    harness_with(script, false)
+}
+
+/// As [`harness`], with `store_inbound` set as given.
+fn harness_with(script: Script, store_inbound: bool) -> Harness {
     let (ours, theirs) = tokio::io::duplex(4096);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (urc_tx, urc_rx) = mpsc::channel(8);
@@ -135,6 +142,7 @@ fn harness(script: Script) -> Harness {
     let mut cfg = ModemConfig::new("fake", "/dev/fake");
     cfg.command_timeout = Duration::from_secs(2);
     cfg.send_timeout = Duration::from_secs(2);
+    cfg.store_inbound = store_inbound;
     let (tx, events) = mpsc::channel(8);
     Harness {
         handle: ModemHandle::spawn_with(cfg, tx, opener),
@@ -283,6 +291,9 @@ async fn stored_texts_are_read_and_left_on_the_sim() {
             modem_id: "fake".into(),
             from: "+31641600986".into(),
             text: "How are you?".into(),
+            sc_timestamp: "2002-08-26T19:37:41+00:00".into(),
+            concat: None,
+            custody: None,
         }
     );
     assert!(seen(&h).contains(&"AT+CMGR=3".to_string()));
@@ -318,4 +329,82 @@ async fn cms_errors_are_classified_and_counted() {
         assert_eq!(status.state, ModemState::Ready, "the modem stays usable");
         h.handle.shutdown().await;
     }
+}
+
+/// Waits until the fake modem saw `line`.
+async fn saw(h: &Harness, line: &str) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !seen(h).iter().any(|l| l == line) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never saw {line}: {:?}", seen(h)));
+}
+
+fn custody_of(event: ModemEvent) -> Custody {
+    match event {
+        ModemEvent::Incoming {
+            custody: Some(c), ..
+        } => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn with_inbound_storage_texts_are_deleted_only_once_stored() {
+    let mut h = harness_with(
+        Script {
+            csms: 0,
+            cmgs_error: None,
+        },
+        true,
+    );
+    // The text stored before start-up, at index 0.
+    let listed = custody_of(event(&mut h.events).await);
+    assert!(seen(&h).contains(&"AT+CMGL=4".to_string()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !seen(&h).iter().any(|l| l.starts_with("AT+CMGD")),
+        "{:?}",
+        seen(&h)
+    );
+    listed.stored();
+    saw(&h, "AT+CMGD=0").await;
+    // A text the store could not take stays on the SIM.
+    ready(&h.handle).await;
+    h.urcs.send("\r\n+CMTI: \"SM\",3\r\n".into()).await.unwrap();
+    custody_of(event(&mut h.events).await).failed();
+    let parts = encode_submit("+15551234567", "x", &SubmitOptions::default(), 0).unwrap();
+    h.handle.send(parts).await.unwrap();
+    assert!(
+        !seen(&h).contains(&"AT+CMGD=3".to_string()),
+        "{:?}",
+        seen(&h)
+    );
+    h.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_inbound_storage_a_routed_text_is_acknowledged_only_once_stored() {
+    let mut h = harness_with(
+        Script {
+            csms: 1,
+            cmgs_error: None,
+        },
+        true,
+    );
+    custody_of(event(&mut h.events).await).stored();
+    saw(&h, "AT+CMGD=0").await;
+    ready(&h.handle).await;
+    h.urcs
+        .send(format!("\r\n+CMT: ,30\r\n{DELIVER_PDU}\r\n"))
+        .await
+        .unwrap();
+    let c = custody_of(event(&mut h.events).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!seen(&h).contains(&"AT+CNMA".to_string()), "{:?}", seen(&h));
+    c.stored();
+    saw(&h, "AT+CNMA").await;
+    h.handle.shutdown().await;
 }

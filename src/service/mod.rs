@@ -18,6 +18,7 @@ mod budgets;
 mod enqueue;
 mod errors;
 mod idempotency;
+mod inbound;
 mod log;
 mod otp;
 mod stats;
@@ -26,6 +27,7 @@ mod wording;
 
 pub use errors::ServiceError;
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
+pub use inbound::ListInbound;
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};
 pub use otp::{CreateOtp, OtpCreated, OtpView, Verified};
 pub use stats::{HourOutcomes, Percentiles, QueueSummary, TRAFFIC_HOURS, Traffic, summarize};

@@ -24,6 +24,7 @@
 //!
 //! Timestamps are unix milliseconds ([`Millis`]) everywhere; callers convert at their edges.
 
+mod inbound;
 mod ops;
 mod read;
 mod schema;
@@ -37,6 +38,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
 pub use crate::model::{Message, MessageKind, MessageStatus, Millis, OtpStatus};
+pub use inbound::{InboundFilter, InboundOutcome, InboundPart, InboundPruneStats, InboundRecord};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 pub use stats::{HourCount, Latency, MAX_LATENCY_SAMPLES};
 pub use writer::{WriterSnapshot, WriterStats};

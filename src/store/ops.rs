@@ -939,7 +939,7 @@ pub(crate) fn next_concat_reference(c: &Connection) -> Result<u8, StoreError> {
 
 /// SQL expression masking a phone number column: keeps the `+`, the first two digits (country
 /// code, enough for statistics) and the last two (enough for a human to tell rows apart).
-fn mask_sql(col: &str) -> String {
+pub(crate) fn mask_sql(col: &str) -> String {
     format!("substr({col}, 1, 3) || '*****' || substr({col}, -2)")
 }
 

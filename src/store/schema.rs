@@ -149,8 +149,48 @@ ALTER TABLE messages ADD COLUMN unknown_outcomes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN partial_sends INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 5: inbound texts (`store::inbound`).
+///
+/// A part is a row from the moment it arrives, so a concatenated text survives a restart in the
+/// middle; `inbound_parts_same` makes a redelivered part a no-op; `message_seq` is NULL while
+/// the part waits for the rest of its message. `concat_ref` is -1 for a text in one part.
+const V5: &str = "
+CREATE TABLE inbound_messages (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    modem_id     TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    sc_timestamp TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    parts        INTEGER NOT NULL,
+    complete     INTEGER NOT NULL,
+    missing      TEXT NOT NULL
+);
+CREATE INDEX inbound_messages_received ON inbound_messages (received_at);
+CREATE INDEX inbound_messages_sender ON inbound_messages (sender, seq);
+
+CREATE TABLE inbound_parts (
+    seq          INTEGER PRIMARY KEY,
+    message_seq  INTEGER REFERENCES inbound_messages (seq) ON DELETE CASCADE,
+    modem_id     TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    sc_timestamp TEXT NOT NULL,
+    concat_ref   INTEGER NOT NULL,
+    concat_total INTEGER NOT NULL,
+    concat_seq   INTEGER NOT NULL,
+    text         TEXT NOT NULL,
+    received_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX inbound_parts_same ON inbound_parts
+    (modem_id, sender, sc_timestamp, concat_ref, concat_total, concat_seq, text);
+CREATE INDEX inbound_parts_open ON inbound_parts
+    (modem_id, sender, concat_ref, concat_total, concat_seq) WHERE message_seq IS NULL;
+CREATE INDEX inbound_parts_message ON inbound_parts (message_seq);
+";
+
 /// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

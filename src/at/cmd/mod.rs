@@ -21,8 +21,8 @@ pub use network::{
 };
 pub use sim::parse_cpin;
 pub use sms::{
-    parse_cds_len, parse_cmgr_len, parse_cmgs, parse_cmt_len, parse_csms_service,
-    parse_stored_notice,
+    parse_cds_len, parse_cmgl_header, parse_cmgr_len, parse_cmgs, parse_cmt_len,
+    parse_csms_service, parse_stored_notice,
 };
 
 /// Why a line could not be built or an answer could not be read.
@@ -384,6 +384,13 @@ mod tests {
         );
         assert!(parse_stored_notice("+CMTI: SM,3", "+CMTI:").is_err());
         assert_eq!(parse_cmgr_len("+CMGR: 0,,24").unwrap(), 24);
+        assert_eq!(parse_cmgl_header("+CMGL: 0,1,,24").unwrap(), (0, 24));
+        assert_eq!(
+            parse_cmgl_header("+CMGL: 12,0,\"Mum\",151").unwrap(),
+            (12, 151)
+        );
+        assert!(parse_cmgl_header("+CMGL: 1,\"REC READ\",\"+1555\",,\"24/01/01\"").is_err());
+        assert!(parse_cmgl_header("+CMGL: 1,0,24").is_err());
         assert_eq!(parse_csms_service("+CSMS: 1,1,1,1").unwrap(), 1);
         assert!(parse_csms_service("+CSMS: 1,1,1").is_err());
     }

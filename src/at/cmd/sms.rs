@@ -56,6 +56,20 @@ pub fn parse_cmgr_len(line: &str) -> Result<usize, CmdError> {
     }
 }
 
+/// `+CMGL: <index>,<stat>,[<alpha>],<length>` (TS 27.005 §3.4.2, PDU mode) → `(index, TPDU
+/// length)`. The index is the modem's own: some number storage from 0, others from 1.
+pub fn parse_cmgl_header(line: &str) -> Result<(u16, usize), CmdError> {
+    let f = fields(line, "+CMGL:")?;
+    match f.as_slice() {
+        [index, stat, _alpha, len] if is_int(index) && is_int(stat) && is_int(len) => {
+            let index =
+                u16::try_from(int_of(line, index)?).map_err(|_| bad(line, "index out of range"))?;
+            Ok((index, usize::from(u8_of(line, len)?)))
+        }
+        _ => Err(bad(line, "expected <index>,<stat>,[<alpha>],<length>")),
+    }
+}
+
 /// `+CSMS: <service>,<mt>,<mo>,<bm>` (TS 27.005 §3.2.1) → `<service>` (0 or 1).
 pub fn parse_csms_service(line: &str) -> Result<u8, CmdError> {
     let f = fields(line, "+CSMS:")?;

@@ -1,8 +1,23 @@
 //! What the driver does with what the modem sends unasked: status reports and texts routed to
 //! it (`+CDS`/`+CMT`, acknowledged with `+CNMA` where the service needs it), stored-message
 //! notices (`+CMTI`/`+CDSI`, read with `+CMGR`), registration changes.
+//!
+//! With `store_inbound`, a text is let go of only once its receiver says it is stored
+//! ([`Custody`]): a stored text is deleted (`AT+CMGD`, TS 27.005 §3.5.4) after the commit, a
+//! routed one (`+CMT`) is acknowledged (`AT+CNMA`, §3.4.4) after it, and the texts already in the
+//! storage when the modem comes up are listed once (`AT+CMGL=4`, §3.4.2) and treated alike.
+//! A crash between the commit and the delete (or the ack) shows the text again later, which the
+//! store recognises as a redelivery.
+
+use tokio::sync::oneshot;
 
 use super::*;
+use crate::modem::Custody;
+
+/// How long the driver waits for its receiver to store a text before it counts as not stored.
+/// The store syncs each commit (milliseconds); a modem waiting for `+CNMA` gives up after a
+/// network timer of some seconds (TS 24.011 TR2M), so the wait must end before that.
+const STORE_WAIT: Duration = Duration::from_secs(5);
 
 impl Driver {
     /// Turns a PDU from a `+CDS`/`+CMT`/`+CMGR` into an event and says what it was. `tpdu_len`
@@ -27,12 +42,22 @@ impl Driver {
             }
             Ok(Pdu::Deliver(d)) => {
                 tracing::info!(modem = %self.cfg.id, "incoming text");
+                let (custody, receipt) = match self.cfg.store_inbound {
+                    true => {
+                        let (c, r) = Custody::new();
+                        (Some(c), Some(r))
+                    }
+                    false => (None, None),
+                };
                 self.emit(ModemEvent::Incoming {
                     modem_id: self.cfg.id.clone(),
                     from: d.originator.to_string(),
                     text: d.text,
+                    sc_timestamp: d.sc_timestamp.to_rfc3339(),
+                    concat: d.concat,
+                    custody,
                 });
-                PduSeen::Text
+                PduSeen::Text(receipt)
             }
             Ok(Pdu::Submit(_)) => {
                 tracing::debug!(modem = %self.cfg.id, "ignoring an SMS-SUBMIT read from the SIM");
@@ -50,12 +75,32 @@ impl Driver {
     pub(super) async fn on_urc(&mut self, conn: &mut Conn, urc: Urc) -> Result<(), AtError> {
         match urc {
             Urc::StatusReport { len, pdu } | Urc::Deliver { len, pdu } => {
-                self.deliver_pdu(&pdu, len);
+                let seen = self.deliver_pdu(&pdu, len);
+                let stored = match seen {
+                    PduSeen::Text(Some(receipt)) => Some(stored(receipt).await),
+                    _ => None,
+                };
                 // TS 27.005 §3.4.4: with +CSMS service 1 the modem waits for +CNMA (and
                 // tells the network the message was not received without it); with
                 // service 0 +CNMA is an error.
-                if conn.csms_service == 1 {
-                    ack(&mut conn.client, self.cfg.command_timeout).await?;
+                match (conn.csms_service, stored) {
+                    (1, Some(false)) => {
+                        // No +CNMA: the network keeps the text and delivers it again. The
+                        // modem meanwhile turns routing off (§3.4.4), so it is turned back on.
+                        tracing::error!(modem = %self.cfg.id, "incoming text not stored; not acknowledged, so the network delivers it again");
+                        let t = self.cfg.command_timeout;
+                        init::configure_notifications(
+                            &mut conn.client,
+                            self.cfg.delivery_reports,
+                            t,
+                        )
+                        .await?;
+                    }
+                    (1, _) => ack(&mut conn.client, self.cfg.command_timeout).await?,
+                    (_, Some(false)) => {
+                        tracing::error!(modem = %self.cfg.id, "incoming text routed without acknowledgement (+CSMS service 0) could not be stored and is lost")
+                    }
+                    _ => {}
                 }
             }
             Urc::Stored { index, .. } => self.read_stored(conn, index).await?,
@@ -76,10 +121,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3) and turns it into an event. Only a
-    /// status report, which the dispatcher records, is then deleted (`AT+CMGD`, §3.5.4) so the
-    /// SIM does not fill up: simgate does not store inbound texts yet, so a text (or anything it
-    /// cannot read) stays on the SIM for its owner rather than being destroyed unread.
+    /// Reads a stored message (`AT+CMGR`, TS 27.005 §3.4.3) and turns it into an event, then
+    /// lets go of it ([`Driver::settle`]).
     async fn read_stored(&mut self, conn: &mut Conn, index: u16) -> Result<(), AtError> {
         let t = self.cfg.command_timeout;
         let read = cmd::set("+CMGR", &[Param::Int(i32::from(index))])
@@ -96,23 +139,67 @@ impl Driver {
                         .map_or(PduSeen::Other, |pdu| self.deliver_pdu(pdu, len)),
                     None => PduSeen::Other,
                 };
-                match seen {
-                    PduSeen::StatusReport => {}
-                    PduSeen::Text => {
-                        tracing::info!(modem = %self.cfg.id, index, "incoming text left on the SIM: simgate does not store inbound texts yet");
-                        return Ok(());
-                    }
-                    PduSeen::Other => {
-                        tracing::debug!(modem = %self.cfg.id, index, "stored message left on the SIM");
-                        return Ok(());
-                    }
-                }
+                self.settle(conn, index, seen).await
             }
             Err(e) => {
                 tracing::warn!(modem = %self.cfg.id, index, error = %e, "cannot read stored message");
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists what the storage held before simgate was there (`AT+CMGL=4`, TS 27.005 §3.4.2: all
+    /// messages, PDU mode) and treats each as if it had just been announced. Indexes are the
+    /// modem's own, whether it counts from 0 or from 1.
+    pub(super) async fn read_all_stored(&mut self, conn: &mut Conn) -> Result<(), AtError> {
+        let t = self.cfg.command_timeout;
+        let lines = match conn.client.command("AT+CMGL=4", t).await.refusal()? {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::warn!(modem = %self.cfg.id, error = %e, "cannot list stored messages");
+                return Ok(());
+            }
+        };
+        let mut found = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if let Ok((index, len)) = cmd::parse_cmgl_header(line)
+                && let Some(pdu) = lines.get(i + 1)
+            {
+                found.push((index, pdu.clone(), len));
+            }
+        }
+        if !found.is_empty() {
+            tracing::info!(modem = %self.cfg.id, messages = found.len(), "reading messages stored before start-up");
+        }
+        for (index, pdu, len) in found {
+            let seen = self.deliver_pdu(&pdu, len);
+            self.settle(conn, index, seen).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a stored message (`AT+CMGD`, TS 27.005 §3.5.4) that simgate took charge of: a
+    /// status report, which the dispatcher records, or a text its receiver said is stored.
+    /// Anything else stays on the SIM for its owner rather than being destroyed unread.
+    async fn settle(&mut self, conn: &mut Conn, index: u16, seen: PduSeen) -> Result<(), AtError> {
+        match seen {
+            PduSeen::StatusReport => {}
+            PduSeen::Text(Some(receipt)) => {
+                if !stored(receipt).await {
+                    tracing::error!(modem = %self.cfg.id, index, "incoming text not stored; left on the SIM");
+                    return Ok(());
+                }
+            }
+            PduSeen::Text(None) => {
+                tracing::info!(modem = %self.cfg.id, index, "incoming text left on the SIM: inbound storage is off ([inbound] enabled)");
+                return Ok(());
+            }
+            PduSeen::Other => {
+                tracing::debug!(modem = %self.cfg.id, index, "stored message left on the SIM");
                 return Ok(());
             }
         }
+        let t = self.cfg.command_timeout;
         let delete = cmd::set("+CMGD", &[Param::Int(i32::from(index))])
             .unwrap_or_else(|e| unreachable!("+CMGD with an index: {e}"));
         match conn.client.command(&delete, t).await.refusal()? {
@@ -125,13 +212,21 @@ impl Driver {
     }
 }
 
+/// Whether the receiver stored the text within [`STORE_WAIT`].
+async fn stored(receipt: oneshot::Receiver<bool>) -> bool {
+    matches!(
+        tokio::time::timeout(STORE_WAIT, receipt).await,
+        Ok(Ok(true))
+    )
+}
+
 /// What a PDU from the modem was, so that only what simgate took charge of is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum PduSeen {
     /// An SMS-STATUS-REPORT, handed to the dispatcher, which records it.
     StatusReport,
-    /// An SMS-DELIVER: an inbound text, which simgate does not store yet.
-    Text,
+    /// An SMS-DELIVER: an inbound text, with the receipt to wait for when it is being stored.
+    Text(Option<oneshot::Receiver<bool>>),
     /// Anything else, or nothing readable.
     Other,
 }
