@@ -24,6 +24,7 @@
 //!
 //! Timestamps are unix milliseconds ([`Millis`]) everywhere; callers convert at their edges.
 
+pub mod events;
 mod ops;
 mod read;
 mod schema;
@@ -500,6 +501,9 @@ struct Inner {
     max_readers: usize,
     /// The writer thread's counters.
     writer_stats: Arc<WriterStats>,
+    /// Woken after every commit, so outbox readers (webhook workers) see new events at once
+    /// instead of polling; see [`Store::outbox_wake`].
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
@@ -597,6 +601,7 @@ impl Store {
                 path: path.to_owned(),
                 max_readers: opts.readers.max(1),
                 writer_stats,
+                outbox: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -631,7 +636,10 @@ impl Store {
             .send(job)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let result = rx.await.map_err(|_| StoreError::Closed)?;
+        // After the COMMIT: a woken reader is sure to see what this write recorded.
+        self.inner.outbox.notify_waiters();
+        result
     }
 
     /// Runs a read on a pooled connection off the async threads.

@@ -153,6 +153,7 @@ fn insert_message(
     ])?;
     let seq = c.last_insert_rowid();
     event(c, seq, msg.created_at, MessageStatus::Queued, None)?;
+    super::events::message_changed(c, seq, msg.created_at)?;
     Ok(seq)
 }
 
@@ -185,6 +186,9 @@ fn set_otp_status(
             "UPDATE otps SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
         )?
         .execute(params![otp_id, status.as_str(), now])?;
+    if n == 1 {
+        super::events::otp_changed(c, otp_id, now)?;
+    }
     Ok(n == 1)
 }
 
@@ -564,7 +568,8 @@ pub(crate) fn mark_sent(
     insert_parts(c, seq, modem_id, mrs, &to, now)?;
     let refs: Vec<String> = mrs.iter().map(|m| m.to_string()).collect();
     let detail = format!("modem {modem_id}, TP-MR {}", refs.join(","));
-    event(c, seq, now, MessageStatus::Sent, Some(&detail))
+    event(c, seq, now, MessageStatus::Sent, Some(&detail))?;
+    super::events::message_changed(c, seq, now)
 }
 
 pub(crate) fn mark_retry(
@@ -603,7 +608,8 @@ fn finish_seq(
          WHERE seq = ?1",
     )?
     .execute(params![seq, status.as_str(), reason, now])?;
-    event(c, seq, now, status, reason)
+    event(c, seq, now, status, reason)?;
+    super::events::message_changed(c, seq, now)
 }
 
 pub(crate) fn finish(
@@ -889,6 +895,7 @@ pub(crate) fn record_status_report(
                 .execute(params![seq, at])?;
                 status = MessageStatus::Delivered;
                 event(c, seq, at, status, None)?;
+                super::events::message_changed(c, seq, at)?;
             } else {
                 let detail = format!("{part_label} delivered");
                 event(c, seq, at, status, Some(&detail))?;
