@@ -543,4 +543,49 @@ mod tests {
             .unwrap();
         assert!(d > c);
     }
+
+    #[tokio::test]
+    async fn state_changes_write_their_events_in_order_without_codes() {
+        use crate::store::{Body, MessageKind, NewMessage, NewOtp};
+        let (_d, s) = store();
+        let t0: Millis = 1_800_000_000_000;
+        let otp = NewOtp {
+            id: "otp_1".into(),
+            to: "+15551234567".into(),
+            code_hmac: b"hmac".to_vec(),
+            max_attempts: 5,
+            expires_at: t0 + 300_000,
+            created_at: t0,
+        };
+        let msg = NewMessage {
+            id: "msg_1".into(),
+            to: "+15551234567".into(),
+            kind: MessageKind::Otp,
+            log_text: "Your code is ******.".into(),
+            body: Body::Sealed(vec![1, 2, 3]),
+            parts: 1,
+            created_at: t0,
+            deadline: t0 + 300_000,
+        };
+        s.create_otp(otp, msg, None, 0, 0).await.unwrap();
+        let claimed = s.claim_next(t0 + 1).await.unwrap().unwrap();
+        s.mark_sent(&claimed.id, "m0", vec![7], t0 + 2)
+            .await
+            .unwrap();
+        s.record_verify("otp_1", true, t0 + 3).await.unwrap();
+        // A second approval changes nothing and records nothing.
+        s.record_verify("otp_1", true, t0 + 4).await.unwrap();
+        let evs = s.events_after(0, 100).await.unwrap();
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["message.queued", "message.sent", "otp.approved"]);
+        assert!(evs.windows(2).all(|w| w[0].seq < w[1].seq));
+        let sent: Value = serde_json::from_str(&evs[1].data).unwrap();
+        assert_eq!(sent["text"], "Your code is ******.");
+        assert_eq!(sent["modem_id"], "m0");
+        assert_eq!(sent["otp_id"], "otp_1");
+        let approved: Value = serde_json::from_str(&evs[2].data).unwrap();
+        assert_eq!(approved["status"], "approved");
+        assert!(approved.get("text").is_none() && approved.get("code").is_none());
+        assert_eq!(evs[2].subject, "otp_1");
+    }
 }
