@@ -1170,6 +1170,7 @@ pub async fn run_retention(
                 deleted = stats.messages_deleted,
                 otps = stats.otps_deleted,
                 masked = stats.numbers_masked,
+                events = stats.events_deleted,
                 "retention pass"
             ),
             Err(e) => tracing::error!(error = %e, "retention pass failed"),

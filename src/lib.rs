@@ -26,3 +26,4 @@ pub mod service;
 pub mod sim;
 pub mod store;
 pub mod transport;
+pub mod webhook;

@@ -215,7 +215,25 @@ pub(crate) fn commit_message(c: &Connection, m: &InboundText) -> Result<i64, Sto
         m.complete,
         missing.join(","),
     ])?;
-    Ok(c.last_insert_rowid())
+    let seq = c.last_insert_rowid();
+    // The event names the text but does not carry it: a receiver that wants it fetches
+    // `GET /v1/inbound/{id}` with a token, so the body never sits in the outbox or a
+    // receiver's request log.
+    super::events::record(
+        c,
+        "inbound.received",
+        &m.id,
+        m.received_at,
+        &serde_json::json!({
+            "id": m.id,
+            "from": m.from,
+            "modem": m.modem_id,
+            "parts": m.parts,
+            "complete": m.complete,
+            "sc_timestamp": m.sc_timestamp,
+        }),
+    )?;
+    Ok(seq)
 }
 
 pub(crate) fn record_part(c: &Connection, p: &InboundPart) -> Result<InboundRecord, StoreError> {

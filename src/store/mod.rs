@@ -24,6 +24,7 @@
 //!
 //! Timestamps are unix milliseconds ([`Millis`]) everywhere; callers convert at their edges.
 
+pub mod events;
 mod inbound;
 mod ops;
 mod read;
@@ -485,6 +486,8 @@ pub struct PruneStats {
     pub numbers_masked: u64,
     /// Idempotency records dropped.
     pub idempotency_deleted: u64,
+    /// Outbox events dropped.
+    pub events_deleted: u64,
 }
 
 /// Handle to the database; cheap to clone, shared by the service and the dispatcher.
@@ -504,6 +507,9 @@ struct Inner {
     max_readers: usize,
     /// The writer thread's counters.
     writer_stats: Arc<WriterStats>,
+    /// Woken after every commit, so outbox readers (webhook workers) see new events at once
+    /// instead of polling; see [`Store::outbox_wake`].
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
@@ -601,6 +607,7 @@ impl Store {
                 path: path.to_owned(),
                 max_readers: opts.readers.max(1),
                 writer_stats,
+                outbox: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -635,7 +642,10 @@ impl Store {
             .send(job)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let result = rx.await.map_err(|_| StoreError::Closed)?;
+        // After the COMMIT: a woken reader is sure to see what this write recorded.
+        self.inner.outbox.notify_waiters();
+        result
     }
 
     /// Runs a read on a pooled connection off the async threads.

@@ -153,6 +153,7 @@ fn insert_message(
     ])?;
     let seq = c.last_insert_rowid();
     event(c, seq, msg.created_at, MessageStatus::Queued, None)?;
+    super::events::message_changed(c, seq, msg.created_at)?;
     Ok(seq)
 }
 
@@ -185,6 +186,9 @@ fn set_otp_status(
             "UPDATE otps SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
         )?
         .execute(params![otp_id, status.as_str(), now])?;
+    if n == 1 {
+        super::events::otp_changed(c, otp_id, now)?;
+    }
     Ok(n == 1)
 }
 
@@ -564,7 +568,8 @@ pub(crate) fn mark_sent(
     insert_parts(c, seq, modem_id, mrs, &to, now)?;
     let refs: Vec<String> = mrs.iter().map(|m| m.to_string()).collect();
     let detail = format!("modem {modem_id}, TP-MR {}", refs.join(","));
-    event(c, seq, now, MessageStatus::Sent, Some(&detail))
+    event(c, seq, now, MessageStatus::Sent, Some(&detail))?;
+    super::events::message_changed(c, seq, now)
 }
 
 pub(crate) fn mark_retry(
@@ -603,7 +608,8 @@ fn finish_seq(
          WHERE seq = ?1",
     )?
     .execute(params![seq, status.as_str(), reason, now])?;
-    event(c, seq, now, status, reason)
+    event(c, seq, now, status, reason)?;
+    super::events::message_changed(c, seq, now)
 }
 
 pub(crate) fn finish(
@@ -889,6 +895,7 @@ pub(crate) fn record_status_report(
                 .execute(params![seq, at])?;
                 status = MessageStatus::Delivered;
                 event(c, seq, at, status, None)?;
+                super::events::message_changed(c, seq, at)?;
             } else {
                 let detail = format!("{part_label} delivered");
                 event(c, seq, at, status, Some(&detail))?;
@@ -943,6 +950,9 @@ pub(crate) fn mask_sql(col: &str) -> String {
     format!("substr({col}, 1, 3) || '*****' || substr({col}, -2)")
 }
 
+/// How long outbox events are kept at most (see [`prune`]).
+const EVENTS_KEPT_MS: Millis = 7 * DAY_MS;
+
 pub(crate) fn prune(
     c: &Connection,
     now: Millis,
@@ -990,11 +1000,22 @@ pub(crate) fn prune(
         "DELETE FROM idempotency WHERE created_at <= ?1",
         params![now - DAY_MS],
     )? as u64;
+    // The outbox is for delivery and catch-up, not a second log: its rows carry recipients, so
+    // they go no later than the numbers are masked or the messages deleted, and at most after a
+    // week (well past the default one-day retry period of an endpoint). Events an endpoint has
+    // not yet had stay whatever their age (`events::prune_events`).
+    let events_kept_ms = [retention_ms, mask_after_ms, Some(EVENTS_KEPT_MS)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(EVENTS_KEPT_MS);
+    let events_deleted = super::events::prune_events(c, now - events_kept_ms)?;
     Ok(PruneStats {
         messages_deleted,
         otps_deleted,
         numbers_masked,
         idempotency_deleted,
+        events_deleted,
     })
 }
 

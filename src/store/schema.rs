@@ -189,8 +189,54 @@ CREATE INDEX inbound_parts_open ON inbound_parts
 CREATE INDEX inbound_parts_message ON inbound_parts (message_seq);
 ";
 
+/// Version 6: the event outbox and the webhook endpoints' delivery state.
+///
+/// `events` rows are written in the same transaction as the change they report, so an event
+/// exists exactly when its change committed. `AUTOINCREMENT` keeps `seq` from ever being reused
+/// after pruning: endpoints and `GET /v1/events` clients hold cursors into it. `data` is the
+/// event's JSON object, frozen at the change, so every delivery of it signs the same bytes.
+/// `webhook_endpoints` holds one row per configured URL: its cursor (every event up to it is
+/// delivered or dead), the retry state of the event at its head, and a 410's disabling, which
+/// lasts while `fingerprint` (a digest of the endpoint's config) stays the same.
+const V6: &str = "
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      TEXT NOT NULL UNIQUE,
+    type    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX events_at ON events (at);
+
+CREATE TABLE webhook_endpoints (
+    url              TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    cursor           INTEGER NOT NULL,
+    head_seq         INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    first_failure_at INTEGER,
+    next_attempt_at  INTEGER,
+    last_error       TEXT,
+    disabled_at      INTEGER,
+    disabled_reason  TEXT,
+    delivered        INTEGER NOT NULL DEFAULT 0,
+    dead             INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE webhook_dead (
+    url       TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    at        INTEGER NOT NULL,
+    attempts  INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (url, event_seq)
+);
+CREATE INDEX webhook_dead_at ON webhook_dead (at);
+";
+
 /// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -67,6 +67,15 @@ async fn a_single_part_is_a_message_at_once_and_a_redelivery_is_dropped() {
     stored(record(&store, again).await);
     let rows = all(&store).await;
     assert_eq!(rows.len(), 2);
+    // One `inbound.received` per stored text, none for the redelivery; the text stays out.
+    let events = store.events_after(0, 10).await.unwrap();
+    let received: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "inbound.received")
+        .collect();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].subject, m.id);
+    assert!(!format!("{:?}", received[0]).contains("hello"));
     assert_eq!(store.get_inbound(&m.id).await.unwrap(), Some(m));
 }
 

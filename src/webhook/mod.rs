@@ -1,0 +1,7 @@
+//! Webhooks: signed, durable delivery of the store's event outbox (`store::events`).
+//!
+//! `config` validates `[[webhook]]` tables; `sign` renders one event into a signed request
+//! (Standard Webhooks; the `Format` trait is where a second wire format would go).
+
+pub mod config;
+pub mod sign;
