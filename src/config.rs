@@ -99,6 +99,8 @@ pub struct RawConfig {
     pub modem: Option<Vec<RawModem>>,
     /// `[twilio]`: the Twilio-compatible API, off by default.
     pub twilio: twilio::RawTwilio,
+    /// `[[webhook]]` tables: endpoints the event outbox is delivered to (none by default).
+    pub webhook: Vec<crate::webhook::config::RawWebhook>,
 }
 
 /// `[api]` as written.
@@ -427,6 +429,8 @@ pub struct Config {
     pub modems: Vec<ModemSettings>,
     /// The Twilio-compatible API; `None` when off.
     pub twilio: Option<TwilioSettings>,
+    /// Webhook endpoints, in file order; empty when none is configured.
+    pub webhooks: Vec<crate::webhook::config::WebhookSettings>,
 }
 
 /// `[api]`.
@@ -710,6 +714,14 @@ impl Config {
             };
             t.auth_token()
                 .map_err(|reason| ConfigError::at(origin, key, reason))?;
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let key = match w.secret {
+                crate::webhook::config::SecretSource::File(_) => "secret_file",
+                crate::webhook::config::SecretSource::Inline(_) => "secret",
+            };
+            w.secrets()
+                .map_err(|reason| ConfigError::at(origin, format!("webhook[{i}].{key}"), reason))?;
         }
         Ok(())
     }
@@ -1298,6 +1310,8 @@ impl RawConfig {
             .twilio
             .validate()
             .map_err(|(key, reason)| err(key, reason))?;
+        // [[webhook]]
+        let webhooks = crate::webhook::config::validate(self.webhook, origin)?;
 
         Ok(Config {
             api: ApiSettings {
@@ -1358,6 +1372,7 @@ impl RawConfig {
             },
             modems,
             twilio,
+            webhooks,
         })
     }
 }

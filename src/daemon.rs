@@ -40,6 +40,14 @@ pub const SIM_LOG: &str = "sim-sent.jsonl";
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// A `[[webhook]]`'s secrets could not be loaded.
+    #[error("webhook {endpoint}: {reason}")]
+    Webhook {
+        /// The endpoint's URL without credentials.
+        endpoint: String,
+        /// Why (never the secret).
+        reason: String,
+    },
     /// `[twilio]`'s auth token could not be loaded.
     #[error("twilio: {0}")]
     Twilio(String),
@@ -158,6 +166,24 @@ pub async fn run(
         (None, config.modems.clone())
     };
 
+    let metrics = Arc::new(Metrics::new());
+    // Webhook endpoints are registered before anything can record an event (the dispatcher's
+    // crash recovery does), so a new endpoint starts exactly after the history it is not sent.
+    let endpoints = config
+        .webhooks
+        .iter()
+        .map(|w| {
+            crate::webhook::deliver::Endpoint::new(w.clone()).map_err(|reason| {
+                DaemonError::Webhook {
+                    endpoint: w.label(),
+                    reason,
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::webhook::deliver::start(&store, endpoints, Some(metrics.clone()), stop_rx.clone())
+        .await?;
+
     let (events_tx, events_rx) = mpsc::channel(256);
     let mut modems = Vec::new();
     for settings in &modem_settings {
@@ -182,8 +208,14 @@ pub async fn run(
         modems.push((settings.clone(), handle));
     }
     drop(events_tx);
-
-    let metrics = Arc::new(Metrics::new());
+    for (settings, handle) in &modems {
+        tokio::spawn(record_modem_states(
+            store.clone(),
+            settings.id.clone(),
+            handle.status(),
+            stop_rx.clone(),
+        ));
+    }
     let wake = Arc::new(Notify::new());
     let opener_keys = keys.clone();
     let dispatcher = Dispatcher::new(
@@ -225,6 +257,13 @@ pub async fn run(
         days(config.store.retention_days),
         days(config.store.mask_numbers_after_days),
         Duration::from_secs(60 * 60),
+        clock,
+        stopped(stop_rx.clone()),
+    ));
+
+    tokio::spawn(crate::expiry::run(
+        store.clone(),
+        config.otp.min_ttl,
         clock,
         stopped(stop_rx.clone()),
     ));
@@ -352,6 +391,42 @@ async fn limiter_housekeeping(limits: Arc<Limits>, mut stop: watch::Receiver<boo
     loop {
         tokio::select! {
             _ = tick.tick() => limits.housekeeping(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Records each change of a modem's state in the event outbox (`modem.state_changed`). The
+/// driver publishes its status on a watch channel, which keeps only the latest value, so a state
+/// held for less than one scheduling step may be skipped; the states a receiver acts on
+/// (ready, disconnected, sim errors) last far longer.
+async fn record_modem_states(
+    store: Store,
+    modem_id: String,
+    mut status: watch::Receiver<ModemStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: Option<String> = None;
+    loop {
+        let (state, detail) = {
+            let s = status.borrow_and_update();
+            (s.state.as_str().to_owned(), s.last_error.clone())
+        };
+        if last.as_deref() != Some(state.as_str()) {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as crate::model::Millis)
+                .unwrap_or(0);
+            if let Err(e) = store
+                .record_modem_state(&modem_id, last.as_deref(), &state, detail.as_deref(), at)
+                .await
+            {
+                tracing::error!(modem = %modem_id, error = %e, "cannot record a modem state change");
+            }
+            last = Some(state);
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
     }

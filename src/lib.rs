@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod datadir;
 pub mod dispatch;
+pub mod expiry;
 pub mod doctor;
 pub mod fine_sleep;
 pub mod http;

@@ -150,6 +150,23 @@ pub struct Metrics {
     store_queue_wait: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Seconds spent in COMMIT, summed, by whether the commit was synced.
     store_commit: Family<SyncedLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Webhook delivery attempts by endpoint (its URL without credentials) and result.
+    webhook_deliveries: Family<EndpointResultLabels, Counter>,
+    /// 1 while an endpoint is disabled (it answered 410 Gone), else 0.
+    webhook_disabled: Family<EndpointLabels, Gauge>,
+    /// Events recorded after an endpoint's cursor: not yet delivered, dead or filtered out.
+    webhook_backlog: Family<EndpointLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointResultLabels {
+    endpoint: String,
+    result: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -290,8 +307,29 @@ impl Metrics {
             "PDUs from a modem that did not decode",
             undecodable_pdus.clone(),
         );
+        let webhook_deliveries = Family::<EndpointResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by endpoint and result (delivered: 2xx; failed: retried later; dead: given up after the retry period; gone: 410, endpoint disabled)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_disabled = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoint_disabled",
+            "1 while a webhook endpoint is disabled because it answered 410 Gone (until its config changes)",
+            webhook_disabled.clone(),
+        );
+        let webhook_backlog = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "webhook_backlog",
+            "Events recorded after a webhook endpoint's cursor (undelivered, or not yet passed over by its filter)",
+            webhook_backlog.clone(),
+        );
         Metrics {
             registry,
+            webhook_deliveries,
+            webhook_disabled,
+            webhook_backlog,
             parts_accepted,
             status_reports,
             incoming_texts,
@@ -369,6 +407,29 @@ impl Metrics {
     /// Counts one incoming text.
     pub fn record_incoming_text(&self) {
         self.incoming_texts.inc();
+    }
+
+    /// Counts one webhook delivery attempt: `delivered`, `failed`, `dead` or `gone`.
+    pub fn record_webhook(&self, endpoint: &str, result: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&EndpointResultLabels {
+                endpoint: endpoint.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets an endpoint's disabled flag and backlog.
+    pub fn set_webhook_endpoint(&self, endpoint: &str, disabled: bool, backlog: u64) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_string(),
+        };
+        self.webhook_disabled
+            .get_or_create(&labels)
+            .set(i64::from(disabled));
+        self.webhook_backlog
+            .get_or_create(&labels)
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
     }
 
     /// Counts one inbound message stored.

@@ -66,6 +66,9 @@ pub fn run(args: ServeArgs, json: bool) -> ExitCode {
         |started| print_banner(started, json),
         shutdown,
     ));
+    // A webhook POST in flight runs on a blocking thread the daemon has stopped waiting for;
+    // dropping the runtime would wait for it (up to its timeout), so the wait is bounded here.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

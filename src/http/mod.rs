@@ -13,6 +13,7 @@ pub mod auth;
 pub mod dto;
 pub mod extract;
 mod handlers;
+mod events;
 mod inbound;
 pub mod openapi;
 pub mod problem;
@@ -104,6 +105,8 @@ pub enum Op {
     ListInbound,
     /// `GET /v1/inbound/{id}`.
     GetInbound,
+    /// `GET /v1/events`.
+    ListEvents,
     /// `GET /v1/modems`.
     Modems,
     /// `GET /v1/openapi.json`.
@@ -155,6 +158,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/messages/{id}", Op::GetMessage),
     r("GET", "/v1/inbound", Op::ListInbound),
     r("GET", "/v1/inbound/{id}", Op::GetInbound),
+    r("GET", "/v1/events", Op::ListEvents),
     r("GET", "/v1/modems", Op::Modems),
     r("GET", "/v1/openapi.json", Op::OpenApi),
     r("GET", "/healthz", Op::Health),
@@ -176,6 +180,7 @@ fn method_router(op: Op, filter: MethodFilter) -> MethodRouter<AppState> {
         Op::GetMessage => on(filter, h::get_message),
         Op::ListInbound => on(filter, inbound::list_inbound),
         Op::GetInbound => on(filter, inbound::get_inbound),
+        Op::ListEvents => on(filter, events::list_events),
         Op::Modems => on(filter, h::modems),
         Op::OpenApi => on(filter, h::openapi),
         Op::Health => on(filter, h::healthz),

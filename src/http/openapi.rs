@@ -279,7 +279,52 @@ pub fn document() -> Value {
         }
     });
     add_inbound(&mut doc);
+    add_events(&mut doc);
     doc
+}
+
+/// `GET /v1/events` and the event schema (the body of every webhook delivery too).
+fn add_events(doc: &mut Value) {
+    let types: Vec<&str> = crate::store::events::EVENT_TYPES.to_vec();
+    doc["paths"]["/v1/events"] = json!({
+        "get": {
+            "operationId": "listEvents",
+            "summary": "The event outbox, oldest first: catch up (replay) without webhooks",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0},
+                 "description": "Only events with a greater seq: the previous page's next_after"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                {"name": "types", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma-separated event types; absent means all"},
+                {"name": "wait_seconds", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+                 "description": "When no event is there yet, wait this long for one (long poll)"}
+            ],
+            "responses": responses(("200", json_response("Events", "EventList")), &[
+                ("400", "Malformed query string"), ("422", "A parameter is invalid"),
+            ])
+        }
+    });
+    doc["components"]["schemas"]["Event"] = json!({
+        "type": "object",
+        "required": ["id", "seq", "type", "timestamp", "subject", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$",
+                   "description": "Stable across retries; the webhook-id header of its deliveries"},
+            "seq": {"type": "integer", "description": "Increases in commit order; never reused"},
+            "type": {"type": "string", "enum": types},
+            "timestamp": {"type": "string", "format": "date-time", "description": "When the change happened"},
+            "subject": {"type": "string", "description": "The message, OTP, inbound text or modem id"},
+            "data": {"type": "object", "description": "The changed object; never an OTP code or an unmasked OTP text"}
+        }
+    });
+    doc["components"]["schemas"]["EventList"] = json!({
+        "type": "object", "required": ["events", "next_after", "latest_seq"],
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "next_after": {"type": "integer", "description": "Pass as after= for the next page"},
+            "latest_seq": {"type": "integer", "description": "The highest seq assigned so far"}
+        }
+    });
 }
 
 /// The inbound routes and their schemas, added to `doc` (one `json!` of everything would exceed

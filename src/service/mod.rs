@@ -17,6 +17,7 @@
 mod budgets;
 mod enqueue;
 mod errors;
+mod events;
 mod idempotency;
 mod inbound;
 mod log;
@@ -26,6 +27,7 @@ mod texts;
 mod wording;
 
 pub use errors::ServiceError;
+pub use events::{DEFAULT_EVENT_LIMIT, EventPage, ListEvents, MAX_EVENT_LIMIT, MAX_EVENT_WAIT_SECONDS};
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use inbound::ListInbound;
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};

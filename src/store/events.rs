@@ -194,6 +194,8 @@ pub struct EndpointState {
     pub delivered: u64,
     /// Events given up on after the retry period, ever.
     pub dead: u64,
+    /// The last failure (status or transport error), until the next delivery succeeds.
+    pub last_error: Option<String>,
 }
 
 /// Creates or updates the rows of the configured endpoints (`(url, fingerprint)`): a new
@@ -228,25 +230,40 @@ pub(crate) fn register_endpoints(
     Ok(())
 }
 
-fn endpoint_state(c: &Connection, url: &str) -> Result<Option<EndpointState>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT cursor, head_seq, attempts, first_failure_at, next_attempt_at,
-                 disabled_reason, delivered, dead
-             FROM webhook_endpoints WHERE url = ?1",
-    )?
-    .query_row(params![url], |r| {
-        Ok(EndpointState {
-            cursor: r.get(0)?,
-            head_seq: r.get(1)?,
-            attempts: r.get(2)?,
-            first_failure_at: r.get(3)?,
-            next_attempt_at: r.get(4)?,
-            disabled: r.get(5)?,
-            delivered: r.get::<_, i64>(6)? as u64,
-            dead: r.get::<_, i64>(7)? as u64,
-        })
+fn endpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointState> {
+    Ok(EndpointState {
+        cursor: r.get(0)?,
+        head_seq: r.get(1)?,
+        attempts: r.get(2)?,
+        first_failure_at: r.get(3)?,
+        next_attempt_at: r.get(4)?,
+        disabled: r.get(5)?,
+        delivered: r.get::<_, i64>(6)? as u64,
+        dead: r.get::<_, i64>(7)? as u64,
+        last_error: r.get(8)?,
     })
+}
+
+const ENDPOINT_COLUMNS: &str = "cursor, head_seq, attempts, first_failure_at, next_attempt_at,
+    disabled_reason, delivered, dead, last_error";
+
+fn endpoint_state(c: &Connection, url: &str) -> Result<Option<EndpointState>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE url = ?1"
+    ))?
+    .query_row(params![url], endpoint_row)
     .optional()?)
+}
+
+/// Every registered endpoint's state, by URL.
+fn endpoint_states(c: &Connection) -> Result<Vec<(String, EndpointState)>, StoreError> {
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLUMNS}, url FROM webhook_endpoints ORDER BY url"
+        ))?
+        .query_map([], |r| Ok((r.get(9)?, endpoint_row(r)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// What became of one delivery attempt, for [`Store::record_attempt`].
@@ -402,6 +419,16 @@ impl Store {
     pub async fn endpoint_state(&self, url: &str) -> Result<Option<EndpointState>, StoreError> {
         let url = url.to_owned();
         self.read(move |c| endpoint_state(c, &url)).await
+    }
+
+    /// Every registered endpoint's state, by URL (the status page's webhook panel).
+    pub async fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>, StoreError> {
+        self.read(endpoint_states).await
+    }
+
+    /// The highest event `seq` ever assigned (0 before the first).
+    pub async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.read(last_seq).await
     }
 
     /// Records one delivery attempt of event `seq` to `url`.

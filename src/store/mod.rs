@@ -979,6 +979,18 @@ impl Store {
         self.write(move |c| ops::expire_overdue(c, now)).await
     }
 
+    /// Marks `expired` up to `limit` pending OTPs whose TTL has ended (see
+    /// [`crate::expiry`]); returns how many.
+    pub async fn expire_due_otps(&self, now: Millis, limit: u32) -> Result<u64, StoreError> {
+        self.write(move |c| ops::expire_due_otps(c, now, limit))
+            .await
+    }
+
+    /// When the next pending OTP's TTL ends, if any is pending.
+    pub async fn next_otp_expiry(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(ops::next_otp_expiry).await
+    }
+
     /// The next concatenation reference (TS 23.040 §9.2.3.24.1), a persisted rotating octet, so
     /// parts of consecutive messages never share a reference, even across restarts.
     pub async fn next_concat_reference(&self) -> Result<u8, StoreError> {

@@ -472,6 +472,31 @@ pub(crate) fn expire_overdue(c: &Connection, now: Millis) -> Result<u64, StoreEr
     Ok(seqs.len() as u64)
 }
 
+/// Moves pending OTPs whose TTL has ended to `expired` (each with its `otp.expired` event), at
+/// most `limit` of them; returns how many.
+pub(crate) fn expire_due_otps(c: &Connection, now: Millis, limit: u32) -> Result<u64, StoreError> {
+    let ids: Vec<String> = c
+        .prepare_cached(
+            "SELECT id FROM otps INDEXED BY otps_pending
+             WHERE status = 'pending' AND expires_at <= ?1 LIMIT ?2",
+        )?
+        .query_map(params![now, limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        set_otp_status(c, id, OtpStatus::Expired, now)?;
+    }
+    Ok(ids.len() as u64)
+}
+
+/// When the next pending OTP's TTL ends.
+pub(crate) fn next_otp_expiry(c: &Connection) -> Result<Option<Millis>, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT MIN(expires_at) FROM otps INDEXED BY otps_pending WHERE status = 'pending'",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// Oldest first means walking the queue in `seq` order; left to itself the planner prefers the
 /// `next_attempt_at` index and sorts the whole backlog on every claim, hence `INDEXED BY`.
 pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>, StoreError> {

@@ -139,8 +139,23 @@ impl WebhookSettings {
         match &self.secret {
             SecretSource::Inline(s) => s.iter().map(|t| parse_secret(t)).collect(),
             SecretSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                use std::io::Read;
+                use std::os::unix::fs::MetadataExt;
+                let read_err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+                let mut file = std::fs::File::open(path).map_err(read_err)?;
+                // The rule of pin_file and the key file: a secret others can read is refused.
+                if file.metadata().map_err(read_err)?.mode() & 0o077 != 0 {
+                    return Err(format!(
+                        "{} can be read by group or others, and serve refuses it: make it the \
+                         service user's alone with sudo chown simgate:simgate {} && sudo chmod \
+                         600 {}",
+                        path.display(),
+                        path.display(),
+                        path.display()
+                    ));
+                }
+                let mut text = String::new();
+                file.read_to_string(&mut text).map_err(read_err)?;
                 let keys: Vec<SigningKey> = text
                     .lines()
                     .filter(|l| !l.trim().is_empty())
@@ -408,6 +423,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         std::fs::write(&path, format!("{S}\n\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = one(|w| {
+            w.secret = None;
+            w.secret_file = Some(path.clone());
+        })
+        .unwrap()
+        .remove(0);
+        let e = open.secrets().unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let w = one(|w| {
             w.secret = None;
             w.secret_file = Some(path.clone());
