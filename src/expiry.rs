@@ -16,7 +16,12 @@ const PER_WRITE: u32 = 500;
 /// Sweeps expired OTPs until `shutdown`. `min_ttl` is the shortest TTL any new OTP can get: an
 /// OTP created after a look at the next expiry expires no sooner than that, so sleeping at most
 /// `min_ttl` catches it on time without a wake-up per request.
-pub async fn run(store: Store, min_ttl: Duration, clock: Clock, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    store: Store,
+    min_ttl: Duration,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = pin!(shutdown);
     let longest = min_ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
@@ -93,7 +98,10 @@ mod tests {
             if let Some(e) = events.iter().find(|e| e.kind == "otp.expired") {
                 break e.clone();
             }
-            assert!(std::time::Instant::now() < deadline, "never expired: {events:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never expired: {events:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(expired.subject, "otp_1");

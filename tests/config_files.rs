@@ -329,3 +329,75 @@ fn validation_errors_point_at_the_value() {
     assert_eq!(e.key.as_deref(), Some("limits.deny_prefixes[1]"));
     assert_eq!(e.position, Some((3, 3)), "{e}");
 }
+
+#[test]
+fn webhook_tables_load_and_a_bad_one_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("simgate.toml");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[webhook]]
+url = "https://app.example.com/hooks/simgate"
+secret = ["{secret}", "{secret}"]
+events = ["otp.approved", "message.delivered"]
+timeout_seconds = 5
+
+[[webhook]]
+url = "http://127.0.0.1:9000/hook"
+secret = "{secret}"
+"#
+        ),
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.webhooks.len(), 2);
+    assert_eq!(c.webhooks[0].events, ["otp.approved", "message.delivered"]);
+    assert_eq!(c.webhooks[0].timeout, Duration::from_secs(5));
+    assert_eq!(c.webhooks[1].retry_period, Duration::from_secs(86_400));
+    assert!(c.check_startup("t", None).is_ok());
+
+    for (body, key) in [
+        (
+            format!("[[webhook]]\nurl = \"http://hooks.lan/x\"\nsecret = \"{secret}\"\n"),
+            "webhook[0].url",
+        ),
+        (
+            format!(
+                "[[webhook]]\nurl = \"https://a/x\"\nsecret = \"{secret}\"\nevents = [\"otp.sent\"]\n"
+            ),
+            "webhook[0].events[0]",
+        ),
+        (
+            "[[webhook]]\nurl = \"https://a/x\"\n".to_string(),
+            "webhook[0].secret",
+        ),
+    ] {
+        std::fs::write(&path, &body).unwrap();
+        let e: ConfigError = Config::load(&path).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+    }
+
+    // A secret file others can read passes the file's own checks, and then fails the start-up
+    // checks that serve, config check and doctor share.
+    let secret_file = dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[[webhook]]\nurl = \"https://a/x\"\nsecret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let e = c.check_startup("t", None).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("webhook[0].secret_file"));
+    assert!(e.reason.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(c.check_startup("t", None).is_ok());
+}

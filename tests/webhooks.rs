@@ -57,7 +57,10 @@ fn ids(events: &[Value]) -> Vec<String> {
 }
 
 fn send_text(d: &Daemon, to: &str) -> String {
-    let a = d.post("/v1/messages", &json!({"to": to, "text": "Your parcel is here"}));
+    let a = d.post(
+        "/v1/messages",
+        &json!({"to": to, "text": "Your parcel is here"}),
+    );
     assert_eq!(a.status, 202, "{:?}", a.body);
     a.body["id"].as_str().unwrap().to_owned()
 }
@@ -148,7 +151,10 @@ fn the_official_standard_webhooks_library_verifies_every_event_across_a_rotation
     // The receiver holds only the old secret: during a rotation the daemon signs with both.
     let _script = Script(
         Command::new(&py)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhook_receiver.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/webhook_receiver.py"
+            ))
             .arg(&port_file)
             .arg(&log_file)
             .arg(SECRET_OLD)
@@ -161,7 +167,10 @@ fn the_official_standard_webhooks_library_verifies_every_event_across_a_rotation
         if let Ok(p) = std::fs::read_to_string(&port_file) {
             break p.trim().to_owned();
         }
-        assert!(Instant::now() < deadline, "the receiver script never listened");
+        assert!(
+            Instant::now() < deadline,
+            "the receiver script never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let cfg = format!(
@@ -209,7 +218,10 @@ fn the_official_standard_webhooks_library_verifies_every_event_across_a_rotation
     };
     for r in &got {
         assert_eq!(r["verified"], true, "standardwebhooks refused: {r}");
-        assert!(!r.to_string().contains(&code), "an event carried the code: {r}");
+        assert!(
+            !r.to_string().contains(&code),
+            "an event carried the code: {r}"
+        );
     }
     let seqs: Vec<i64> = got
         .iter()
@@ -229,7 +241,12 @@ fn the_official_standard_webhooks_library_verifies_every_event_across_a_rotation
         .find(|r| r["event"]["type"] == "message.sent")
         .unwrap();
     assert_eq!(sent["event"]["data"]["otp_id"], otp_id.as_str());
-    assert!(sent["event"]["data"]["text"].as_str().unwrap().contains("******"));
+    assert!(
+        sent["event"]["data"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("******")
+    );
 }
 
 #[test]
@@ -301,7 +318,10 @@ fn gone_disables_an_endpoint_and_a_hanging_one_holds_back_neither_the_others_nor
         std::thread::sleep(Duration::from_millis(50));
     }
     let metrics = metrics_text(&d);
-    let line = format!("simgate_webhook_endpoint_disabled{{endpoint=\"{}\"}} 1", gone.url());
+    let line = format!(
+        "simgate_webhook_endpoint_disabled{{endpoint=\"{}\"}} 1",
+        gone.url()
+    );
     assert!(metrics.contains(&line), "no {line} in\n{metrics}");
     assert!(
         metrics.contains(&format!(
@@ -335,7 +355,11 @@ fn gone_disables_an_endpoint_and_a_hanging_one_holds_back_neither_the_others_nor
     let want: HashSet<String> = ids(&events).into_iter().collect();
     let got = good.wait(WAIT, |r| want.is_subset(&accepted_ids(r)));
     assert_complete_in_order(&got, &events);
-    assert_eq!(gone.requests().len(), 1, "a disabled endpoint was called again");
+    assert_eq!(
+        gone.requests().len(),
+        1,
+        "a disabled endpoint was called again"
+    );
 }
 
 /// `GET /metrics` as text (the test client parses only JSON).
@@ -379,6 +403,117 @@ fn sigkill_with_events_pending_and_the_receiver_down_loses_nothing() {
     for id in ids(&before) {
         assert!(want.contains(&id), "event {id} vanished with the crash");
     }
-    let got = rx.wait(Duration::from_secs(90), |r| want.is_subset(&accepted_ids(r)));
+    let got = rx.wait(Duration::from_secs(90), |r| {
+        want.is_subset(&accepted_ids(r))
+    });
     assert_complete_in_order(&got, &events);
+}
+
+#[test]
+fn events_page_filter_long_poll_and_refuse_bad_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), None);
+    d.wait_ready();
+    let id = send_text(&d, "+15551280001");
+    wait_delivered(&d, std::slice::from_ref(&id));
+    let all = all_events(&d);
+    let mine: Vec<&str> = all
+        .iter()
+        .filter(|e| e["subject"] == id.as_str())
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mine,
+        ["message.queued", "message.sent", "message.delivered"]
+    );
+
+    // One event per page, every event once.
+    let mut after = 0;
+    let mut paged = Vec::new();
+    loop {
+        let a = d.get(&format!("/v1/events?after={after}&limit=1"));
+        let page = a.body["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        assert_eq!(page.len(), 1);
+        after = a.body["next_after"].as_i64().unwrap();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+
+    // A filter returns its types only, and next_after moves past the rest.
+    let a = d.get("/v1/events?types=message.delivered");
+    let page = a.body["events"].as_array().unwrap();
+    assert_eq!(page.len(), 1, "{:?}", a.body);
+    assert_eq!(page[0]["subject"], id.as_str());
+    assert_eq!(a.body["next_after"], all.last().unwrap()["seq"]);
+    assert_eq!(a.body["latest_seq"], all.last().unwrap()["seq"]);
+
+    for (query, field) in [
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("types=otp.sent", "types"),
+        ("wait_seconds=31", "wait_seconds"),
+    ] {
+        let a = d.get(&format!("/v1/events?{query}"));
+        assert_eq!(a.status, 422, "{query}: {:?}", a.body);
+        assert_eq!(
+            a.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{query}"
+        );
+        assert!(
+            a.body.to_string().contains(field),
+            "{query}: the problem does not name {field}: {:?}",
+            a.body
+        );
+    }
+    let a = d.get("/v1/events?bogus=1");
+    assert_eq!(a.status, 422, "{:?}", a.body);
+    assert_eq!(a.body["field"], "bogus");
+
+    // A long poll answers as soon as the next event commits.
+    let latest = all.last().unwrap()["seq"].as_i64().unwrap();
+    let (base, bearer) = (d.base.clone(), d.bearer());
+    let poll = std::thread::spawn(move || {
+        let started = Instant::now();
+        let a = daemon::request(
+            &base,
+            "GET",
+            &format!("/v1/events?after={latest}&wait_seconds=25&types=message.queued"),
+            None,
+            &[("Authorization", &bearer)],
+        )
+        .unwrap();
+        (a, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let second = send_text(&d, "+15551280002");
+    let (a, took) = poll.join().unwrap();
+    let page = a.body["events"].as_array().unwrap();
+    assert_eq!(page.len(), 1, "{:?}", a.body);
+    assert_eq!(page[0]["subject"], second.as_str());
+    assert!(
+        took < Duration::from_secs(20),
+        "the long poll waited {took:?}"
+    );
+    // Nothing new: the wait runs out and answers an empty page.
+    let next = a.body["next_after"].as_i64().unwrap();
+    let a = d.get(&format!(
+        "/v1/events?after={}&wait_seconds=1&types=otp.approved",
+        next.max(
+            d.get("/v1/events?limit=1000").body["latest_seq"]
+                .as_i64()
+                .unwrap()
+        )
+    ));
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body["events"].as_array().unwrap().is_empty(),
+        "{:?}",
+        a.body
+    );
 }

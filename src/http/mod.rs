@@ -11,9 +11,9 @@
 
 pub mod auth;
 pub mod dto;
+mod events;
 pub mod extract;
 mod handlers;
-mod events;
 mod inbound;
 pub mod openapi;
 pub mod problem;

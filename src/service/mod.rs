@@ -27,7 +27,9 @@ mod texts;
 mod wording;
 
 pub use errors::ServiceError;
-pub use events::{DEFAULT_EVENT_LIMIT, EventPage, ListEvents, MAX_EVENT_LIMIT, MAX_EVENT_WAIT_SECONDS};
+pub use events::{
+    DEFAULT_EVENT_LIMIT, EventPage, ListEvents, MAX_EVENT_LIMIT, MAX_EVENT_WAIT_SECONDS,
+};
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use inbound::ListInbound;
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};

@@ -490,11 +490,10 @@ pub(crate) fn expire_due_otps(c: &Connection, now: Millis, limit: u32) -> Result
 
 /// When the next pending OTP's TTL ends.
 pub(crate) fn next_otp_expiry(c: &Connection) -> Result<Option<Millis>, StoreError> {
-    Ok(c
-        .prepare_cached(
-            "SELECT MIN(expires_at) FROM otps INDEXED BY otps_pending WHERE status = 'pending'",
-        )?
-        .query_row([], |r| r.get(0))?)
+    Ok(c.prepare_cached(
+        "SELECT MIN(expires_at) FROM otps INDEXED BY otps_pending WHERE status = 'pending'",
+    )?
+    .query_row([], |r| r.get(0))?)
 }
 
 /// Oldest first means walking the queue in `seq` order; left to itself the planner prefers the

@@ -127,7 +127,11 @@ fn agent_for(settings: &WebhookSettings) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_global(Some(settings.timeout))
         .max_redirects(0)
-        .user_agent(concat!("simgate/", env!("CARGO_PKG_VERSION"), " (webhooks)"));
+        .user_agent(concat!(
+            "simgate/",
+            env!("CARGO_PKG_VERSION"),
+            " (webhooks)"
+        ));
     if loopback {
         config = config.proxy(None);
     }
@@ -252,7 +256,13 @@ impl Worker {
                 _ = stop.wait_for(|s| *s) => return true,
             };
             let now = now_ms();
-            let result = judge(&state, event.seq, answer, self.endpoint.settings.retry_period, now);
+            let result = judge(
+                &state,
+                event.seq,
+                answer,
+                self.endpoint.settings.retry_period,
+                now,
+            );
             if let Err(e) = self
                 .store
                 .record_attempt(url, event.seq, result.clone(), now)
@@ -468,7 +478,10 @@ mod tests {
             judge(&state, 5, Answer::Accepted, period, 1_000),
             AttemptResult::Delivered
         );
-        assert_eq!(judge(&state, 5, Answer::Gone, period, 1_000), AttemptResult::Gone);
+        assert_eq!(
+            judge(&state, 5, Answer::Gone, period, 1_000),
+            AttemptResult::Gone
+        );
         // The first failure of event 5 starts its period.
         assert_eq!(
             judge(&state, 5, refused(), period, 1_000),
@@ -497,7 +510,10 @@ mod tests {
         // Another event's failure starts afresh.
         assert!(matches!(
             judge(&state, 6, refused(), period, 61_000),
-            AttemptResult::Retry { next_attempt_at: 62_000, .. }
+            AttemptResult::Retry {
+                next_attempt_at: 62_000,
+                ..
+            }
         ));
     }
 

@@ -184,11 +184,15 @@ fn serve(stream: TcpStream, shared: Arc<Shared>) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut raw = vec![0u8; len];
-        let _ = reader.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)));
         if reader.read_exact(&mut raw).is_err() {
             return;
         }
-        let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)));
         if shared.stopped.load(Ordering::SeqCst) {
             return;
         }
