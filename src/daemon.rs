@@ -342,7 +342,8 @@ pub async fn run(
     // turns it on unless the config says otherwise, so a newcomer's first run shows it.
     let mut app = http::router(state.clone());
     if config.ui.enabled.unwrap_or(simulate) {
-        let ui = http::ui::Ui::new(state, config.ui.session, config.ui.secure_cookie);
+        let ui = http::ui::Ui::new(state, config.ui.session, config.ui.secure_cookie)
+            .with_inbound(config.inbound.enabled);
         app = app.merge(http::ui::router(Arc::new(ui)));
         tracing::info!(url = %format!("http://{listen}/"), "status page enabled");
     }

@@ -122,3 +122,33 @@ impl Service {
         }
     }
 }
+
+/// One webhook endpoint's delivery health, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// The URL without user info, query or fragment.
+    pub endpoint: String,
+    /// Its durable delivery state.
+    pub state: crate::store::events::EndpointState,
+    /// Events recorded after its cursor.
+    pub backlog: i64,
+}
+
+impl Service {
+    /// Every configured endpoint's delivery state (empty when no `[[webhook]]` is configured).
+    pub async fn webhook_health(&self) -> Result<Vec<EndpointHealth>, ServiceError> {
+        let rows = self.store.endpoint_states().await.map_err(store_err)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let latest = self.store.last_event_seq().await.map_err(store_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(url, state)| EndpointHealth {
+                endpoint: crate::webhook::config::label(&url),
+                backlog: (latest - state.cursor).max(0),
+                state,
+            })
+            .collect())
+    }
+}

@@ -28,7 +28,8 @@ mod wording;
 
 pub use errors::ServiceError;
 pub use events::{
-    DEFAULT_EVENT_LIMIT, EventPage, ListEvents, MAX_EVENT_LIMIT, MAX_EVENT_WAIT_SECONDS,
+    DEFAULT_EVENT_LIMIT, EndpointHealth, EventPage, ListEvents, MAX_EVENT_LIMIT,
+    MAX_EVENT_WAIT_SECONDS,
 };
 pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use inbound::ListInbound;

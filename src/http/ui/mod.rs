@@ -5,7 +5,9 @@
 //! queue and the 24-hour traffic, [`super::ModemSource`] for the modems) and sends its one
 //! form's test OTP through [`crate::service::Service::create_otp`], so it has no data path of
 //! its own. Nothing runs while nobody looks: the signal history is sampled when a page asks
-//! for it, and the traffic summary is read on demand (kept for [`TRAFFIC_CACHE`]).
+//! for it, and the traffic summary is read on demand (kept for [`TRAFFIC_CACHE`]). Inbound
+//! texts (when `[inbound]` is on) and webhook endpoints' health (when any is configured) are
+//! read on each rendering too.
 //!
 //! **Invariant:** no response carries a token, a code or an unmasked OTP text; every page has
 //! the [`CSP`]; every state-changing request is same-origin and carries its session's CSRF
@@ -54,6 +56,8 @@ const SIGNAL_MAX: usize = 480;
 
 /// Messages the page lists.
 const LIST: &str = "50";
+/// Inbound texts the page lists.
+const INBOUND_LIST: &str = "20";
 
 const CSS: &str = include_str!("assets/ui.css");
 const JS: &str = include_str!("assets/ui.js");
@@ -65,6 +69,8 @@ pub struct Ui {
     secure_cookie: bool,
     signal: Mutex<HashMap<String, VecDeque<(Millis, i32)>>>,
     traffic: Mutex<Option<(Instant, Traffic)>>,
+    /// Whether `[inbound]` stores texts, so the page has a section for them.
+    inbound: bool,
 }
 
 impl Ui {
@@ -77,7 +83,14 @@ impl Ui {
             secure_cookie,
             signal: Mutex::new(HashMap::new()),
             traffic: Mutex::new(None),
+            inbound: false,
         }
+    }
+
+    /// Shows the last inbound texts (with `[inbound] enabled = true`).
+    pub fn with_inbound(mut self, enabled: bool) -> Ui {
+        self.inbound = enabled;
+        self
     }
 
     /// The live sessions.
@@ -276,6 +289,22 @@ async fn with_view<T>(
         .await
         .map_err(|e| super::handlers::service_problem(e, Some(&ui.app)).detail);
     let traffic = ui.traffic().await;
+    let inbound = if ui.inbound {
+        Some(
+            svc.list_inbound(crate::service::ListInbound {
+                limit: Some(INBOUND_LIST.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| super::handlers::service_problem(e, Some(&ui.app)).detail),
+        )
+    } else {
+        None
+    };
+    let webhooks = svc.webhook_health().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "status page: webhook health unavailable");
+        Vec::new()
+    });
     let view = View {
         now,
         modems: &modems,
@@ -284,6 +313,8 @@ async fn with_view<T>(
         messages: listed.as_deref().map_err(Clone::clone),
         traffic: &traffic,
         highlight,
+        inbound: inbound.as_ref().map(|r| r.as_deref().map_err(Clone::clone)),
+        webhooks: &webhooks,
     };
     render(&view)
 }

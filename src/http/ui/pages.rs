@@ -12,8 +12,8 @@ use std::fmt::Write;
 use time::OffsetDateTime;
 
 use crate::http::ModemJson;
-use crate::model::{Message, MessageStatus, Millis};
-use crate::service::{QueueSummary, TRAFFIC_HOURS, Traffic};
+use crate::model::{InboundText, Message, MessageStatus, Millis};
+use crate::service::{EndpointHealth, QueueSummary, TRAFFIC_HOURS, Traffic};
 
 use super::charts;
 
@@ -118,18 +118,28 @@ pub struct View<'a> {
     pub traffic: &'a Traffic,
     /// The message the form just queued, to mark its row.
     pub highlight: Option<&'a str>,
+    /// The last inbound texts (or why they could not be read); `None` while `[inbound]` is off.
+    pub inbound: Option<Result<&'a [InboundText], String>>,
+    /// Each webhook endpoint's health; empty when none is configured.
+    pub webhooks: &'a [EndpointHealth],
 }
 
 /// The fragments `/ui/state` returns and the page embeds, by element id.
 pub fn fragments(v: &View<'_>) -> Vec<(&'static str, String)> {
-    // Inbound texts and webhook endpoint health join this list (a fragment and a section in
-    // `page`) when those features land; nothing here stands in for them yet.
-    vec![
+    let mut out = vec![
         ("modems", modems(v)),
         ("queue", queue(v)),
         ("messages", messages(v)),
         ("charts", charts_html(v.traffic)),
-    ]
+    ];
+    // Only what is configured has a section, so only that has a fragment.
+    if v.inbound.is_some() {
+        out.push(("inbound", inbound(v)));
+    }
+    if !v.webhooks.is_empty() {
+        out.push(("webhooks", webhooks(v)));
+    }
+    out
 }
 
 /// Whether the page should poll soon: something shown is still on its way.
@@ -220,9 +230,26 @@ pub fn page(
     }
     let _ = write!(
         out,
-        "</form><div id=\"messages\">{}</div></section>\
-         <section><h2>Last 24 hours</h2><div id=\"charts\">{}</div></section>",
-        frag("messages"),
+        "</form><div id=\"messages\">{}</div></section>",
+        frag("messages")
+    );
+    if v.inbound.is_some() {
+        let _ = write!(
+            out,
+            "<section><h2>Received</h2><div id=\"inbound\">{}</div></section>",
+            frag("inbound")
+        );
+    }
+    if !v.webhooks.is_empty() {
+        let _ = write!(
+            out,
+            "<section><h2>Webhooks</h2><div id=\"webhooks\">{}</div></section>",
+            frag("webhooks")
+        );
+    }
+    let _ = write!(
+        out,
+        "<section><h2>Last 24 hours</h2><div id=\"charts\">{}</div></section>",
         frag("charts")
     );
     out.push_str("</main><script src=\"/ui/assets/ui.js\" defer></script></body></html>");
@@ -328,6 +355,85 @@ fn messages(v: &View<'_>) -> String {
     out
 }
 
+fn inbound(v: &View<'_>) -> String {
+    let rows = match &v.inbound {
+        None => return String::new(),
+        Some(Err(e)) => return format!("<p class=\"error\">{}</p>", esc(e)),
+        Some(Ok(rows)) => *rows,
+    };
+    if rows.is_empty() {
+        return "<p class=\"muted\" id=\"no-inbound\">No texts received.</p>".to_owned();
+    }
+    let mut out = String::from(
+        "<div class=\"scroll\"><table><thead><tr><th>Received (UTC)</th><th>From</th>\
+         <th>Text</th><th>Modem</th><th>Parts</th></tr></thead><tbody>",
+    );
+    for m in rows {
+        let parts = if m.complete {
+            m.parts.to_string()
+        } else {
+            let missing: Vec<String> = m.missing.iter().map(u32::to_string).collect();
+            format!(
+                "{} <span class=\"error small\">incomplete: part {} missing</span>",
+                m.parts,
+                missing.join(", ")
+            )
+        };
+        let _ = write!(
+            out,
+            "<tr data-id=\"{id}\"><td title=\"{id}\">{at}</td><td>{from}</td>\
+             <td class=\"text\">{text}</td><td>{modem}</td><td>{parts}</td></tr>",
+            id = esc(&m.id),
+            at = when(m.received_at),
+            from = esc(&m.from),
+            text = esc(&m.text),
+            modem = esc(&m.modem_id),
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    out
+}
+
+fn webhooks(v: &View<'_>) -> String {
+    let mut out = String::from(
+        "<div class=\"scroll\"><table><thead><tr><th>Endpoint</th><th>State</th>\
+         <th>Waiting</th><th>Delivered</th><th>Dead</th></tr></thead><tbody>",
+    );
+    for w in v.webhooks {
+        let s = &w.state;
+        let (class, state) = if let Some(reason) = &s.disabled {
+            ("failed", format!("disabled: {reason}"))
+        } else if s.head_seq.is_some() {
+            let next = s
+                .next_attempt_at
+                .map(|t| format!(", next try in {}", age(t - v.now)))
+                .unwrap_or_default();
+            (
+                "expired",
+                format!(
+                    "retrying ({} failed{next}): {}",
+                    s.attempts,
+                    s.last_error.as_deref().unwrap_or("")
+                ),
+            )
+        } else {
+            ("delivered", "ok".to_owned())
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td><span class=\"status st-{class}\">{}</span></td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&w.endpoint),
+            esc(&state),
+            w.backlog,
+            s.delivered,
+            s.dead
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    out
+}
+
 fn charts_html(t: &Traffic) -> String {
     let total: u64 = t.hours.iter().map(|h| h.total()).sum();
     let o = t.overall;
@@ -405,6 +511,32 @@ mod tests {
             overall: Default::default(),
         };
         let signal = HashMap::new();
+        let inbound = [InboundText {
+            id: "in_0123456789abcdef0123456789abcdef".into(),
+            from: "<i>Bank</i>".into(),
+            text: "<img src=x onerror=alert(2)>".into(),
+            modem_id: "m0".into(),
+            sc_timestamp: String::new(),
+            received_at: 0,
+            parts: 2,
+            complete: false,
+            missing: vec![2],
+        }];
+        let hooks = [EndpointHealth {
+            endpoint: "https://h.example/<x>".into(),
+            state: crate::store::events::EndpointState {
+                cursor: 1,
+                head_seq: Some(2),
+                attempts: 3,
+                first_failure_at: Some(0),
+                next_attempt_at: Some(5000),
+                disabled: None,
+                delivered: 1,
+                dead: 0,
+                last_error: Some("answered <500>".into()),
+            },
+            backlog: 4,
+        }];
         let v = View {
             now: 2000,
             modems: &[],
@@ -416,12 +548,21 @@ mod tests {
             messages: Ok(&list),
             traffic: &traffic,
             highlight: None,
+            inbound: Some(Ok(&inbound)),
+            webhooks: &hooks,
         };
         let html = page(&v, "tok\"en", &Filter::default(), None, None);
         assert!(!html.contains("<script>alert"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("&lt;b&gt;oops"));
         assert!(html.contains("value=\"tok&quot;en\""));
+        assert!(!html.contains("<img") && html.contains("&lt;img src=x"));
+        assert!(html.contains("&lt;i&gt;Bank") && html.contains("part 2 missing"));
+        assert!(
+            html.contains("retrying (3 failed, next try in 3 s): answered &lt;500&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("https://h.example/&lt;x&gt;"));
         assert!(busy(&v), "sent a second ago: a report is due");
         assert_eq!(
             html.matches("<script").count(),
