@@ -167,9 +167,20 @@ pub async fn run(
     };
 
     let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let limits = Arc::new(Limits::new(&config.limits.rates));
+    let service = Arc::new(Service::new(Deps {
+        store: store.clone(),
+        keys: keys.clone(),
+        limits: limits.clone(),
+        wake: wake.clone(),
+        settings: Settings::from_config(&config),
+        clock: service::system_clock(),
+        codes: service::os_codes(),
+    }));
     // Webhook endpoints are registered before anything can record an event (the dispatcher's
     // crash recovery does), so a new endpoint starts exactly after the history it is not sent.
-    let endpoints = config
+    let mut endpoints = config
         .webhooks
         .iter()
         .map(|w| {
@@ -181,6 +192,16 @@ pub async fn run(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+
+    // Twilio's StatusCallbacks are one more consumer of the outbox.
+    if let Some(t) = &config.twilio {
+        let token = t.auth_token().map_err(DaemonError::Twilio)?;
+        endpoints.push(http::twilio::callback::StatusCallbacks::endpoint(
+            service.clone(),
+            &t.account_sid,
+            &token,
+        ));
+    }
     crate::webhook::deliver::start(&store, endpoints, Some(metrics.clone()), stop_rx.clone())
         .await?;
 
@@ -216,7 +237,6 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let wake = Arc::new(Notify::new());
     let opener_keys = keys.clone();
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -268,16 +288,6 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let limits = Arc::new(Limits::new(&config.limits.rates));
-    let service = Arc::new(Service::new(Deps {
-        store: store.clone(),
-        keys,
-        limits: limits.clone(),
-        wake,
-        settings: Settings::from_config(&config),
-        clock: service::system_clock(),
-        codes: service::os_codes(),
-    }));
     let modem_source = Arc::new(ModemWatch(
         modems
             .iter()

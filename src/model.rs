@@ -304,6 +304,17 @@ impl OtpStatus {
     }
 }
 
+/// What a client said about a text beyond its recipient and body, kept beside the message: the
+/// sender it named (Twilio's `From`) and where it wants status changes posted (Twilio's
+/// `StatusCallback`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageOrigin {
+    /// The `From` the client gave.
+    pub sender: Option<String>,
+    /// An absolute `http(s)://` URL for status callbacks.
+    pub status_callback: Option<String>,
+}
+
 /// A message as the delivery log shows it (never the body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

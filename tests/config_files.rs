@@ -71,6 +71,7 @@ fn example_file_names_every_key() {
         "on_pending",
         "max_unknown_outcomes",
         "max_partial_resends",
+        "status_callback_http_hosts",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{key} = "))),

@@ -69,6 +69,50 @@ fn the_python_sdk_sends_lists_and_verifies() {
     assert!(listed.body["messages"].as_array().unwrap().len() >= 4);
 }
 
+/// Two senders: only the stored `From` tells which one a message used.
+const CALLBACK_CONFIG: &str = r#"
+[twilio]
+enabled = true
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "fedcba9876543210fedcba9876543210"
+from = ["+15559990000", "+15559990001"]
+"#;
+
+#[test]
+fn status_callbacks_pass_the_python_sdks_request_validator() {
+    let Some(py) = python_with_twilio() else {
+        eprintln!(
+            "skipping: no python with the twilio package (pip install twilio into /opt/simgate-venv)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon::Daemon::start(dir.path(), Some(CALLBACK_CONFIG));
+    d.wait_ready();
+    let out = Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/twilio_callbacks.py"
+        ))
+        .arg(&d.base)
+        .arg("fedcba9876543210fedcba9876543210")
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "callback script failed:\n{stdout}\n{}\n--- daemon log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    for step in ["callbacks", "from", "refused"] {
+        assert!(
+            stdout.contains(&format!("ok {step}")),
+            "{step} missing:\n{stdout}"
+        );
+    }
+}
+
 /// The npm `twilio` package installed by `.ci/run` (or `$SIMGATE_NPM`'s `node_modules`).
 fn node_with_twilio() -> Option<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(

@@ -27,6 +27,9 @@ pub struct RawTwilio {
     pub verify_service_sid: String,
     /// `twilio.from`: the `From` values a message may name; empty: any.
     pub from: Vec<String>,
+    /// `twilio.status_callback_http_hosts`: hosts besides loopback a `StatusCallback` may name
+    /// with plain `http://`.
+    pub status_callback_http_hosts: Vec<String>,
 }
 
 impl fmt::Debug for RawTwilio {
@@ -38,6 +41,10 @@ impl fmt::Debug for RawTwilio {
             .field("auth_token_file", &self.auth_token_file)
             .field("verify_service_sid", &self.verify_service_sid)
             .field("from", &self.from)
+            .field(
+                "status_callback_http_hosts",
+                &self.status_callback_http_hosts,
+            )
             .finish()
     }
 }
@@ -62,6 +69,8 @@ pub struct TwilioSettings {
     pub verify_service_sid: Option<String>,
     /// Allowed `From` values; empty: any.
     pub from: Vec<String>,
+    /// Hosts besides loopback a `StatusCallback` may name with plain `http://`.
+    pub status_callback_http_hosts: Vec<String>,
 }
 
 impl fmt::Debug for TwilioSettings {
@@ -75,6 +84,10 @@ impl fmt::Debug for TwilioSettings {
             .field("token", &token)
             .field("verify_service_sid", &self.verify_service_sid)
             .field("from", &self.from)
+            .field(
+                "status_callback_http_hosts",
+                &self.status_callback_http_hosts,
+            )
             .finish()
     }
 }
@@ -157,6 +170,7 @@ impl RawTwilio {
             token,
             verify_service_sid,
             from: self.from,
+            status_callback_http_hosts: self.status_callback_http_hosts,
         }))
     }
 }

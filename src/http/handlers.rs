@@ -377,6 +377,7 @@ pub(super) async fn send_text(
                 to: body.to,
                 text: body.text,
                 valid_for: None,
+                origin: None,
             },
             idem,
             render,

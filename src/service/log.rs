@@ -42,6 +42,15 @@ impl Service {
             })
     }
 
+    /// What the client said about message `id` beyond recipient and body, if anything.
+    pub async fn message_origin(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::model::MessageOrigin>, ServiceError> {
+        parse_id::<MessageId>(id)?;
+        self.store.message_origin(id).await.map_err(store_err)
+    }
+
     /// The delivery log, newest first.
     pub async fn list_messages(&self, q: ListMessages) -> Result<Vec<Message>, ServiceError> {
         let to = match &q.to {

@@ -23,6 +23,9 @@ pub struct SendText {
     /// How long it may wait in the queue, when shorter than `dispatch.text_max_age` (Twilio's
     /// `ValidityPeriod`); `None`: `dispatch.text_max_age`.
     pub valid_for: Option<std::time::Duration>,
+    /// What the client said beyond recipient and body (Twilio's `From` and `StatusCallback`),
+    /// stored with the message.
+    pub origin: Option<crate::model::MessageOrigin>,
 }
 
 /// The answer to a queued plain text.
@@ -116,12 +119,21 @@ impl Service {
         };
         let msg_id = queued.id.clone();
         // Plain texts have no daily cap; the store reports one only for OTPs.
+        let origin = req.origin;
         let transaction = |row, idem| async move {
-            let outcome = self
-                .store
-                .enqueue_text(row, idem, self.settings.queue_max)
-                .await
-                .map_err(store_err)?;
+            let outcome = match origin {
+                None => {
+                    self.store
+                        .enqueue_text(row, idem, self.settings.queue_max)
+                        .await
+                }
+                Some(o) => {
+                    self.store
+                        .enqueue_text_from(row, idem, self.settings.queue_max, o)
+                        .await
+                }
+            }
+            .map_err(store_err)?;
             Ok(Ok::<_, Infallible>(outcome))
         };
         let Ok(settled) = self.enqueue(&e, msg, queued, render, transaction).await?;

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
-pub use crate::model::{Message, MessageKind, MessageStatus, Millis, OtpStatus};
+pub use crate::model::{Message, MessageKind, MessageOrigin, MessageStatus, Millis, OtpStatus};
 pub use inbound::{InboundFilter, InboundOutcome, InboundPart, InboundPruneStats, InboundRecord};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 pub use stats::{HourCount, Latency, MAX_LATENCY_SAMPLES};
@@ -753,8 +753,29 @@ impl Store {
         idem: Option<Idempotency>,
         queue_max: u64,
     ) -> Result<CreateOutcome, StoreError> {
-        self.client_write(move |c| ops::enqueue_text(c, &msg, idem.as_ref(), queue_max))
+        self.client_write(move |c| ops::enqueue_text(c, &msg, idem.as_ref(), queue_max, None))
             .await
+    }
+
+    /// [`Store::enqueue_text`] with what the client said about the text beyond recipient and
+    /// body, written in the same transaction.
+    pub async fn enqueue_text_from(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        queue_max: u64,
+        origin: MessageOrigin,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.client_write(move |c| {
+            ops::enqueue_text(c, &msg, idem.as_ref(), queue_max, Some(&origin))
+        })
+        .await
+    }
+
+    /// What the client said about message `id` beyond recipient and body (`None`: nothing).
+    pub async fn message_origin(&self, id: &str) -> Result<Option<MessageOrigin>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| read::message_origin(c, &id)).await
     }
 
     /// Adds a code (its HMAC) and a text to a pending OTP; earlier codes stay valid. Counts

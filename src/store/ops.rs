@@ -12,6 +12,7 @@ use super::{
     OtpWording, PruneStats, REPORT_WINDOW_MS, ReportEffect, ReportOutcome, ResendOutcome,
     StatusReport, StoreError, UnknownOutcomePolicy, UnknownOutcomeRule, VerifyResult,
 };
+use crate::model::MessageOrigin;
 
 /// Appends one row to a message's status history.
 fn event(
@@ -329,6 +330,7 @@ pub(crate) fn enqueue_text(
     msg: &NewMessage,
     idem: Option<&Idempotency>,
     queue_max: u64,
+    origin: Option<&MessageOrigin>,
 ) -> Result<CreateOutcome, StoreError> {
     let now = msg.created_at;
     if let Some(seen) = check_idempotency(c, idem, now)? {
@@ -337,7 +339,14 @@ pub(crate) fn enqueue_text(
     if queue_full(c, queue_max)? {
         return Ok(CreateOutcome::QueueFull);
     }
-    insert_message(c, msg, None)?;
+    let seq = insert_message(c, msg, None)?;
+    if let Some(o) = origin {
+        c.prepare_cached(
+            "INSERT INTO message_origins (message_seq, sender, status_callback)
+             VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![seq, o.sender, o.status_callback])?;
+    }
     save_idempotency(c, idem, now)?;
     Ok(CreateOutcome::Created)
 }

@@ -232,3 +232,21 @@ pub(crate) fn otp_wording(c: &Connection, otp_id: &str) -> Result<Option<OtpWord
     })
     .transpose()
 }
+
+/// What the client said about message `id` beyond recipient and body, if anything.
+pub(crate) fn message_origin(
+    c: &Connection,
+    id: &str,
+) -> Result<Option<crate::model::MessageOrigin>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT o.sender, o.status_callback FROM message_origins o
+             JOIN messages m ON m.seq = o.message_seq WHERE m.id = ?1",
+    )?
+    .query_row(params![id], |r| {
+        Ok(crate::model::MessageOrigin {
+            sender: r.get(0)?,
+            status_callback: r.get(1)?,
+        })
+    })
+    .optional()?)
+}

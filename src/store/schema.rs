@@ -235,8 +235,19 @@ CREATE TABLE webhook_dead (
 CREATE INDEX webhook_dead_at ON webhook_dead (at);
 ";
 
+/// Version 7: what a client said about a text beyond recipient and body (`model::MessageOrigin`:
+/// Twilio's `From` and `StatusCallback`), written in the message's own transaction and deleted
+/// with it.
+const V7: &str = "
+CREATE TABLE message_origins (
+    message_seq     INTEGER PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE,
+    sender          TEXT,
+    status_callback TEXT
+);
+";
+
 /// Every migration, in order; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -204,7 +204,10 @@ impl WebhookSettings {
 
 /// See [`WebhookSettings::label`].
 pub fn label(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // A name that is not a URL (an internal consumer of the outbox) is shown as it is.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let host = authority.rsplit('@').next().unwrap_or(authority);
@@ -230,6 +233,28 @@ fn scheme_and_host(url: &str) -> Result<(String, String), String> {
         return Err("the URL must not carry user:password@; authenticate by the signature".into());
     }
     Ok((scheme, host))
+}
+
+/// Checks that `url` may receive events: `https://`, or `http://` to loopback or to a host in
+/// `allow_http_hosts`, with no credentials in it. The reason says how to fix it.
+pub fn check_url(url: &str, allow_http_hosts: &[String]) -> Result<(), String> {
+    let (scheme, host) = scheme_and_host(url)?;
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http"
+            if is_loopback_host(&host)
+                || allow_http_hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&host)) =>
+        {
+            Ok(())
+        }
+        "http" => Err(format!(
+            "plain http:// to {host} would send events and signatures unencrypted; use \
+             https://, or allow {host:?} for http:// in the config if the network is trusted"
+        )),
+        other => Err(format!("scheme {other}:// is not supported; use https://")),
+    }
 }
 
 /// Whether `host` is loopback: `localhost` or an address in 127.0.0.0/8 or `::1`.

@@ -12,13 +12,15 @@
 //! - Redirects are not followed: a 3xx to some other host would bypass the `http://`-only-to-
 //!   loopback rule the config enforces, so it counts as a failure like any non-2xx.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::config::WebhookSettings;
-use super::sign::{Format, StandardWebhooks};
+use super::sign::{Format, Rendered, StandardWebhooks};
 use crate::log_throttle::Throttle;
 use crate::metrics::Metrics;
 use crate::model::Millis;
@@ -41,34 +43,117 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Store failures come as fast as the loop runs: one line per 10 s.
 static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
 
-/// One configured endpoint, ready to deliver: its settings and the format signing with its
-/// secrets.
-pub struct Endpoint {
-    settings: WebhookSettings,
+/// Where and what one event is POSTed as.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The receiver.
+    pub url: String,
+    /// The signed body and headers.
+    pub rendered: Rendered,
+}
+
+/// What [`Route::request`] returns.
+pub type RequestFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Request>, String>> + Send + 'a>>;
+
+/// Turns an event into the request an endpoint gets. A `[[webhook]]` POSTs every event to its
+/// URL in its [`Format`]; another consumer of the outbox (Twilio's `StatusCallback`s) may look
+/// up where each event goes, and pass over events that go nowhere.
+pub trait Route: Send + Sync + 'static {
+    /// The request for `event` at unix second `now_secs`, or `None` to pass over it; `Err` is a
+    /// failure to find out (a store error), tried again shortly, not a failed delivery.
+    fn request<'a>(&'a self, event: &'a StoredEvent, now_secs: i64) -> RequestFuture<'a>;
+}
+
+/// A `[[webhook]]`: every event to one URL.
+struct FixedUrl {
+    url: String,
     format: Arc<dyn Format>,
+}
+
+impl Route for FixedUrl {
+    fn request<'a>(&'a self, event: &'a StoredEvent, now_secs: i64) -> RequestFuture<'a> {
+        let request = Request {
+            url: self.url.clone(),
+            rendered: self.format.render(event, now_secs),
+        };
+        Box::pin(std::future::ready(Ok(Some(request))))
+    }
+}
+
+/// One consumer of the outbox, ready to deliver.
+pub struct Endpoint {
+    /// Its row in the store (a `[[webhook]]`'s URL).
+    key: String,
+    /// What logs and metrics call it.
+    label: String,
+    /// Event types it takes; empty: all.
+    events: Vec<String>,
+    route: Arc<dyn Route>,
     /// The digest a 410's disabling is tied to ([`WebhookSettings::fingerprint`]).
     fingerprint: String,
+    /// One attempt's limit.
+    timeout: Duration,
+    /// How long an event is retried before it is dead.
+    retry_period: Duration,
+    /// Whether a 410 disables the whole endpoint (one receiver) or only ends the event (a
+    /// route whose events go to many receivers).
+    gone_disables: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
-            .field("url", &self.settings.label())
+            .field("endpoint", &self.label)
             .finish_non_exhaustive()
     }
 }
 
 impl Endpoint {
-    /// Reads the endpoint's secrets (a `secret_file` now); the error names the file, never a
-    /// secret.
+    /// A `[[webhook]]`, reading its secrets (a `secret_file` now); the error names the file,
+    /// never a secret.
     pub fn new(settings: WebhookSettings) -> Result<Endpoint, String> {
         let keys = settings.secrets()?;
         let fingerprint = settings.fingerprint(&keys);
         Ok(Endpoint {
-            settings,
-            format: Arc::new(StandardWebhooks::new(keys)),
+            key: settings.url.clone(),
+            label: settings.label(),
+            events: settings.events.clone(),
+            route: Arc::new(FixedUrl {
+                url: settings.url.clone(),
+                format: Arc::new(StandardWebhooks::new(keys)),
+            }),
             fingerprint,
+            timeout: settings.timeout,
+            retry_period: settings.retry_period,
+            gone_disables: true,
         })
+    }
+
+    /// Another consumer of the outbox under store row `key`: `route` decides each event's
+    /// receiver; a 410 ends only that event.
+    pub fn routed(
+        key: &str,
+        events: Vec<String>,
+        route: Arc<dyn Route>,
+        fingerprint: String,
+        timeout: Duration,
+        retry_period: Duration,
+    ) -> Endpoint {
+        Endpoint {
+            key: key.to_owned(),
+            label: key.to_owned(),
+            events,
+            route,
+            fingerprint,
+            timeout,
+            retry_period,
+            gone_disables: false,
+        }
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == kind)
     }
 }
 
@@ -85,23 +170,24 @@ pub async fn start(
         .register_endpoints(
             endpoints
                 .iter()
-                .map(|e| (e.settings.url.clone(), e.fingerprint.clone()))
+                .map(|e| (e.key.clone(), e.fingerprint.clone()))
                 .collect(),
         )
         .await?;
     for endpoint in endpoints {
         tracing::info!(
-            endpoint = %endpoint.settings.label(),
-            events = %if endpoint.settings.events.is_empty() {
+            endpoint = %endpoint.label,
+            events = %if endpoint.events.is_empty() {
                 "all".to_string()
             } else {
-                endpoint.settings.events.join(",")
+                endpoint.events.join(",")
             },
             "webhook endpoint configured"
         );
         let worker = Worker {
-            agent: agent_for(&endpoint.settings),
-            label: endpoint.settings.label(),
+            direct: agent(endpoint.timeout, false),
+            proxied: agent(endpoint.timeout, true),
+            label: endpoint.label.clone(),
             endpoint,
             store: store.clone(),
             metrics: metrics.clone(),
@@ -111,31 +197,33 @@ pub async fn start(
     Ok(())
 }
 
-/// A ureq agent for one endpoint: its timeout for the whole attempt (connect, send, answer), no
-/// redirects, status codes as answers rather than errors, and no proxy for loopback receivers.
-fn agent_for(settings: &WebhookSettings) -> ureq::Agent {
-    let loopback = settings
-        .url
-        .parse::<ureq::http::Uri>()
-        .ok()
-        .and_then(|u| {
-            u.host()
-                .map(|h| super::config::is_loopback_host(h.trim_matches(['[', ']'])))
-        })
-        .unwrap_or(false);
+/// A ureq agent with one attempt's timeout (connect, send, answer), no redirects, and status
+/// codes as answers rather than errors; `proxied` takes a proxy from the environment
+/// (`HTTPS_PROXY`…), which a loopback receiver must never go through.
+fn agent(timeout: Duration, proxied: bool) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(settings.timeout))
+        .timeout_global(Some(timeout))
         .max_redirects(0)
         .user_agent(concat!(
             "simgate/",
             env!("CARGO_PKG_VERSION"),
             " (webhooks)"
         ));
-    if loopback {
+    if !proxied {
         config = config.proxy(None);
     }
     config.build().into()
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url.parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.host()
+                .map(|h| super::config::is_loopback_host(h.trim_matches(['[', ']'])))
+        })
+        .unwrap_or(false)
 }
 
 /// What one POST came to.
@@ -145,6 +233,8 @@ enum Answer {
     Accepted,
     /// 410 Gone.
     Gone,
+    /// 410 Gone from one of a route's many receivers: that event is dead, the endpoint goes on.
+    GoneForThisEvent,
     /// Anything else, with the `Retry-After` the receiver asked for, if any.
     Refused {
         why: String,
@@ -156,7 +246,10 @@ struct Worker {
     endpoint: Endpoint,
     /// The URL as logs and metrics show it.
     label: String,
-    agent: ureq::Agent,
+    /// For loopback receivers.
+    direct: ureq::Agent,
+    /// For the others (an environment proxy applies).
+    proxied: ureq::Agent,
     store: Store,
     metrics: Option<Arc<Metrics>>,
 }
@@ -164,7 +257,7 @@ struct Worker {
 impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let wake = self.store.outbox_wake();
-        let url = self.endpoint.settings.url.clone();
+        let url = self.endpoint.key.clone();
         loop {
             if *stop.borrow() {
                 return;
@@ -236,13 +329,25 @@ impl Worker {
         batch: Vec<StoredEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let url = &self.endpoint.settings.url;
+        let url = &self.endpoint.key;
         let mut skipped_to = None;
         for event in batch {
-            if !self.endpoint.settings.wants(&event.kind) {
+            if !self.endpoint.wants(&event.kind) {
                 skipped_to = Some(event.seq);
                 continue;
             }
+            let request = match self.endpoint.route.request(&event, now_ms() / 1000).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    skipped_to = Some(event.seq);
+                    continue;
+                }
+                Err(e) => {
+                    self.route_error(&e);
+                    let _ = sleep_or_stop(Duration::from_secs(1), stop).await;
+                    break;
+                }
+            };
             if let Some(seq) = skipped_to.take() {
                 if let Err(e) = self.store.skip_events(url, seq).await {
                     self.store_error(&e);
@@ -250,19 +355,17 @@ impl Worker {
                 }
             }
             let answer = tokio::select! {
-                a = self.post(&event) => a,
+                a = self.post(request) => a,
                 // An attempt in flight is abandoned, not awaited: the event stays the head and
                 // goes again, under the same webhook-id, after the restart.
                 _ = stop.wait_for(|s| *s) => return true,
             };
             let now = now_ms();
-            let result = judge(
-                &state,
-                event.seq,
-                answer,
-                self.endpoint.settings.retry_period,
-                now,
-            );
+            let answer = match answer {
+                Answer::Gone if !self.endpoint.gone_disables => Answer::GoneForThisEvent,
+                a => a,
+            };
+            let result = judge(&state, event.seq, answer, self.endpoint.retry_period, now);
             if let Err(e) = self
                 .store
                 .record_attempt(url, event.seq, result.clone(), now)
@@ -319,11 +422,14 @@ impl Worker {
         false
     }
 
-    /// One signed POST of `event`, off the async threads (ureq blocks).
-    async fn post(&self, event: &StoredEvent) -> Answer {
-        let rendered = self.endpoint.format.render(event, now_ms() / 1000);
-        let agent = self.agent.clone();
-        let url = self.endpoint.settings.url.clone();
+    /// One signed POST, off the async threads (ureq blocks).
+    async fn post(&self, request: Request) -> Answer {
+        let Request { url, rendered } = request;
+        let agent = if is_loopback_url(&url) {
+            self.direct.clone()
+        } else {
+            self.proxied.clone()
+        };
         let task = tokio::task::spawn_blocking(move || {
             let mut request = agent.post(&url).content_type(rendered.content_type);
             for (name, value) in &rendered.headers {
@@ -384,6 +490,17 @@ impl Worker {
         }
     }
 
+    fn route_error(&self, e: &str) {
+        if let Some(suppressed) = STORE_ERRORS.admit() {
+            tracing::error!(
+                endpoint = %self.label,
+                error = %e,
+                suppressed,
+                "webhook worker: cannot prepare an event's request; retrying"
+            );
+        }
+    }
+
     fn store_error(&self, e: &crate::store::StoreError) {
         if let Some(suppressed) = STORE_ERRORS.admit() {
             tracing::error!(
@@ -409,6 +526,11 @@ fn judge(
     let (error, retry_after) = match answer {
         Answer::Accepted => return AttemptResult::Delivered,
         Answer::Gone => return AttemptResult::Gone,
+        Answer::GoneForThisEvent => {
+            return AttemptResult::Dead {
+                error: "answered 410 Gone".into(),
+            };
+        }
         Answer::Refused { why, retry_after } => (why, retry_after),
     };
     let same_head = state.head_seq == Some(seq);

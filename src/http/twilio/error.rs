@@ -41,6 +41,8 @@ pub mod code {
     pub const BODY_TOO_LONG: u32 = 21617;
     /// "Invalid media URL(s)": simgate sends SMS only.
     pub const INVALID_MEDIA: u32 = 21620;
+    /// "Invalid 'StatusCallback'" (twilio.com/docs/api/errors/21609).
+    pub const INVALID_STATUS_CALLBACK: u32 = 21609;
     /// Verify's "Invalid parameter" (HTTP 400).
     pub const INVALID_PARAMETER: u32 = 60200;
     /// Verify's "Max check attempts reached" (HTTP 429): `limits.verify_per_number`.

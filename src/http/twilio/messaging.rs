@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 use super::error::{Api, TwilioError, code, from_service};
 use super::form::{Params, encode};
 use super::{AppState, TwilioApi, api, body_params, id_of, json, one, rfc2822, sid_of};
-use crate::model::{Message, MessageId, MessageStatus};
+use crate::model::{Message, MessageId, MessageOrigin, MessageStatus};
 use crate::service::{Answer, ListMessages, SendText};
 
 /// Twilio's longest `ValidityPeriod` in seconds.
 const MAX_VALIDITY: u64 = 36_000;
+/// Twilio's limit on a `StatusCallback` URL (error 21609).
+const MAX_CALLBACK_URL: usize = 4000;
 /// Twilio's default and largest `PageSize`.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
@@ -28,7 +30,7 @@ fn repeated(name: &str) -> TwilioError {
 
 /// Twilio's status of a message: a text the network accepted whose delivery failed is
 /// `undelivered`; one never sent (failed, or expired in the queue) is `failed`.
-fn status(m: &Message) -> &'static str {
+pub(super) fn status(m: &Message) -> &'static str {
     match m.status {
         MessageStatus::Queued => "queued",
         MessageStatus::Sending => "sending",
@@ -40,12 +42,22 @@ fn status(m: &Message) -> &'static str {
     }
 }
 
-fn error_code(m: &Message) -> Value {
+pub(super) fn error_code(m: &Message) -> Value {
     match m.status {
         MessageStatus::Expired => json!(code::QUEUE_OVERFLOW),
         MessageStatus::Failed => json!(code::UNKNOWN_ERROR),
         _ => Value::Null,
     }
+}
+
+/// The `From` a message was created with, when the Twilio route created it.
+async fn stored_sender(state: &AppState, id: &str) -> Result<Option<String>, TwilioError> {
+    Ok(state
+        .service
+        .message_origin(id)
+        .await
+        .map_err(|e| from_service(e, Api::Messaging))?
+        .and_then(|o| o.sender))
 }
 
 fn render(t: &TwilioApi, m: &Message, from: Option<&str>) -> Value {
@@ -56,7 +68,8 @@ fn render(t: &TwilioApi, m: &Message, from: Option<&str>) -> Value {
         .flatten()
         .max()
         .unwrap_or(m.created_at);
-    // `From` is not stored; with one configured sender it is known anyway.
+    // A message created elsewhere (simgate's own API) has no `From`; with one configured
+    // sender it is known anyway.
     let from = from.or(match t.from.as_slice() {
         [only] => Some(only.as_str()),
         _ => None,
@@ -148,14 +161,28 @@ pub(super) async fn create(
             }
         },
     };
-    if let Some(cb) = one(&p, "StatusCallback", repeated)?
-        && !(cb.starts_with("http://") || cb.starts_with("https://"))
-    {
-        return Err(TwilioError::bad(
-            code::INVALID_PARAMETER,
-            "StatusCallback must be an absolute http:// or https:// URL",
-        ));
-    }
+    let status_callback = match one(&p, "StatusCallback", repeated)? {
+        None | Some("") => None,
+        Some(cb) if cb.len() > MAX_CALLBACK_URL => {
+            return Err(TwilioError::bad(
+                code::INVALID_STATUS_CALLBACK,
+                format!("StatusCallback is longer than {MAX_CALLBACK_URL} characters"),
+            ));
+        }
+        Some(cb) => {
+            crate::webhook::config::check_url(cb, &t.status_callback_http_hosts).map_err(
+                |why| {
+                    TwilioError::bad(
+                        code::INVALID_STATUS_CALLBACK,
+                        format!(
+                            "StatusCallback is not usable: {why} (twilio.status_callback_http_hosts)"
+                        ),
+                    )
+                },
+            )?;
+            Some(cb.to_owned())
+        }
+    };
     let answer = state
         .service
         .send_text(
@@ -163,6 +190,10 @@ pub(super) async fn create(
                 to: to.to_owned(),
                 text: text.to_owned(),
                 valid_for,
+                origin: Some(MessageOrigin {
+                    sender: Some(from.to_owned()),
+                    status_callback,
+                }),
             },
             None,
             |_| String::new(),
@@ -198,7 +229,8 @@ pub(super) async fn fetch(
         .get_message(&id)
         .await
         .map_err(|e| from_service(e, Api::Messaging))?;
-    Ok(json(StatusCode::OK, &render(&t, &m, None)))
+    let sender = stored_sender(&state, &m.id).await?;
+    Ok(json(StatusCode::OK, &render(&t, &m, sender.as_deref())))
 }
 
 /// Twilio's paging: `PageSize` records per page, `Page` the page's number (informational), and
@@ -264,7 +296,11 @@ pub(super) async fn list(
             )
         });
     let start = page * u64::from(size);
-    let records: Vec<Value> = msgs.iter().map(|m| render(&t, m, None)).collect();
+    let mut records: Vec<Value> = Vec::with_capacity(msgs.len());
+    for m in &msgs {
+        let sender = stored_sender(&state, &m.id).await?;
+        records.push(render(&t, m, sender.as_deref()));
+    }
     let end = (start + records.len() as u64).saturating_sub(1);
     Ok(json(
         StatusCode::OK,

@@ -10,6 +10,7 @@
 //! never the store; every answer of these routes, errors included, is Twilio's JSON
 //! ([`error`]), never problem+json. It never logs a code or the auth token.
 
+pub mod callback;
 pub mod error;
 pub mod form;
 mod messaging;
@@ -43,6 +44,8 @@ pub struct TwilioApi {
     from: Vec<String>,
     /// `otp.template`, which `CustomFriendlyName` prefixes.
     otp_template: String,
+    /// `twilio.status_callback_http_hosts`.
+    status_callback_http_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for TwilioApi {
@@ -63,6 +66,7 @@ impl TwilioApi {
             verify_service_sid: s.verify_service_sid.clone(),
             from: s.from.clone(),
             otp_template: otp_template.to_owned(),
+            status_callback_http_hosts: s.status_callback_http_hosts.clone(),
         })
     }
 
