@@ -24,7 +24,9 @@ use crate::limits::{PrefixPolicy, Rate, RateSettings};
 use crate::modem::discovery::{self, DeviceIdentity};
 use crate::otp::{self, AppHash, CodeLength};
 
+pub mod hooks;
 pub mod twilio;
+pub use hooks::{SupabaseSettings, ZitadelSettings};
 pub use twilio::TwilioSettings;
 
 /// Where `serve` looks for the config file when `--config` is not given.
@@ -99,6 +101,10 @@ pub struct RawConfig {
     pub modem: Option<Vec<RawModem>>,
     /// `[twilio]`: the Twilio-compatible API, off by default.
     pub twilio: twilio::RawTwilio,
+    /// `[supabase]`: the Supabase Auth Send SMS Hook, off by default.
+    pub supabase: hooks::RawSupabase,
+    /// `[zitadel]`: Zitadel's HTTP SMS provider, off by default.
+    pub zitadel: hooks::RawZitadel,
 }
 
 /// `[api]` as written.
@@ -427,6 +433,10 @@ pub struct Config {
     pub modems: Vec<ModemSettings>,
     /// The Twilio-compatible API; `None` when off.
     pub twilio: Option<TwilioSettings>,
+    /// The Supabase Auth Send SMS Hook; `None` when off.
+    pub supabase: Option<SupabaseSettings>,
+    /// Zitadel's HTTP SMS provider; `None` when off.
+    pub zitadel: Option<ZitadelSettings>,
 }
 
 /// `[api]`.
@@ -710,6 +720,14 @@ impl Config {
             };
             t.auth_token()
                 .map_err(|reason| ConfigError::at(origin, key, reason))?;
+        }
+        if let Some(s) = &self.supabase {
+            s.secrets()
+                .map_err(|reason| ConfigError::at(origin, "supabase.secret_file", reason))?;
+        }
+        if let Some(z) = &self.zitadel {
+            z.signing_key()
+                .map_err(|reason| ConfigError::at(origin, "zitadel.signing_key_file", reason))?;
         }
         Ok(())
     }
@@ -1299,6 +1317,16 @@ impl RawConfig {
             .validate()
             .map_err(|(key, reason)| err(key, reason))?;
 
+        // [supabase], [zitadel]
+        let supabase = self
+            .supabase
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+        let zitadel = self
+            .zitadel
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+
         Ok(Config {
             api: ApiSettings {
                 listen,
@@ -1358,6 +1386,8 @@ impl RawConfig {
             },
             modems,
             twilio,
+            supabase,
+            zitadel,
         })
     }
 }
