@@ -82,14 +82,18 @@ impl Hooks {
         let supabase = match &c.supabase {
             None => None,
             Some(s) => Some(SupabaseHook {
-                keys: s.secrets().map_err(|e| format!("supabase: {e}"))?,
+                keys: s
+                    .secrets()
+                    .map_err(|e| format!("supabase.secret_file: {e}"))?,
                 otp_ttl: s.otp_ttl,
             }),
         };
         let zitadel = match &c.zitadel {
             None => None,
             Some(z) => Some(ZitadelHook {
-                key: z.signing_key().map_err(|e| format!("zitadel: {e}"))?,
+                key: z
+                    .signing_key()
+                    .map_err(|e| format!("zitadel.signing_key_file: {e}"))?,
                 lifetime: c.otp.ttl,
             }),
         };
