@@ -71,6 +71,9 @@ fn example_file_names_every_key() {
         "on_pending",
         "max_unknown_outcomes",
         "max_partial_resends",
+        "secret_file",
+        "otp_ttl_seconds",
+        "signing_key_file",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{key} = "))),
