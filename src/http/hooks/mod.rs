@@ -149,18 +149,24 @@ const SEEN_MAX: usize = 100_000;
 /// (after that the timestamp check refuses the replay by itself).
 #[derive(Default)]
 struct Seen {
-    /// `(scope, replay key)` → forget after (unix ms), plus insertion order for pruning.
-    inner: Mutex<(
-        HashMap<(&'static str, String), Millis>,
-        VecDeque<(Millis, &'static str, String)>,
-    )>,
+    /// The keys, behind one lock.
+    inner: Mutex<SeenKeys>,
+}
+
+/// What [`Seen`] guards.
+#[derive(Default)]
+struct SeenKeys {
+    /// `(scope, replay key)` → forget after (unix ms).
+    until: HashMap<(&'static str, String), Millis>,
+    /// The same keys in insertion order, for pruning the oldest first.
+    order: VecDeque<(Millis, &'static str, String)>,
 }
 
 impl Seen {
     /// Records a request; `false` if it was seen before (a replay).
     fn first_time(&self, scope: &'static str, key: &str, timestamp: i64, now: Millis) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, order) = &mut *g;
+        let SeenKeys { until: map, order } = &mut *g;
         while let Some((until, _, _)) = order.front() {
             if *until > now && order.len() < SEEN_MAX {
                 break;
@@ -201,25 +207,20 @@ fn refused(r: &Refusal, scheme: &'static str, challenge: &'static str) -> Respon
     resp
 }
 
-/// Verifies `verified` is not a replay, or answers 401.
-fn check_replay(
+/// The 401 for a replay of `v`, or `None` when it is the first time it is seen.
+fn replay_refusal(
     state: &AppState,
     scope: &'static str,
     v: &signature::Verified,
     scheme: &'static str,
     challenge: &'static str,
-) -> Result<(), Response> {
-    let h = state
-        .hooks
-        .as_ref()
-        .ok_or_else(|| Problem::internal().into_response())?;
-    if h.seen
-        .first_time(scope, &v.replay_key, v.timestamp, state.service.now())
-    {
-        Ok(())
-    } else {
-        Err(refused(&Refusal::Replayed, scheme, challenge))
-    }
+) -> Option<Response> {
+    let Some(h) = state.hooks.as_ref() else {
+        return Some(Problem::internal().into_response());
+    };
+    let now = state.service.now();
+    (!h.seen.first_time(scope, &v.replay_key, v.timestamp, now))
+        .then(|| refused(&Refusal::Replayed, scheme, challenge))
 }
 
 /// Unix seconds of the service's clock.
@@ -227,19 +228,15 @@ fn now_secs(state: &AppState) -> i64 {
     state.service.now().div_euclid(1000)
 }
 
-/// The body, or the problem axum's rejection stands for (a body over `api.max_body_bytes`).
-fn body_bytes(
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<axum::body::Bytes, Response> {
-    body.map_err(|e| {
-        Problem::new(
-            e.status(),
-            "bad-body",
-            "The request body was refused",
-            e.body_text(),
-        )
-        .into_response()
-    })
+/// The problem axum's body rejection stands for (a body over `api.max_body_bytes`).
+fn body_refused(e: axum::extract::rejection::BytesRejection) -> Response {
+    Problem::new(
+        e.status(),
+        "bad-body",
+        "The request body was refused",
+        e.body_text(),
+    )
+    .into_response()
 }
 
 /// Adds `+` to a number given as E.164 digits without it (Supabase stores phones that way).

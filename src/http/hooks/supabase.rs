@@ -23,7 +23,7 @@ use serde_json::json;
 use super::super::AppState;
 use super::super::handlers::service_problem;
 use super::super::problem::Problem;
-use super::{body_bytes, check_replay, e164, header_str, now_secs, refused, signature};
+use super::{body_refused, e164, header_str, now_secs, refused, replay_refusal, signature};
 use crate::service::{Answer, CodeRelayed, IdempotencyKey, RelayCode};
 
 const SCHEME: &str = "Standard Webhooks";
@@ -94,9 +94,9 @@ pub(super) async fn send_sms(
     let Some(hook) = state.hooks.as_ref().and_then(|h| h.supabase.as_ref()) else {
         return Problem::no_route("POST", super::SUPABASE_PATH).into_response();
     };
-    let body = match body_bytes(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return body_refused(e),
     };
     let verified = match signature::standard_webhooks(
         &hook.keys,
@@ -109,7 +109,7 @@ pub(super) async fn send_sms(
         Ok(v) => v,
         Err(r) => return refused(&r, SCHEME, CHALLENGE),
     };
-    if let Err(r) = check_replay(&state, "supabase", &verified, SCHEME, CHALLENGE) {
+    if let Some(r) = replay_refusal(&state, "supabase", &verified, SCHEME, CHALLENGE) {
         return r;
     }
     let req: SendSms = match serde_json::from_slice(&body) {

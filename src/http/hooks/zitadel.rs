@@ -19,7 +19,7 @@ use serde_json::json;
 use super::super::AppState;
 use super::super::handlers::service_problem;
 use super::super::problem::Problem;
-use super::{body_bytes, check_replay, e164, header_str, now_secs, refused, signature};
+use super::{body_refused, e164, header_str, now_secs, refused, replay_refusal, signature};
 use crate::service::{Answer, CodeRelayed, IdempotencyKey, RelayCode};
 
 const SCHEME: &str = "ZITADEL-Signature";
@@ -81,9 +81,9 @@ pub(super) async fn sms(
     let Some(hook) = state.hooks.as_ref().and_then(|h| h.zitadel.as_ref()) else {
         return Problem::no_route("POST", super::ZITADEL_PATH).into_response();
     };
-    let body = match body_bytes(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return body_refused(e),
     };
     let verified = match signature::zitadel(
         &hook.key,
@@ -94,7 +94,7 @@ pub(super) async fn sms(
         Ok(v) => v,
         Err(r) => return refused(&r, SCHEME, CHALLENGE),
     };
-    if let Err(r) = check_replay(&state, "zitadel", &verified, SCHEME, CHALLENGE) {
+    if let Some(r) = replay_refusal(&state, "zitadel", &verified, SCHEME, CHALLENGE) {
         return r;
     }
     let n: Notification = match serde_json::from_slice(&body) {
