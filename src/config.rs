@@ -683,7 +683,8 @@ impl Default for Config {
 
 impl Config {
     /// What `serve` refuses at start beyond the file's own contents: a modem whose PIN cannot
-    /// be read, is readable by group or others, or is not 4 to 8 digits. `serve`, `config
+    /// be read, is readable by group or others, or is not 4 to 8 digits; likewise the secret
+    /// files of `[twilio]`, `[supabase]` and `[zitadel]`. `serve`, `config
     /// check` and `doctor` all call this one function, so a file the checkers pass is one
     /// `serve` starts with. `env` is `SIMGATE_PIN` for modems without a `pin_file`: `serve`
     /// passes its own environment; the checkers pass `None`, since the service's environment

@@ -399,6 +399,11 @@ fn zitadel_http_sms_provider_signed_by_zitadels_scheme() {
     // A replay of the same signed request: 401, nothing queued.
     let replay = post_signed(&d, ZITADEL, &body, &[("ZITADEL-Signature", &sig)]);
     assert_refused(&replay, "replay");
+    // The same signed request with its header entries reordered is still a replay.
+    let (t_part, v_part) = sig.split_once(',').unwrap();
+    let reordered = format!("{v_part},{t_part}");
+    let replay = post_signed(&d, ZITADEL, &body, &[("ZITADEL-Signature", &reordered)]);
+    assert_refused(&replay, "reordered replay");
     assert_eq!(messages_to(&d, "+15551240001").len(), 1);
 
     let other = zitadel_body("+15551240002", "551177");
