@@ -171,10 +171,9 @@ fn supabase_hooks_signed_by_standard_webhooks() {
     let secrets = tempfile::tempdir().unwrap();
     let secret = supabase_secret(11);
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon::Daemon::start(
-        dir.path(),
-        Some(&config(secrets.path(), Some(&secret), false)),
-    );
+    let cfg =
+        config(secrets.path(), Some(&secret), false) + "[limits]\notp_per_number_per_day = 1\n";
+    let d = daemon::Daemon::start(dir.path(), Some(&cfg));
     d.wait_ready();
 
     // A good hook: 200 JSON, the code in simgate's template reaches the simulated modem.
@@ -311,6 +310,35 @@ fn supabase_hooks_signed_by_standard_webhooks() {
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["error"]["http_code"], 422, "{:?}", a.body);
     assert!(a.body["error"]["message"].as_str().unwrap().contains("to"));
+
+    // A new request (a new uuid) for the number that already had its code today: the daily
+    // cap (1 in this config) holds, in the shape Supabase passes on, and nothing is queued.
+    let again = supabase_body(
+        "7d0b4c3e-11aa-4a5e-9e43-0f6f1c2b9a02",
+        "15551230001",
+        "551122",
+    );
+    let t = now();
+    let sig = sw_sign(&py, &secret, "msg_cap", t, &again, false);
+    let t_s = t.to_string();
+    let a = post_signed(
+        &d,
+        SUPABASE,
+        &again,
+        &[
+            ("webhook-id", "msg_cap"),
+            ("webhook-timestamp", t_s.as_str()),
+            ("webhook-signature", sig.as_str()),
+        ],
+    );
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["error"]["http_code"], 429, "{:?}", a.body);
+    let why = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("per_day") && why.contains("retry after"),
+        "{why}"
+    );
+    assert_eq!(messages_to(&d, "+15551230001").len(), 1);
 
     // The route answers only POST.
     let a = d.request("GET", SUPABASE, None, &[]);

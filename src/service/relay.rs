@@ -2,8 +2,8 @@
 //! one-time codes and asks simgate only to deliver them.
 //!
 //! Such a text is an OTP text in everything but its origin: it is sealed at rest, the delivery
-//! log keeps it with the code masked, it is charged to the per-number and per-range OTP budgets,
-//! and it is never sent after the code's lifetime. There is no OTP object behind it (simgate
+//! log keeps it with the code masked, it is charged to the per-number and per-range OTP budgets
+//! and to the per-number daily cap, and it is never sent after the code's lifetime. There is no OTP object behind it (simgate
 //! cannot verify a code it did not draw), so `/v1/otp` never sees it.
 //!
 //! **Invariant:** the code is in clear only in the request; the store gets the sealed text, the
@@ -161,7 +161,12 @@ impl Service {
         let transaction = |row, idem| async move {
             let outcome = self
                 .store
-                .enqueue_text(row, idem, self.settings.queue_max)
+                .enqueue_relayed_otp_text(
+                    row,
+                    idem,
+                    self.settings.otp_per_number_per_day,
+                    self.settings.queue_max,
+                )
                 .await
                 .map_err(store_err)?;
             Ok(Ok::<_, Infallible>(outcome))

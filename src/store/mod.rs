@@ -757,6 +757,21 @@ impl Store {
             .await
     }
 
+    /// Queues an OTP text whose code was drawn elsewhere (an identity server's): as
+    /// [`Store::enqueue_text`], plus the per-number daily cap of OTP texts (0 = off).
+    pub async fn enqueue_relayed_otp_text(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.client_write(move |c| {
+            ops::enqueue_relayed_otp_text(c, &msg, idem.as_ref(), daily_cap, queue_max)
+        })
+        .await
+    }
+
     /// Adds a code (its HMAC) and a text to a pending OTP; earlier codes stay valid. Counts
     /// against the daily cap and the queue bound like a new OTP.
     pub async fn resend_otp(
