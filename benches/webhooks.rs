@@ -219,7 +219,10 @@ fn bench_silent_endpoint(scratch: &Path, requests: usize) -> [(f64, f64, f64); 2
     let rx = Receiver::start(Behaviour::Hang);
     let hung = start(
         &scratch.join("enqueue-hang"),
-        &format!("{NO_LIMITS}\n{}", webhook(&rx.url(), "timeout_seconds = 10")),
+        &format!(
+            "{NO_LIMITS}\n{}",
+            webhook(&rx.url(), "timeout_seconds = 10")
+        ),
     );
     let with = enqueue(&hung, requests, "33");
     for (what, (rate, p50, p99)) in [("no webhook", plain), ("a silent endpoint", with)] {

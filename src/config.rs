@@ -24,7 +24,9 @@ use crate::limits::{PrefixPolicy, Rate, RateSettings};
 use crate::modem::discovery::{self, DeviceIdentity};
 use crate::otp::{self, AppHash, CodeLength};
 
+pub mod hooks;
 pub mod twilio;
+pub use hooks::{SupabaseSettings, ZitadelSettings};
 pub use twilio::TwilioSettings;
 
 /// Where `serve` looks for the config file when `--config` is not given.
@@ -101,6 +103,10 @@ pub struct RawConfig {
     pub twilio: twilio::RawTwilio,
     /// `[[webhook]]` tables: endpoints the event outbox is delivered to (none by default).
     pub webhook: Vec<crate::webhook::config::RawWebhook>,
+    /// `[supabase]`: the Supabase Auth Send SMS Hook, off by default.
+    pub supabase: hooks::RawSupabase,
+    /// `[zitadel]`: Zitadel's HTTP SMS provider, off by default.
+    pub zitadel: hooks::RawZitadel,
 }
 
 /// `[api]` as written.
@@ -431,6 +437,10 @@ pub struct Config {
     pub twilio: Option<TwilioSettings>,
     /// Webhook endpoints, in file order; empty when none is configured.
     pub webhooks: Vec<crate::webhook::config::WebhookSettings>,
+    /// The Supabase Auth Send SMS Hook; `None` when off.
+    pub supabase: Option<SupabaseSettings>,
+    /// Zitadel's HTTP SMS provider; `None` when off.
+    pub zitadel: Option<ZitadelSettings>,
 }
 
 /// `[api]`.
@@ -677,7 +687,8 @@ impl Default for Config {
 
 impl Config {
     /// What `serve` refuses at start beyond the file's own contents: a modem whose PIN cannot
-    /// be read, is readable by group or others, or is not 4 to 8 digits. `serve`, `config
+    /// be read, is readable by group or others, or is not 4 to 8 digits; likewise the secret
+    /// files of `[twilio]`, `[supabase]` and `[zitadel]`. `serve`, `config
     /// check` and `doctor` all call this one function, so a file the checkers pass is one
     /// `serve` starts with. `env` is `SIMGATE_PIN` for modems without a `pin_file`: `serve`
     /// passes its own environment; the checkers pass `None`, since the service's environment
@@ -722,6 +733,14 @@ impl Config {
             };
             w.secrets()
                 .map_err(|reason| ConfigError::at(origin, format!("webhook[{i}].{key}"), reason))?;
+        }
+        if let Some(s) = &self.supabase {
+            s.secrets()
+                .map_err(|reason| ConfigError::at(origin, "supabase.secret_file", reason))?;
+        }
+        if let Some(z) = &self.zitadel {
+            z.signing_key()
+                .map_err(|reason| ConfigError::at(origin, "zitadel.signing_key_file", reason))?;
         }
         Ok(())
     }
@@ -1313,6 +1332,16 @@ impl RawConfig {
         // [[webhook]]
         let webhooks = crate::webhook::config::validate(self.webhook, origin)?;
 
+        // [supabase], [zitadel]
+        let supabase = self
+            .supabase
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+        let zitadel = self
+            .zitadel
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+
         Ok(Config {
             api: ApiSettings {
                 listen,
@@ -1373,6 +1402,8 @@ impl RawConfig {
             modems,
             twilio,
             webhooks,
+            supabase,
+            zitadel,
         })
     }
 }

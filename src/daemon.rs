@@ -51,6 +51,9 @@ pub enum DaemonError {
     /// `[twilio]`'s auth token could not be loaded.
     #[error("twilio: {0}")]
     Twilio(String),
+    /// A key of `[supabase]` or `[zitadel]` could not be loaded.
+    #[error("{0}")]
+    Hooks(String),
     /// The data directory, key or token file could not be prepared.
     #[error("{what} {path}: {source}")]
     File {
@@ -315,6 +318,13 @@ pub async fn run(
                 http::twilio::TwilioApi::new(t, &config.otp.template)
                     .map_err(DaemonError::Twilio)?,
             )),
+        },
+        hooks: if config.supabase.is_some() || config.zitadel.is_some() {
+            Some(Arc::new(
+                http::hooks::Hooks::new(&config).map_err(DaemonError::Hooks)?,
+            ))
+        } else {
+            None
         },
     };
     let started = Started {

@@ -72,6 +72,9 @@ fn example_file_names_every_key() {
         "max_unknown_outcomes",
         "max_partial_resends",
         "status_callback_http_hosts",
+        "secret_file",
+        "otp_ttl_seconds",
+        "signing_key_file",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{key} = "))),

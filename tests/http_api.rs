@@ -106,6 +106,7 @@ impl Server {
                     modems: Arc::new(modems),
                     body_limit: BodyLimit(BODY_LIMIT),
                     twilio: None,
+                    hooks: None,
                 };
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();

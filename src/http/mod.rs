@@ -14,6 +14,7 @@ pub mod dto;
 mod events;
 pub mod extract;
 mod handlers;
+pub mod hooks;
 mod inbound;
 pub mod openapi;
 pub mod problem;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub body_limit: BodyLimit,
     /// The Twilio-compatible API (`[twilio]`); `None` when off.
     pub twilio: Option<Arc<twilio::TwilioApi>>,
+    /// The identity-server adapters (`[supabase]`, `[zitadel]`); `None` when all are off.
+    pub hooks: Option<Arc<hooks::Hooks>>,
 }
 
 impl axum::extract::FromRef<AppState> for BodyLimit {
@@ -232,6 +235,9 @@ pub fn router(state: AppState) -> Router {
     }
     if let Some(t) = twilio::routes(&state) {
         app = app.merge(t);
+    }
+    if let Some(h) = hooks::routes(&state) {
+        app = app.merge(h);
     }
     app.fallback(handlers::no_route)
         .layer(DefaultBodyLimit::max(state.body_limit.0))

@@ -22,6 +22,7 @@ mod idempotency;
 mod inbound;
 mod log;
 mod otp;
+mod relay;
 mod stats;
 mod texts;
 mod wording;
@@ -35,6 +36,7 @@ pub use idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY};
 pub use inbound::ListInbound;
 pub use log::{DEFAULT_LIST_LIMIT, ListMessages, MAX_LIST_LIMIT};
 pub use otp::{CreateOtp, OtpCreated, OtpView, Verified};
+pub use relay::{CodeRelayed, MAX_RELAYED_CODE, MIN_RELAYED_CODE, RelayCode};
 pub use stats::{HourOutcomes, Percentiles, QueueSummary, TRAFFIC_HOURS, Traffic, summarize};
 pub use texts::{SendText, TextQueued};
 

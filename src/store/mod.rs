@@ -772,6 +772,21 @@ impl Store {
         .await
     }
 
+    /// Queues an OTP text whose code was drawn elsewhere (an identity server's): as
+    /// [`Store::enqueue_text`], plus the per-number daily cap of OTP texts (0 = off).
+    pub async fn enqueue_relayed_otp_text(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.client_write(move |c| {
+            ops::enqueue_relayed_otp_text(c, &msg, idem.as_ref(), daily_cap, queue_max)
+        })
+        .await
+    }
+
     /// What the client said about message `id` beyond recipient and body (`None`: nothing).
     pub async fn message_origin(&self, id: &str) -> Result<Option<MessageOrigin>, StoreError> {
         let id = id.to_owned();

@@ -351,6 +351,30 @@ pub(crate) fn enqueue_text(
     Ok(CreateOutcome::Created)
 }
 
+/// Queues an OTP text whose code was drawn elsewhere (no OTP row): as [`enqueue_text`], and
+/// counted against the per-number daily cap like every `kind = 'otp'` message.
+pub(crate) fn enqueue_relayed_otp_text(
+    c: &Connection,
+    msg: &NewMessage,
+    idem: Option<&Idempotency>,
+    daily_cap: u32,
+    queue_max: u64,
+) -> Result<CreateOutcome, StoreError> {
+    let now = msg.created_at;
+    if let Some(seen) = check_idempotency(c, idem, now)? {
+        return Ok(seen);
+    }
+    if let Some(retry_after_ms) = daily_cap_hit(c, &msg.to, daily_cap, now)? {
+        return Ok(CreateOutcome::DailyLimit { retry_after_ms });
+    }
+    if queue_full(c, queue_max)? {
+        return Ok(CreateOutcome::QueueFull);
+    }
+    insert_message(c, msg, None)?;
+    save_idempotency(c, idem, now)?;
+    Ok(CreateOutcome::Created)
+}
+
 /// Status, attempts, max attempts and expiry of an OTP.
 fn otp_row(c: &Connection, id: &str) -> Result<Option<(OtpStatus, u32, u32, Millis)>, StoreError> {
     let row: Option<(String, u32, u32, Millis)> = c
