@@ -38,7 +38,7 @@ use self::sim_lock::{PIN_ATTEMPTS, SimLock};
 use super::cmdline::{self, Cmd, Form};
 use super::{Profile, SimOptions};
 
-pub use self::sim_lock::PUK;
+pub use self::sim_lock::{PUK, SimChange};
 pub use self::storage::{Routed, StoredReport};
 
 /// The longest command line kept; longer input is dropped like a real modem's line buffer does.
@@ -252,6 +252,7 @@ impl Core {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let next_mr = rng.random::<u8>();
         let sim = match cfg.pin {
+            _ if cfg.faults.sim_blocked => SimLock::Puk,
             Some(_) => SimLock::Pin {
                 attempts_left: PIN_ATTEMPTS,
             },
@@ -343,6 +344,11 @@ impl Core {
             }
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The IMEI and the ICCID this modem answers.
+    pub fn identity(&self) -> (String, String) {
+        (self.imei().to_string(), self.iccid().to_string())
     }
 
     /// How many wrong PINs the SIM has seen.
