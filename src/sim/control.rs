@@ -113,6 +113,7 @@ pub(super) struct Counters {
     refused: u64,
     reports: u64,
     delivered: u64,
+    answered: u64,
     unplugs: u64,
     replugs: u64,
 }
@@ -135,6 +136,8 @@ pub(super) struct Observed {
     device: PathBuf,
     /// `ready`, `pin`, `puk` or `removed`.
     sim: &'static str,
+    /// `none`, `ringing` or `answered`.
+    call: &'static str,
     /// What `AT+CGSN` and `AT+CCID` answer, to tell modems apart.
     imei: String,
     iccid: String,
@@ -158,6 +161,7 @@ impl Shared {
                 imei: identity.0,
                 iccid: identity.1,
                 sim: "ready",
+                call: "none",
                 ..Observed::default()
             }),
             version: watch::channel(0).0,
@@ -180,19 +184,22 @@ impl Shared {
         storage: Option<(u64, Vec<(u32, StoredReport)>)>,
         held: Vec<(u8, String)>,
         sim: &'static str,
+        call: &'static str,
     ) {
         let empty = tally == Tally::default() && storage.is_none();
         let mut s = self.lock();
-        if empty && s.held == held && s.sim == sim {
+        if empty && s.held == held && s.sim == sim && s.call == call {
             return;
         }
         s.sim = sim;
+        s.call = call;
         let c = &mut s.counters;
         c.commands += tally.commands.len() as u64;
         c.parts += tally.parts;
         c.refused += tally.refused;
         c.reports += tally.reports;
         c.delivered += tally.delivered;
+        c.answered += tally.answered;
         for line in tally.commands {
             if s.commands.len() == RECENT_COMMANDS {
                 s.commands.pop_front();
@@ -227,6 +234,7 @@ impl Shared {
         s.stored.clear();
         s.store_rev = 0;
         s.held.clear();
+        s.call = "none";
         drop(s);
         self.bump();
     }
@@ -298,6 +306,32 @@ impl Controller {
                 let s = self.shared.lock();
                 Ok(fields(modem_json(&s)))
             }
+            "call" => {
+                let from = r.str("from")?;
+                if let Some(f) = from {
+                    let digits = f.strip_prefix('+').unwrap_or(f);
+                    if digits.is_empty()
+                        || digits.len() > 20
+                        || !digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(format!("\"from\" {f:?}: a number, + and digits or digits"));
+                    }
+                }
+                let rings = r.u64("rings")?.unwrap_or(5);
+                if !(1..=100).contains(&rings) {
+                    return Err("\"rings\" is 1 to 100".into());
+                }
+                let interval = Duration::from_millis(r.u64("interval_ms")?.unwrap_or(3000).max(10));
+                done(
+                    self.run(Job::Core(Control::Call {
+                        from: from.map(String::from),
+                        rings: rings as u32,
+                        interval,
+                    }))
+                    .await,
+                )
+            }
+            "hangup" => done(self.run(Job::Core(Control::Hangup)).await),
             "sim" => {
                 let change = match r.str("state")? {
                     Some("removed") => SimChange::Remove,
@@ -633,6 +667,7 @@ impl Condition {
             "refused",
             "reports",
             "delivered",
+            "answered",
             "unplugs",
             "replugs",
             "stored",
@@ -701,6 +736,7 @@ fn counter(s: &Observed, name: &str) -> u64 {
         "refused" => c.refused,
         "reports" => c.reports,
         "delivered" => c.delivered,
+        "answered" => c.answered,
         "unplugs" => c.unplugs,
         "replugs" => c.replugs,
         "stored" => s.stored.len() as u64,
@@ -712,7 +748,7 @@ fn counter(s: &Observed, name: &str) -> u64 {
 fn modem_json(s: &Observed) -> Value {
     json!({
         "link": s.link, "device": s.device, "plugged": s.plugged,
-        "imei": s.imei, "iccid": s.iccid, "sim": s.sim,
+        "imei": s.imei, "iccid": s.iccid, "sim": s.sim, "call": s.call,
     })
 }
 
@@ -725,6 +761,8 @@ fn counters_json(s: &Observed) -> Value {
         "refused": c.refused,
         "reports": c.reports,
         "delivered": c.delivered,
+        "answered": c.answered,
+        "call": s.call,
         "stored": s.stored.len(),
         "held": s.held.iter().map(|(mr, to)| json!({"mr": mr, "to": to})).collect::<Vec<_>>(),
         "unplugs": c.unplugs,

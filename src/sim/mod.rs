@@ -532,6 +532,7 @@ impl Runner {
             storage,
             core.held_reports(),
             core.sim_state(),
+            core.call_state(),
         );
     }
 }

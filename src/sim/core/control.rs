@@ -56,6 +56,17 @@ pub enum Control {
     Urc(String),
     /// The SIM is removed, inserted, locked, blocked or unlocked.
     Sim(SimChange),
+    /// A voice call rings `rings` times, `interval` apart, from `from` (`None`: withheld).
+    Call {
+        /// The caller's number.
+        from: Option<String>,
+        /// How many rings before the caller gives up.
+        rings: u32,
+        /// Between two rings.
+        interval: Duration,
+    },
+    /// The caller hangs up.
+    Hangup,
 }
 
 /// A delivered part's concatenation element and its route, or why it was lost.
@@ -92,6 +103,8 @@ pub struct Tally {
     pub reports: u64,
     /// Incoming SMS parts handed to the client (`+CMT`) or stored.
     pub delivered: u64,
+    /// Calls the client answered (`ATA`).
+    pub answered: u64,
 }
 
 /// Applies the changes that are settings to `opts`; `None` for those that need a running
@@ -124,6 +137,8 @@ pub fn apply_to_options(c: &Control, opts: &mut SimOptions) -> Option<Reply> {
         | Control::Hang(_)
         | Control::Resume
         | Control::Unplug
+        | Control::Call { .. }
+        | Control::Hangup
         | Control::Urc(_) => return None,
     }
     Some(Reply::Done)
@@ -192,6 +207,21 @@ impl Core {
                 if after != before {
                     self.registration_urcs_with(after);
                 }
+                Ok(Reply::Done)
+            }
+            Control::Call {
+                from,
+                rings,
+                interval,
+            } => {
+                if matches!(self.mode, Mode::Prompt { .. }) {
+                    return Err("the client is typing a message body; try again".into());
+                }
+                self.ring_in(from, rings, interval)?;
+                Ok(Reply::Done)
+            }
+            Control::Hangup => {
+                self.remote_hangup()?;
                 Ok(Reply::Done)
             }
             Control::Sim(change) => {
@@ -447,6 +477,47 @@ mod tests {
             boot,
             "\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: NOT INSERTED\r\n"
         );
+    }
+
+    #[test]
+    fn calls_ring_name_the_caller_and_end() {
+        let mut c = quiet(cfg());
+        let call = |from: Option<&str>, rings| Control::Call {
+            from: from.map(String::from),
+            rings,
+            interval: Duration::from_millis(100),
+        };
+        let (r, a) = c.control(call(Some("+15550001111"), 2), Duration::ZERO, WALL);
+        assert!(r.is_ok());
+        assert_eq!(writes(&a), "\r\nRING\r\n");
+        let Some(Action::Later { event, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        check(&mut c, "AT+CLIP=1;+CRC=1\r", "\r\nOK\r\n");
+        let a = c.fire(event, Duration::ZERO);
+        assert_eq!(
+            writes(&a),
+            "\r\n+CRING: VOICE\r\n\r\n+CLIP: \"+15550001111\",145\r\n"
+        );
+        let Some(Action::Later { event, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        // Nobody answered the last ring: the caller gives up.
+        assert_eq!(writes(&c.fire(event, Duration::ZERO)), "\r\nNO CARRIER\r\n");
+        assert_eq!(c.call_state(), "none");
+        check(&mut c, "ATA\r", "\r\nNO CARRIER\r\n");
+        let (_, w) = ctl(&mut c, call(None, 3));
+        assert_eq!(w, "\r\n+CRING: VOICE\r\n\r\n+CLIP: \"\",128,,,,1\r\n");
+        assert!(ctl(&mut c, call(None, 3)).0.is_err(), "one call at a time");
+        check(&mut c, "ATA\r", "\r\nOK\r\n");
+        assert_eq!(c.call_state(), "answered");
+        let (_, w) = ctl(&mut c, Control::Hangup);
+        assert_eq!(w, "\r\nNO CARRIER\r\n");
+        ctl(&mut c, call(Some("5550002222"), 3));
+        check(&mut c, "AT+CHUP\r", "\r\nOK\r\n");
+        assert_eq!(c.call_state(), "none");
+        assert!(ctl(&mut c, Control::Hangup).0.is_err());
+        assert_eq!(c.take_tally().answered, 1);
     }
 
     #[test]

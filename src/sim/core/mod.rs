@@ -13,6 +13,7 @@
 //! seeded RNG owned here) are inputs, so unit tests need no pty and are deterministic. The pty
 //! task in `sim/mod.rs` only moves bytes and carries out the actions.
 
+mod call;
 mod charset;
 pub mod control;
 mod general;
@@ -90,6 +91,8 @@ pub enum Event {
     Booted,
     /// Huawei: time for a spontaneous `^RSSI`/`^MODE`/`^BOOT` line.
     Noise,
+    /// The next ring of this call (the control socket's `call`).
+    Ring(u64),
 }
 
 /// One accepted SMS part, as the log needs it.
@@ -179,6 +182,7 @@ const COMMANDS: &[&[(&str, Handler)]] = &[
     general::COMMANDS,
     identity::COMMANDS,
     sim_lock::COMMANDS,
+    call::COMMANDS,
     network::COMMANDS,
     sms::COMMANDS,
     storage::COMMANDS,
@@ -244,6 +248,10 @@ pub struct Core {
     store_rev: u64,
     /// Actions produced by the current call, handed back at its end.
     out: Vec<Action>,
+    /// A voice call ringing or answered (the control socket's `call`).
+    call: Option<call::Call>,
+    /// Calls so far, to tell their ring timers apart.
+    call_seq: u64,
 }
 
 impl Core {
@@ -283,6 +291,8 @@ impl Core {
             tally: control::Tally::default(),
             store_rev: 0,
             out: Vec::new(),
+            call: None,
+            call_seq: 0,
         }
     }
 
@@ -335,6 +345,7 @@ impl Core {
                 }
             }
             Event::Booted => self.emit_boot_lines(),
+            Event::Ring(id) => self.ring(id),
             Event::Noise => {
                 if self.settings.curc && matches!(self.mode, Mode::Command) && !self.hanging(now) {
                     let line = self.noise_line();
