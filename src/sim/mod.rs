@@ -17,6 +17,7 @@ pub mod cmdline;
 pub mod control;
 pub mod core;
 mod faults;
+mod handle;
 pub mod inbound;
 pub mod log;
 mod pty;
@@ -40,6 +41,7 @@ use self::core::{Action, Core, Event};
 use crate::datadir::{self, Lock};
 
 pub use self::faults::{Faults, ReportOutcome, ReportRule, ReportTarget};
+pub use self::handle::{Sim, SimBuilder};
 
 /// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
 /// 001 (the test network of TS 23.003, like the IMSI).
@@ -509,6 +511,9 @@ impl Runner {
                     (actions, false)
                 }
             };
+            // Recorded before the answer goes out: a client that saw its OK and asks the
+            // control socket next must find the change there.
+            self.observe(&mut core, &mut seen_store);
             // A long `--send-delay` must not delay shutdown.
             let gone = tokio::select! {
                 _ = &mut self.shutdown => return (GenEnd::Shutdown, core.options().clone()),

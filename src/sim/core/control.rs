@@ -513,7 +513,7 @@ mod tests {
         assert_eq!(c.call_state(), "answered");
         let (_, w) = ctl(&mut c, Control::Hangup);
         assert_eq!(w, "\r\nNO CARRIER\r\n");
-        ctl(&mut c, call(Some("5550002222"), 3));
+        assert!(ctl(&mut c, call(Some("5550002222"), 3)).0.is_ok());
         check(&mut c, "AT+CHUP\r", "\r\nOK\r\n");
         assert_eq!(c.call_state(), "none");
         assert!(ctl(&mut c, Control::Hangup).0.is_err());
