@@ -257,7 +257,15 @@ async fn status_reports_follow_rules_held_reports_and_the_default() {
     }
     sim.ok(json!({"op": "report_clear"}));
     sim.ok(json!({"op": "report_default", "outcome": "delivered"}));
-    s.send_pdu("+15551230003", "third", true).await;
+    // The recipient rule is gone: the same recipient now gets the default, one final report.
+    let mr3 = mr_of(&s.send_pdu("+15551230002", "third", true).await);
+    s.until("+CDS: ").await;
+    s.until("\r\n").await;
+    let line = s.until("\r\n").await;
+    match decode_hex(line.trim()).unwrap() {
+        Pdu::StatusReport(r) => assert_eq!((r.message_reference, r.status), (mr3, 0)),
+        other => panic!("{other:?}"),
+    }
     let w = sim.ok(json!({"op": "wait", "until": {"reports": 4, "sent": 3}}));
     assert_eq!(w["held"], json!([]));
     let sent = sim.ok(json!({"op": "sent", "since": 1}));
