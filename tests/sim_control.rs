@@ -608,6 +608,7 @@ fn count_makes_numbered_links() {
         .arg(&base)
         .args(["--count", "3", "--imei", "490154203237518", "--ready-file"])
         .arg(&ready)
+        .args(["--control", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -619,6 +620,17 @@ fn count_makes_numbered_links() {
     }
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
     let modems = r["modems"].as_array().unwrap().clone();
+    // The loopback TCP socket the system chose reaches every modem.
+    let tcp = r["control"].as_str().unwrap().to_string();
+    assert!(
+        tcp.starts_with("127.0.0.1:") && !tcp.ends_with(":0"),
+        "{tcp}"
+    );
+    let ping = Control::connect(&tcp)
+        .unwrap()
+        .ok(&json!({"op": "ping", "modem": 2}))
+        .unwrap();
+    assert_eq!(ping["imei"], "490154203237534");
     let _ = child.kill();
     let _ = child.wait();
     let links: Vec<&str> = modems.iter().map(|m| m["link"].as_str().unwrap()).collect();
