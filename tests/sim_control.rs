@@ -257,7 +257,15 @@ async fn status_reports_follow_rules_held_reports_and_the_default() {
     }
     sim.ok(json!({"op": "report_clear"}));
     sim.ok(json!({"op": "report_default", "outcome": "delivered"}));
-    s.send_pdu("+15551230003", "third", true).await;
+    // The recipient rule is gone: the same recipient now gets the default, one final report.
+    let mr3 = mr_of(&s.send_pdu("+15551230002", "third", true).await);
+    s.until("+CDS: ").await;
+    s.until("\r\n").await;
+    let line = s.until("\r\n").await;
+    match decode_hex(line.trim()).unwrap() {
+        Pdu::StatusReport(r) => assert_eq!((r.message_reference, r.status), (mr3, 0)),
+        other => panic!("{other:?}"),
+    }
     let w = sim.ok(json!({"op": "wait", "until": {"reports": 4, "sent": 3}}));
     assert_eq!(w["held"], json!([]));
     let sent = sim.ok(json!({"op": "sent", "since": 1}));
@@ -507,5 +515,331 @@ modem.close()
             json!({"from": "+15550001111", "text": "short one"}),
             json!({"from": "+15550002222", "text": unicode}),
         ]
+    );
+}
+
+/// `--link A --link B`: two modems in one process, each with its own IMEI and ICCID, steered
+/// through one socket by `"modem"` (index or link); a text delivered to one reaches only its
+/// serial port, and each keeps its own sent log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_modems_in_one_process_are_told_apart() {
+    let second = tempfile::tempdir().unwrap();
+    let b = second.path().join("modem-b");
+    let sim = Sim::start(&["--link", b.to_str().unwrap()]);
+    let m = sim.ok(json!({"op": "modems"}));
+    let list = m["modems"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{m}");
+    assert_eq!(list[1]["link"], json!(b));
+    assert_ne!(list[0]["imei"], list[1]["imei"]);
+    assert_ne!(list[0]["iccid"], list[1]["iccid"]);
+    let mut a_port = Serial::quiet(&sim.proc.link).await;
+    let mut b_port = Serial::quiet(&b).await;
+    for (port, entry) in [(&mut a_port, &list[0]), (&mut b_port, &list[1])] {
+        let imei = port.command("AT+CGSN").await;
+        assert!(imei.contains(entry["imei"].as_str().unwrap()), "{imei}");
+        let iccid = port.command("AT+CCID").await;
+        assert!(iccid.contains(entry["iccid"].as_str().unwrap()), "{iccid}");
+        assert!(port.command("AT+CNMI=2,1,0,0,0").await.ends_with("OK\r\n"));
+    }
+    // The IMEIs differ in the serial number and keep a valid check digit (TS 23.003).
+    let luhn_ok = |s: &str| {
+        let sum: u32 = s
+            .bytes()
+            .rev()
+            .enumerate()
+            .map(|(i, c)| {
+                let d = u32::from(c - b'0');
+                if i % 2 == 1 {
+                    if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        sum % 10 == 0
+    };
+    assert!(luhn_ok(list[1]["imei"].as_str().unwrap()), "{m}");
+    sim.ok(json!({"op": "deliver", "modem": b, "from": "+15550001111", "text": "for B"}));
+    b_port.until("+CMTI: \"SM\",1\r\n").await;
+    assert_eq!(
+        sim.ok(json!({"op": "stored", "modem": 0}))["messages"],
+        json!([])
+    );
+    assert_eq!(
+        sim.ok(json!({"op": "stored", "modem": 1}))["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(a_port.command("AT+CMGL=4").await == "\r\nOK\r\n");
+    b_port.send_pdu("+15551239999", "from B", false).await;
+    sim.ok(json!({"op": "wait", "modem": 1, "until": {"sent": 1}}));
+    assert_eq!(sim.ok(json!({"op": "sent", "modem": 0}))["count"], 0);
+    assert_eq!(
+        sim.ok(json!({"op": "sent", "modem": 1}))["lines"][0]["text"],
+        "from B"
+    );
+    // Changes go to the modem named only.
+    sim.ok(json!({"op": "signal", "modem": 1, "rssi": 3}));
+    assert!(b_port.command("AT+CSQ").await.contains("+CSQ: 3,99"));
+    assert!(a_port.command("AT+CSQ").await.contains("+CSQ: 21,99"));
+    assert!(
+        sim.err(json!({"op": "ping", "modem": 2}))
+            .contains("there are 2")
+    );
+    assert!(
+        sim.err(json!({"op": "ping", "modem": "/nowhere"}))
+            .contains("none of the links")
+    );
+    // The log is shared and the ready file lists both.
+    let lines = sim.proc.wait_for_log_lines(1, ANSWER);
+    assert_eq!(lines[0]["text"], "from B");
+}
+
+#[test]
+fn count_makes_numbered_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("ttyUSB");
+    let ready = dir.path().join("ready.json");
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["sim", "--link"])
+        .arg(&base)
+        .args(["--count", "3", "--imei", "490154203237518", "--ready-file"])
+        .arg(&ready)
+        .args(["--control", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "no ready file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let modems = r["modems"].as_array().unwrap().clone();
+    // The loopback TCP socket the system chose reaches every modem.
+    let tcp = r["control"].as_str().unwrap().to_string();
+    assert!(
+        tcp.starts_with("127.0.0.1:") && !tcp.ends_with(":0"),
+        "{tcp}"
+    );
+    let ping = Control::connect(&tcp)
+        .unwrap()
+        .ok(&json!({"op": "ping", "modem": 2}))
+        .unwrap();
+    assert_eq!(ping["imei"], "490154203237534");
+    let _ = child.kill();
+    let _ = child.wait();
+    let links: Vec<&str> = modems.iter().map(|m| m["link"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..3).map(|i| format!("{}{i}", base.display())).collect();
+    assert_eq!(links, want);
+    let imeis: Vec<&str> = modems.iter().map(|m| m["imei"].as_str().unwrap()).collect();
+    assert_eq!(
+        imeis,
+        ["490154203237518", "490154203237526", "490154203237534"]
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args([
+            "sim", "--link", "/tmp/a", "--link", "/tmp/b", "--count", "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count"));
+}
+
+/// `sim`: the SIM pulled, put back, PIN-locked, PUK-blocked and unlocked at run time, with the
+/// answers of TS 27.007 §8.3 / §9.2.1 and TS 27.005 §3.2.5 and a SIM800's URCs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_comes_and_goes_and_locks_at_run_time() {
+    let sim = Sim::start(&["--profile", "simcom"]);
+    let mut s = Serial::open(&sim.proc.link);
+    s.until("SMS Ready\r\n").await;
+    assert!(s.command("ATE0;+CMEE=1;+CREG=1").await.ends_with("OK\r\n"));
+    assert!(s.command("AT+CNMI=2,1,0,0,0").await.ends_with("OK\r\n"));
+    sim.ok(json!({"op": "deliver", "from": "+15550001111", "text": "kept on the SIM"}));
+    s.until("+CMTI: \"SM\",1\r\n").await;
+    sim.ok(json!({"op": "sim", "state": "removed"}));
+    s.until("+CPIN: NOT INSERTED\r\n").await;
+    s.until("+CREG: 0\r\n").await;
+    assert_eq!(s.command("AT+CPIN?").await, "\r\n+CME ERROR: 10\r\n");
+    assert_eq!(s.command("AT+CMGR=1").await, "\r\n+CMS ERROR: 310\r\n");
+    assert_eq!(s.command("AT+CMGS=20").await, "\r\n+CMS ERROR: 310\r\n");
+    assert!(
+        sim.err(json!({"op": "deliver", "from": "+1555", "text": "x"}))
+            .contains("removed")
+    );
+    assert_eq!(sim.ok(json!({"op": "ping"}))["sim"], "removed");
+    // A SIM stays out across a USB replug: the fresh modem boots without it.
+    sim.ok(json!({"op": "unplug"}));
+    sim.ok(json!({"op": "replug"}));
+    sim.ok(json!({"op": "wait", "until": {"replugs": 1}}));
+    let mut s = Serial::open(&sim.proc.link);
+    s.until("+CPIN: NOT INSERTED\r\n").await;
+    assert!(s.command("ATE0;+CMEE=2;+CREG=1").await.ends_with("OK\r\n"));
+    assert_eq!(
+        s.command("AT+CIMI").await,
+        "\r\n+CME ERROR: SIM not inserted\r\n"
+    );
+    sim.ok(json!({"op": "sim", "state": "inserted"}));
+    s.until("+CPIN: READY\r\n").await;
+    s.until("SMS Ready\r\n").await;
+    s.until("+CREG: 1\r\n").await;
+    assert!(s.command("AT+CMEE=1").await.ends_with("OK\r\n"));
+    // Locked with a PIN the client must enter.
+    sim.ok(json!({"op": "sim", "state": "pin", "pin": "4321"}));
+    s.until("+CPIN: SIM PIN\r\n").await;
+    s.until("+CREG: 0\r\n").await;
+    assert!(s.command("AT+CPIN?").await.contains("+CPIN: SIM PIN"));
+    assert_eq!(s.command("AT+CMGS=20").await, "\r\n+CMS ERROR: 311\r\n");
+    assert_eq!(s.command("AT+CPIN=\"4321\"").await, "\r\nOK\r\n");
+    sim.ok(json!({"op": "wait", "until": {"sim": "ready"}}));
+    s.until("SMS Ready\r\n").await;
+    // Blocked: the PUK unblocks it and sets a new PIN.
+    sim.ok(json!({"op": "sim", "state": "puk"}));
+    s.until("+CPIN: SIM PUK\r\n").await;
+    s.until("+CREG: 0\r\n").await;
+    assert_eq!(
+        s.command("AT+CPIN=\"4321\"").await,
+        "\r\n+CME ERROR: 12\r\n"
+    );
+    assert_eq!(
+        s.command("AT+CPIN=\"12345678\",\"1111\"").await,
+        "\r\nOK\r\n"
+    );
+    sim.ok(json!({"op": "wait", "until": {"sim": "ready"}}));
+    // And unlocked from the socket, as if someone had typed the PIN.
+    sim.ok(json!({"op": "sim", "state": "pin"}));
+    s.until("+CPIN: SIM PIN\r\n").await;
+    sim.ok(json!({"op": "sim", "state": "ready"}));
+    s.until("+CPIN: READY\r\n").await;
+    assert!(
+        s.send_pdu("+15551234567", "sent again", false)
+            .await
+            .contains("+CMGS: ")
+    );
+    assert!(
+        sim.err(json!({"op": "sim", "state": "sideways"}))
+            .contains("removed, inserted")
+    );
+    assert!(
+        sim.err(json!({"op": "sim", "state": "pin", "pin": "12"}))
+            .contains("4 to 8")
+    );
+}
+
+/// `call` and `hangup`: RING / +CRING with +CLIP on the serial side, ATA, ATH, NO CARRIER.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_ring_and_end() {
+    let sim = Sim::start(&[]);
+    let mut s = Serial::quiet(&sim.proc.link).await;
+    assert!(s.command("AT+CLIP=1").await.ends_with("OK\r\n"));
+    sim.ok(json!({"op": "call", "from": "+15550001111", "rings": 2, "interval_ms": 200}));
+    s.until("\r\nRING\r\n").await;
+    s.until("+CLIP: \"+15550001111\",145\r\n").await;
+    s.until("\r\nRING\r\n").await;
+    // Unanswered: the caller gives up after the last ring.
+    s.until("\r\nNO CARRIER\r\n").await;
+    assert_eq!(sim.ok(json!({"op": "counters"}))["call"], "none");
+    assert!(s.command("AT+CRC=1").await.ends_with("OK\r\n"));
+    sim.ok(json!({"op": "call", "rings": 50}));
+    s.until("+CRING: VOICE\r\n").await;
+    s.until("+CLIP: \"\",128,,,,1\r\n").await;
+    assert_eq!(s.command("ATA").await, "\r\nOK\r\n");
+    let w = sim.ok(json!({"op": "wait", "until": {"answered": 1}}));
+    assert_eq!(w["call"], "answered");
+    sim.ok(json!({"op": "hangup"}));
+    s.until("\r\nNO CARRIER\r\n").await;
+    sim.ok(json!({"op": "call", "from": "5550002222", "interval_ms": 100}));
+    s.until("+CLIP: \"5550002222\",129\r\n").await;
+    assert_eq!(s.command("ATH").await, "\r\nOK\r\n");
+    assert_eq!(sim.ok(json!({"op": "ping"}))["call"], "none");
+    assert!(sim.err(json!({"op": "hangup"})).contains("no call"));
+    assert!(
+        sim.err(json!({"op": "call", "from": "nobody"}))
+            .contains("from")
+    );
+}
+
+/// The reads and the timed variants no other test drives: `ping`, `counters`, `hang` with
+/// `ms`, `unplug` to another link with `replug_after_ms`, `stored` after `+CMGD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_counters_timed_hang_and_an_unplug_to_another_link() {
+    let sim = Sim::start(&["--imei", "490154203237518"]);
+    let p = sim.ok(json!({"op": "ping"}));
+    assert_eq!(p["link"], json!(sim.proc.link));
+    assert_eq!(p["plugged"], true);
+    assert_eq!(p["imei"], "490154203237518");
+    assert_eq!(p["sim"], "ready");
+    let device = p["device"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_link(&sim.proc.link).unwrap(),
+        PathBuf::from(&device)
+    );
+    let before = sim.ok(json!({"op": "counters"}));
+    let mut s = Serial::quiet(&sim.proc.link).await;
+    assert!(s.command("AT+CNMI=2,1,0,0,0").await.ends_with("OK\r\n"));
+    s.send_pdu("+15551234567", "counted", false).await;
+    sim.ok(json!({"op": "deliver", "from": "+15550001111", "text": "in"}));
+    s.until("+CMTI: \"SM\",1\r\n").await;
+    let c = sim.ok(json!({"op": "counters"}));
+    // ATE0;+CMEE=1, AT+CNMI, AT+CMGS: three command lines; one part sent; one delivered.
+    assert_eq!(
+        c["commands"].as_u64().unwrap() - before["commands"].as_u64().unwrap(),
+        3,
+        "{c}"
+    );
+    assert_eq!(
+        (c["parts"].clone(), c["sent"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (c["delivered"].clone(), c["stored"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(s.command("AT+CMGD=1").await.ends_with("OK\r\n"));
+    sim.ok(json!({"op": "wait", "until": {"command": "AT+CMGD"}}));
+    assert_eq!(sim.ok(json!({"op": "stored"}))["messages"], json!([]));
+    // A hang that ends by itself.
+    sim.ok(json!({"op": "hang", "ms": 500}));
+    let t = Instant::now();
+    s.send("AT\r").await;
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.port.read(&mut buf))
+            .await
+            .is_err(),
+        "a hung modem answered"
+    );
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        s.send("AT\r").await;
+        if tokio::time::timeout(Duration::from_millis(300), s.until("OK\r\n"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hang never ended");
+    }
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    // Unplugged, and back by itself under another name.
+    let other = sim.proc.dir.path().join("ttyUSB9");
+    sim.ok(json!({"op": "unplug", "replug_after_ms": 300, "link": other}));
+    let w = sim.ok(json!({"op": "wait", "until": {"replugs": 1, "plugged": true}}));
+    assert_eq!(w["link"], json!(other));
+    assert!(std::fs::symlink_metadata(&sim.proc.link).is_err());
+    let p = sim.ok(json!({"op": "ping"}));
+    assert_eq!(p["link"], json!(other));
+    assert_ne!(p["device"].as_str().unwrap(), device);
+    let mut s = Serial::quiet(&other).await;
+    assert!(s.command("AT+CGSN").await.contains("490154203237518"));
+    let c = sim.ok(json!({"op": "counters"}));
+    assert_eq!(
+        (c["unplugs"].clone(), c["sent"].clone()),
+        (json!(1), json!(1))
     );
 }

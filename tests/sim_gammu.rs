@@ -1,25 +1,33 @@
 //! Debian's `gammu` accepts `simgate sim` as a modem: identify, getsecuritystatus, networkinfo,
 //! and sendsms (short, long, unicode) whose texts arrive intact in the simulator's log.
-//! Skips with a printed reason when `gammu` is not installed.
+//! Skips with a printed reason when `gammu` is not installed. The modem is the crate's test
+//! fixture, `simgate::sim::Sim`, in-process: what it received is read through its control
+//! operations.
 
-mod support;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::SimProcess;
+use serde_json::{Value, json};
+use simgate::sim::{Profile, Sim};
 
-/// Writes a gammu config for the simulator's link and returns its path.
-fn gammurc(sim: &SimProcess) -> std::path::PathBuf {
-    let path = sim.dir.path().join("gammurc");
+/// Writes a gammu config for the simulator's link in `dir` and returns its path.
+fn gammurc(sim: &Sim, dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("gammurc");
     let text = format!(
         "[gammu]\ndevice = {}\nconnection = at\nlogfile = {}\nlogformat = textall\n",
-        sim.link.display(),
-        sim.dir.path().join("gammu.log").display()
+        sim.link().display(),
+        dir.path().join("gammu.log").display()
     );
     std::fs::write(&path, text).expect("write gammurc");
     path
+}
+
+/// The texts the modem accepted, once there are `n`.
+fn sent(sim: &Sim, n: usize) -> Vec<Value> {
+    sim.wait(json!({"sent": n}), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}; last commands {:?}", sim.commands(20)));
+    sim.sent()
 }
 
 fn gammu_present() -> bool {
@@ -53,8 +61,9 @@ fn gammu_identifies_the_modem_and_reads_its_state() {
         eprintln!("skipping: gammu is not installed");
         return;
     }
-    let sim = SimProcess::start(&[]);
-    let rc = gammurc(&sim);
+    let sim = Sim::builder().start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rc = gammurc(&sim, &dir);
     let id = gammu(&rc, &["identify"]);
     assert!(id.contains("simgate"), "{id}");
     assert!(id.contains("356938035643809"), "IMEI missing: {id}");
@@ -73,17 +82,25 @@ fn gammu_reports_a_locked_sim_and_unlocks_it() {
         eprintln!("skipping: gammu is not installed");
         return;
     }
-    let sim = SimProcess::start(&["--pin", "1234"]);
-    let rc = gammurc(&sim);
+    let sim = Sim::builder().pin("1234").start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rc = gammurc(&sim, &dir);
     let sec = gammu(&rc, &["getsecuritystatus"]);
     assert!(sec.contains("Waiting for PIN"), "{sec}");
     gammu(&rc, &["entersecuritycode", "PIN", "1234"]);
     let sec = gammu(&rc, &["getsecuritystatus"]);
     assert!(sec.contains("Nothing to enter"), "{sec}");
-    assert!(
-        !sim.stderr_text().contains("pin attempt"),
-        "gammu sent a wrong PIN"
+    let pins: Vec<String> = sim
+        .commands(1000)
+        .into_iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("AT+CPIN="))
+        .collect();
+    assert_eq!(
+        pins,
+        ["AT+CPIN=\"1234\""],
+        "gammu sent one PIN, the right one"
     );
+    assert_eq!(sim.call(json!({"op": "ping"})).unwrap()["sim"], "ready");
 }
 
 #[test]
@@ -92,8 +109,9 @@ fn gammu_sends_short_long_and_unicode_texts() {
         eprintln!("skipping: gammu is not installed");
         return;
     }
-    let sim = SimProcess::start(&[]);
-    let rc = gammurc(&sim);
+    let sim = Sim::builder().start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rc = gammurc(&sim, &dir);
     gammu(
         &rc,
         &[
@@ -131,7 +149,7 @@ fn gammu_sends_short_long_and_unicode_texts() {
             unicode,
         ],
     );
-    let lines = sim.wait_for_log_lines(3, Duration::from_secs(10));
+    let lines = sent(&sim, 3);
     assert_eq!(lines[0]["text"], "Your code is 481516");
     assert_eq!(lines[0]["to"], "+15551234567");
     assert_eq!(lines[0]["parts"], 1);
@@ -148,13 +166,14 @@ fn gammu_copes_with_the_noisy_huawei_and_the_simcom_profiles() {
         return;
     }
     // gammu recognises the Huawei by +CGMI and sends AT^CURC=0 and AT^PORTSEL=1 itself.
-    for profile in ["huawei", "simcom"] {
-        let sim = SimProcess::start(&["--profile", profile]);
-        let rc = gammurc(&sim);
+    for profile in [Profile::Huawei, Profile::Simcom] {
+        let sim = Sim::builder().profile(profile).start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rc = gammurc(&sim, &dir);
         let id = gammu(&rc, &["identify"]);
-        assert!(id.contains("Manufacturer"), "{profile}: {id}");
-        gammu(&rc, &["sendsms", "TEXT", "+15551234567", "-text", profile]);
-        let lines = sim.wait_for_log_lines(1, Duration::from_secs(10));
-        assert_eq!(lines[0]["text"], profile);
+        let name = profile.name();
+        assert!(id.contains("Manufacturer"), "{name}: {id}");
+        gammu(&rc, &["sendsms", "TEXT", "+15551234567", "-text", name]);
+        assert_eq!(sent(&sim, 1)[0]["text"], name);
     }
 }

@@ -1,14 +1,14 @@
 //! python-gsmmodem-new accepts `simgate sim` as a modem: `connect()` and `sendSms` of a short,
 //! a long (concatenated) and a unicode text, whose texts arrive intact in the simulator's log.
 //! Uses $SIMGATE_PYTHON, else /opt/simgate-venv/bin/python, else python3; skips with a printed
-//! reason when `import gsmmodem` fails.
-
-mod support;
+//! reason when `import gsmmodem` fails. The modem is the crate's test fixture,
+//! `simgate::sim::Sim`, in-process: what it received is read through its control operations.
 
 use std::process::Command;
 use std::time::Duration;
 
-use support::SimProcess;
+use serde_json::json;
+use simgate::sim::{Profile, Sim};
 
 /// The client script: connects, prints what it learned, sends the texts given as arguments.
 const SCRIPT: &str = r#"
@@ -53,12 +53,12 @@ fn python_gsmmodem_connects_and_sends_short_long_and_unicode() {
             return;
         }
     };
-    let sim = SimProcess::start(&[]);
+    let sim = Sim::builder().start().expect("start the simulator");
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(8);
     let unicode = "Ваш код 123456 ✓ 日本";
     let out = Command::new(&python)
         .args(["-c", SCRIPT])
-        .arg(&sim.link)
+        .arg(sim.link())
         .arg("+15551234567")
         .args(["Your code is 271828", long.as_str(), unicode])
         .output()
@@ -66,17 +66,19 @@ fn python_gsmmodem_connects_and_sends_short_long_and_unicode() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "python-gsmmodem failed ({}):\nstdout: {stdout}\nstderr: {}\nsim stderr: {}",
+        "python-gsmmodem failed ({}):\nstdout: {stdout}\nstderr: {}\nlast commands: {:?}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
-        sim.stderr_text()
+        sim.commands(20)
     );
     assert!(stdout.contains("manufacturer=simgate"), "{stdout}");
     assert!(stdout.contains("imei=356938035643809"), "{stdout}");
     assert!(stdout.contains("network=Simgate Mobile"), "{stdout}");
     assert!(stdout.contains("signal=21"), "{stdout}");
     assert!(stdout.contains("closed"), "{stdout}");
-    let lines = sim.wait_for_log_lines(3, Duration::from_secs(10));
+    sim.wait(json!({"sent": 3}), Duration::from_secs(10))
+        .unwrap();
+    let lines = sim.sent();
     assert_eq!(lines[0]["text"], "Your code is 271828");
     assert_eq!(lines[0]["to"], "+15551234567");
     assert_eq!(lines[1]["text"], long.as_str());
@@ -94,7 +96,11 @@ fn python_gsmmodem_unlocks_a_pin_protected_sim() {
             return;
         }
     };
-    let sim = SimProcess::start(&["--pin", "2468", "--profile", "simcom"]);
+    let sim = Sim::builder()
+        .pin("2468")
+        .profile(Profile::Simcom)
+        .start()
+        .expect("start the simulator");
     let script = r#"
 import sys
 from gsmmodem.modem import GsmModem
@@ -105,21 +111,24 @@ modem.close()
 "#;
     let out = Command::new(&python)
         .args(["-c", script])
-        .arg(&sim.link)
+        .arg(sim.link())
         .output()
         .expect("run python");
     assert!(
         out.status.success(),
-        "python-gsmmodem failed:\n{}\nsim stderr: {}",
+        "python-gsmmodem failed:\n{}\nlast commands: {:?}",
         String::from_utf8_lossy(&out.stderr),
-        sim.stderr_text()
+        sim.commands(20)
     );
-    let lines = sim.wait_for_log_lines(1, Duration::from_secs(10));
-    assert_eq!(lines[0]["text"], "after unlock");
-    assert!(
-        !sim.stderr_text().contains("pin attempt"),
-        "no wrong PIN was tried"
-    );
+    sim.wait(json!({"sent": 1, "sim": "ready"}), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(sim.sent()[0]["text"], "after unlock");
+    let pins: Vec<String> = sim
+        .commands(1000)
+        .into_iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("AT+CPIN="))
+        .collect();
+    assert_eq!(pins, ["AT+CPIN=\"2468\""], "one PIN entry, the right one");
 }
 
 #[test]
@@ -133,7 +142,10 @@ fn python_gsmmodem_receives_a_delivery_report_through_storage() {
     };
     // python-gsmmodem sets +CNMI <ds>=2: the report is stored, announced with +CDSI, then read
     // with +CPMS="SR", +CMGR and deleted with +CMGD.
-    let sim = SimProcess::start(&["--report-delay", "0.2"]);
+    let sim = Sim::builder()
+        .with_faults(|f| f.report_delay = Duration::from_millis(200))
+        .start()
+        .expect("start the simulator");
     let script = r#"
 import sys
 from gsmmodem.modem import GsmModem
@@ -147,16 +159,19 @@ modem.close()
 "#;
     let out = Command::new(&python)
         .args(["-c", script])
-        .arg(&sim.link)
+        .arg(sim.link())
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "python-gsmmodem failed:\n{}\nsim stderr: {}",
+        "python-gsmmodem failed:\n{}\nlast commands: {:?}",
         String::from_utf8_lossy(&out.stderr),
-        sim.stderr_text()
+        sim.commands(20)
     );
+    // Stored (+CNMI <ds>=2), read and deleted: nothing is left on the SIM.
+    assert_eq!(sim.counters()["reports"], 1);
+    assert_eq!(sim.counters()["stored"], 0);
     // SentSms.DELIVERED is 1.
     assert!(stdout.contains("status=1"), "{stdout}");
     let field = |name: &str| {

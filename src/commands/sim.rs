@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sim::control::{Client, ControlAddr, ControlServer};
+use crate::sim::control::{Client, ControlAddr, ControlServer, Hub};
 use crate::sim::{Faults, Profile, SimOptions, Simulator};
 
 #[derive(Debug, clap::Args)]
@@ -17,18 +17,22 @@ pub struct SimArgs {
     /// A client of a running simulator's control socket.
     #[command(subcommand)]
     pub command: Option<Box<SimCommand>>,
-    /// Path of the symlink to create; clients open it as their serial port.
+    /// Path of the symlink to create; clients open it as their serial port. Repeat it for
+    /// several modems in one process.
     #[arg(long, value_name = "PATH", required = true)]
-    pub link: Option<PathBuf>,
+    pub link: Vec<PathBuf>,
+    /// With one --link PATH: N modems at PATH0 .. PATH{N-1}.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub count: Option<u16>,
     /// Which modem to imitate: generic, huawei, simcom or quectel.
     #[arg(long, value_name = "NAME", default_value = "generic", value_parser = parse_profile)]
     pub profile: Profile,
-    /// The IMEI `AT+CGSN` answers (default: the profile's).
+    /// The IMEI `AT+CGSN` answers (default: the profile's); repeat it per modem.
     #[arg(long, value_name = "DIGITS", value_parser = parse_digits)]
-    pub imei: Option<String>,
-    /// The SIM's ICCID `AT+CCID` answers (default: 89001012012345678905).
+    pub imei: Vec<String>,
+    /// The SIM's ICCID `AT+CCID` answers (default: 89001012012345678905); repeat it per modem.
     #[arg(long, value_name = "DIGITS", value_parser = parse_digits)]
-    pub iccid: Option<String>,
+    pub iccid: Vec<String>,
     /// Append one JSON line per accepted SMS to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -158,6 +162,14 @@ Identity:
   --iccid DIGITS       the SIM's ICCID, answered to AT+CCID, AT+ICCID and AT^ICCID? (even
                        while the SIM is PIN-locked, as real SIMs allow).
 
+Several modems:
+  --link A --link B (or --link P --count N for P0 .. P{N-1}) runs one modem per link in one
+  process, all with the same options except identity and seed: the i-th --imei/--iccid goes
+  to the i-th modem; one without its own gets the first modem's with the serial number plus i
+  and the check digit recomputed, so each has its own IMEI and ICCID. Modem i uses --seed plus
+  i. Their texts share --log; one --control socket steers them all (a request's \"modem\"
+  field, the index from 0 or the link, picks one; without it, the first).
+
 Incoming texts:
   --incoming FROM:TEXT the network delivers TEXT from FROM (+ and digits, or a name of up to 11
                        characters) --incoming-after SECS after the client first sets AT+CNMI
@@ -231,13 +243,72 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 impl SimArgs {
-    /// The library's options for these arguments.
+    /// The links of the modems: the --link paths, or PATH0 .. PATH{N-1} with --count.
+    pub fn links(&self) -> Result<Vec<PathBuf>, String> {
+        match (self.count, self.link.as_slice()) {
+            (None, links) => Ok(links.to_vec()),
+            (Some(n), [one]) => Ok((0..n)
+                .map(|i| {
+                    let mut name = one.as_os_str().to_owned();
+                    name.push(i.to_string());
+                    PathBuf::from(name)
+                })
+                .collect()),
+            (Some(_), _) => {
+                Err("--count takes a single --link PATH (the modems are PATH0, PATH1, ...)".into())
+            }
+        }
+    }
+
+    /// The library's options for each modem, in link order.
+    pub fn to_all_options(&self) -> Result<Vec<SimOptions>, String> {
+        let links = self.links()?;
+        let mut first = self.to_options();
+        first.link = links[0].clone();
+        let (imei0, iccid0) = crate::sim::core::Core::new(first.clone()).identity();
+        if self.imei.len() > links.len() || self.iccid.len() > links.len() {
+            return Err(format!(
+                "{} modem(s) but {} --imei and {} --iccid",
+                links.len(),
+                self.imei.len(),
+                self.iccid.len()
+            ));
+        }
+        links
+            .iter()
+            .enumerate()
+            .map(|(i, link)| {
+                let n = i as u64;
+                let imei = match self.imei.get(i) {
+                    Some(v) => v.clone(),
+                    None => crate::sim::nth_identity(&imei0, n).ok_or_else(|| {
+                        format!("IMEI {imei0:?} is not all digits: give --imei for each modem")
+                    })?,
+                };
+                let iccid = match self.iccid.get(i) {
+                    Some(v) => v.clone(),
+                    None => crate::sim::nth_identity(&iccid0, n).ok_or_else(|| {
+                        format!("ICCID {iccid0:?} is not all digits: give --iccid for each modem")
+                    })?,
+                };
+                Ok(SimOptions {
+                    link: link.clone(),
+                    imei: Some(imei),
+                    iccid: Some(iccid),
+                    seed: self.seed.wrapping_add(n),
+                    ..first.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// The library's options for these arguments (the first modem's).
     pub fn to_options(&self) -> SimOptions {
         SimOptions {
-            link: self.link.clone().unwrap_or_default(),
+            link: self.link.first().cloned().unwrap_or_default(),
             profile: self.profile,
-            imei: self.imei.clone(),
-            iccid: self.iccid.clone(),
+            imei: self.imei.first().cloned(),
+            iccid: self.iccid.first().cloned(),
             log: self.log.clone(),
             seed: self.seed,
             pin: self.pin.clone(),
@@ -278,40 +349,62 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = args.to_options();
+    let all = match args.to_all_options() {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("simgate sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = all[0].clone();
     rt.block_on(async move {
         // Installed before the link is announced: a SIGTERM sent as soon as a test (or systemd)
         // sees the link must stop the simulator cleanly, not kill it with the link left behind.
         let signals = listen_for_signals();
-        let sim = match Simulator::start(opts.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("simgate sim: cannot start at {}: {e}", opts.link.display());
-                return ExitCode::FAILURE;
+        let mut sims = Vec::with_capacity(all.len());
+        for o in &all {
+            match Simulator::start(o.clone()).await {
+                Ok(s) => sims.push(s),
+                Err(e) => {
+                    eprintln!("simgate sim: cannot start at {}: {e}", o.link.display());
+                    stop_all(sims).await;
+                    return ExitCode::FAILURE;
+                }
             }
-        };
+        }
+        let hub = Hub::new(sims.iter().map(Simulator::controller).collect());
         let control = match &args.control {
-            Some(addr) => match ControlServer::bind(addr, sim.controller()).await {
+            Some(addr) => match ControlServer::bind(addr, hub).await {
                 Ok(server) => Some(server),
                 Err(e) => {
                     eprintln!("simgate sim: cannot listen for control at {addr}: {e}");
-                    sim.stop().await;
+                    stop_all(sims).await;
                     return ExitCode::FAILURE;
                 }
             },
             None => None,
         };
         let control_addr = control.as_ref().map(|c| c.addr().to_string());
+        let modems: Vec<serde_json::Value> = sims
+            .iter()
+            .zip(&all)
+            .map(|(s, o)| {
+                serde_json::json!({
+                    "link": s.link(), "device": s.device(), "imei": o.imei, "iccid": o.iccid,
+                })
+            })
+            .collect();
         if let Some(path) = &args.ready_file {
             let ready = serde_json::json!({
-                "link": sim.link(),
-                "device": sim.device(),
+                "link": sims[0].link(),
+                "device": sims[0].device(),
                 "control": control_addr,
                 "pid": std::process::id(),
+                "modems": modems,
             });
             if let Err(e) = write_ready(path, &ready.to_string()) {
                 eprintln!("simgate sim: cannot write {}: {e}", path.display());
-                sim.stop().await;
+                stop_all(sims).await;
                 return ExitCode::FAILURE;
             }
         }
@@ -319,19 +412,22 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
             println!(
                 "{}",
                 serde_json::json!({
-                    "link": sim.link(),
-                    "device": sim.device(),
+                    "link": sims[0].link(),
+                    "device": sims[0].device(),
                     "log": opts.log,
                     "profile": opts.profile.name(),
                     "control": control_addr,
+                    "modems": modems,
                 })
             );
         } else {
-            println!(
-                "simgate sim: link {} -> {}",
-                sim.link().display(),
-                sim.device().display()
-            );
+            for s in &sims {
+                println!(
+                    "simgate sim: link {} -> {}",
+                    s.link().display(),
+                    s.device().display()
+                );
+            }
             match &opts.log {
                 Some(log) => println!("simgate sim: log {}", log.display()),
                 None => println!("simgate sim: no log"),
@@ -348,7 +444,7 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
             None => false,
         };
         drop(control);
-        sim.stop().await;
+        stop_all(sims).await;
         if let Some(path) = &args.ready_file {
             let _ = std::fs::remove_file(path);
         }
@@ -358,6 +454,12 @@ pub fn run(args: SimArgs, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     })
+}
+
+async fn stop_all(sims: Vec<Simulator>) {
+    for s in sims {
+        s.stop().await;
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on the

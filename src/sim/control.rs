@@ -26,6 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::core::Routed;
+use super::core::SimChange;
 use super::core::StoredReport;
 use super::core::control::{Control, PartRoute, Reply, Tally};
 use super::inbound::{self, InboundPart, Reference};
@@ -112,6 +113,7 @@ pub(super) struct Counters {
     refused: u64,
     reports: u64,
     delivered: u64,
+    answered: u64,
     unplugs: u64,
     replugs: u64,
 }
@@ -132,6 +134,13 @@ pub(super) struct Observed {
     plugged: bool,
     link: PathBuf,
     device: PathBuf,
+    /// `ready`, `pin`, `puk` or `removed`.
+    sim: &'static str,
+    /// `none`, `ringing` or `answered`.
+    call: &'static str,
+    /// What `AT+CGSN` and `AT+CCID` answer, to tell modems apart.
+    imei: String,
+    iccid: String,
 }
 
 /// The state shared by the runner (writer) and the control side (readers).
@@ -143,12 +152,16 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(link: &Path, device: &Path) -> Arc<Shared> {
+    pub(super) fn new(link: &Path, device: &Path, identity: (String, String)) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(Observed {
                 plugged: true,
                 link: link.to_path_buf(),
                 device: device.to_path_buf(),
+                imei: identity.0,
+                iccid: identity.1,
+                sim: "ready",
+                call: "none",
                 ..Observed::default()
             }),
             version: watch::channel(0).0,
@@ -170,18 +183,23 @@ impl Shared {
         tally: Tally,
         storage: Option<(u64, Vec<(u32, StoredReport)>)>,
         held: Vec<(u8, String)>,
+        sim: &'static str,
+        call: &'static str,
     ) {
         let empty = tally == Tally::default() && storage.is_none();
         let mut s = self.lock();
-        if empty && s.held == held {
+        if empty && s.held == held && s.sim == sim && s.call == call {
             return;
         }
+        s.sim = sim;
+        s.call = call;
         let c = &mut s.counters;
         c.commands += tally.commands.len() as u64;
         c.parts += tally.parts;
         c.refused += tally.refused;
         c.reports += tally.reports;
         c.delivered += tally.delivered;
+        c.answered += tally.answered;
         for line in tally.commands {
             if s.commands.len() == RECENT_COMMANDS {
                 s.commands.pop_front();
@@ -216,6 +234,7 @@ impl Shared {
         s.stored.clear();
         s.store_rev = 0;
         s.held.clear();
+        s.call = "none";
         drop(s);
         self.bump();
     }
@@ -285,9 +304,58 @@ impl Controller {
         match op {
             "ping" => {
                 let s = self.shared.lock();
-                Ok(fields(json!({
-                    "link": s.link, "device": s.device, "plugged": s.plugged
-                })))
+                Ok(fields(modem_json(&s)))
+            }
+            "call" => {
+                let from = r.str("from")?;
+                if let Some(f) = from {
+                    let digits = f.strip_prefix('+').unwrap_or(f);
+                    if digits.is_empty()
+                        || digits.len() > 20
+                        || !digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(format!("\"from\" {f:?}: a number, + and digits or digits"));
+                    }
+                }
+                let rings = r.u64("rings")?.unwrap_or(5);
+                if !(1..=100).contains(&rings) {
+                    return Err("\"rings\" is 1 to 100".into());
+                }
+                let interval = Duration::from_millis(r.u64("interval_ms")?.unwrap_or(3000).max(10));
+                done(
+                    self.run(Job::Core(Control::Call {
+                        from: from.map(String::from),
+                        rings: rings as u32,
+                        interval,
+                    }))
+                    .await,
+                )
+            }
+            "hangup" => done(self.run(Job::Core(Control::Hangup)).await),
+            "sim" => {
+                let change = match r.str("state")? {
+                    Some("removed") => SimChange::Remove,
+                    Some("inserted") => SimChange::Insert,
+                    Some("pin") => SimChange::Lock(r.str("pin")?.map(String::from)),
+                    Some("puk") => SimChange::Block,
+                    Some("ready") => SimChange::Unlock,
+                    other => {
+                        return Err(format!(
+                            "\"state\" {other:?}: removed, inserted, pin, puk or ready"
+                        ));
+                    }
+                };
+                if let Some(pin) = r.str("pin")?
+                    && !(4..=8).contains(&pin.len())
+                {
+                    return Err("a PIN is 4 to 8 digits".into());
+                }
+                if let Some(pin) = r.str("pin")?
+                    && !pin.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err("a PIN is 4 to 8 digits".into());
+                }
+                done(self.run(Job::Core(Control::Sim(change))).await)
             }
             "deliver" => {
                 let parts = deliver_parts(&r)?;
@@ -494,6 +562,87 @@ impl Controller {
     }
 }
 
+/// The simulators behind one control socket (`simgate sim --link A --link B`): a request's
+/// `modem` field, the index from 0 or the link path, picks one; without it, the first.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    modems: Vec<Controller>,
+}
+
+impl From<Controller> for Hub {
+    fn from(c: Controller) -> Hub {
+        Hub { modems: vec![c] }
+    }
+}
+
+impl Hub {
+    /// One control socket for these modems, in the order `modem` indexes them.
+    pub fn new(modems: Vec<Controller>) -> Hub {
+        assert!(!modems.is_empty(), "a hub needs at least one modem");
+        Hub { modems }
+    }
+
+    /// Answers one request: `modems` lists them all, anything else goes to the modem named.
+    pub async fn call(&self, request: &Value) -> Value {
+        if request.get("op").and_then(Value::as_str) == Some("modems") {
+            let list: Vec<Value> = self
+                .modems
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut v = modem_json(&c.shared.lock());
+                    v["modem"] = json!(i);
+                    v
+                })
+                .collect();
+            return json!({"ok": true, "modems": list});
+        }
+        match self.pick(request) {
+            Ok(c) => c.call(request).await,
+            Err(e) => json!({"ok": false, "error": e}),
+        }
+    }
+
+    /// Parses a request line and answers it.
+    pub async fn call_line(&self, line: &str) -> Value {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => self.call(&v).await,
+            Err(e) => json!({"ok": false, "error": format!("the request is not JSON: {e}")}),
+        }
+    }
+
+    fn pick(&self, request: &Value) -> Result<&Controller, String> {
+        let links = || {
+            self.modems
+                .iter()
+                .map(|c| c.shared.lock().link.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        match request.get("modem") {
+            None | Some(Value::Null) => Ok(&self.modems[0]),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|i| self.modems.get(i as usize))
+                .ok_or_else(|| {
+                    format!(
+                        "\"modem\" {n}: there are {} (0 to {})",
+                        self.modems.len(),
+                        self.modems.len() - 1
+                    )
+                }),
+            Some(Value::String(s)) => {
+                let links = links();
+                links
+                    .iter()
+                    .position(|l| l == s)
+                    .map(|i| &self.modems[i])
+                    .ok_or_else(|| format!("\"modem\" {s:?} is none of the links {links:?}"))
+            }
+            Some(_) => Err("\"modem\" is an index from 0 or a link path".into()),
+        }
+    }
+}
+
 /// One `wait` condition.
 #[derive(Debug)]
 enum Condition {
@@ -505,6 +654,8 @@ enum Condition {
     Plugged(bool),
     /// This many reports are held for a `report`.
     Held(u64),
+    /// The SIM is in this state.
+    Sim(String),
 }
 
 impl Condition {
@@ -516,6 +667,7 @@ impl Condition {
             "refused",
             "reports",
             "delivered",
+            "answered",
             "unplugs",
             "replugs",
             "stored",
@@ -539,8 +691,13 @@ impl Condition {
             "held" => Ok(Condition::Held(
                 v.as_u64().ok_or("\"held\" in \"until\" is a number")?,
             )),
+            "sim" => Ok(Condition::Sim(
+                v.as_str()
+                    .ok_or("\"sim\" in \"until\" is ready, pin, puk or removed")?
+                    .to_string(),
+            )),
             _ => Err(format!(
-                "unknown condition {key:?}; one of {}, command, plugged, held",
+                "unknown condition {key:?}; one of {}, command, plugged, held, sim",
                 counter.join(", ")
             )),
         }
@@ -555,6 +712,7 @@ impl Condition {
                 .any(|c| c.to_ascii_uppercase().starts_with(prefix.as_str())),
             Condition::Plugged(p) => s.plugged == *p,
             Condition::Held(n) => s.held.len() as u64 >= *n,
+            Condition::Sim(state) => s.sim == state,
         }
     }
 
@@ -564,6 +722,7 @@ impl Condition {
             Condition::Command(p) => format!("a command starting with {p:?}"),
             Condition::Plugged(p) => format!("plugged = {p}"),
             Condition::Held(n) => format!("held >= {n} (now {})", s.held.len()),
+            Condition::Sim(state) => format!("sim = {state} (now {})", s.sim),
         }
     }
 }
@@ -577,11 +736,20 @@ fn counter(s: &Observed, name: &str) -> u64 {
         "refused" => c.refused,
         "reports" => c.reports,
         "delivered" => c.delivered,
+        "answered" => c.answered,
         "unplugs" => c.unplugs,
         "replugs" => c.replugs,
         "stored" => s.stored.len() as u64,
         _ => 0,
     }
+}
+
+/// Who and where a modem is.
+fn modem_json(s: &Observed) -> Value {
+    json!({
+        "link": s.link, "device": s.device, "plugged": s.plugged,
+        "imei": s.imei, "iccid": s.iccid, "sim": s.sim, "call": s.call,
+    })
 }
 
 fn counters_json(s: &Observed) -> Value {
@@ -593,12 +761,15 @@ fn counters_json(s: &Observed) -> Value {
         "refused": c.refused,
         "reports": c.reports,
         "delivered": c.delivered,
+        "answered": c.answered,
+        "call": s.call,
         "stored": s.stored.len(),
         "held": s.held.iter().map(|(mr, to)| json!({"mr": mr, "to": to})).collect::<Vec<_>>(),
         "unplugs": c.unplugs,
         "replugs": c.replugs,
         "plugged": s.plugged,
         "link": s.link,
+        "sim": s.sim,
     })
 }
 
@@ -817,7 +988,8 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `addr` and serves `ctl` on it. A Unix socket is created owner-only; a stale one
     /// (nobody listening) is replaced, anything else at the path is refused.
-    pub async fn bind(addr: &ControlAddr, ctl: Controller) -> std::io::Result<ControlServer> {
+    pub async fn bind(addr: &ControlAddr, ctl: impl Into<Hub>) -> std::io::Result<ControlServer> {
+        let ctl: Hub = ctl.into();
         let (task, bound) = match addr {
             ControlAddr::Unix(path) => {
                 match std::fs::symlink_metadata(path) {
@@ -896,7 +1068,7 @@ impl Drop for ControlServer {
 }
 
 /// One connection: a request line in, an answer line out, until the peer closes.
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctl: Controller) {
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctl: Hub) {
     let (read, mut write) = tokio::io::split(stream);
     let mut read = tokio::io::BufReader::new(read);
     let mut line = Vec::new();

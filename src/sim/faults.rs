@@ -46,6 +46,13 @@ pub struct Faults {
     /// Per-message answers set through the control socket, first match wins: a TP-MR rule is
     /// used once, a recipient rule until cleared.
     pub report_rules: Vec<ReportRule>,
+    /// The SIM is out of its holder (the control socket's `sim` op): `+CPIN?` answers
+    /// `+CME ERROR: 10`, SMS commands `+CMS ERROR: 310`, no registration. A physical state, so
+    /// it survives a replug.
+    pub sim_absent: bool,
+    /// The SIM's PIN is blocked (it wants the PUK) from power-on, as a SIM blocked at run time
+    /// stays blocked across a replug.
+    pub sim_blocked: bool,
 }
 
 /// How the network answers the status report of one sent part (TS 23.040 §9.2.3.15).
@@ -114,6 +121,8 @@ impl Default for Faults {
             operator: None,
             report_default: None,
             report_rules: Vec::new(),
+            sim_absent: false,
+            sim_blocked: false,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod cmdline;
 pub mod control;
 pub mod core;
 mod faults;
+mod handle;
 pub mod inbound;
 pub mod log;
 mod pty;
@@ -40,10 +41,54 @@ use self::core::{Action, Core, Event};
 use crate::datadir::{self, Lock};
 
 pub use self::faults::{Faults, ReportOutcome, ReportRule, ReportTarget};
+pub use self::handle::{Sim, SimBuilder};
 
 /// The ICCID of the simulated SIM unless `--iccid` says otherwise: issuer 89 (telecom), country
 /// 001 (the test network of TS 23.003, like the IMSI).
 pub const DEFAULT_ICCID: &str = "89001012012345678905";
+
+/// The `n`-th identity after `digits` (an IMEI or an ICCID, check digit last): the body read as
+/// a number plus `n`, same width, and its Luhn check digit recomputed (TS 23.003 §6.2.1 for
+/// the IMEI, ITU-T E.118 for the ICCID), so several simulated modems are told apart the way
+/// real ones are; the 0th is `digits` as given. `None` when `digits` is not all digits.
+pub fn nth_identity(digits: &str, n: u64) -> Option<String> {
+    if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if n == 0 {
+        return Some(digits.to_string());
+    }
+    let body = &digits[..digits.len() - 1];
+    // Add from the right so a body longer than u64 still works.
+    let mut out: Vec<u8> = body.bytes().map(|b| b - b'0').collect();
+    let mut carry = n;
+    for d in out.iter_mut().rev() {
+        if carry == 0 {
+            break;
+        }
+        let v = u64::from(*d) + carry % 10;
+        *d = (v % 10) as u8;
+        carry = carry / 10 + v / 10;
+    }
+    let sum: u32 = out
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    let check = (10 - sum % 10) % 10;
+    let mut s: String = out.iter().map(|d| char::from(b'0' + d)).collect();
+    s.push(char::from(b'0' + check as u8));
+    Some(s)
+}
 use self::log::Reassembler;
 use self::pty::Pty;
 
@@ -170,7 +215,7 @@ impl Simulator {
         tracing::info!(link = %opts.link.display(), device = %device.display(), profile = opts.profile.name(), "sim: started");
         let (tx, rx) = oneshot::channel();
         let link = opts.link.clone();
-        let shared = Shared::new(&link, &device);
+        let shared = Shared::new(&link, &device, Core::new(opts.clone()).identity());
         let (jobs_tx, jobs) = mpsc::channel(64);
         let controller = Controller::new(jobs_tx, shared.clone());
         let task = tokio::spawn(run(opts, pty, log, rx, jobs, shared));
@@ -466,6 +511,9 @@ impl Runner {
                     (actions, false)
                 }
             };
+            // Recorded before the answer goes out: a client that saw its OK and asks the
+            // control socket next must find the change there.
+            self.observe(&mut core, &mut seen_store);
             // A long `--send-delay` must not delay shutdown.
             let gone = tokio::select! {
                 _ = &mut self.shutdown => return (GenEnd::Shutdown, core.options().clone()),
@@ -484,8 +532,13 @@ impl Runner {
         if let Some((rev, _)) = &storage {
             *seen_store = *rev;
         }
-        self.shared
-            .record(core.take_tally(), storage, core.held_reports());
+        self.shared.record(
+            core.take_tally(),
+            storage,
+            core.held_reports(),
+            core.sim_state(),
+            core.call_state(),
+        );
     }
 }
 
@@ -575,6 +628,28 @@ async fn sleep_until_opt(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    #[test]
+    fn nth_identities_keep_a_valid_check_digit() {
+        assert_eq!(
+            super::nth_identity(super::DEFAULT_ICCID, 0).as_deref(),
+            Some(super::DEFAULT_ICCID)
+        );
+        assert_eq!(
+            super::nth_identity("356938035643809", 1).as_deref(),
+            Some("356938035643817")
+        );
+        assert_eq!(
+            super::nth_identity(super::DEFAULT_ICCID, 1).as_deref(),
+            Some("89001012012345678919")
+        );
+        assert_eq!(
+            super::nth_identity("490154203237518", 1).as_deref(),
+            Some("490154203237526")
+        );
+        assert_eq!(super::nth_identity("19", 1).as_deref(), Some("26"));
+        assert_eq!(super::nth_identity("8944F", 1), None);
+    }
 
     #[test]
     fn a_torn_last_line_is_closed_before_appending() {

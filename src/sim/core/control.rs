@@ -10,7 +10,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::Routed;
-use super::{Action, Core, Mode};
+use super::{Action, Core, Mode, SimChange};
 use crate::sim::inbound::InboundPart;
 use crate::sim::{ReportOutcome, ReportRule, ReportTarget, SimOptions};
 
@@ -54,6 +54,19 @@ pub enum Control {
     Unplug,
     /// Write this line as a URC (`\r\n<line>\r\n`).
     Urc(String),
+    /// The SIM is removed, inserted, locked, blocked or unlocked.
+    Sim(SimChange),
+    /// A voice call rings `rings` times, `interval` apart, from `from` (`None`: withheld).
+    Call {
+        /// The caller's number.
+        from: Option<String>,
+        /// How many rings before the caller gives up.
+        rings: u32,
+        /// Between two rings.
+        interval: Duration,
+    },
+    /// The caller hangs up.
+    Hangup,
 }
 
 /// A delivered part's concatenation element and its route, or why it was lost.
@@ -90,6 +103,8 @@ pub struct Tally {
     pub reports: u64,
     /// Incoming SMS parts handed to the client (`+CMT`) or stored.
     pub delivered: u64,
+    /// Calls the client answered (`ATA`).
+    pub answered: u64,
 }
 
 /// Applies the changes that are settings to `opts`; `None` for those that need a running
@@ -117,10 +132,13 @@ pub fn apply_to_options(c: &Control, opts: &mut SimOptions) -> Option<Reply> {
             f.error_codes = codes.clone();
         }
         Control::SendDelay(d) => f.send_delay = *d,
+        Control::Sim(change) => change.apply_to(opts),
         Control::Deliver(_)
         | Control::Hang(_)
         | Control::Resume
         | Control::Unplug
+        | Control::Call { .. }
+        | Control::Hangup
         | Control::Urc(_) => return None,
     }
     Some(Reply::Done)
@@ -145,6 +163,16 @@ impl Core {
     fn control_inner(&mut self, c: Control, now: Duration) -> Result<Reply, String> {
         match c {
             Control::Deliver(parts) => {
+                if !self.sim_ready() {
+                    return Err(format!(
+                        "the SIM is {}: a modem that is not registered receives no texts",
+                        match self.sim_state() {
+                            "removed" => "removed",
+                            "pin" => "waiting for its PIN",
+                            _ => "blocked (waiting for its PUK)",
+                        }
+                    ));
+                }
                 let routes = parts
                     .iter()
                     .map(|p| (p.concat, self.receive_part(p)))
@@ -179,6 +207,28 @@ impl Core {
                 if after != before {
                     self.registration_urcs_with(after);
                 }
+                Ok(Reply::Done)
+            }
+            Control::Call {
+                from,
+                rings,
+                interval,
+            } => {
+                if matches!(self.mode, Mode::Prompt { .. }) {
+                    return Err("the client is typing a message body; try again".into());
+                }
+                self.ring_in(from, rings, interval)?;
+                Ok(Reply::Done)
+            }
+            Control::Hangup => {
+                self.remote_hangup()?;
+                Ok(Reply::Done)
+            }
+            Control::Sim(change) => {
+                if matches!(self.mode, Mode::Prompt { .. }) {
+                    return Err("the client is typing a message body; try again".into());
+                }
+                self.sim_change(change, now);
                 Ok(Reply::Done)
             }
             Control::Hang(d) => {
@@ -372,6 +422,102 @@ mod tests {
         run(&mut c, &format!("AT+CMGS={len}\r"), 0);
         check(&mut c, &format!("{hex}\x1a"), "\r\n+CMS ERROR: 500\r\n");
         assert_eq!(c.take_tally().refused, 2);
+    }
+
+    #[test]
+    fn the_sim_is_removed_inserted_locked_blocked_and_unlocked() {
+        use crate::sim::{Profile, SimOptions};
+        let mut c = quiet(SimOptions {
+            profile: Profile::Simcom,
+            ..cfg()
+        });
+        check(&mut c, "AT+CREG=1\r", "\r\nOK\r\n");
+        let (_, w) = ctl(&mut c, Control::Sim(SimChange::Remove));
+        assert_eq!(w, "\r\n+CPIN: NOT INSERTED\r\n\r\n+CREG: 0\r\n");
+        assert_eq!(c.sim_state(), "removed");
+        // TS 27.007 §9.2.1 / TS 27.005 §3.2.5: "SIM not inserted".
+        check(&mut c, "AT+CPIN?\r", "\r\n+CME ERROR: 10\r\n");
+        check(&mut c, "AT+CIMI\r", "\r\n+CME ERROR: 10\r\n");
+        check(&mut c, "AT+CCID\r", "\r\n+CME ERROR: 10\r\n");
+        check(&mut c, "AT+CMGL=4\r", "\r\n+CMS ERROR: 310\r\n");
+        let (len, _) = pdu("+15551234567", "x", false);
+        check(
+            &mut c,
+            &format!("AT+CMGS={len}\r"),
+            "\r\n+CMS ERROR: 310\r\n",
+        );
+        let parts = inbound::split("+15550001111", "hi", None, None, WALL).unwrap();
+        assert!(ctl(&mut c, Control::Deliver(parts.clone())).0.is_err());
+        let (_, w) = ctl(&mut c, Control::Sim(SimChange::Insert));
+        assert_eq!(
+            w,
+            "\r\n+CPIN: READY\r\n\r\nCall Ready\r\n\r\nSMS Ready\r\n\r\n+CREG: 1\r\n"
+        );
+        let (_, w) = ctl(&mut c, Control::Sim(SimChange::Lock(Some("4321".into()))));
+        assert_eq!(w, "\r\n+CPIN: SIM PIN\r\n\r\n+CREG: 0\r\n");
+        check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n");
+        check(&mut c, "AT+CPIN=\"4321\"\r", "\r\nOK\r\n");
+        assert_eq!(c.sim_state(), "ready");
+        let (_, w) = ctl(&mut c, Control::Sim(SimChange::Block));
+        assert!(w.starts_with("\r\n+CPIN: SIM PUK\r\n"), "{w:?}");
+        check(&mut c, "AT+CPIN?\r", "\r\n+CPIN: SIM PUK\r\n\r\nOK\r\n");
+        // Blocked survives a power cycle; an enabled PIN is asked for again.
+        let mut next = Core::new(c.options().clone());
+        assert_eq!(next.sim_state(), "puk");
+        let (_, w) = ctl(&mut c, Control::Sim(SimChange::Unlock));
+        assert!(w.contains("SMS Ready"), "{w:?}");
+        next = Core::new(c.options().clone());
+        assert_eq!(next.sim_state(), "pin");
+        let mut opts = c.options().clone();
+        assert!(apply_to_options(&Control::Sim(SimChange::Remove), &mut opts).is_some());
+        next = Core::new(opts);
+        assert_eq!(next.sim_state(), "removed");
+        let boot = writes(&next.boot(Duration::ZERO));
+        assert_eq!(
+            boot,
+            "\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: NOT INSERTED\r\n"
+        );
+    }
+
+    #[test]
+    fn calls_ring_name_the_caller_and_end() {
+        let mut c = quiet(cfg());
+        let call = |from: Option<&str>, rings| Control::Call {
+            from: from.map(String::from),
+            rings,
+            interval: Duration::from_millis(100),
+        };
+        let (r, a) = c.control(call(Some("+15550001111"), 2), Duration::ZERO, WALL);
+        assert!(r.is_ok());
+        assert_eq!(writes(&a), "\r\nRING\r\n");
+        let Some(Action::Later { event, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        check(&mut c, "AT+CLIP=1;+CRC=1\r", "\r\nOK\r\n");
+        let a = c.fire(event, Duration::ZERO);
+        assert_eq!(
+            writes(&a),
+            "\r\n+CRING: VOICE\r\n\r\n+CLIP: \"+15550001111\",145\r\n"
+        );
+        let Some(Action::Later { event, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        // Nobody answered the last ring: the caller gives up.
+        assert_eq!(writes(&c.fire(event, Duration::ZERO)), "\r\nNO CARRIER\r\n");
+        assert_eq!(c.call_state(), "none");
+        check(&mut c, "ATA\r", "\r\nNO CARRIER\r\n");
+        let (_, w) = ctl(&mut c, call(None, 3));
+        assert_eq!(w, "\r\n+CRING: VOICE\r\n\r\n+CLIP: \"\",128,,,,1\r\n");
+        assert!(ctl(&mut c, call(None, 3)).0.is_err(), "one call at a time");
+        check(&mut c, "ATA\r", "\r\nOK\r\n");
+        assert_eq!(c.call_state(), "answered");
+        let (_, w) = ctl(&mut c, Control::Hangup);
+        assert_eq!(w, "\r\nNO CARRIER\r\n");
+        assert!(ctl(&mut c, call(Some("5550002222"), 3)).0.is_ok());
+        check(&mut c, "AT+CHUP\r", "\r\nOK\r\n");
+        assert_eq!(c.call_state(), "none");
+        assert!(ctl(&mut c, Control::Hangup).0.is_err());
+        assert_eq!(c.take_tally().answered, 1);
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl Core {
                 Ok(id.ati.iter().map(|s| s.replace(id.imei, imei)).collect())
             }
             "Q" if num.unwrap_or(0) == 0 => Ok(vec![]),
+            "A" => self.answer(),
+            "H" if num.unwrap_or(0) == 0 => self.hang_up(),
             "&C" | "&D" | "&K" | "&W" | "X" | "L" | "M" => Ok(vec![]),
             s if s.starts_with('S') => {
                 if read {

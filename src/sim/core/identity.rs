@@ -122,6 +122,9 @@ impl Core {
     // command: `+CCID` (SIMCom, Quectel, many generic), `+ICCID` and Huawei's `^ICCID?`; all
     // answer here so every client's fallback finds it.
     fn iccid_command(&mut self, name: &str, form: Form, _now: Duration) -> CmdResult {
+        if self.cfg.faults.sim_absent && form != Form::Test {
+            return Err(Final::Cme(10));
+        }
         match (name, form) {
             ("+CCID" | "+ICCID", Form::Exec | Form::Read) => {
                 Ok(vec![format!("{name}: {}", self.iccid())])

@@ -13,6 +13,7 @@
 //! seeded RNG owned here) are inputs, so unit tests need no pty and are deterministic. The pty
 //! task in `sim/mod.rs` only moves bytes and carries out the actions.
 
+mod call;
 mod charset;
 pub mod control;
 mod general;
@@ -38,7 +39,7 @@ use self::sim_lock::{PIN_ATTEMPTS, SimLock};
 use super::cmdline::{self, Cmd, Form};
 use super::{Profile, SimOptions};
 
-pub use self::sim_lock::PUK;
+pub use self::sim_lock::{PUK, SimChange};
 pub use self::storage::{Routed, StoredReport};
 
 /// The longest command line kept; longer input is dropped like a real modem's line buffer does.
@@ -90,6 +91,8 @@ pub enum Event {
     Booted,
     /// Huawei: time for a spontaneous `^RSSI`/`^MODE`/`^BOOT` line.
     Noise,
+    /// The next ring of this call (the control socket's `call`).
+    Ring(u64),
 }
 
 /// One accepted SMS part, as the log needs it.
@@ -179,6 +182,7 @@ const COMMANDS: &[&[(&str, Handler)]] = &[
     general::COMMANDS,
     identity::COMMANDS,
     sim_lock::COMMANDS,
+    call::COMMANDS,
     network::COMMANDS,
     sms::COMMANDS,
     storage::COMMANDS,
@@ -244,6 +248,10 @@ pub struct Core {
     store_rev: u64,
     /// Actions produced by the current call, handed back at its end.
     out: Vec<Action>,
+    /// A voice call ringing or answered (the control socket's `call`).
+    call: Option<call::Call>,
+    /// Calls so far, to tell their ring timers apart.
+    call_seq: u64,
 }
 
 impl Core {
@@ -252,6 +260,7 @@ impl Core {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let next_mr = rng.random::<u8>();
         let sim = match cfg.pin {
+            _ if cfg.faults.sim_blocked => SimLock::Puk,
             Some(_) => SimLock::Pin {
                 attempts_left: PIN_ATTEMPTS,
             },
@@ -282,6 +291,8 @@ impl Core {
             tally: control::Tally::default(),
             store_rev: 0,
             out: Vec::new(),
+            call: None,
+            call_seq: 0,
         }
     }
 
@@ -334,6 +345,7 @@ impl Core {
                 }
             }
             Event::Booted => self.emit_boot_lines(),
+            Event::Ring(id) => self.ring(id),
             Event::Noise => {
                 if self.settings.curc && matches!(self.mode, Mode::Command) && !self.hanging(now) {
                     let line = self.noise_line();
@@ -343,6 +355,11 @@ impl Core {
             }
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The IMEI and the ICCID this modem answers.
+    pub fn identity(&self) -> (String, String) {
+        (self.imei().to_string(), self.iccid().to_string())
     }
 
     /// How many wrong PINs the SIM has seen.

@@ -25,7 +25,7 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[
 
 impl Core {
     pub(super) fn reg_stat(&self, now: Duration) -> u8 {
-        if self.cfun != 1 || self.sim != SimLock::Ready {
+        if self.cfun != 1 || self.sim != SimLock::Ready || self.cfg.faults.sim_absent {
             0
         } else if let Some(stat) = self.cfg.faults.registration {
             stat

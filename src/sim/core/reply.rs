@@ -12,6 +12,8 @@ use crate::sim::Profile;
 pub(super) enum Final {
     Ok,
     Error,
+    /// V.250 result code 3: no call to answer, or it ended.
+    NoCarrier,
     Cme(u16),
     Cms(u16),
     /// `> `: waiting for the message body.
@@ -47,6 +49,7 @@ impl Core {
         let (word, code) = match fin {
             Final::Ok => ("OK".to_string(), 0),
             Final::Error => ("ERROR".to_string(), 4),
+            Final::NoCarrier => ("NO CARRIER".to_string(), 3),
             Final::Cme(n) => match self.settings.cmee {
                 0 => ("ERROR".to_string(), 4),
                 1 => (format!("+CME ERROR: {n}"), 4),
@@ -95,6 +98,7 @@ fn cms_text(n: u16) -> &'static str {
         303 => "operation not supported",
         304 => "invalid PDU mode parameter",
         305 => "invalid text mode parameter",
+        310 => "SIM not inserted",
         311 => "SIM PIN required",
         316 => "SIM PUK required",
         321 => "invalid memory index",

@@ -1,10 +1,14 @@
 //! The SIM's PIN lock (TS 27.007 §8.3 `+CPIN`): `--pin` starts it locked, three wrong PINs
 //! block it, the PUK unblocks it and sets a new PIN. Commands that need the SIM answer
-//! `+CME ERROR: 11/12` or `+CMS ERROR: 311/316` until then.
+//! `+CME ERROR: 11/12` (TS 27.007 §9.2.1) or `+CMS ERROR: 311/316` (TS 27.005 §3.2.5) until
+//! then, and `+CME ERROR: 10` / `+CMS ERROR: 310` ("SIM not inserted") while the control
+//! socket has the SIM out of its holder. The control socket also locks, blocks and unlocks it
+//! at run time ([`SimChange`]).
 
 use std::time::Duration;
 
 use super::{Action, CmdResult, Core, Event, Final, Handler, cmdline};
+use crate::sim::Profile;
 use crate::sim::cmdline::Form;
 
 /// The PUK a `--pin` SIM accepts once the PIN is blocked (the value test SIMs often use).
@@ -33,8 +37,136 @@ impl SimLock {
     }
 }
 
+/// A run-time change of the SIM (the control socket's `sim` op).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimChange {
+    /// Pulled out of its holder.
+    Remove,
+    /// Put back: locked if a PIN is set, blocked if it was blocked.
+    Insert,
+    /// PIN enabled (this PIN, else the one in force, else `0000`) and asked for: a fresh
+    /// three attempts.
+    Lock(Option<String>),
+    /// PIN blocked: the SIM wants the PUK.
+    Block,
+    /// Unlocked, as if the client had entered the PIN.
+    Unlock,
+}
+
+impl SimChange {
+    /// The change as a setting for the next power-on, while the modem is unplugged.
+    pub(crate) fn apply_to(&self, opts: &mut crate::sim::SimOptions) {
+        match self {
+            SimChange::Remove => opts.faults.sim_absent = true,
+            SimChange::Insert => opts.faults.sim_absent = false,
+            SimChange::Lock(pin) => {
+                opts.pin = Some(lock_pin(pin.as_deref(), opts.pin.as_deref()));
+                opts.faults.sim_blocked = false;
+            }
+            SimChange::Block => opts.faults.sim_blocked = true,
+            // A power-on asks for an enabled PIN again; only the block goes.
+            SimChange::Unlock => opts.faults.sim_blocked = false,
+        }
+    }
+}
+
+fn lock_pin(given: Option<&str>, current: Option<&str>) -> String {
+    given.or(current).unwrap_or("0000").to_string()
+}
+
 impl Core {
+    /// The SIM is in and unlocked.
+    pub(super) fn sim_ready(&self) -> bool {
+        self.sim == SimLock::Ready && !self.cfg.faults.sim_absent
+    }
+
+    /// The `+CPIN:` line SIMCom and Quectel modules print at power-on and on SIM changes.
+    pub(super) fn cpin_urc(&self) -> &'static str {
+        if self.cfg.faults.sim_absent {
+            "+CPIN: NOT INSERTED"
+        } else {
+            self.sim.cpin_line()
+        }
+    }
+
+    /// The SIM state the control socket reports.
+    pub fn sim_state(&self) -> &'static str {
+        match self.sim {
+            _ if self.cfg.faults.sim_absent => "removed",
+            SimLock::Ready => "ready",
+            SimLock::Pin { .. } => "pin",
+            SimLock::Puk => "puk",
+        }
+    }
+
+    /// Carries out a [`SimChange`] with the lines a real module prints for it, and the
+    /// registration URCs when the change registers or deregisters the modem.
+    pub(super) fn sim_change(&mut self, change: SimChange, now: Duration) {
+        let before = self.reg_stat(now);
+        let was_ready = self.sim_ready();
+        match &change {
+            SimChange::Remove => self.cfg.faults.sim_absent = true,
+            SimChange::Insert => {
+                if self.cfg.faults.sim_absent {
+                    self.cfg.faults.sim_absent = false;
+                    // A SIM put back is read afresh: an enabled PIN is asked for again.
+                    self.sim = match &self.pin {
+                        _ if self.cfg.faults.sim_blocked => SimLock::Puk,
+                        Some(_) => SimLock::Pin {
+                            attempts_left: PIN_ATTEMPTS,
+                        },
+                        None => SimLock::Ready,
+                    };
+                }
+            }
+            SimChange::Lock(pin) => {
+                let pin = lock_pin(pin.as_deref(), self.pin.as_deref());
+                self.pin = Some(pin.clone());
+                self.cfg.pin = Some(pin);
+                self.cfg.faults.sim_blocked = false;
+                self.sim = SimLock::Pin {
+                    attempts_left: PIN_ATTEMPTS,
+                };
+            }
+            SimChange::Block => {
+                self.cfg.faults.sim_blocked = true;
+                self.sim = SimLock::Puk;
+            }
+            SimChange::Unlock => {
+                self.cfg.faults.sim_blocked = false;
+                self.sim = SimLock::Ready;
+            }
+        }
+        if self.sim_ready() && !was_ready {
+            // What SIMCom and Quectel say when the SIM becomes usable.
+            self.unlocked_lines();
+        } else if !self.sim_ready() {
+            match self.cfg.profile {
+                Profile::Simcom | Profile::Quectel => {
+                    let line = self.cpin_urc();
+                    self.urc(line);
+                }
+                Profile::Generic | Profile::Huawei => {}
+            }
+        }
+        if self.cfg.profile == Profile::Huawei
+            && self.settings.curc
+            && matches!(change, SimChange::Remove | SimChange::Insert)
+        {
+            // Huawei's ^SIMST: 255 is "no card", 1 a valid one.
+            let state = if self.cfg.faults.sim_absent { 255 } else { 1 };
+            self.urc(&format!("^SIMST: {state}"));
+        }
+        let after = self.reg_stat(now);
+        if after != before {
+            self.registration_urcs_with(after);
+        }
+    }
+
     pub(super) fn cme_if_not_ready(&self) -> Result<(), Final> {
+        if self.cfg.faults.sim_absent {
+            return Err(Final::Cme(10));
+        }
         match self.sim {
             SimLock::Ready => Ok(()),
             SimLock::Pin { .. } => Err(Final::Cme(11)),
@@ -43,6 +175,9 @@ impl Core {
     }
 
     pub(super) fn cms_if_not_ready(&self) -> Result<(), Final> {
+        if self.cfg.faults.sim_absent {
+            return Err(Final::Cms(310));
+        }
         match self.sim {
             SimLock::Ready => Ok(()),
             SimLock::Pin { .. } => Err(Final::Cms(311)),
@@ -51,6 +186,9 @@ impl Core {
     }
 
     fn cpin_command(&mut self, _name: &str, form: Form, _now: Duration) -> CmdResult {
+        if self.cfg.faults.sim_absent && form != Form::Test {
+            return Err(Final::Cme(10));
+        }
         match form {
             Form::Read => Ok(vec![self.sim.cpin_line().into()]),
             Form::Test => Ok(vec![]),

@@ -167,8 +167,11 @@ impl Core {
         match form {
             Form::Set(a) => {
                 self.cms_if_not_ready()?;
+                // One memory, the SIM's ("SM"), which also keeps the status reports ("SR").
+                // Offering "ME" as a second name for it made clients that read every memory
+                // (gammu-smsd) see each text twice; a modem without phone memory refuses it.
                 for m in cmdline::args(&a).into_iter().flatten() {
-                    if !matches!(m.to_ascii_uppercase().as_str(), "SM" | "ME" | "MT" | "SR") {
+                    if !matches!(m.to_ascii_uppercase().as_str(), "SM" | "SR") {
                         return Err(Final::Cms(302));
                     }
                 }
@@ -184,9 +187,7 @@ impl Core {
                     "+CPMS: \"SM\",{n},{STORAGE_SLOTS},\"SM\",{n},{STORAGE_SLOTS},\"SM\",{n},{STORAGE_SLOTS}"
                 )])
             }
-            Form::Test => Ok(vec![
-                "+CPMS: (\"SM\",\"ME\",\"MT\",\"SR\"),(\"SM\",\"ME\",\"MT\"),(\"SM\",\"ME\",\"MT\")".into(),
-            ]),
+            Form::Test => Ok(vec!["+CPMS: (\"SM\",\"SR\"),(\"SM\"),(\"SM\")".into()]),
             Form::Exec => Err(Final::Error),
         }
     }

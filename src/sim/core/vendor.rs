@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use super::sim_lock::SimLock;
 use super::{Action, CmdResult, Core, Event, Final, Handler, num_arg};
 use crate::sim::Profile;
 use crate::sim::cmdline::Form;
@@ -16,7 +15,7 @@ pub(super) const COMMANDS: &[(&str, Handler)] =
 
 impl Core {
     pub(super) fn emit_boot_lines(&mut self) {
-        let cpin = self.sim.cpin_line();
+        let cpin = self.cpin_urc();
         match self.cfg.profile {
             Profile::Generic => {}
             Profile::Huawei => {
@@ -27,7 +26,7 @@ impl Core {
                 self.urc("RDY");
                 self.urc("+CFUN: 1");
                 self.urc(cpin);
-                if self.sim == SimLock::Ready {
+                if self.sim_ready() {
                     self.urc("Call Ready");
                     self.urc("SMS Ready");
                 }
@@ -36,7 +35,7 @@ impl Core {
                 self.urc("RDY");
                 self.urc("+CFUN: 1");
                 self.urc(cpin);
-                if self.sim == SimLock::Ready {
+                if self.sim_ready() {
                     self.urc("+QIND: SMS DONE");
                 }
             }
