@@ -683,3 +683,24 @@ fn a_crash_between_the_commit_and_the_delete_reads_the_part_again_as_a_redeliver
     );
     assert_once(&rig, &[from]);
 }
+
+#[test]
+fn the_routing_proxy_changes_only_the_routing_and_the_service() {
+    let check = |input: &str, service_1: bool, want: &str| {
+        assert_eq!(
+            String::from_utf8(routing_proxy::rewrite(input.as_bytes(), true, service_1)).unwrap(),
+            want,
+            "{input:?}"
+        );
+    };
+    check("AT+CNMI=2,1,0,1,0\r", false, "AT+CNMI=2,2,0,1,0\r");
+    check("AT+CNMI=1,1\r", false, "AT+CNMI=1,2\r");
+    check("AT+CNMI=2,0,0,1,0\r", false, "AT+CNMI=2,0,0,1,0\r");
+    check("AT+CMGF=0\r", true, "AT+CMGF=0;+CSMS=1\r");
+    check("AT+CMGF=0\r", false, "AT+CMGF=0\r");
+    check("0791AB\x1a", true, "0791AB\x1a");
+    assert_eq!(
+        routing_proxy::rewrite(b"AT+CNMI=2,1,0,1,0\r", false, false),
+        b"AT+CNMI=2,1,0,1,0\r"
+    );
+}
