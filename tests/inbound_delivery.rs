@@ -407,7 +407,16 @@ fn stored_texts_arrive_once_whole_in_order_and_without_duplicates() {
     let g = pdus("+15550003007", &["Your parcel is here"], 0);
     rig.deliver(json!({"pdu": g[0]}), "cmti");
     rig.deliver(json!({"pdu": g[0]}), "cmti");
-    rig.wait_taken(3 + 3 + 3 + 3 + 3 + 4 + 2);
+    // An alphanumeric sender, class 1, and GSM 7-bit escapes (two septets each, TS 23.038
+    // §6.2.1.1) that the split must keep whole.
+    let m = "Preis 10€ [inkl.] {MwSt} ~ ^ | \\ ".repeat(12);
+    let parts = rig.deliver(
+        json!({"from": "MyBank", "text": m, "class": 1, "ref": 60000, "ref_bits": 16}),
+        "cmti",
+    );
+    let m_parts = parts.len();
+    assert!(m_parts >= 3, "{parts:?}");
+    rig.wait_taken(3 + 3 + 3 + 3 + 3 + 4 + 2 + m_parts as u64);
     assert_eq!(rig.parts_metric("duplicate"), 2);
     let one = |from: &str| {
         let rows = rig.wait_rows(from, 1);
@@ -426,7 +435,9 @@ fn stored_texts_arrive_once_whole_in_order_and_without_duplicates() {
         Some(SCTS_TEXT),
         t0,
     );
+    check_row(&one("MyBank"), &m, m_parts as u32, None, t0);
     let senders = [
+        "MyBank",
         "+15550003001",
         "+15550003002",
         "+15550003003",
@@ -436,15 +447,38 @@ fn stored_texts_arrive_once_whole_in_order_and_without_duplicates() {
         "+15550003007",
     ];
     assert_once(&rig, &senders);
+    // Paging walks every row once, newest first; `from` finds a number.
+    let all: Vec<Value> = rig.rows().into_iter().map(|r| r["id"].clone()).collect();
+    let mut paged = Vec::new();
+    let mut path = "/v1/inbound?limit=3".to_owned();
+    loop {
+        let page = rig.daemon().get(&path).body;
+        paged.extend(
+            page["inbound"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].clone()),
+        );
+        match page["next_before"].as_str() {
+            Some(next) => path = format!("/v1/inbound?limit=3&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    let by_number = rig.daemon().get("/v1/inbound?from=%2B15550003002").body;
+    assert_eq!(by_number["inbound"][0]["text"], b.as_str());
+    assert_eq!(by_number["inbound"].as_array().unwrap().len(), 1);
     // Later redeliveries of parts of complete messages change nothing either.
     rig.deliver(json!({"pdu": [&f_pdus[1], &g[0]]}), "cmti");
     rig.deliver(json!({"pdu": f_pdus}), "cmti");
-    rig.wait_taken(21 + 2 + 3);
+    let taken = 21 + m_parts as u64 + 2 + 3;
+    rig.wait_taken(taken);
     assert_eq!(rig.parts_metric("duplicate"), 2 + 5);
     assert_once(&rig, &senders);
     let log = rig.daemon().log();
     // Every part was deleted from the SIM, each after its commit.
-    assert_released_after_commit(&log, "AT+CMGD=", 26);
+    assert_released_after_commit(&log, "AT+CMGD=", taken as usize);
     assert_eq!(rig.commands("AT+CNMA"), 0, "+CSMS service 0: no +CNMA");
     for text in [a.as_str(), "Part one", "Your parcel is here", "Grüße"] {
         assert!(!log.contains(text), "no text content in the log");
