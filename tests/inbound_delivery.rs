@@ -738,3 +738,32 @@ fn the_routing_proxy_changes_only_the_routing_and_the_service() {
         b"AT+CNMI=2,1,0,1,0\r"
     );
 }
+
+/// A sender that splits a surrogate pair between two parts (the 😀 U+1F600 is D83D DE00 in
+/// UTF-16): each part alone holds half a character, and only the joined parts hold the emoji.
+#[test]
+fn a_surrogate_pair_split_between_two_parts_is_joined() {
+    let rig = Rig::start(Route::Stored, 3600);
+    let from = "+15550008001";
+    // Ж (U+0416, one UCS-2 unit, not in the GSM alphabet) holds the places of the halves, patched into the hex below.
+    let p = pdus(from, &["Split here Ж", "Ж done"], 90);
+    let first = p[0]
+        .strip_suffix("0416")
+        .map(|head| format!("{head}D83D"))
+        .expect("Ж ends part 1");
+    // The concatenation element of part 2: IEI 00, length 3, reference 90, 2 parts, part 2.
+    let udh = "0500035A0202";
+    let at = p[1].find(udh).expect("part 2's header") + udh.len();
+    assert_eq!(&p[1][at..at + 4], "0416");
+    let second = format!("{}DE00{}", &p[1][..at], &p[1][at + 4..]);
+    rig.deliver(json!({"pdu": [first, second]}), "cmti");
+    rig.wait_taken(2);
+    let rows = rig.wait_rows(from, 1);
+    check_row(
+        &rows[0],
+        "Split here 😀 done",
+        2,
+        Some(SCTS_TEXT),
+        OffsetDateTime::now_utc(),
+    );
+}
