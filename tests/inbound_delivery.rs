@@ -69,15 +69,22 @@ struct Rig {
 
 impl Rig {
     fn sim() -> (SimProcess, PathBuf, tempfile::TempDir) {
+        Rig::sim_with(&[])
+    }
+
+    /// A simulator with `extra` arguments (a `--profile`, say).
+    fn sim_with(extra: &[&str]) -> (SimProcess, PathBuf, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let ctl = dir.path().join("ctl.sock");
         let ready = dir.path().join("ready.json");
-        let sim = SimProcess::start(&[
+        let mut args = vec![
             "--control",
             ctl.to_str().unwrap(),
             "--ready-file",
             ready.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let sim = SimProcess::start(&args);
         let deadline = Instant::now() + PATIENCE;
         while !ready.exists() {
             assert!(
@@ -766,4 +773,36 @@ fn a_surrogate_pair_split_between_two_parts_is_joined() {
         Some(SCTS_TEXT),
         OffsetDateTime::now_utc(),
     );
+}
+
+/// Every modem profile the simulator imitates (their own URCs in between: Huawei's `^RSSI`
+/// until `AT^CURC=0`, the boot lines of SIMCom and Quectel), a stored text and a routed one.
+#[test]
+fn texts_arrive_on_every_modem_profile() {
+    std::thread::scope(|scope| {
+        for (profile, route) in [
+            ("huawei", Route::Stored),
+            ("simcom", Route::Cmt { service_1: true }),
+            ("quectel", Route::Stored),
+        ] {
+            scope.spawn(move || {
+                let rig = Rig::serve(Rig::sim_with(&["--profile", profile]), route, 3600);
+                let from = "+15550009001";
+                let text = long_text(profile);
+                let t0 = OffsetDateTime::now_utc();
+                let routed = match route {
+                    Route::Cmt { .. } => "cmt",
+                    _ => "cmti",
+                };
+                rig.deliver(
+                    json!({"from": from, "text": text, "ref": 5, "order": [2, 3, 1]}),
+                    routed,
+                );
+                rig.wait_taken(3);
+                let rows = rig.wait_rows(from, 1);
+                check_row(&rows[0], &text, 3, None, t0);
+                assert_once(&rig, &[from]);
+            });
+        }
+    });
 }
