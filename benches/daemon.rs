@@ -5,8 +5,9 @@
 //! It prints, each beside its target: the durable enqueue rate and latency of `POST /v1/otp` at
 //! concurrency 1, 16 and 64; the time from `POST /v1/otp` to the simulator receiving the SMS on
 //! an idle modem; the drain rate against 1 and 4 simulators with no send delay and with 0.5 s;
-//! the verify rate; the daemon's peak and idle memory and its idle CPU share. A markdown table
-//! for README.md closes the output.
+//! the verify rate; the daemon's peak and idle memory and its idle CPU share; the time from an
+//! inbound text reaching the daemon (`+CMT`, and `+CMTI` as simgate configures modems) to its
+//! row in `GET /v1/inbound`. A markdown table for README.md closes the output.
 //!
 //! Run with `cargo bench --bench daemon`. Sizes come from environment variables (see
 //! [`Sizes::from_env`]) so a quick look and a careful run use the same code. Every scenario gets
@@ -44,7 +45,7 @@ fn bin() -> &'static str {
 }
 
 /// Whether scenario `name` runs: all of them, or those listed in `SIMGATE_BENCH_ONLY`
-/// (comma-separated: enqueue, latency, drain, busy, verify, idle).
+/// (comma-separated: enqueue, latency, drain, busy, verify, idle, inbound).
 fn runs(name: &str) -> bool {
     match std::env::var("SIMGATE_BENCH_ONLY") {
         Ok(list) => list.split(',').any(|s| s.trim() == name),
@@ -1224,6 +1225,184 @@ fn bench_idle(scratch: &Path, sizes: &Sizes, modems: Modems) -> IdleResult {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Inbound texts
+
+/// Makes the simulator route texts as `+CMT` (the daemon asks for `+CMTI`): the tests' proxy.
+#[path = "../tests/support/routing_proxy.rs"]
+mod routing_proxy;
+
+/// Single-part texts delivered one at a time by a simulator's network, each timed until the
+/// daemon shows it.
+struct InboundResult {
+    /// `+CMT` (routed) or `+CMTI` (stored, read with `AT+CMGR`).
+    route: &'static str,
+    /// Texts timed.
+    samples: usize,
+    /// From the control socket's `deliver` answer (the simulator has written the URC) until
+    /// `GET /v1/inbound` lists the text, ms.
+    p50: f64,
+    p99: f64,
+    /// The same from just before the `deliver` request (the control round trip included), ms.
+    req_p50: f64,
+    req_p99: f64,
+}
+
+/// `SIMGATE_BENCH_INBOUND` (default 200) texts through a `simgate sim --control` and a daemon
+/// with `[inbound] enabled = true`; `routed`: through the tests' [`routing_proxy`], so the
+/// simulator hands each text over as `+CMT` (`+CSMS` service 0: no `+CNMA`), else stored and
+/// announced with `+CMTI`, read with `AT+CMGR` and deleted with `AT+CMGD` after the commit.
+fn bench_inbound(scratch: &Path, routed: bool) -> InboundResult {
+    use simgate::sim::control::Client;
+    let samples: usize = std::env::var("SIMGATE_BENCH_INBOUND")
+        .map(|v| v.trim().parse().expect("SIMGATE_BENCH_INBOUND is a number"))
+        .unwrap_or(200);
+    assert!((1..1_000_000).contains(&samples));
+    let route = if routed { "+CMT" } else { "+CMTI" };
+    let dir = tempfile::Builder::new()
+        .prefix("simgate-bench-inbound-")
+        .tempdir_in(scratch)
+        .expect("create a scratch directory");
+    let link = dir.path().join("sim");
+    let ctl_path = dir.path().join("sim.sock");
+    let ready = dir.path().join("sim.ready");
+    let mut cmd = Command::new(bin());
+    cmd.arg("sim")
+        .arg("--link")
+        .arg(&link)
+        .arg("--control")
+        .arg(&ctl_path)
+        .arg("--ready-file")
+        .arg(&ready);
+    let (mut sim, _) = ChildGuard::spawn(cmd, "simulator", &dir.path().join("sim.stderr"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        sim.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "the simulator wrote no ready file"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let proxy = routed.then(|| routing_proxy::RoutingProxy::start(&link, true, false));
+    let device = proxy.as_ref().map_or(link.clone(), |p| p.link.clone());
+    let device = serde_json::to_string(&device.display().to_string()).expect("a string");
+    let config_path = dir.path().join("simgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{LOAD_LIMITS}\n[[modem]]\nid = \"modem0\"\ndevice = {device}\ndelivery_reports = false\n\n[inbound]\nenabled = true\n"
+        ),
+    )
+    .expect("write the config");
+    let mut cmd = Command::new(bin());
+    cmd.arg("--json")
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0");
+    let (mut daemon, banner) =
+        ChildGuard::spawn(cmd, "simgate serve", &dir.path().join("daemon.stderr"));
+    let banner: Value = serde_json::from_str(banner.trim()).expect("the banner is JSON");
+    let token_file = banner["token_file"]
+        .as_str()
+        .expect("banner has token_file");
+    let api = Api {
+        base: format!("http://{}", banner["listen"].as_str().expect("listen")),
+        auth: format!(
+            "Bearer {}",
+            std::fs::read_to_string(token_file)
+                .expect("read the API token")
+                .trim()
+        ),
+    };
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        daemon.assert_alive();
+        if let Ok((200, body)) = api.get(&agent, "/v1/modems")
+            && body["modems"][0]["state"] == "ready"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the modem is not ready after 60 s"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut ctl = Client::connect(ctl_path.to_str().expect("a UTF-8 path"))
+        .expect("connect to the simulator's control socket");
+    let mut from_answer = Vec::with_capacity(samples);
+    let mut from_request = Vec::with_capacity(samples);
+    // The first texts pay for lazily prepared statements and cold caches: not timed.
+    const WARM_UP: usize = 5;
+    for i in 0..samples + WARM_UP {
+        let from = format!("+1555980{i:06}");
+        let request =
+            json!({"op": "deliver", "from": from, "text": format!("Inbound benchmark text {i}")});
+        let asked = Instant::now();
+        let answer = ctl
+            .ok(&request)
+            .unwrap_or_else(|e| panic!("inbound run: deliver {i}: {e}"));
+        let answered = Instant::now();
+        let want = if routed { "cmt" } else { "cmti" };
+        assert_eq!(answer["parts"][0]["routed"], want, "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, body)) = api.get(&agent, "/v1/inbound?limit=1")
+                && body["inbound"][0]["from"] == from.as_str()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                daemon.assert_alive();
+                panic!("inbound text {i} not listed within 30 s");
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        let seen = Instant::now();
+        if i >= WARM_UP {
+            from_answer.push(seen - answered);
+            from_request.push(seen - asked);
+        }
+        // The next text must find the modem idle: a stored one is deleted after its commit,
+        // so after its row became visible.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !routed
+            && !ctl.ok(&json!({"op": "stored"})).expect("stored")["messages"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        {
+            assert!(Instant::now() < deadline, "text {i} never left the SIM");
+            thread::sleep(Duration::from_micros(500));
+        }
+    }
+    daemon.assert_alive();
+    from_answer.sort_unstable();
+    from_request.sort_unstable();
+    let result = InboundResult {
+        route,
+        samples,
+        p50: ms(percentile(&from_answer, 50.0)),
+        p99: ms(percentile(&from_answer, 99.0)),
+        req_p50: ms(percentile(&from_request, 50.0)),
+        req_p99: ms(percentile(&from_request, 99.0)),
+    };
+    println!(
+        "inbound   {:<5} → stored, listed by GET /v1/inbound: p50 {:>6.2} ms  p99 {:>6.2} ms  ({} texts; from the deliver request: p50 {:.2} ms, p99 {:.2} ms)  [no target]",
+        result.route, result.p50, result.p99, result.samples, result.req_p50, result.req_p99
+    );
+    // The daemon first, while its modem is still there.
+    drop(daemon);
+    drop(proxy);
+    drop(sim);
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// How long the scratch file system takes to make a small write durable (write + fdatasync),
 /// p50 and p99 in ms: the floor under every durable enqueue, measured where the data dirs live.
@@ -1323,6 +1502,16 @@ fn main() {
     .filter(|_| runs("idle"))
     .map(|modems| bench_idle(&scratch, &sizes, modems))
     .collect();
+    let inbound: Vec<InboundResult> = [true, false]
+        .into_iter()
+        .filter(|_| runs("inbound"))
+        .map(|routed| bench_inbound(&scratch, routed))
+        .collect();
+    if !inbound.is_empty() {
+        println!(
+            "          (the simulator's `deliver` answer → the row in the API, polled every 0.2 ms; +CMT passes the tests' routing proxy, +CMTI adds the AT+CMGR round trip)"
+        );
+    }
 
     let speedup = |delay: f64| {
         let rate = |m| {
@@ -1484,6 +1673,12 @@ fn main() {
             idle.cpu_share * 100.0,
             TARGET_IDLE_CPU * 100.0,
             met(idle.cpu_share < TARGET_IDLE_CPU)
+        );
+    }
+    for i in &inbound {
+        println!(
+            "| Inbound `{}` → stored and listed by `GET /v1/inbound` (single-part texts, one at a time) | p50 {:.2} ms, p99 {:.2} ms | — | — |",
+            i.route, i.p50, i.p99
         );
     }
 }

@@ -43,6 +43,8 @@ pub struct Received {
     pub from: String,
     /// The part's decoded text.
     pub text: String,
+    /// Its UTF-16 units, when it holds half of a character another part completes.
+    pub split_units: Option<Vec<u16>>,
     /// TP-SCTS in RFC 3339.
     pub sc_timestamp: String,
     /// The concatenation element, if any.
@@ -82,6 +84,7 @@ impl Inbound {
             sc_timestamp: r.sc_timestamp,
             concat: r.concat.map(|c| (c.reference, c.total, c.seq)),
             text: r.text,
+            units: r.split_units,
             received_at: now,
         };
         let result = self.store.record_inbound_part(part).await;

@@ -282,6 +282,10 @@ pub enum ModemEvent {
         from: String,
         /// The decoded text (one part; concatenated texts arrive part by part).
         text: String,
+        /// The part's UTF-16 units when it is UCS-2 and holds half a surrogate pair: a sender
+        /// that splits one character between two parts leaves U+FFFD in `text`, and only the
+        /// joined units of both parts give the character back.
+        split_units: Option<Vec<u16>>,
         /// TP-SCTS (TS 23.040 §9.2.3.11) in RFC 3339 with the SMSC's offset.
         sc_timestamp: String,
         /// The concatenation element of the UDH (TS 23.040 §9.2.3.24.1, .8), if any.

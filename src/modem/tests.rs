@@ -291,6 +291,7 @@ async fn stored_texts_are_read_and_left_on_the_sim() {
             modem_id: "fake".into(),
             from: "+31641600986".into(),
             text: "How are you?".into(),
+            split_units: None,
             sc_timestamp: "2002-08-26T19:37:41+00:00".into(),
             concat: None,
             custody: None,

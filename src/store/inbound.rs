@@ -10,6 +10,11 @@
 //! longer than the reassembly timeout become one message marked incomplete, naming the parts
 //! that never came.
 //!
+//! A part's `text` is TEXT, except for a UCS-2 part holding half a surrogate pair (a sender
+//! split one character between two parts): its UTF-16 units are kept as a BLOB (big-endian),
+//! and the message's text is decoded from the joined units of all its parts, so the pair is
+//! whole again. A half whose other part never came becomes U+FFFD.
+//!
 //! [`commit_message`] is the one place an inbound message row is written.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,6 +41,9 @@ pub struct InboundPart {
     pub concat: Option<(u16, u8, u8)>,
     /// The decoded text of this part.
     pub text: String,
+    /// The part's UTF-16 units, when it holds half a surrogate pair (`text` then shows U+FFFD
+    /// for it): what is stored instead of `text`.
+    pub units: Option<Vec<u16>>,
     /// When the part arrived.
     pub received_at: Millis,
 }
@@ -49,6 +57,32 @@ impl std::fmt::Debug for InboundPart {
             .field("chars", &self.text.chars().count())
             .finish_non_exhaustive()
     }
+}
+
+impl InboundPart {
+    /// The `text` column's value: TEXT, or the UTF-16BE units as a BLOB.
+    fn text_value(&self) -> rusqlite::types::Value {
+        match &self.units {
+            Some(units) => {
+                rusqlite::types::Value::Blob(units.iter().flat_map(|u| u.to_be_bytes()).collect())
+            }
+            None => rusqlite::types::Value::Text(self.text.clone()),
+        }
+    }
+}
+
+/// Appends a part's `text` column to `units`: a TEXT as its UTF-16, a BLOB as the units it is.
+fn push_units(units: &mut Vec<u16>, v: rusqlite::types::ValueRef<'_>) -> Result<(), StoreError> {
+    match v {
+        rusqlite::types::ValueRef::Text(t) => {
+            units.extend(String::from_utf8_lossy(t).encode_utf16())
+        }
+        rusqlite::types::ValueRef::Blob(b) => {
+            units.extend(b.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])))
+        }
+        _ => return Err(StoreError::Corrupt("an inbound part without text".into())),
+    }
+    Ok(())
 }
 
 /// What recording a part did.
@@ -263,7 +297,7 @@ pub(crate) fn record_part(c: &Connection, p: &InboundPart) -> Result<InboundReco
                 reference,
                 total,
                 seq,
-                p.text
+                p.text_value()
             ],
             |r| r.get(0),
         )
@@ -306,7 +340,7 @@ pub(crate) fn record_part(c: &Connection, p: &InboundPart) -> Result<InboundReco
         reference,
         total,
         seq,
-        p.text,
+        p.text_value(),
         p.received_at
     ])?;
     let received: u32 = c
@@ -340,24 +374,27 @@ fn close_group(
            AND concat_total = ?4
          ORDER BY concat_seq, seq",
     )?;
-    let parts = stmt
-        .query_map(params![g.modem_id, g.sender, g.reference, g.total], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some((_, _, sc_timestamp)) = parts.first().cloned() else {
+    let mut present: Vec<u32> = Vec::new();
+    let mut units: Vec<u16> = Vec::new();
+    let mut first_scts: Option<String> = None;
+    let mut rows = stmt.query(params![g.modem_id, g.sender, g.reference, g.total])?;
+    while let Some(r) = rows.next()? {
+        present.push(r.get(0)?);
+        push_units(&mut units, r.get_ref(1)?)?;
+        if first_scts.is_none() {
+            first_scts = Some(r.get(2)?);
+        }
+    }
+    drop(rows);
+    let Some(sc_timestamp) = first_scts else {
         return Err(StoreError::Corrupt(
             "an inbound message without parts".into(),
         ));
     };
-    let present: Vec<u32> = parts.iter().map(|(n, _, _)| *n).collect();
     let missing: Vec<u32> = (1..=g.total).filter(|n| !present.contains(n)).collect();
     debug_assert!(!expect_complete || missing.is_empty());
-    let text: String = parts.iter().map(|(_, t, _)| t.as_str()).collect();
+    // Joined as UTF-16, so that a surrogate pair split between two parts is one character again.
+    let text = String::from_utf16_lossy(&units);
     let message = InboundText {
         id: InboundId::random().into_string(),
         modem_id: g.modem_id.clone(),

@@ -49,10 +49,12 @@ impl Driver {
                     }
                     false => (None, None),
                 };
+                let split_units = split_units(&d);
                 self.emit(ModemEvent::Incoming {
                     modem_id: self.cfg.id.clone(),
                     from: d.originator.to_string(),
                     text: d.text,
+                    split_units,
                     sc_timestamp: d.sc_timestamp.to_rfc3339(),
                     concat: d.concat,
                     custody,
@@ -212,6 +214,21 @@ impl Driver {
     }
 }
 
+/// The UTF-16 units of a UCS-2 part (TS 23.038 §6.2.3) that does not decode on its own: senders
+/// write UTF-16, and some split a surrogate pair between two parts. `None` for every other part,
+/// whose text is exact.
+fn split_units(d: &pdu::Deliver) -> Option<Vec<u16>> {
+    if d.encoding != pdu::Encoding::Ucs2 {
+        return None;
+    }
+    let units: Vec<u16> = d
+        .user_data
+        .chunks_exact(2)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    String::from_utf16(&units).is_err().then_some(units)
+}
+
 /// Whether the receiver stored the text within [`STORE_WAIT`].
 async fn stored(receipt: oneshot::Receiver<bool>) -> bool {
     matches!(
@@ -238,5 +255,51 @@ async fn ack(client: &mut AtClient, timeout: Duration) -> Result<(), AtError> {
             tracing::warn!(error = %e, "AT+CNMA refused");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_units;
+    use crate::pdu::{Address, Deliver, Encoding, Timestamp};
+
+    fn deliver(encoding: Encoding, text: &str, user_data: Vec<u8>) -> Deliver {
+        Deliver {
+            smsc: None,
+            originator: Address::parse_destination("+15550001111").unwrap(),
+            pid: 0,
+            dcs: if encoding == Encoding::Ucs2 {
+                0x08
+            } else {
+                0x00
+            },
+            encoding,
+            sc_timestamp: Timestamp {
+                year: 2026,
+                month: 12,
+                day: 4,
+                hour: 10,
+                minute: 0,
+                second: 0,
+                tz_quarter_hours: 0,
+            },
+            concat: None,
+            text: text.into(),
+            user_data,
+            more_messages: false,
+        }
+    }
+
+    #[test]
+    fn only_a_ucs2_part_with_half_a_pair_keeps_its_units() {
+        // "A" and the high half of 😀 (D83D DE00).
+        let half = vec![0x00, 0x41, 0xD8, 0x3D];
+        assert_eq!(
+            split_units(&deliver(Encoding::Ucs2, "A\u{FFFD}", half)),
+            Some(vec![0x0041, 0xD83D])
+        );
+        let whole = vec![0x00, 0x41, 0xD8, 0x3D, 0xDE, 0x00];
+        assert_eq!(split_units(&deliver(Encoding::Ucs2, "A😀", whole)), None);
+        assert_eq!(split_units(&deliver(Encoding::Gsm7, "A", vec![0x41])), None);
     }
 }

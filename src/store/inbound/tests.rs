@@ -19,6 +19,7 @@ fn part(concat: Option<(u16, u8, u8)>, text: &str, at: Millis) -> InboundPart {
         sc_timestamp: SCTS.into(),
         concat,
         text: text.into(),
+        units: None,
         received_at: at,
     }
 }
@@ -277,4 +278,37 @@ async fn retention_masks_numbers_then_deletes() {
         .unwrap();
     assert_eq!(s.deleted, 2);
     assert_eq!(all(&store).await.len(), 1);
+}
+
+/// A part holding half a surrogate pair, as the driver hands it over: U+FFFD in `text`, the
+/// units beside it.
+fn split_part(concat: (u16, u8, u8), units: &[u16], at: Millis) -> InboundPart {
+    let mut p = part(Some(concat), &String::from_utf16_lossy(units), at);
+    p.units = Some(units.to_vec());
+    p
+}
+
+#[tokio::test]
+async fn a_surrogate_pair_split_between_parts_is_one_character_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // "A😀" and "B": 😀 is D83D DE00; the sender put D83D at the end of part 1.
+    let one: Vec<u16> = "A".encode_utf16().chain([0xD83D]).collect();
+    let two: Vec<u16> = [0xDE00].into_iter().chain("B".encode_utf16()).collect();
+    record(&store, split_part((40, 2, 2), &two, T0)).await;
+    // Redelivered: the same units are the same part.
+    assert_eq!(
+        record(&store, split_part((40, 2, 2), &two, T0 + 1)).await,
+        InboundOutcome::Duplicate
+    );
+    drop(store);
+    let store = open(&dir);
+    let m = stored(record(&store, split_part((40, 2, 1), &one, T0 + 2)).await);
+    assert_eq!(m.text, "A😀B");
+    // A half whose other part never comes is U+FFFD.
+    record(&store, split_part((41, 2, 1), &one, T0)).await;
+    let given_up = store.expire_inbound(T0 + 10_000, 5_000).await.unwrap();
+    assert_eq!(given_up.len(), 1);
+    assert_eq!(given_up[0].text, "A\u{FFFD}");
+    assert_eq!(given_up[0].missing, vec![2]);
 }
