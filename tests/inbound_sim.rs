@@ -1,5 +1,6 @@
-//! Inbound texts are never destroyed unread: simgate stores none yet, so a text the modem
-//! announces with `+CMTI` is read but left on the SIM (no `AT+CMGD`). A real `simgate serve`
+//! Inbound texts are never destroyed unread: without `[inbound] enabled = true` simgate stores
+//! none, so a text the modem announces with `+CMTI` is read but left on the SIM (no `AT+CMGD`;
+//! with storage on, tests/inbound_store.rs and tests/inbound_delivery.rs cover the deletion). A real `simgate serve`
 //! drives a real `simgate sim` on a pty whose network delivers a text; once the daemon has
 //! logged that it saw it, the test stops the daemon, opens the port itself and lists the SIM.
 
