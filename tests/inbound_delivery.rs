@@ -14,6 +14,8 @@ mod faults;
 #[path = "support/routing_proxy.rs"]
 mod routing_proxy;
 mod support;
+#[path = "support/webhook_receiver.rs"]
+mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -98,10 +100,16 @@ impl Rig {
     }
 
     /// Starts the daemon on an already running simulator.
-    fn serve(
+    fn serve(sim: (SimProcess, PathBuf, tempfile::TempDir), route: Route, timeout_s: u32) -> Rig {
+        Rig::serve_with(sim, route, timeout_s, "")
+    }
+
+    /// As [`Rig::serve`], with `extra` appended to the config (after `[inbound]`).
+    fn serve_with(
         (sim, ctl, ctl_dir): (SimProcess, PathBuf, tempfile::TempDir),
         route: Route,
         timeout_s: u32,
+        extra: &str,
     ) -> Rig {
         let proxy = match route {
             Route::Stored => None,
@@ -115,7 +123,7 @@ impl Rig {
             &device,
             "",
             &format!(
-                "id = \"{MODEM}\"\n\n[inbound]\nenabled = true\nreassembly_timeout_seconds = {timeout_s}\n"
+                "id = \"{MODEM}\"\n\n[inbound]\nenabled = true\nreassembly_timeout_seconds = {timeout_s}\n{extra}"
             ),
         );
         // trace: the AT traffic, to see when the daemon lets go of a text.
@@ -805,4 +813,72 @@ fn texts_arrive_on_every_modem_profile() {
             });
         }
     });
+}
+
+/// Each inbound text reaches a webhook receiver exactly once, as one `inbound.received` with
+/// its text: a short one, three parts out of order, UCS-2 with emoji across parts, a PDU
+/// delivered twice, and a text whose middle part never comes (sent when the timeout ends).
+#[test]
+fn each_inbound_text_reaches_a_webhook_receiver_exactly_once() {
+    use webhook_receiver::{Behaviour, Receiver};
+    let rx = Receiver::start(Behaviour::Status(204));
+    let hook = format!(
+        "\n[[webhook]]\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         events = [\"inbound.received\"]\n",
+        rx.url()
+    );
+    let rig = Rig::serve_with(Rig::sim(), Route::Stored, 3, &hook);
+    let long = long_text("out of order");
+    let gap = long_text("with a gap");
+    let emoji = ["Grüße 👋🏽 aus ", "Berlin 😀 und 从上海"];
+    rig.deliver(json!({"from": "+15550007001", "text": "short one"}), "cmti");
+    rig.deliver(
+        json!({"from": "+15550007002", "text": long, "order": [3, 1, 2]}),
+        "cmti",
+    );
+    rig.deliver(json!({"from": "+15550007003", "parts": emoji}), "cmti");
+    let twice = pdus("+15550007004", &["delivered twice"], 0);
+    rig.deliver(json!({"pdu": twice[0]}), "cmti");
+    rig.deliver(json!({"pdu": twice[0]}), "cmti");
+    rig.deliver(
+        json!({"from": "+15550007005", "text": gap, "omit": [2]}),
+        "cmti",
+    );
+    let senders = [
+        "+15550007001",
+        "+15550007002",
+        "+15550007003",
+        "+15550007004",
+        "+15550007005",
+    ];
+    for s in senders {
+        rig.wait_rows(s, 1);
+    }
+    let got = rx.wait(PATIENCE, |r| r.len() >= senders.len());
+    // Time for a second (wrong) delivery to show up, if anything went twice.
+    std::thread::sleep(Duration::from_secs(1));
+    let got = rx.requests();
+    assert_eq!(got.len(), senders.len(), "{got:?}");
+    let rows = rig.rows();
+    for s in senders {
+        let row = rows.iter().find(|r| r["from"] == s).unwrap();
+        let hits: Vec<_> = got.iter().filter(|r| r.body["data"]["from"] == s).collect();
+        assert_eq!(hits.len(), 1, "{s}: {got:?}");
+        let ev = &hits[0].body;
+        assert_eq!(ev["type"], "inbound.received");
+        assert_eq!(ev["subject"], row["id"]);
+        assert_eq!(ev["data"]["text"], row["text"], "{s}");
+        assert_eq!(ev["data"]["complete"], row["complete"], "{s}");
+    }
+    let gap_event = got
+        .iter()
+        .find(|r| r.body["data"]["from"] == "+15550007005")
+        .unwrap();
+    assert_eq!(gap_event.body["data"]["complete"], false);
+    assert_eq!(gap_event.body["data"]["missing_parts"], json!([2]));
+    let emoji_event = got
+        .iter()
+        .find(|r| r.body["data"]["from"] == "+15550007003")
+        .unwrap();
+    assert_eq!(emoji_event.body["data"]["text"], emoji.concat());
 }

@@ -452,7 +452,9 @@ fn gammu_getallsms_sees_injected_texts() {
 }
 
 /// python-gsmmodem-new's incoming-SMS callback receives texts injected through the control
-/// socket (stored and announced with `+CMTI`): short and UCS-2. Skips when no Python can
+/// socket (stored and announced with `+CMTI`): short, UCS-2, and the three parts of a
+/// concatenated text, each with its TS 23.040 concatenation element (the library hands parts
+/// over one by one; it does not reassemble). Skips when no Python can
 /// `import gsmmodem` ($SIMGATE_PYTHON, /opt/simgate-venv/bin/python, python3).
 #[test]
 fn python_gsmmodem_callback_receives_injected_texts() {
@@ -473,8 +475,18 @@ for n, (sender, text) in enumerate([("+15550001111", "short one"), ("+1555000222
     deadline = time.time() + 10
     while len(got) <= n and time.time() < deadline:
         time.sleep(0.05)
+# A 3-part text (8-bit reference 77), one part at a time for the same reason.
+long_parts = sys.argv[4].split("|")
+for k in range(1, 4):
+    call(op="deliver", **{"from": "+15550003333"}, parts=long_parts, ref=77,
+         omit=[n for n in (1, 2, 3) if n != k])
+    deadline = time.time() + 10
+    while len(got) < 2 + k and time.time() < deadline:
+        time.sleep(0.05)
 for s in got:
-    print(json.dumps({"from": s.number, "text": s.text}))
+    concat = [{"ref": ie.reference, "parts": ie.parts, "number": ie.number}
+              for ie in (s.udh or []) if hasattr(ie, "reference")]
+    print(json.dumps({"from": s.number, "text": s.text, "concat": concat}))
 modem.close()
 "#;
     let candidates: Vec<String> = match std::env::var("SIMGATE_PYTHON") {
@@ -492,11 +504,13 @@ modem.close()
     };
     let sim = Sim::start(&[]);
     let unicode = "Ваш код ✓ 日本";
+    let parts = ["First part, ", "second part, ", "third part."];
     let out = std::process::Command::new(python)
         .args(["-c", SCRIPT])
         .arg(&sim.proc.link)
         .arg(&sim.ctl)
         .arg(unicode)
+        .arg(parts.join("|"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -509,13 +523,15 @@ modem.close()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(
-        got,
-        vec![
-            json!({"from": "+15550001111", "text": "short one"}),
-            json!({"from": "+15550002222", "text": unicode}),
-        ]
-    );
+    let mut want = vec![
+        json!({"from": "+15550001111", "text": "short one", "concat": []}),
+        json!({"from": "+15550002222", "text": unicode, "concat": []}),
+    ];
+    for (i, part) in parts.iter().enumerate() {
+        want.push(json!({"from": "+15550003333", "text": part,
+            "concat": [{"ref": 77, "parts": 3, "number": i + 1}]}));
+    }
+    assert_eq!(got, want);
 }
 
 /// `--link A --link B`: two modems in one process, each with its own IMEI and ICCID, steered

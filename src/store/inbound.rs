@@ -250,9 +250,9 @@ pub(crate) fn commit_message(c: &Connection, m: &InboundText) -> Result<i64, Sto
         missing.join(","),
     ])?;
     let seq = c.last_insert_rowid();
-    // The event names the text but does not carry it: a receiver that wants it fetches
-    // `GET /v1/inbound/{id}` with a token, so the body never sits in the outbox or a
-    // receiver's request log.
+    // The event carries the text: a webhook receiver is usually an app elsewhere that cannot
+    // reach the loopback API to fetch it. It is a phone's text, not an OTP of ours; the outbox
+    // row goes with the retention rules (at most a week), like the inbound row's number.
     super::events::record(
         c,
         "inbound.received",
@@ -261,9 +261,11 @@ pub(crate) fn commit_message(c: &Connection, m: &InboundText) -> Result<i64, Sto
         &serde_json::json!({
             "id": m.id,
             "from": m.from,
+            "text": m.text,
             "modem": m.modem_id,
             "parts": m.parts,
             "complete": m.complete,
+            "missing_parts": m.missing,
             "sc_timestamp": m.sc_timestamp,
         }),
     )?;
