@@ -854,7 +854,7 @@ fn each_inbound_text_reaches_a_webhook_receiver_exactly_once() {
     for s in senders {
         rig.wait_rows(s, 1);
     }
-    let got = rx.wait(PATIENCE, |r| r.len() >= senders.len());
+    rx.wait(PATIENCE, |r| r.len() >= senders.len());
     // Time for a second (wrong) delivery to show up, if anything went twice.
     std::thread::sleep(Duration::from_secs(1));
     let got = rx.requests();
