@@ -26,26 +26,34 @@ pub async fn run(
     let longest = min_ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let now = clock.now_ms();
-        let wait = match store.expire_due_otps(now, PER_WRITE).await {
-            Ok(n) if n == u64::from(PER_WRITE) => Duration::ZERO,
-            Ok(n) => {
-                if n > 0 {
+        // Read first and write only when an OTP is due: an idle daemon must not commit (and
+        // sync the WAL of an SD card) every `min_ttl`.
+        let wait = match store.next_otp_expiry().await {
+            Ok(Some(at)) if at <= now => match store.expire_due_otps(now, PER_WRITE).await {
+                Ok(0) => {
+                    // Due by the read, not by the write (a clock step between them): look
+                    // again shortly rather than spin.
+                    Duration::from_millis(100)
+                }
+                Ok(n) => {
                     tracing::debug!(expired = n, "OTPs expired");
+                    Duration::ZERO
                 }
-                match store.next_otp_expiry().await {
-                    Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now).max(1) as u64),
-                    Ok(None) => longest,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the next OTP expiry");
-                        longest
-                    }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot expire OTPs; trying again");
+                    longest
                 }
-            }
+            },
+            Ok(Some(at)) => Duration::from_millis((at - now) as u64),
+            Ok(None) => longest,
             Err(e) => {
-                tracing::error!(error = %e, "cannot expire OTPs; trying again");
+                tracing::error!(error = %e, "cannot read the next OTP expiry");
                 longest
             }
         };
+        if wait.is_zero() {
+            continue;
+        }
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(wait.min(longest)) => {}
