@@ -24,17 +24,7 @@ const ZITADEL: &str = "/hooks/zitadel/sms";
 const ZITADEL_KEY: &str = "zitadel-signing-key-5f0c1d2e3a4b";
 
 fn python_with_standardwebhooks() -> Option<String> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("SIMGATE_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.push("/opt/simgate-venv/bin/python".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import standardwebhooks.webhooks"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    daemon::python_with("standardwebhooks.webhooks")
 }
 
 fn now() -> i64 {

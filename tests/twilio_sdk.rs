@@ -17,17 +17,7 @@ from = ["+15559990000"]
 "#;
 
 fn python_with_twilio() -> Option<String> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("SIMGATE_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.push("/opt/simgate-venv/bin/python".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import twilio.rest"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    daemon::python_with("twilio.rest")
 }
 
 #[test]

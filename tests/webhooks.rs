@@ -113,17 +113,7 @@ fn accepted_ids(got: &[Received]) -> HashSet<String> {
 }
 
 fn python_with_standardwebhooks() -> Option<String> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("SIMGATE_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.push("/opt/simgate-venv/bin/python".into());
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import standardwebhooks"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    daemon::python_with("standardwebhooks")
 }
 
 /// Kills the receiver script when the test ends, however it ends.

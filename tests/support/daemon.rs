@@ -334,3 +334,19 @@ pub fn spawn_serve(
         .expect("listen address");
     (child, listen, stderr_path)
 }
+
+/// A Python that can `import module`: `$SIMGATE_PYTHON`, else the venv `.ci/run` fills
+/// (`/opt/simgate-venv`). `None` when neither can, so the caller skips with a printed reason.
+pub fn python_with(module: &str) -> Option<String> {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("SIMGATE_PYTHON") {
+        candidates.push(p);
+    }
+    candidates.push("/opt/simgate-venv/bin/python".into());
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}

@@ -19,7 +19,7 @@ use super::messaging::{error_code, status};
 use super::sid_of;
 use crate::model::MessageStatus;
 use crate::service::Service;
-use crate::store::events::StoredEvent;
+use crate::store::events::{EVENT_TYPES, StoredEvent};
 use crate::webhook::deliver::{Endpoint, Request, RequestFuture, Route};
 use crate::webhook::sign::Rendered;
 
@@ -30,16 +30,6 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one callback is retried before it is given up: short, since callbacks to all of the
 /// app's URLs wait behind it (Twilio itself does not retry a failed status callback).
 const RETRY_PERIOD: Duration = Duration::from_secs(60);
-
-/// The message events that become callbacks.
-const EVENTS: &[&str] = &[
-    "message.queued",
-    "message.sent",
-    "message.delivered",
-    "message.failed",
-    "message.expired",
-    "message.canceled",
-];
 
 /// Renders and signs the callbacks of one account.
 pub struct StatusCallbacks {
@@ -65,7 +55,12 @@ impl StatusCallbacks {
         };
         Endpoint::routed(
             ENDPOINT_KEY,
-            EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            // Every message event becomes a callback; OTP, inbound and modem events do not.
+            EVENT_TYPES
+                .iter()
+                .filter(|e| e.starts_with("message."))
+                .map(|e| (*e).to_owned())
+                .collect(),
             Arc::new(route),
             fingerprint,
             TIMEOUT,
