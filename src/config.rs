@@ -5,7 +5,9 @@
 //! typed [`Config`] (`SocketAddr`, `Duration`, `Rate`, `PathBuf`, ...) or a [`ConfigError`] that
 //! names the file, the dotted key (`limits.otp_per_number`, `modem[1].baud`) and the reason,
 //! with line and column where the TOML parser knows them. The defaults live in exactly one place,
-//! `RawConfig::default()`, so the example file, `Config::default()` and an empty file agree.
+//! `RawConfig::default()`, so the example file, `Config::default()` and an empty file agree;
+//! `wiring` derives from a `Config` the settings each other part is handed (and their
+//! defaults), so those parts never see the config.
 //!
 //! This is the only module that knows TOML. It reads two kinds of files: the config file and a
 //! modem's `pin_file`; it never logs a token or a PIN, and `Debug` of the settings hides them.
@@ -26,6 +28,7 @@ use crate::otp::{self, AppHash, CodeLength};
 
 pub mod hooks;
 pub mod twilio;
+mod wiring;
 pub use hooks::{SupabaseSettings, ZitadelSettings};
 pub use twilio::TwilioSettings;
 

@@ -17,14 +17,14 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, ModemSettings};
 use crate::datadir::{self, DataDirError, Lock};
-use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
+use crate::dispatch::{self, Dispatcher};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::modem::{ModemConfig, ModemHandle, ModemStatus};
+use crate::modem::{ModemHandle, ModemStatus};
 use crate::notify::{self, Notifier};
 use crate::otp::Keys;
-use crate::service::{self, Deps, Service, Settings};
+use crate::service::{self, Deps, Service};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{Store, StoreOptions};
 
@@ -177,7 +177,7 @@ pub async fn run(
         keys: keys.clone(),
         limits: limits.clone(),
         wake: wake.clone(),
-        settings: Settings::from_config(&config),
+        settings: config.service_settings(),
         clock: service::system_clock(),
         codes: service::os_codes(),
     }));
@@ -216,17 +216,7 @@ pub async fn run(
             source,
         })?;
         let handle = ModemHandle::spawn(
-            ModemConfig {
-                pin,
-                baud: settings.baud,
-                delivery_reports: settings.delivery_reports,
-                send_timeout: settings.send_timeout,
-                command_gap: settings.command_gap,
-                identity: settings.identity.clone(),
-                scan: settings.scan.clone(),
-                store_inbound: config.inbound.enabled,
-                ..ModemConfig::new(settings.id.clone(), settings.device.clone())
-            },
+            settings.modem_config(pin, config.inbound.enabled),
             events_tx.clone(),
         );
         modems.push((settings.clone(), handle));
@@ -245,13 +235,9 @@ pub async fn run(
         store.clone(),
         modems
             .iter()
-            .map(|(settings, handle)| PoolModem {
-                port: handle.clone(),
-                sends_per_minute: settings.sends_per_minute,
-                delivery_reports: settings.delivery_reports,
-            })
+            .map(|(settings, handle)| settings.pool_modem(handle.clone()))
             .collect(),
-        DispatchConfig::from_settings(&config.dispatch),
+        config.dispatch_config(),
         wake.clone(),
         Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
     )

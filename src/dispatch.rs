@@ -136,7 +136,9 @@ pub struct PoolModem<M> {
     pub delivery_reports: bool,
 }
 
-/// Pool-wide policy.
+/// Pool-wide policy, derived from the validated config by `Config::dispatch_config` (the
+/// dispatcher does not know the config). `DispatchConfig::default()`, implemented next to that
+/// derivation, is the policy of the default config.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
     /// What to do when a send's outcome is unknown, and with messages found `sending` at start.
@@ -156,41 +158,14 @@ pub struct DispatchConfig {
     pub max_partial_resends: u32,
 }
 
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            on_unknown_outcome: UnknownOutcomePolicy::Resend,
-            retry_base: Duration::from_secs(2),
-            retry_max: Duration::from_secs(60),
-            store_error_pause: Duration::from_secs(1),
-            max_attempts: 10,
-            max_unknown_outcomes: 3,
-            max_partial_resends: 1,
-        }
-    }
-}
-
-impl From<crate::config::UnknownOutcome> for UnknownOutcomePolicy {
-    fn from(u: crate::config::UnknownOutcome) -> Self {
-        match u {
-            crate::config::UnknownOutcome::Resend => UnknownOutcomePolicy::Resend,
-            crate::config::UnknownOutcome::Fail => UnknownOutcomePolicy::Fail,
-        }
-    }
-}
+/// First retry delay after a temporary error (not a config key).
+pub const RETRY_BASE: Duration = Duration::from_secs(2);
+/// Longest retry delay (not a config key).
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+/// The pause before claiming again after a store error (not a config key).
+pub const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 impl DispatchConfig {
-    /// The configured policy and caps with the default retry timing.
-    pub fn from_settings(settings: &crate::config::DispatchSettings) -> Self {
-        DispatchConfig {
-            on_unknown_outcome: settings.on_unknown_outcome.into(),
-            max_attempts: settings.max_attempts,
-            max_unknown_outcomes: settings.max_unknown_outcomes.max(1),
-            max_partial_resends: settings.max_partial_resends,
-            ..DispatchConfig::default()
-        }
-    }
-
     /// What the store applies to an unknown outcome (during a run and at start-up).
     pub fn unknown_rule(&self) -> UnknownOutcomeRule {
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as Millis;
@@ -200,17 +175,6 @@ impl DispatchConfig {
             max_attempts: self.max_attempts,
             backoff_base_ms: ms(self.retry_base),
             backoff_max_ms: ms(self.retry_max),
-        }
-    }
-}
-
-impl<M> PoolModem<M> {
-    /// A pool entry for `port` with the per-modem settings of its `[[modem]]` table.
-    pub fn from_settings(port: M, settings: &crate::config::ModemSettings) -> Self {
-        PoolModem {
-            port,
-            sends_per_minute: settings.sends_per_minute,
-            delivery_reports: settings.delivery_reports,
         }
     }
 }
@@ -2142,30 +2106,6 @@ mod tests {
         task.await.unwrap();
         assert!(rig.store.get_message("msg_new").await.unwrap().is_some());
         rig.stop().await;
-    }
-
-    #[test]
-    fn config_settings_map_to_dispatch_policy() {
-        let mut settings = crate::config::DispatchSettings {
-            on_unknown_outcome: crate::config::UnknownOutcome::Fail,
-            text_max_age: Duration::from_secs(60),
-            max_attempts: 7,
-            max_unknown_outcomes: 2,
-            max_partial_resends: 0,
-        };
-        let cfg = DispatchConfig::from_settings(&settings);
-        assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Fail);
-        assert_eq!(
-            (
-                cfg.max_attempts,
-                cfg.max_unknown_outcomes,
-                cfg.max_partial_resends
-            ),
-            (7, 2, 0)
-        );
-        settings.on_unknown_outcome = crate::config::UnknownOutcome::Resend;
-        let cfg = DispatchConfig::from_settings(&settings);
-        assert_eq!(cfg.on_unknown_outcome, UnknownOutcomePolicy::Resend);
     }
 
     #[tokio::test]
