@@ -51,21 +51,22 @@
 //! sends fail [`FAILURES_BEFORE_REST`] times in a row for modem-side reasons (temporary error,
 //! unknown outcome, not ready) rests for a growing backoff, so the other modems take its work.
 //!
-//! Time: store timestamps are the system clock (see [`Clock`]); sleeps and rate limits use
-//! tokio's monotonic clock.
+//! Time: store timestamps are the injected wall clock ([`Clock`], the service's too); sleeps
+//! and rate limits use tokio's monotonic clock.
 
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::log_throttle::Throttle;
 use crate::metrics::{Metrics, ReportResult, SendOutcome};
 use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
@@ -187,47 +188,6 @@ pub fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
         .min(cfg.retry_max)
 }
 
-/// The wall clock in unix milliseconds, as the store's timestamps use it, and the conversion of
-/// such timestamps into tokio instants for `sleep_until`.
-///
-/// It reads the system clock every time rather than extrapolating from a start point: the
-/// service stamps new messages with the system clock, and a dispatcher whose own idea of "now"
-/// drifted behind it (monotonic clocks and NTP-disciplined wall clocks part by seconds a day)
-/// would see fresh messages as not yet due.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Anchor of the governor clock (rate limits measure monotonic time since here).
-    origin: Instant,
-}
-
-impl Clock {
-    /// A clock; `origin` is now.
-    pub fn start() -> Clock {
-        Clock {
-            origin: Instant::now(),
-        }
-    }
-
-    /// Unix milliseconds now.
-    pub fn now_ms(&self) -> Millis {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0)
-    }
-
-    /// The tokio instant at which the wall clock will read `ms` (now, if it already has).
-    pub fn instant_at(&self, ms: Millis) -> Instant {
-        let now = Instant::now();
-        let delta = ms - self.now_ms();
-        if delta <= 0 {
-            now
-        } else {
-            now + Duration::from_millis(delta as u64)
-        }
-    }
-}
-
 /// governor's clock over tokio's monotonic clock.
 #[derive(Debug, Clone, Copy)]
 struct TokioClock {
@@ -278,7 +238,10 @@ pub struct Dispatcher<M: ModemPort> {
     cfg: DispatchConfig,
     wake: Arc<Notify>,
     opener: Opener,
+    /// The wall clock the store's timestamps are compared with (injected: see [`Clock`]).
     clock: Clock,
+    /// Anchor of the governor clock: rate limits measure tokio's monotonic time since here.
+    origin: Instant,
     stats: Arc<DispatchStats>,
     metrics: Option<Arc<Metrics>>,
     /// Send tasks report here the moment their modem is free again (before recording the
@@ -311,19 +274,14 @@ impl<M: ModemPort> Dispatcher<M> {
         wake: Arc<Notify>,
         opener: Opener,
     ) -> Self {
-        let clock = Clock::start();
+        let origin = Instant::now();
         let (freed_tx, freed_rx) = mpsc::unbounded_channel();
         let slots = modems
             .into_iter()
             .map(|m| Slot {
                 port: Arc::new(m.port),
                 limiter: NonZeroU32::new(m.sends_per_minute).map(|n| {
-                    RateLimiter::direct_with_clock(
-                        Quota::per_minute(n),
-                        TokioClock {
-                            origin: clock.origin,
-                        },
-                    )
+                    RateLimiter::direct_with_clock(Quota::per_minute(n), TokioClock { origin })
                 }),
                 delivery_reports: m.delivery_reports,
                 in_flight: 0,
@@ -342,7 +300,8 @@ impl<M: ModemPort> Dispatcher<M> {
             cfg,
             wake,
             opener,
-            clock,
+            clock: Clock::system(),
+            origin,
             stats: Arc::default(),
             metrics: None,
             freed_tx,
@@ -362,9 +321,16 @@ impl<M: ModemPort> Dispatcher<M> {
         self.stats.clone()
     }
 
+    /// Stamps and reads the store on `clock` instead of the system clock (tests: the same
+    /// fake time the service or the test uses).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The clock the dispatcher stamps the store with.
     pub fn clock(&self) -> Clock {
-        self.clock
+        self.clock.clone()
     }
 
     /// Recovers interrupted sends, then dispatches until `shutdown` resolves; in-flight sends are
@@ -510,7 +476,7 @@ impl<M: ModemPort> Dispatcher<M> {
                         port: slot.port.clone(),
                         opener: self.opener.clone(),
                         cfg: self.cfg.clone(),
-                        clock: self.clock,
+                        clock: self.clock.clone(),
                         delivery_reports: slot.delivery_reports,
                         metrics: self.metrics.clone(),
                     };
@@ -634,7 +600,7 @@ impl<M: ModemPort> Dispatcher<M> {
                         return Some(i);
                     }
                     Err(not_until) => {
-                        let at = self.clock.origin + not_until.earliest_possible();
+                        let at = self.origin + not_until.earliest_possible();
                         *until = Some(until.map_or(at, |u| u.min(at)));
                     }
                 },
@@ -1292,6 +1258,8 @@ mod tests {
         stats: Arc<DispatchStats>,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         task: tokio::task::JoinHandle<Result<(), StoreError>>,
+        /// Under paused time, the task that holds the time still between the test's steps.
+        hold: Option<tokio::task::JoinHandle<()>>,
         _dir: tempfile::TempDir,
     }
 
@@ -1327,6 +1295,37 @@ mod tests {
         cfg: DispatchConfig,
         prefill: impl AsyncFnOnce(&Store, Millis),
     ) -> Rig {
+        start_rig(modems, cfg, prefill, false).await
+    }
+
+    /// [`rig_with`] on paused tokio time (the test is `start_paused`) that moves only by the
+    /// test's steps ([`Rig::pass`]): a waiting test costs store round trips, not sleeps.
+    ///
+    /// Left alone, paused time jumps to the next timer whenever every task waits, including
+    /// for the store's threads, which paused time cannot see: a claim's commit would let a
+    /// fake send of seconds end "before" it. A task that keeps yielding means the runtime is
+    /// never idle, so tokio never advances the time by itself.
+    async fn paused_rig_with(
+        modems: Vec<(Fake, u32)>,
+        cfg: DispatchConfig,
+        prefill: impl AsyncFnOnce(&Store, Millis),
+    ) -> Rig {
+        start_rig(modems, cfg, prefill, true).await
+    }
+
+    async fn start_rig(
+        modems: Vec<(Fake, u32)>,
+        cfg: DispatchConfig,
+        prefill: impl AsyncFnOnce(&Store, Millis),
+        paused: bool,
+    ) -> Rig {
+        let hold = paused.then(|| {
+            tokio::spawn(async {
+                loop {
+                    tokio::task::yield_now().await;
+                }
+            })
+        });
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             &dir.path().join("q.db"),
@@ -1345,8 +1344,9 @@ mod tests {
                 delivery_reports: true,
             })
             .collect();
-        let d = Dispatcher::new(store.clone(), pool, cfg, wake.clone(), opener());
-        let clock = d.clock();
+        let clock = Clock::following_tokio(Clock::system().now_ms());
+        let d = Dispatcher::new(store.clone(), pool, cfg, wake.clone(), opener())
+            .with_clock(clock.clone());
         prefill(&store, clock.now_ms()).await;
         let stats = d.stats();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -1360,12 +1360,25 @@ mod tests {
             stats,
             stop: Some(tx),
             task,
+            hold,
             _dir: dir,
         }
     }
 
     async fn rig(modems: Vec<(Fake, u32)>) -> Rig {
         rig_with(modems, quick(), async |_, _| {}).await
+    }
+
+    async fn pass(paused: bool, d: Duration) {
+        if paused {
+            tokio::time::advance(d).await;
+        } else {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    async fn paused_rig(modems: Vec<(Fake, u32)>) -> Rig {
+        paused_rig_with(modems, quick(), async |_, _| {}).await
     }
 
     fn text_msg(id: &str, to: &str, at: Millis) -> NewMessage {
@@ -1389,24 +1402,79 @@ mod tests {
             self.wake.notify_one();
         }
 
+        /// Waits for `id` to reach `want`, letting time pass (in 5 ms steps under paused time).
         async fn wait_status(&self, id: &str, want: MessageStatus) {
-            let give_up = Instant::now() + Duration::from_secs(10);
+            // Wall time: paused time runs as fast as the store answers, not as the disk syncs.
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
             loop {
                 let m = self.store.get_message(id).await.unwrap();
                 if m.as_ref().map(|m| m.status) == Some(want) {
                     return;
                 }
                 assert!(
-                    Instant::now() < give_up,
+                    std::time::Instant::now() < give_up,
                     "{id} never became {want:?}: {m:?}"
                 );
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.pass(Duration::from_millis(5)).await;
+            }
+        }
+
+        /// Under paused time: waits for `id` to reach `want` while no time passes, so no timer
+        /// fires meanwhile (a send on the wire stays there).
+        async fn settle_status(&self, id: &str, want: MessageStatus) {
+            let store = self.store.clone();
+            let status = async || store.get_message(id).await.unwrap().map(|m| m.status);
+            self.settle(&format!("{id} never became {want:?}"), async || {
+                status().await == Some(want)
+            })
+            .await;
+        }
+
+        /// Under paused time: waits for `cond` while no time passes.
+        async fn settle(&self, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+            assert!(self.hold.is_some(), "only paused time can stand still");
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while !cond().await {
+                assert!(std::time::Instant::now() < give_up, "{what}");
+                tokio::task::yield_now().await;
+            }
+        }
+
+        /// Under paused time: lets time pass in 5 ms steps until `cond`.
+        async fn pass_until(&self, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+            assert!(self.hold.is_some(), "paused time only");
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while !cond().await {
+                assert!(std::time::Instant::now() < give_up, "{what}");
+                self.pass(Duration::from_millis(5)).await;
+            }
+        }
+
+        /// Lets `d` pass: a real sleep, or a step of paused time (followed by a store round
+        /// trip, so paused time cannot run far ahead of the store's threads).
+        async fn pass(&self, d: Duration) {
+            pass(self.hold.is_some(), d).await;
+            if self.hold.is_some() {
+                self.store.queue_depth().await.unwrap();
             }
         }
 
         async fn stop(mut self) -> Store {
             let _ = self.stop.take().unwrap().send(());
-            self.task.await.unwrap().unwrap();
+            if let Some(hold) = self.hold.take() {
+                // Paused time: give the loop a moment of wall time to see the stop (it may be
+                // waiting for the store), then let sends in flight finish as their time passes.
+                let seen = std::time::Instant::now() + Duration::from_millis(100);
+                while std::time::Instant::now() < seen && !self.task.is_finished() {
+                    tokio::task::yield_now().await;
+                }
+                while !self.task.is_finished() {
+                    pass(true, Duration::from_millis(5)).await;
+                    self.store.queue_depth().await.unwrap();
+                }
+                hold.abort();
+            }
+            (&mut self.task).await.unwrap().unwrap();
             self.store
         }
     }
@@ -1448,14 +1516,19 @@ mod tests {
         rig.stop().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn spreads_over_idle_modems_one_send_each() {
         let slow = Duration::from_millis(300);
         let (a, b) = (Fake::new("m0", slow), Fake::new("m1", slow));
-        let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
+        let rig = paused_rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
         for id in ["msg_1", "msg_2", "msg_3", "msg_4"] {
             rig.enqueue(id).await;
         }
+        // Both modems take their first message before any send time passes.
+        rig.settle("both modems send", async || {
+            !a.texts().is_empty() && !b.texts().is_empty()
+        })
+        .await;
         for id in ["msg_1", "msg_2", "msg_3", "msg_4"] {
             rig.wait_status(id, MessageStatus::Sent).await;
         }
@@ -1475,10 +1548,10 @@ mod tests {
         rig.stop().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_next_message_is_claimed_while_the_current_one_is_on_the_wire() {
         let modem = Fake::new("m0", Duration::from_millis(150));
-        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+        let rig = paused_rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
             for (i, id) in ["msg_a", "msg_b", "msg_c", "msg_d"].into_iter().enumerate() {
                 let m = text_msg(id, "+15551230000", now + i as Millis);
                 store.enqueue_text(m, None, 0).await.unwrap();
@@ -1487,12 +1560,10 @@ mod tests {
         .await;
         // msg_a gives the modem a send time to judge by; from msg_b on, the next message is
         // claimed (durably `sending`) while the current one is on the wire.
-        let give_up = Instant::now() + Duration::from_secs(5);
-        while modem.texts().len() < 2 {
-            assert!(Instant::now() < give_up);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        rig.pass_until("msg_b never went out", async || modem.texts().len() >= 2)
+            .await;
+        rig.settle_status("msg_c", MessageStatus::Sending).await;
+        rig.pass(Duration::from_millis(50)).await;
         assert_eq!(modem.texts().len(), 2, "msg_b is still on the wire");
         let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
         assert_eq!(c.status, MessageStatus::Sending, "msg_c claimed in advance");
@@ -1516,25 +1587,19 @@ mod tests {
         rig.stop().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn stopping_gives_a_message_claimed_in_advance_back_to_the_queue() {
         let modem = Fake::new("m0", Duration::from_millis(200));
-        let rig = rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
+        let rig = paused_rig_with(vec![(modem.clone(), 0)], quick(), async |store, now| {
             for (i, id) in ["msg_a", "msg_b", "msg_c"].into_iter().enumerate() {
                 let m = text_msg(id, "+15551230000", now + i as Millis);
                 store.enqueue_text(m, None, 0).await.unwrap();
             }
         })
         .await;
-        let give_up = Instant::now() + Duration::from_secs(5);
-        loop {
-            let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
-            if c.status == MessageStatus::Sending {
-                break;
-            }
-            assert!(Instant::now() < give_up, "msg_c never claimed in advance");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        rig.pass_until("msg_b never went out", async || modem.texts().len() >= 2)
+            .await;
+        rig.settle_status("msg_c", MessageStatus::Sending).await;
         let store = rig.stop().await;
         // msg_b was on the wire and finished; msg_c never left and is queued again, uncounted.
         assert_eq!(modem.texts(), ["text msg_a", "text msg_b"]);
@@ -1545,10 +1610,10 @@ mod tests {
         assert!(c.error.unwrap().contains("claimed in advance, not sent"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_message_claimed_in_advance_goes_back_when_the_current_send_hangs() {
         let modem = Fake::new("m0", Duration::from_millis(20));
-        let rig = rig(vec![(modem.clone(), 0)]).await;
+        let rig = paused_rig(vec![(modem.clone(), 0)]).await;
         rig.enqueue("msg_a").await;
         rig.wait_status("msg_a", MessageStatus::Sent).await;
         // The modem now takes 2.5 s per send: msg_c, claimed in advance behind msg_b, waits at
@@ -1556,16 +1621,15 @@ mod tests {
         modem.0.delay_ms.store(2_500, Ordering::SeqCst);
         rig.enqueue("msg_b").await;
         rig.enqueue("msg_c").await;
+        rig.settle_status("msg_c", MessageStatus::Sending).await;
         let give_up = Instant::now() + Duration::from_secs(2);
-        let mut claimed_ahead = false;
         let c = loop {
             let c = rig.store.get_message("msg_c").await.unwrap().unwrap();
-            claimed_ahead |= c.status == MessageStatus::Sending;
-            if claimed_ahead && c.status == MessageStatus::Queued {
+            if c.status == MessageStatus::Queued {
                 break c;
             }
             assert!(Instant::now() < give_up, "msg_c: {c:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            rig.pass(Duration::from_millis(5)).await;
         };
         assert_eq!(c.attempts, 0);
         assert!(c.error.unwrap().contains("takes too long"));
@@ -1577,24 +1641,23 @@ mod tests {
         rig.stop().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_modem_is_passed_over() {
         let a = Fake::new("m0", Duration::from_millis(500));
         let b = Fake::new("m1", Duration::ZERO);
-        let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
+        let rig = paused_rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;
         rig.enqueue("msg_long").await;
-        // Both idle and never used: the first in pool order takes it and stays busy for a while.
-        let give_up = Instant::now() + Duration::from_secs(5);
-        while a.texts().is_empty() {
-            assert!(Instant::now() < give_up);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        // Both idle and never used: the first in pool order takes it and stays busy for a while
+        // (no time passes until the other three are sent).
+        rig.settle("m0 never took msg_long", async || !a.texts().is_empty())
+            .await;
         for id in ["msg_x", "msg_y", "msg_z"] {
             rig.enqueue(id).await;
         }
-        for id in ["msg_x", "msg_y", "msg_z", "msg_long"] {
-            rig.wait_status(id, MessageStatus::Sent).await;
+        for id in ["msg_x", "msg_y", "msg_z"] {
+            rig.settle_status(id, MessageStatus::Sent).await;
         }
+        rig.wait_status("msg_long", MessageStatus::Sent).await;
         assert_eq!(a.texts(), ["text msg_long"]);
         assert_eq!(b.texts(), ["text msg_x", "text msg_y", "text msg_z"]);
         rig.stop().await;
@@ -2024,7 +2087,7 @@ mod tests {
         let pump = tokio::spawn(run_events(
             rig.store.clone(),
             rx,
-            rig.clock,
+            rig.clock.clone(),
             Some(metrics.clone()),
             None,
         ));
@@ -2092,7 +2155,7 @@ mod tests {
             Some(Duration::from_secs(30 * 86_400)),
             Some(Duration::from_secs(7 * 86_400)),
             Duration::from_millis(20),
-            rig.clock,
+            rig.clock.clone(),
             async move {
                 let _ = stop_rx.await;
             },

@@ -55,22 +55,13 @@ use crate::model::{Millis, PublicId};
 use crate::otp::{AppHash, CodeLength, Keys, OnPending};
 use crate::store::Store;
 
-/// Where the service gets the time: unix milliseconds. Injected so tests can move past expiry.
-pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+/// Where the service gets the time: the daemon's one injected clock, so tests can move past
+/// expiry.
+pub use crate::clock::Clock;
 
 /// Where codes come from. Production draws from the OS CSPRNG ([`os_codes`]); tests inject a
 /// deterministic source so they know the code without any backdoor in the production path.
 pub type CodeSource = Arc<dyn Fn(CodeLength) -> String + Send + Sync>;
-
-/// The real clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    })
-}
 
 /// Codes from the OS CSPRNG.
 pub fn os_codes() -> CodeSource {
