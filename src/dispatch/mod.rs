@@ -54,7 +54,7 @@
 //! Time: store timestamps are the injected wall clock ([`crate::clock::Clock`], the service's
 //! too); sleeps and rate limits use tokio's monotonic clock.
 //!
-//! Files: [`pool`] (the loop and the pool's bookkeeping), [`send`] (one send task), [`events`]
+//! Files: `pool` (the loop and the pool's bookkeeping), `send` (one send task), `events`
 //! (status reports, incoming texts, retention).
 
 use std::future::Future;
