@@ -15,16 +15,17 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::clock::Clock;
 use crate::config::{Config, ModemSettings};
 use crate::datadir::{self, DataDirError, Lock};
-use crate::dispatch::{self, DispatchConfig, Dispatcher, PoolModem};
+use crate::dispatch::{self, Dispatcher};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::modem::{ModemConfig, ModemHandle, ModemStatus};
+use crate::modem::{ModemHandle, ModemStatus};
 use crate::notify::{self, Notifier};
 use crate::otp::Keys;
-use crate::service::{self, Deps, Service, Settings};
+use crate::service::{self, Deps, Service};
 use crate::sim::{SimOptions, Simulator};
 use crate::store::{Store, StoreOptions};
 
@@ -170,6 +171,8 @@ pub async fn run(
     };
 
     let metrics = Arc::new(Metrics::new());
+    // One wall clock for everything that stamps or compares the store's timestamps.
+    let clock = Clock::system();
     let wake = Arc::new(Notify::new());
     let limits = Arc::new(Limits::new(&config.limits.rates));
     let service = Arc::new(Service::new(Deps {
@@ -177,8 +180,8 @@ pub async fn run(
         keys: keys.clone(),
         limits: limits.clone(),
         wake: wake.clone(),
-        settings: Settings::from_config(&config),
-        clock: service::system_clock(),
+        settings: config.service_settings(),
+        clock: clock.clone(),
         codes: service::os_codes(),
     }));
     // Webhook endpoints are registered before anything can record an event (the dispatcher's
@@ -216,17 +219,7 @@ pub async fn run(
             source,
         })?;
         let handle = ModemHandle::spawn(
-            ModemConfig {
-                pin,
-                baud: settings.baud,
-                delivery_reports: settings.delivery_reports,
-                send_timeout: settings.send_timeout,
-                command_gap: settings.command_gap,
-                identity: settings.identity.clone(),
-                scan: settings.scan.clone(),
-                store_inbound: config.inbound.enabled,
-                ..ModemConfig::new(settings.id.clone(), settings.device.clone())
-            },
+            settings.modem_config(pin, config.inbound.enabled),
             events_tx.clone(),
         );
         modems.push((settings.clone(), handle));
@@ -237,6 +230,7 @@ pub async fn run(
             store.clone(),
             settings.id.clone(),
             handle.status(),
+            clock.clone(),
             stop_rx.clone(),
         ));
     }
@@ -245,18 +239,14 @@ pub async fn run(
         store.clone(),
         modems
             .iter()
-            .map(|(settings, handle)| PoolModem {
-                port: handle.clone(),
-                sends_per_minute: settings.sends_per_minute,
-                delivery_reports: settings.delivery_reports,
-            })
+            .map(|(settings, handle)| settings.pool_modem(handle.clone()))
             .collect(),
-        DispatchConfig::from_settings(&config.dispatch),
+        config.dispatch_config(),
         wake.clone(),
         Arc::new(move |sealed: &[u8]| opener_keys.open(sealed).map_err(|e| e.to_string())),
     )
+    .with_clock(clock.clone())
     .with_metrics(metrics.clone());
-    let clock = dispatcher.clock();
     let dispatcher_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
     let inbound = config.inbound.enabled.then(|| {
         crate::inbound::Inbound::new(
@@ -266,12 +256,16 @@ pub async fn run(
         )
     });
     if let Some(inbound) = &inbound {
-        tokio::spawn(inbound.clone().run_expiry(clock, stopped(stop_rx.clone())));
+        tokio::spawn(
+            inbound
+                .clone()
+                .run_expiry(clock.clone(), stopped(stop_rx.clone())),
+        );
     }
     let reports_task = tokio::spawn(dispatch::run_events(
         store.clone(),
         events_rx,
-        clock,
+        clock.clone(),
         Some(metrics.clone()),
         inbound,
     ));
@@ -280,7 +274,7 @@ pub async fn run(
         days(config.store.retention_days),
         days(config.store.mask_numbers_after_days),
         Duration::from_secs(60 * 60),
-        clock,
+        clock.clone(),
         stopped(stop_rx.clone()),
     ));
 
@@ -425,6 +419,7 @@ async fn record_modem_states(
     store: Store,
     modem_id: String,
     mut status: watch::Receiver<ModemStatus>,
+    clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last: Option<String> = None;
@@ -434,12 +429,14 @@ async fn record_modem_states(
             (s.state.as_str().to_owned(), s.last_error.clone())
         };
         if last.as_deref() != Some(state.as_str()) {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as crate::model::Millis)
-                .unwrap_or(0);
             if let Err(e) = store
-                .record_modem_state(&modem_id, last.as_deref(), &state, detail.as_deref(), at)
+                .record_modem_state(
+                    &modem_id,
+                    last.as_deref(),
+                    &state,
+                    detail.as_deref(),
+                    clock.now_ms(),
+                )
                 .await
             {
                 tracing::error!(modem = %modem_id, error = %e, "cannot record a modem state change");

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
-use crate::dispatch::Clock;
+use crate::clock::Clock;
 use crate::store::Store;
 
 /// OTPs expired per write, so one sweep after a long stop does not hold the writer.
@@ -70,7 +70,7 @@ mod tests {
     async fn a_pending_otp_is_expired_when_its_ttl_ends_with_its_event() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db"), StoreOptions::default()).unwrap();
-        let clock = Clock::start();
+        let clock = Clock::system();
         let now = clock.now_ms();
         let otp = NewOtp {
             id: "otp_1".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::dispatch::Clock;
+use crate::clock::Clock;
 use crate::log_throttle::Throttle;
 use crate::metrics::Metrics;
 use crate::model::Millis;

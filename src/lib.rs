@@ -5,6 +5,7 @@
 //! for the map of modules and the invariants each one keeps.
 
 pub mod at;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -220,7 +220,8 @@ impl LimitName {
     }
 }
 
-/// The in-memory rates of `[limits]`.
+/// The in-memory rates of `[limits]`. `RateSettings::default()` (implemented in `config`) is
+/// the rates of the default config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateSettings {
     /// OTP sends (create and resend) per destination number.
@@ -237,28 +238,6 @@ pub struct RateSettings {
     pub requests_per_token: Rate,
     /// All sends together, to protect the SIM and the operator's patience.
     pub sends_global: Rate,
-}
-
-impl Default for RateSettings {
-    fn default() -> Self {
-        RateSettings {
-            otp_per_number: Rate::Limit {
-                count: NonZeroU32::new(3).expect("nonzero"),
-                period: Duration::from_secs(600),
-            },
-            verify_per_number: Rate::Limit {
-                count: NonZeroU32::new(10).expect("nonzero"),
-                period: Duration::from_secs(60),
-            },
-            otp_per_prefix: Rate::Limit {
-                count: NonZeroU32::new(30).expect("nonzero"),
-                period: Duration::from_secs(600),
-            },
-            prefix_digits: 6,
-            requests_per_token: Rate::Off,
-            sends_global: Rate::Off,
-        }
-    }
 }
 
 type Keyed<K, C> = RateLimiter<K, HashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use simgate::clock::Clock;
 use simgate::http::{self, AppState, BodyLimit, ModemJson, Tokens};
 use simgate::limits::{Limits, RateSettings};
 use simgate::metrics::Metrics;
@@ -81,7 +82,7 @@ impl Server {
                     limits: Arc::new(Limits::new(&rates)),
                     wake: Arc::new(tokio::sync::Notify::new()),
                     settings,
-                    clock: Arc::new(move || {
+                    clock: Clock::from_fn(move || {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap()

@@ -117,7 +117,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
     let events = tokio::spawn(dispatch::run_events(
         store.clone(),
         events_rx,
-        clock,
+        clock.clone(),
         None,
         None,
     ));

@@ -36,7 +36,9 @@ use crate::pdu::{DeliveryOutcome, EncodedPart};
 pub use discovery::DeviceIdentity;
 pub use driver::undecodable_pdus;
 
-/// How to reach and use one modem.
+/// How to reach and use one modem, derived from a `[[modem]]` table by
+/// `ModemSettings::modem_config` (the driver does not know the config). `ModemConfig::new(id,
+/// device)`, implemented next to that derivation, is a modem with the config's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModemConfig {
     /// A stable name for logs, events and the API (e.g. "modem0").
@@ -71,28 +73,9 @@ pub struct ModemConfig {
     pub store_inbound: bool,
 }
 
-impl ModemConfig {
-    /// A configuration with the defaults of SPEC.md (115200 baud, reports on, 60 s sends,
-    /// 10 s commands).
-    pub fn new(id: impl Into<String>, device: impl Into<PathBuf>) -> Self {
-        ModemConfig {
-            id: id.into(),
-            device: device.into(),
-            identity: None,
-            scan: discovery::DEFAULT_SCAN
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            baud: 115_200,
-            pin: None,
-            delivery_reports: true,
-            send_timeout: Duration::from_secs(60),
-            command_timeout: Duration::from_secs(10),
-            command_gap: Duration::from_millis(1),
-            store_inbound: false,
-        }
-    }
-}
+/// How long a command other than a send may take before the modem counts as hung (not a
+/// config key).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the driver is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

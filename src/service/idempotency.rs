@@ -142,7 +142,7 @@ impl Service {
         digest: &[u8],
     ) -> Option<Result<String, ServiceError>> {
         let k = k?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         self.replays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -151,7 +151,7 @@ impl Service {
 
     pub(super) fn remember(&self, k: Option<&IdempotencyKey>, digest: Vec<u8>, answer: &str) {
         if let Some(k) = k {
-            let now = (self.clock)();
+            let now = self.clock.now_ms();
             self.replays
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

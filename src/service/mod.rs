@@ -55,29 +55,22 @@ use crate::model::{Millis, PublicId};
 use crate::otp::{AppHash, CodeLength, Keys, OnPending};
 use crate::store::Store;
 
-/// Where the service gets the time: unix milliseconds. Injected so tests can move past expiry.
-pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+/// Where the service gets the time: the daemon's one injected clock, so tests can move past
+/// expiry.
+pub use crate::clock::Clock;
 
 /// Where codes come from. Production draws from the OS CSPRNG ([`os_codes`]); tests inject a
 /// deterministic source so they know the code without any backdoor in the production path.
 pub type CodeSource = Arc<dyn Fn(CodeLength) -> String + Send + Sync>;
-
-/// The real clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    })
-}
 
 /// Codes from the OS CSPRNG.
 pub fn os_codes() -> CodeSource {
     Arc::new(crate::otp::generate_code_os)
 }
 
-/// Policy knobs of the use cases, taken from the validated config.
+/// Policy knobs of the use cases, derived from the validated config by
+/// `Config::service_settings` (the service does not know the config). `Settings::default()`,
+/// implemented next to that derivation, is the settings of the default config.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `otp.length`: digits of a code when the request gives no `code_length`.
@@ -115,51 +108,13 @@ pub struct Settings {
     pub queue_full_retry_after: Duration,
 }
 
-impl Settings {
-    /// The settings a validated config asks for.
-    pub fn from_config(c: &crate::config::Config) -> Settings {
-        Settings {
-            code_length: c.otp.length,
-            ttl: c.otp.ttl,
-            min_ttl: c.otp.min_ttl,
-            max_ttl: c.otp.max_ttl,
-            max_attempts: c.otp.max_attempts,
-            template: c.otp.template.clone(),
-            app_hash: c.otp.app_hash.clone(),
-            max_otp_parts: c.otp.max_parts,
-            max_resends: c.otp.max_resends,
-            on_pending: c.otp.on_pending,
-            otp_per_number_per_day: c.limits.otp_per_number_per_day,
-            queue_max: c.limits.queue_max,
-            prefixes: c.limits.prefixes.clone(),
-            text_max_age: c.dispatch.text_max_age,
-            ..Settings::default()
-        }
-    }
-}
+/// Most SMS parts a plain text may take (not a config key): longer texts are refused rather
+/// than sent as a costly string of parts that many phones reassemble badly.
+pub const MAX_TEXT_PARTS: usize = 10;
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            code_length: CodeLength::default(),
-            ttl: Duration::from_secs(300),
-            min_ttl: crate::otp::DEFAULT_MIN_TTL,
-            max_ttl: crate::otp::DEFAULT_MAX_TTL,
-            max_attempts: 5,
-            template: crate::otp::DEFAULT_TEMPLATE.to_owned(),
-            app_hash: None,
-            max_otp_parts: crate::otp::DEFAULT_MAX_PARTS,
-            max_resends: crate::otp::DEFAULT_MAX_RESENDS,
-            on_pending: OnPending::default(),
-            otp_per_number_per_day: 10,
-            queue_max: 100_000,
-            prefixes: PrefixPolicy::default(),
-            max_text_parts: 10,
-            text_max_age: Duration::from_secs(24 * 60 * 60),
-            queue_full_retry_after: Duration::from_secs(30),
-        }
-    }
-}
+/// `Retry-After` for a full queue (not a config key): roughly how long the modems need to drain
+/// some of it.
+pub const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Everything the service needs, built by `serve` (or a test).
 pub struct Deps {

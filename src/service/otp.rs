@@ -270,7 +270,7 @@ impl Service {
         // Whether the number has a pending OTP to reuse is decided inside the store's
         // transaction, not read first: most numbers have none, and a read per request would
         // cost every one of them a round trip.
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let id = OtpId::random().into_string();
         let message_id = MessageId::random().into_string();
         let code = (self.codes)(len);
@@ -408,7 +408,7 @@ impl Service {
     ) -> Result<(String, Verified), ServiceError> {
         let to = Msisdn::parse(to).map_err(|d| invalid("to", d))?;
         check_code(code)?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let otp = self
             .store
             .newest_pending_otp(to.as_str(), now)
@@ -420,7 +420,7 @@ impl Service {
     }
 
     async fn verify_loaded(&self, otp: Otp, code: &str) -> Result<Verified, ServiceError> {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let ended = |status: OtpStatus, attempts_remaining: u32| ServiceError::OtpEnded {
             id: otp.id.clone(),
             status,
@@ -485,7 +485,7 @@ impl Service {
             Some(m) => self.store.get_message(m).await.map_err(store_err)?,
             None => None,
         };
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         Ok(OtpView {
             status: effective_status(&otp, now),
             attempts_remaining: otp.max_attempts.saturating_sub(otp.attempts),
@@ -531,7 +531,7 @@ impl Service {
         charge: bool,
     ) -> Result<Answer<OtpCreated>, ServiceError> {
         let id = otp.id.clone();
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let not_pending = |st: OtpStatus| {
             ServiceError::Conflict(format!(
                 "OTP {id} is {}; only a pending OTP can be resent (create a new one instead)",
@@ -643,7 +643,7 @@ impl Service {
     /// Cancels a pending OTP (its queued texts are not sent).
     pub async fn cancel(&self, id: &str) -> Result<OtpStatus, ServiceError> {
         parse_id::<OtpId>(id)?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         match self.store.cancel_otp(id, now).await.map_err(store_err)? {
             None => Err(ServiceError::NotFound {
                 what: "OTP",

@@ -135,7 +135,7 @@ impl Service {
             return seen.map(Answer::Replay);
         }
         self.check_send_limits(&to, parts, "text")?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let id = MessageId::random().into_string();
         let queued = CodeRelayed {
             message_id: id.clone(),

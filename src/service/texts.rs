@@ -91,7 +91,7 @@ impl Service {
             return seen.map(Answer::Replay);
         }
         self.check_global(parts, "text")?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let id = MessageId::random().into_string();
         let queued = TextQueued {
             id: id.clone(),
