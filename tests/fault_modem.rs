@@ -26,6 +26,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Generous: on a busy two-core CI machine a retried send may rest behind the dispatcher's
 /// exponential backoff (2 s doubling).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the retries of a 30 % error rate may take: up to a 9th attempt of one message.
+const RETRY_TAIL_TIMEOUT: Duration = Duration::from_secs(250);
 
 /// The fault tests run one at a time: each measures latency, and four daemons plus simulators
 /// competing for two cores would measure the machine, not simgate.
@@ -197,10 +199,14 @@ fn thirty_percent_temporary_errors_are_retried_until_sent() {
     let (_dir, d) = start(&sim, "");
     d.wait_state("ready", Duration::from_secs(30));
 
-    let probe = Probe::start(&d.base, &d.token, "+4477021", PROBE_INTERVAL);
+    // Every message here, the probe's included, must end up sent, and one in a few hundred
+    // needs seven attempts at a 30 % error rate: the backoff before the 7th (2+4+…+32+60 s)
+    // is 122 s. So the probe creates fewer OTPs than elsewhere, and the wait covers a 9th
+    // attempt (242 s); a typical run takes 15 s.
+    let probe = Probe::start(&d.base, &d.token, "+4477021", PROBE_INTERVAL * 2);
     let mut ids = create_many(&d, "+4477022", 20);
     // Probe while the retries run: until these 20 are final.
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let deadline = Instant::now() + RETRY_TAIL_TIMEOUT;
     while d.open_ids().iter().any(|id| ids.contains(id)) {
         assert!(
             Instant::now() < deadline,
@@ -214,7 +220,7 @@ fn thirty_percent_temporary_errors_are_retried_until_sent() {
     let own = ids.len();
     ids.extend(report.message_ids.iter().cloned());
 
-    let messages = d.wait_final(&ids, DRAIN_TIMEOUT);
+    let messages = d.wait_final(&ids, RETRY_TAIL_TIMEOUT);
     let first = &messages[..own];
     let log = sim.log_lines();
     assert_all_sent("errors", &messages, &log);

@@ -285,7 +285,7 @@ pub fn document() -> Value {
 
 /// `GET /v1/events` and the event schema (the body of every webhook delivery too).
 fn add_events(doc: &mut Value) {
-    let types: Vec<&str> = crate::store::events::EVENT_TYPES.to_vec();
+    let types: Vec<&str> = crate::model::EVENT_TYPES.to_vec();
     doc["paths"]["/v1/events"] = json!({
         "get": {
             "operationId": "listEvents",

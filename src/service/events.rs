@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::store::events::{EVENT_TYPES, StoredEvent};
+use crate::model::{EVENT_TYPES, StoredEvent};
 
 use super::errors::in_range;
 use super::{Service, ServiceError, invalid, shorten, store_err};
@@ -129,7 +129,7 @@ pub struct EndpointHealth {
     /// The URL without user info, query or fragment.
     pub endpoint: String,
     /// Its durable delivery state.
-    pub state: crate::store::events::EndpointState,
+    pub state: crate::model::EndpointState,
     /// Events recorded after its cursor.
     pub backlog: i64,
 }

@@ -15,39 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Millis, Store, StoreError};
 
-/// Event types, as they appear in `type` and in a webhook's `events` filter.
-pub const EVENT_TYPES: &[&str] = &[
-    "message.queued",
-    "message.sent",
-    "message.delivered",
-    "message.failed",
-    "message.expired",
-    "message.canceled",
-    "otp.approved",
-    "otp.expired",
-    "otp.max_attempts_reached",
-    "otp.canceled",
-    "inbound.received",
-    "modem.state_changed",
-];
-
-/// One row of the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    /// Global sequence number: strictly increasing in commit order, never reused.
-    pub seq: i64,
-    /// `evt_<32 hex>`: random, so ids never collide across databases (a receiver de-duplicates
-    /// by it); the same on every delivery of this event.
-    pub id: String,
-    /// One of [`EVENT_TYPES`].
-    pub kind: String,
-    /// What changed: a message, OTP or modem id.
-    pub subject: String,
-    /// When the change happened.
-    pub at: Millis,
-    /// The event's JSON object (text, exactly as stored).
-    pub data: String,
-}
+pub use crate::model::{EVENT_TYPES, EndpointState, StoredEvent};
 
 /// Appends one event in the caller's transaction; returns its `seq`. `data` must be a JSON
 /// object without secrets: it is delivered to every subscribed endpoint as is.
@@ -173,29 +141,6 @@ fn last_seq(c: &Connection) -> Result<i64, StoreError> {
             .optional()?
             .unwrap_or(0),
     )
-}
-
-/// A configured endpoint's durable delivery state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointState {
-    /// Every event up to this `seq` is delivered, dead or filtered out.
-    pub cursor: i64,
-    /// The event the retry state below belongs to (the first undelivered one).
-    pub head_seq: Option<i64>,
-    /// Failed attempts of `head_seq` so far.
-    pub attempts: u32,
-    /// When the first attempt of `head_seq` failed: the retry period runs from here.
-    pub first_failure_at: Option<Millis>,
-    /// When to try `head_seq` again.
-    pub next_attempt_at: Option<Millis>,
-    /// Why the endpoint is disabled (it answered 410 Gone), until its config changes.
-    pub disabled: Option<String>,
-    /// Events delivered, ever.
-    pub delivered: u64,
-    /// Events given up on after the retry period, ever.
-    pub dead: u64,
-    /// The last failure (status or transport error), until the next delivery succeeds.
-    pub last_error: Option<String>,
 }
 
 /// Creates or updates the rows of the configured endpoints (`(url, fingerprint)`): a new

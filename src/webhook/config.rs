@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ConfigError;
-use crate::store::events::EVENT_TYPES;
+use crate::model::EVENT_TYPES;
 
 /// `secret` as written: one secret, or several while a rotation is under way.
 #[derive(Clone, Deserialize)]

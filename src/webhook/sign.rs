@@ -13,7 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::config::SigningKey;
-use crate::store::events::StoredEvent;
+use crate::model::StoredEvent;
 
 /// A rendered request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use super::messaging::{error_code, status};
 use super::sid_of;
 use crate::model::MessageStatus;
+use crate::model::{EVENT_TYPES, StoredEvent};
 use crate::service::Service;
-use crate::store::events::{EVENT_TYPES, StoredEvent};
 use crate::webhook::deliver::{Endpoint, Request, RequestFuture, Route};
 use crate::webhook::sign::Rendered;
 

@@ -524,7 +524,7 @@ mod tests {
         }];
         let hooks = [EndpointHealth {
             endpoint: "https://h.example/<x>".into(),
-            state: crate::store::events::EndpointState {
+            state: crate::model::EndpointState {
                 cursor: 1,
                 head_seq: Some(2),
                 attempts: 3,
