@@ -74,7 +74,7 @@ mod tests {
         let now = clock.now_ms();
         let otp = NewOtp {
             id: "otp_1".into(),
-            to: "+15551234567".into(),
+            to: crate::model::Msisdn::parse("+15551234567").unwrap(),
             code_hmac: b"hmac".to_vec(),
             max_attempts: 5,
             expires_at: now + 300,
@@ -82,7 +82,7 @@ mod tests {
         };
         let msg = NewMessage {
             id: "msg_1".into(),
-            to: "+15551234567".into(),
+            to: crate::model::Msisdn::parse("+15551234567").unwrap(),
             kind: MessageKind::Otp,
             log_text: "Your code is ******.".into(),
             body: Body::Sealed(vec![1]),

@@ -29,7 +29,7 @@ fn now_ms() -> i64 {
 fn text(id: String, at: i64) -> NewMessage {
     NewMessage {
         id,
-        to: "+15551230000".into(),
+        to: simgate::model::Msisdn::parse("+15551230000").unwrap(),
         kind: MessageKind::Text,
         log_text: "crash test".into(),
         body: Body::Clear("crash test".into()),
@@ -76,7 +76,8 @@ fn crash_writer_child() {
                     ack("Q", &id);
                     if i % 5 == 0 {
                         let otp_id = format!("otp_{run}_{worker}_{i}");
-                        let to = format!("+1555{worker:03}{i:04}");
+                        let to = simgate::model::Msisdn::parse(&format!("+1555{worker:03}{i:04}"))
+                            .unwrap();
                         let otp = NewOtp {
                             id: otp_id.clone(),
                             to: to.clone(),

@@ -133,7 +133,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
         let text = format!("hello number {i}");
         let msg = NewMessage {
             id: id.clone(),
-            to: format!("+1555000{i:04}"),
+            to: simgate::model::Msisdn::parse(&format!("+1555000{i:04}")).unwrap(),
             kind: MessageKind::Text,
             log_text: text.clone(),
             body: Body::Clear(text),
@@ -152,7 +152,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
     let otp_text = "Your code is 424242. It expires in 5 minutes.";
     let otp = NewOtp {
         id: "otp_1".into(),
-        to: "+15557770000".into(),
+        to: simgate::model::Msisdn::parse("+15557770000").unwrap(),
         code_hmac: keys.code_hmac("otp_1", "424242").to_vec(),
         max_attempts: 5,
         expires_at: now + 300_000,
@@ -160,7 +160,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
     };
     let otp_msg = NewMessage {
         id: "msg_otp".into(),
-        to: "+15557770000".into(),
+        to: simgate::model::Msisdn::parse("+15557770000").unwrap(),
         kind: MessageKind::Otp,
         log_text: "Your code is ******. It expires in 5 minutes.".into(),
         body: Body::Sealed(keys.seal(otp_text)),
@@ -171,7 +171,7 @@ async fn texts_leave_once_over_two_modems_and_come_back_delivered() {
     store.create_otp(otp, otp_msg, None, 0, 0).await.unwrap();
     let rejected = NewMessage {
         id: "msg_rejected".into(),
-        to: "+19990000000".into(),
+        to: simgate::model::Msisdn::parse("+19990000000").unwrap(),
         kind: MessageKind::Text,
         log_text: "nobody".into(),
         body: Body::Clear("nobody".into()),
@@ -272,7 +272,7 @@ async fn a_backlog_drains_in_order_exactly_once() {
         let text = format!("backlog {i}");
         let msg = NewMessage {
             id: format!("msg_{i}"),
-            to: "+15550001111".into(),
+            to: simgate::model::Msisdn::parse("+15550001111").unwrap(),
             kind: MessageKind::Text,
             log_text: text.clone(),
             body: Body::Clear(text),

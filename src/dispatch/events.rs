@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::log_throttle::Throttle;
 use crate::metrics::{Metrics, ReportResult};
-use crate::modem::{ModemEvent, ModemHandle, ModemState, SendError};
+use crate::modem::{ModemEvent, ModemHandle, ModemState};
 use crate::pdu::{DeliveryOutcome, EncodedPart};
 use crate::store::{Millis, ReportEffect, ReportOutcome, StatusReport, Store, StoreError};
 
@@ -105,12 +105,7 @@ impl ModemPort for ModemHandle {
         ModemHandle::send_detailed(self, parts)
             .await
             .map_err(|p| Failed {
-                failure: match p.error {
-                    SendError::Temporary(why) => SendFailure::Temporary(why.to_string()),
-                    SendError::Permanent(why) => SendFailure::Permanent(why.to_string()),
-                    SendError::OutcomeUnknown(why) => SendFailure::OutcomeUnknown(why),
-                    SendError::NotReady => SendFailure::NotReady,
-                },
+                failure: p.error,
                 accepted: p.sent,
             })
     }

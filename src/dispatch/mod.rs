@@ -64,31 +64,22 @@ use std::time::Duration;
 use crate::pdu::EncodedPart;
 use crate::store::{Millis, UnknownOutcomePolicy, UnknownOutcomeRule};
 
-/// Why a modem did not send a message, as the driver classifies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendFailure {
-    /// Worth retrying later (network busy, no registration, `+CMS ERROR` of a temporary kind).
-    Temporary(String),
-    /// Retrying cannot help (invalid number, barred destination, rejected by the SMSC).
-    Permanent(String),
-    /// The PDU went out but no answer came: the message may or may not have been sent.
-    OutcomeUnknown(String),
-    /// The modem could not take the send at all (not registered, re-initialising, unplugged).
-    NotReady,
-}
+/// Why a modem did not send a message: the driver's own classification, kept typed (a `+CMS
+/// ERROR` stays a code) until the one place that words it for the store.
+pub use crate::modem::SendError;
 
 /// A send that did not complete: why, and the TP-MRs of the parts the modem accepted before it
 /// stopped (in part order; empty when nothing went out or the message has one part).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
     /// The driver's classification of the failure.
-    pub failure: SendFailure,
+    pub failure: SendError,
     /// TP-MRs of the leading parts that were accepted.
     pub accepted: Vec<u8>,
 }
 
-impl From<SendFailure> for Failed {
-    fn from(failure: SendFailure) -> Self {
+impl From<SendError> for Failed {
+    fn from(failure: SendError) -> Self {
         Failed {
             failure,
             accepted: Vec::new(),

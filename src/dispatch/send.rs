@@ -145,7 +145,7 @@ impl<M: ModemPort> SendJob<M> {
             match &result {
                 Ok(_)
                 | Err(Failed {
-                    failure: SendFailure::Permanent(_),
+                    failure: SendError::Permanent(_),
                     ..
                 }) => ModemVerdict::Healthy,
                 Err(_) => ModemVerdict::Failing,
@@ -158,9 +158,9 @@ impl<M: ModemPort> SendJob<M> {
             m.record_send(match &result {
                 Ok(_) => SendOutcome::Sent,
                 Err(f) => match f.failure {
-                    SendFailure::Permanent(_) => SendOutcome::Failed,
-                    SendFailure::OutcomeUnknown(_) => SendOutcome::Unknown,
-                    SendFailure::Temporary(_) | SendFailure::NotReady => SendOutcome::Retried,
+                    SendError::Permanent(_) => SendOutcome::Failed,
+                    SendError::OutcomeUnknown(_) => SendOutcome::Unknown,
+                    SendError::Temporary(_) | SendError::NotReady => SendOutcome::Retried,
                 },
             });
         }
@@ -173,13 +173,12 @@ impl<M: ModemPort> SendJob<M> {
                     .record_partial_send(&claimed.id, &modem, accepted, now)
                     .await?;
                 if partials > self.cfg.max_partial_resends
-                    && !matches!(failure, SendFailure::Permanent(_))
+                    && !matches!(failure, SendError::Permanent(_))
                 {
                     let why = match &failure {
-                        SendFailure::Temporary(w)
-                        | SendFailure::Permanent(w)
-                        | SendFailure::OutcomeUnknown(w) => w.clone(),
-                        SendFailure::NotReady => "modem not ready".into(),
+                        SendError::Temporary(w) | SendError::Permanent(w) => w.to_string(),
+                        SendError::OutcomeUnknown(w) => w.clone(),
+                        SendError::NotReady => "modem not ready".to_owned(),
                     };
                     tracing::warn!(message = %claimed.id, modem = %modem, parts_accepted = k,
                         total, partials, "part of a long text failed; not resending it whole again");
@@ -202,7 +201,7 @@ impl<M: ModemPort> SendJob<M> {
                 tracing::info!(message = %claimed.id, modem = %modem, parts = mrs.len(), "sent");
                 self.store.mark_sent(&claimed.id, &modem, mrs, now).await
             }
-            Err(SendFailure::Temporary(why)) => {
+            Err(SendError::Temporary(why)) => {
                 let next = now + backoff(&self.cfg, claimed.attempts).as_millis() as Millis;
                 let reason = format!("{modem}: {why}");
                 if capped(claimed.attempts) {
@@ -224,12 +223,12 @@ impl<M: ModemPort> SendJob<M> {
                     self.store.mark_retry(&claimed.id, &reason, next, now).await
                 }
             }
-            Err(SendFailure::Permanent(why)) => {
+            Err(SendError::Permanent(why)) => {
                 tracing::warn!(message = %claimed.id, modem = %modem, error = %why, "failed");
                 let reason = format!("{modem}: {why}");
                 self.store.mark_failed(&claimed.id, &reason, now).await
             }
-            Err(SendFailure::OutcomeUnknown(why)) => {
+            Err(SendError::OutcomeUnknown(why)) => {
                 tracing::warn!(message = %claimed.id, modem = %modem, error = %why,
                     policy = ?self.cfg.on_unknown_outcome, "send outcome unknown");
                 let reason = format!("{modem}: {why}");
@@ -238,7 +237,7 @@ impl<M: ModemPort> SendJob<M> {
                     .await
                     .map(drop)
             }
-            Err(SendFailure::NotReady) => {
+            Err(SendError::NotReady) => {
                 // Not this message's fault: straight back to the queue for another modem.
                 let reason = format!("{modem} not ready");
                 self.store.mark_not_taken(&claimed.id, &reason, now).await

@@ -35,7 +35,7 @@ struct FakeState {
     /// Turns the modem not-ready the moment it answers `NotReady`, like an unplugged dongle.
     drop_on_not_ready: bool,
     /// Every send of this text fails this way (a modem that chokes on one message).
-    poisoned: Mutex<Option<(String, SendFailure)>>,
+    poisoned: Mutex<Option<(String, SendError)>>,
 }
 
 #[derive(Clone)]
@@ -56,17 +56,17 @@ impl Fake {
             poisoned: Mutex::new(None),
         }))
     }
-    fn poison(self, text: &str, failure: SendFailure) -> Fake {
+    fn poison(self, text: &str, failure: SendError) -> Fake {
         *self.0.poisoned.lock().unwrap() = Some((text.into(), failure));
         self
     }
-    fn script(self, answers: Vec<Result<Vec<u8>, SendFailure>>) -> Fake {
+    fn script(self, answers: Vec<Result<Vec<u8>, SendError>>) -> Fake {
         let answers = answers.into_iter().map(|a| a.map_err(Failed::from));
         self.0.script.lock().unwrap().extend(answers);
         self
     }
     /// Scripts a send that fails after the modem accepted `accepted` parts.
-    fn script_partial(self, accepted: Vec<u8>, failure: SendFailure) -> Fake {
+    fn script_partial(self, accepted: Vec<u8>, failure: SendError) -> Fake {
         let answer = Err(Failed { failure, accepted });
         self.0.script.lock().unwrap().push_back(answer);
         self
@@ -121,11 +121,11 @@ impl ModemPort for Fake {
         let scripted = s.script.lock().unwrap().pop_front();
         match scripted {
             Some(Err(Failed {
-                failure: SendFailure::NotReady,
+                failure: SendError::NotReady,
                 ..
             })) if s.drop_on_not_ready => {
                 s.ready.send_replace(false);
-                Err(SendFailure::NotReady.into())
+                Err(SendError::NotReady.into())
             }
             Some(answer) => answer,
             None => Ok(parts
@@ -269,7 +269,7 @@ async fn paused_rig(modems: Vec<(Fake, u32)>) -> Rig {
 fn text_msg(id: &str, to: &str, at: Millis) -> NewMessage {
     NewMessage {
         id: id.into(),
-        to: to.into(),
+        to: crate::model::Msisdn::parse(to).unwrap(),
         kind: MessageKind::Text,
         log_text: format!("text {id}"),
         body: Body::Clear(format!("text {id}")),
@@ -551,8 +551,8 @@ async fn a_busy_modem_is_passed_over() {
 #[tokio::test]
 async fn temporary_errors_retry_with_backoff_then_send() {
     let modem = Fake::new("m0", Duration::ZERO).script(vec![
-        Err(SendFailure::Temporary("+CMS ERROR: 331".into())),
-        Err(SendFailure::Temporary("+CMS ERROR: 332".into())),
+        Err(SendError::Temporary("+CMS ERROR: 331".into())),
+        Err(SendError::Temporary("+CMS ERROR: 332".into())),
     ]);
     let rig = rig(vec![(modem.clone(), 0)]).await;
     rig.enqueue("msg_a").await;
@@ -581,7 +581,7 @@ async fn temporary_errors_retry_with_backoff_then_send() {
 
 #[tokio::test]
 async fn permanent_error_fails_with_the_modem_reason() {
-    let modem = Fake::new("m0", Duration::ZERO).script(vec![Err(SendFailure::Permanent(
+    let modem = Fake::new("m0", Duration::ZERO).script(vec![Err(SendError::Permanent(
         "+CMS ERROR: 21 (short message transfer rejected)".into(),
     ))]);
     let rig = rig(vec![(modem.clone(), 0)]).await;
@@ -596,9 +596,9 @@ async fn permanent_error_fails_with_the_modem_reason() {
 #[tokio::test]
 async fn retries_stop_at_the_deadline() {
     let modem = Fake::new("m0", Duration::ZERO).script(vec![
-        Err(SendFailure::Temporary("no network".into())),
-        Err(SendFailure::Temporary("no network".into())),
-        Err(SendFailure::Temporary("no network".into())),
+        Err(SendError::Temporary("no network".into())),
+        Err(SendError::Temporary("no network".into())),
+        Err(SendError::Temporary("no network".into())),
     ]);
     let rig = rig(vec![(modem.clone(), 0)]).await;
     let now = rig.clock.now_ms();
@@ -622,7 +622,7 @@ async fn an_otp_that_expires_while_queued_is_never_sent() {
     let now = rig.clock.now_ms();
     let otp = NewOtp {
         id: "otp_1".into(),
-        to: "+15551230000".into(),
+        to: crate::model::Msisdn::parse("+15551230000").unwrap(),
         code_hmac: vec![0; 32],
         max_attempts: 5,
         expires_at: now + 150,
@@ -630,7 +630,7 @@ async fn an_otp_that_expires_while_queued_is_never_sent() {
     };
     let msg = NewMessage {
         id: "msg_otp".into(),
-        to: "+15551230000".into(),
+        to: crate::model::Msisdn::parse("+15551230000").unwrap(),
         kind: MessageKind::Otp,
         log_text: "Your code is ******.".into(),
         body: Body::Sealed(seal("Your code is 123456.")),
@@ -655,7 +655,7 @@ async fn sealed_otp_text_is_opened_and_validity_follows_the_deadline() {
     let now = rig.clock.now_ms();
     let otp = NewOtp {
         id: "otp_1".into(),
-        to: "+15551230000".into(),
+        to: crate::model::Msisdn::parse("+15551230000").unwrap(),
         code_hmac: vec![0; 32],
         max_attempts: 5,
         expires_at: now + 5 * 60_000,
@@ -663,7 +663,7 @@ async fn sealed_otp_text_is_opened_and_validity_follows_the_deadline() {
     };
     let msg = NewMessage {
         id: "msg_otp".into(),
-        to: "+15551230000".into(),
+        to: crate::model::Msisdn::parse("+15551230000").unwrap(),
         kind: MessageKind::Otp,
         log_text: "Your code is ******.".into(),
         body: Body::Sealed(seal("Your code is 123456.")),
@@ -681,7 +681,7 @@ async fn sealed_otp_text_is_opened_and_validity_follows_the_deadline() {
 #[tokio::test]
 async fn unknown_outcome_is_resent_by_default() {
     let modem = Fake::new("m0", Duration::ZERO)
-        .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
+        .script(vec![Err(SendError::OutcomeUnknown("no +CMGS".into()))]);
     let rig = rig(vec![(modem.clone(), 0)]).await;
     rig.enqueue("msg_a").await;
     rig.wait_status("msg_a", MessageStatus::Sent).await;
@@ -698,7 +698,7 @@ async fn unknown_outcome_is_resent_by_default() {
 #[tokio::test]
 async fn unknown_outcomes_back_off_let_others_pass_and_stop_at_the_cap() {
     // Every send of msg_stuck has an unknown outcome (a modem answering `+CMGS: 999`).
-    let unknown = SendFailure::OutcomeUnknown("OK without +CMGS".into());
+    let unknown = SendError::OutcomeUnknown("OK without +CMGS".into());
     let modem = Fake::new("m0", Duration::ZERO).poison("text msg_stuck", unknown);
     let rig = rig(vec![(modem.clone(), 0)]).await;
     rig.enqueue("msg_stuck").await;
@@ -744,7 +744,7 @@ async fn unknown_outcomes_back_off_let_others_pass_and_stop_at_the_cap() {
 
 #[tokio::test]
 async fn temporary_errors_stop_at_max_attempts() {
-    let busy = || Err(SendFailure::Temporary("+CMS ERROR: 42".into()));
+    let busy = || Err(SendError::Temporary("+CMS ERROR: 42".into()));
     let modem = Fake::new("m0", Duration::ZERO).script(vec![busy(); 5]);
     let cfg = DispatchConfig {
         max_attempts: 3,
@@ -764,7 +764,7 @@ async fn temporary_errors_stop_at_max_attempts() {
 
 #[tokio::test]
 async fn a_long_text_with_a_failed_last_part_is_resent_whole_at_most_the_cap() {
-    let temporary = || SendFailure::Temporary("+CMS ERROR: 42".into());
+    let temporary = || SendError::Temporary("+CMS ERROR: 42".into());
     let modem = Fake::new("m0", Duration::ZERO)
         .script_partial(vec![7], temporary())
         .script_partial(vec![8], temporary());
@@ -802,7 +802,7 @@ async fn a_long_text_with_a_failed_last_part_is_resent_whole_at_most_the_cap() {
 #[tokio::test]
 async fn a_partial_send_within_the_cap_is_resent_whole_and_sent() {
     let modem = Fake::new("m0", Duration::ZERO)
-        .script_partial(vec![7], SendFailure::Temporary("+CMS ERROR: 42".into()));
+        .script_partial(vec![7], SendError::Temporary("+CMS ERROR: 42".into()));
     let rig = rig(vec![(modem.clone(), 0)]).await;
     let now = rig.clock.now_ms();
     let long = "z".repeat(300);
@@ -819,7 +819,7 @@ async fn a_partial_send_within_the_cap_is_resent_whole_and_sent() {
 #[tokio::test]
 async fn unknown_outcome_fails_when_configured() {
     let modem = Fake::new("m0", Duration::ZERO)
-        .script(vec![Err(SendFailure::OutcomeUnknown("no +CMGS".into()))]);
+        .script(vec![Err(SendError::OutcomeUnknown("no +CMGS".into()))]);
     let cfg = DispatchConfig {
         on_unknown_outcome: UnknownOutcomePolicy::Fail,
         ..quick()
@@ -849,7 +849,7 @@ async fn messages_left_sending_are_recovered_at_start() {
 
 #[tokio::test]
 async fn a_failing_modem_hands_its_work_to_the_other() {
-    let a = Fake::new("m0", Duration::ZERO).script(vec![Err(SendFailure::NotReady)]);
+    let a = Fake::new("m0", Duration::ZERO).script(vec![Err(SendError::NotReady)]);
     let b = Fake::new("m1", Duration::ZERO);
     b.set_ready(false);
     let rig = rig(vec![(a.clone(), 0), (b.clone(), 0)]).await;

@@ -62,7 +62,7 @@ impl Service {
         let answer = idem.as_ref().map(|i| i.response.clone());
         let row = NewMessage {
             id: msg.id,
-            to: e.to.as_str().to_owned(),
+            to: e.to.clone(),
             kind: msg.kind,
             log_text: msg.log_text,
             body: msg.body,

@@ -324,7 +324,7 @@ impl Service {
         let (otp_id, msg_id) = (created.id.clone(), created.message_id.clone());
         let otp_row = NewOtp {
             id,
-            to: to.as_str().to_owned(),
+            to: to.clone(),
             code_hmac,
             max_attempts: self.settings.max_attempts,
             expires_at,

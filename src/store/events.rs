@@ -550,7 +550,7 @@ mod tests {
         let t0: Millis = 1_800_000_000_000;
         let otp = NewOtp {
             id: "otp_1".into(),
-            to: "+15551234567".into(),
+            to: crate::model::Msisdn::parse("+15551234567").unwrap(),
             code_hmac: b"hmac".to_vec(),
             max_attempts: 5,
             expires_at: t0 + 300_000,
@@ -558,7 +558,7 @@ mod tests {
         };
         let msg = NewMessage {
             id: "msg_1".into(),
-            to: "+15551234567".into(),
+            to: crate::model::Msisdn::parse("+15551234567").unwrap(),
             kind: MessageKind::Otp,
             log_text: "Your code is ******.".into(),
             body: Body::Sealed(vec![1, 2, 3]),

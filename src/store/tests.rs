@@ -34,7 +34,7 @@ fn raw(db: &Db) -> Connection {
 fn text(id: &str, to: &str, at: Millis) -> NewMessage {
     NewMessage {
         id: id.into(),
-        to: to.into(),
+        to: crate::model::Msisdn::parse(to).unwrap(),
         kind: MessageKind::Text,
         log_text: format!("hello from {id}"),
         body: Body::Clear(format!("hello from {id}")),
@@ -48,7 +48,7 @@ fn otp(id: &str, to: &str, at: Millis) -> (NewOtp, NewMessage) {
     (
         NewOtp {
             id: id.into(),
-            to: to.into(),
+            to: crate::model::Msisdn::parse(to).unwrap(),
             code_hmac: format!("hmac-{id}").into_bytes(),
             max_attempts: 5,
             expires_at: at + 5 * MIN,
@@ -56,7 +56,7 @@ fn otp(id: &str, to: &str, at: Millis) -> (NewOtp, NewMessage) {
         },
         NewMessage {
             id: format!("msg_{id}"),
-            to: to.into(),
+            to: crate::model::Msisdn::parse(to).unwrap(),
             kind: MessageKind::Otp,
             log_text: "Your code is ******.".into(),
             body: Body::Sealed(vec![1, 2, 3, 4]),

@@ -4,7 +4,7 @@
 
 #[cfg(doc)]
 use super::Store;
-use crate::model::{MessageKind, MessageStatus, Millis, OtpStatus};
+use crate::model::{MessageKind, MessageStatus, Millis, Msisdn, OtpStatus};
 /// How far back a status report may reach to find the part it belongs to. TP-MR is one octet, so
 /// a busy modem reuses each value every 256 parts; the most recent sent part within this window is
 /// the only sound match.
@@ -111,7 +111,7 @@ pub struct NewMessage {
     /// Public id, e.g. `msg_<uuid>`.
     pub id: String,
     /// Recipient in E.164 (`+` and digits).
-    pub to: String,
+    pub to: Msisdn,
     /// OTP or plain text.
     pub kind: MessageKind,
     /// What the delivery log shows: the text itself, or for an OTP the text with the code masked.
@@ -132,7 +132,7 @@ pub struct NewOtp {
     /// Public id, e.g. `otp_<uuid>`.
     pub id: String,
     /// Recipient in E.164; must equal the message's `to`.
-    pub to: String,
+    pub to: Msisdn,
     /// HMAC of the code (never the code itself).
     pub code_hmac: Vec<u8>,
     /// Wrong attempts allowed before `max_attempts_reached`.

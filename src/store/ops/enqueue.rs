@@ -66,7 +66,7 @@ pub(super) fn insert_message(
     .execute(params![
         msg.id,
         otp_id,
-        msg.to,
+        msg.to.as_str(),
         msg.kind.as_str(),
         msg.log_text,
         body,
@@ -120,7 +120,7 @@ pub(crate) fn enqueue_relayed_otp_text(
     if let Some(seen) = check_idempotency(c, idem, now)? {
         return Ok(seen);
     }
-    if let Some(retry_after_ms) = daily_cap_hit(c, &msg.to, daily_cap, now)? {
+    if let Some(retry_after_ms) = daily_cap_hit(c, msg.to.as_str(), daily_cap, now)? {
         return Ok(CreateOutcome::DailyLimit { retry_after_ms });
     }
     if queue_full(c, queue_max)? {

@@ -61,7 +61,7 @@ pub(crate) fn create_otp(
     if let Some(seen) = check_idempotency(c, idem, now)? {
         return Ok(seen);
     }
-    if let Some(retry_after_ms) = daily_cap_hit(c, &otp.to, daily_cap, now)? {
+    if let Some(retry_after_ms) = daily_cap_hit(c, otp.to.as_str(), daily_cap, now)? {
         return Ok(CreateOutcome::DailyLimit { retry_after_ms });
     }
     if queue_full(c, queue_max)? {
@@ -71,7 +71,7 @@ pub(crate) fn create_otp(
     // number's pending one"), including its texts that have not left yet.
     let pending: Vec<String> = c
         .prepare_cached("SELECT id FROM otps WHERE to_number = ?1 AND status = 'pending'")?
-        .query_map(params![otp.to], |r| r.get(0))?
+        .query_map(params![otp.to.as_str()], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for old in pending {
         set_otp_status(c, &old, OtpStatus::Canceled, now)?;
@@ -84,7 +84,7 @@ pub(crate) fn create_otp(
     )?
     .execute(params![
         otp.id,
-        otp.to,
+        otp.to.as_str(),
         otp.max_attempts,
         otp.expires_at,
         otp.created_at
@@ -115,7 +115,7 @@ pub(crate) fn create_otp_worded(
                 "SELECT id FROM otps WHERE to_number = ?1 AND status = 'pending' AND expires_at > ?2
                  ORDER BY created_at DESC, rowid DESC LIMIT 1",
             )?
-            .query_row(params![otp.to, msg.created_at], |r| r.get(0))
+            .query_row(params![otp.to.as_str(), msg.created_at], |r| r.get(0))
             .optional()?;
         if let Some(otp_id) = pending {
             return Ok(CreateOtpOutcome::PendingExists { otp_id });
@@ -155,7 +155,7 @@ pub(crate) fn add_otp_text(c: &Connection, t: &NewOtpText) -> Result<AddTextOutc
             return Ok(AddTextOutcome::TextCap { texts });
         }
     }
-    if let Some(retry_after_ms) = daily_cap_hit(c, &t.msg.to, t.daily_cap, now)? {
+    if let Some(retry_after_ms) = daily_cap_hit(c, t.msg.to.as_str(), t.daily_cap, now)? {
         return Ok(AddTextOutcome::DailyLimit { retry_after_ms });
     }
     if queue_full(c, t.queue_max)? {
@@ -226,7 +226,7 @@ pub(crate) fn resend_otp(
     if status != OtpStatus::Pending {
         return Ok(ResendOutcome::NotPending(status));
     }
-    if let Some(retry_after_ms) = daily_cap_hit(c, &msg.to, daily_cap, now)? {
+    if let Some(retry_after_ms) = daily_cap_hit(c, msg.to.as_str(), daily_cap, now)? {
         return Ok(ResendOutcome::DailyLimit { retry_after_ms });
     }
     if queue_full(c, queue_max)? {
