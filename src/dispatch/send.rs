@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::metrics::{Metrics, SendOutcome};
-use crate::pdu::{self, EncodedPart, SubmitOptions};
+use crate::pdu::{self, Address, EncodedPart, SubmitOptions};
 use crate::store::{Body, Claimed, Millis, Store, StoreError};
 
 use super::pool::*;
@@ -272,11 +272,16 @@ impl<M: ModemPort> SendJob<M> {
             ),
             ..SubmitOptions::default()
         };
-        let first = pdu::encode_submit(&claimed.to, text, &opts, 0);
+        let first = pdu::encode_submit_to(Address::from(&claimed.to), text, &opts, 0);
         match first {
             Ok(parts) if parts.len() > 1 => {
                 let reference = self.store.next_concat_reference().await?;
-                Ok(pdu::encode_submit(&claimed.to, text, &opts, reference))
+                Ok(pdu::encode_submit_to(
+                    Address::from(&claimed.to),
+                    text,
+                    &opts,
+                    reference,
+                ))
             }
             other => Ok(other),
         }

@@ -48,6 +48,19 @@ fn kind_of(toa: u8) -> AddressKind {
     }
 }
 
+/// An E.164 number (TS 23.040 §9.1.2.5: type of number international, numbering plan
+/// E.164/ISDN), already validated by the one grammar of [`crate::model::Msisdn`].
+impl From<&crate::model::Msisdn> for Address {
+    fn from(n: &crate::model::Msisdn) -> Address {
+        let digits = n.as_str().trim_start_matches('+');
+        Address {
+            kind: kind_of(TOA_INTERNATIONAL),
+            toa: TOA_INTERNATIONAL,
+            value: digits.to_string(),
+        }
+    }
+}
+
 impl Address {
     /// Parses a destination typed by a user: `+` then digits (international, TOA 0x91) or
     /// digits only (TOA 0x81); 1 to 20 digits, the most an address field can carry.
@@ -214,4 +227,17 @@ fn decode_digits(bytes: &[u8], count: usize) -> Option<String> {
             DIGITS.get(usize::from(n)).map(|d| char::from(*d))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_msisdn_is_the_international_address_the_parser_makes_of_it() {
+        for n in ["+15551234567", "+4915112345678", "+861234567890"] {
+            let m = crate::model::Msisdn::parse(n).unwrap();
+            assert_eq!(Address::from(&m), Address::parse_destination(n).unwrap());
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub use address::{Address, AddressKind};
 pub use text::{Plan, plan};
 pub use tpdu::{
     decode, decode_announced, decode_hex, encode_deliver, encode_status_report, encode_submit,
-    validity_minutes, validity_octet,
+    encode_submit_to, validity_minutes, validity_octet,
 };
 
 /// How the text of a message is coded (TS 23.038 §4).

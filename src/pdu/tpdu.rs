@@ -60,7 +60,22 @@ pub fn encode_submit(
     opts: &SubmitOptions,
     concat_reference: u8,
 ) -> Result<Vec<EncodedPart>, EncodeError> {
-    let destination = Address::parse_destination(to)?;
+    encode_submit_to(
+        Address::parse_destination(to)?,
+        text,
+        opts,
+        concat_reference,
+    )
+}
+
+/// [`encode_submit`] to an address already parsed (the daemon's recipients are a
+/// [`crate::model::Msisdn`], checked once at the API).
+pub fn encode_submit_to(
+    destination: Address,
+    text: &str,
+    opts: &SubmitOptions,
+    concat_reference: u8,
+) -> Result<Vec<EncodedPart>, EncodeError> {
     let mut smsc = Vec::new();
     match &opts.smsc {
         None => smsc.push(0x00),

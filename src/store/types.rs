@@ -334,7 +334,7 @@ pub struct Claimed {
     /// Public id.
     pub id: String,
     /// Recipient in E.164.
-    pub to: String,
+    pub to: Msisdn,
     /// OTP or text (decides whether the body must be opened).
     pub kind: MessageKind,
     /// The text, sealed or clear.

@@ -82,6 +82,9 @@ pub(crate) fn claim_next(c: &Connection, now: Millis) -> Result<Option<Claimed>,
     )?
     .execute(params![seq, now])?;
     event(c, seq, now, MessageStatus::Sending, None)?;
+    // Written from a Msisdn and never masked while queued: a failure here is a corrupt row.
+    let to = crate::model::Msisdn::parse(&to)
+        .map_err(|e| StoreError::Corrupt(format!("recipient of {id}: {e}")))?;
     Ok(Some(Claimed {
         id,
         to,
