@@ -37,53 +37,22 @@ pub fn record(
 
 /// Records `message.<status>` for the message at row `seq`, from the row as it is now.
 pub(crate) fn message_changed(c: &Connection, seq: i64, at: Millis) -> Result<(), StoreError> {
-    type Row = (
-        String,
-        Option<String>,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        Option<String>,
-        Option<String>,
-    );
-    let row: Row = c
-        .prepare_cached(
-            "SELECT id, otp_id, to_number, kind, log_text, parts, attempts, status, error,
-                 modem_id
-             FROM messages WHERE seq = ?1",
-        )?
-        .query_row(params![seq], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            ))
-        })?;
-    let (id, otp_id, to, kind, log_text, parts, attempts, status, error, modem_id) = row;
+    let m = super::read::message_by_seq(c, seq)?;
+    let status = m.status.as_str();
     let data = json!({
-        "message_id": id,
-        "otp_id": otp_id,
-        "to": to,
-        "kind": kind,
+        "message_id": m.id,
+        "otp_id": m.otp_id,
+        "to": m.to,
+        "kind": m.kind.as_str(),
         "status": status,
-        "parts": parts,
-        "attempts": attempts,
+        "parts": m.parts,
+        "attempts": m.attempts,
         // The delivery log's text: an OTP's code is masked in it.
-        "text": log_text,
-        "error": error,
-        "modem_id": modem_id,
+        "text": m.log_text,
+        "error": m.error,
+        "modem_id": m.modem_id,
     });
-    record(c, &format!("message.{status}"), &id, at, &data)?;
+    record(c, &format!("message.{status}"), &m.id, at, &data)?;
     Ok(())
 }
 

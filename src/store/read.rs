@@ -62,6 +62,15 @@ pub(crate) fn get_message(c: &Connection, id: &str) -> Result<Option<Message>, S
         .transpose()
 }
 
+/// The message at row `seq` (the write operations know rows by `seq`).
+pub(crate) fn message_by_seq(c: &Connection, seq: i64) -> Result<Message, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1");
+    finish_message(
+        c.prepare_cached(&sql)?
+            .query_row(params![seq], raw_message)?,
+    )
+}
+
 pub(crate) fn message_events(c: &Connection, id: &str) -> Result<Vec<MessageEvent>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT e.at, e.status, e.detail FROM message_events e
