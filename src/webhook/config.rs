@@ -236,8 +236,9 @@ fn scheme_and_host(url: &str) -> Result<(String, String), String> {
 }
 
 /// Checks that `url` may receive events: `https://`, or `http://` to loopback or to a host in
-/// `allow_http_hosts`, with no credentials in it. The reason says how to fix it.
-pub fn check_url(url: &str, allow_http_hosts: &[String]) -> Result<(), String> {
+/// `allow_http_hosts`, with no credentials in it. The reason says how to fix it, naming
+/// `allow_key`, the config key that lists the hosts.
+pub fn check_url(url: &str, allow_http_hosts: &[String], allow_key: &str) -> Result<(), String> {
     let (scheme, host) = scheme_and_host(url)?;
     match scheme.as_str() {
         "https" => Ok(()),
@@ -251,7 +252,7 @@ pub fn check_url(url: &str, allow_http_hosts: &[String]) -> Result<(), String> {
         }
         "http" => Err(format!(
             "plain http:// to {host} would send events and signatures unencrypted; use \
-             https://, or allow {host:?} for http:// in the config if the network is trusted"
+             https://, or list {host:?} in {allow_key} if the network is trusted"
         )),
         other => Err(format!("scheme {other}:// is not supported; use https://")),
     }
@@ -279,31 +280,8 @@ pub fn validate(raw: Vec<RawWebhook>, origin: &str) -> Result<Vec<WebhookSetting
         if w.url.is_empty() {
             return Err(err(k("url"), "missing: where to POST events".into()));
         }
-        let (scheme, host) = scheme_and_host(&w.url).map_err(|r| err(k("url"), r))?;
-        match scheme.as_str() {
-            "https" => {}
-            "http"
-                if is_loopback_host(&host)
-                    || w.allow_http_hosts
-                        .iter()
-                        .any(|h| h.eq_ignore_ascii_case(&host)) => {}
-            "http" => {
-                return Err(err(
-                    k("url"),
-                    format!(
-                        "plain http:// to {host} would send events and signatures unencrypted; \
-                         use https://, or list {host:?} in webhook[{i}].allow_http_hosts if the \
-                         network is trusted"
-                    ),
-                ));
-            }
-            other => {
-                return Err(err(
-                    k("url"),
-                    format!("scheme {other}:// is not supported; use https://"),
-                ));
-            }
-        }
+        check_url(&w.url, &w.allow_http_hosts, &k("allow_http_hosts"))
+            .map_err(|r| err(k("url"), r))?;
         if out.iter().any(|o| o.url == w.url) {
             return Err(err(
                 k("url"),

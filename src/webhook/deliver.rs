@@ -187,7 +187,6 @@ pub async fn start(
         let worker = Worker {
             direct: agent(endpoint.timeout, false),
             proxied: agent(endpoint.timeout, true),
-            label: endpoint.label.clone(),
             endpoint,
             store: store.clone(),
             metrics: metrics.clone(),
@@ -244,8 +243,6 @@ enum Answer {
 
 struct Worker {
     endpoint: Endpoint,
-    /// The URL as logs and metrics show it.
-    label: String,
     /// For loopback receivers.
     direct: ureq::Agent,
     /// For the others (an environment proxy applies).
@@ -277,7 +274,7 @@ impl Worker {
             self.publish(&state).await;
             if let Some(reason) = &state.disabled {
                 tracing::error!(
-                    endpoint = %self.label,
+                    endpoint = %self.endpoint.label,
                     reason = %reason,
                     "webhook endpoint disabled: nothing more is sent to it until its \
                      [[webhook]] table changes"
@@ -383,7 +380,7 @@ impl Worker {
                 AttemptResult::Dead { error } => {
                     self.count("dead");
                     tracing::error!(
-                        endpoint = %self.label,
+                        endpoint = %self.endpoint.label,
                         event = %event.id,
                         seq = event.seq,
                         error = %error,
@@ -399,7 +396,7 @@ impl Worker {
                 } => {
                     self.count("failed");
                     tracing::warn!(
-                        endpoint = %self.label,
+                        endpoint = %self.endpoint.label,
                         event = %event.id,
                         seq = event.seq,
                         error = %error,
@@ -478,7 +475,7 @@ impl Worker {
         };
         let latest = self.store.last_event_seq().await.unwrap_or(state.cursor);
         metrics.set_webhook_endpoint(
-            &self.label,
+            &self.endpoint.label,
             state.disabled.is_some(),
             latest.saturating_sub(state.cursor).max(0) as u64,
         );
@@ -486,14 +483,14 @@ impl Worker {
 
     fn count(&self, result: &'static str) {
         if let Some(m) = &self.metrics {
-            m.record_webhook(&self.label, result);
+            m.record_webhook(&self.endpoint.label, result);
         }
     }
 
     fn route_error(&self, e: &str) {
         if let Some(suppressed) = STORE_ERRORS.admit() {
             tracing::error!(
-                endpoint = %self.label,
+                endpoint = %self.endpoint.label,
                 error = %e,
                 suppressed,
                 "webhook worker: cannot prepare an event's request; retrying"
@@ -504,7 +501,7 @@ impl Worker {
     fn store_error(&self, e: &crate::store::StoreError) {
         if let Some(suppressed) = STORE_ERRORS.admit() {
             tracing::error!(
-                endpoint = %self.label,
+                endpoint = %self.endpoint.label,
                 error = %e,
                 suppressed,
                 "webhook worker: store error; retrying"

@@ -229,6 +229,11 @@ fn now_secs(state: &AppState) -> i64 {
 }
 
 /// The problem axum's body rejection stands for (a body over `api.max_body_bytes`).
+/// A body that is not the hook's shape: 400 naming what is missing.
+fn malformed(detail: impl Into<String>) -> Response {
+    Problem::bad_request(detail).into_response()
+}
+
 fn body_refused(e: axum::extract::rejection::BytesRejection) -> Response {
     Problem::new(
         e.status(),

@@ -23,7 +23,9 @@ use serde_json::json;
 use super::super::AppState;
 use super::super::handlers::service_problem;
 use super::super::problem::Problem;
-use super::{body_refused, e164, header_str, now_secs, refused, replay_refusal, signature};
+use super::{
+    body_refused, e164, header_str, malformed, now_secs, refused, replay_refusal, signature,
+};
 use crate::service::{Answer, CodeRelayed, IdempotencyKey, RelayCode};
 
 const SCHEME: &str = "Standard Webhooks";
@@ -80,10 +82,6 @@ fn supabase_error(p: &Problem) -> Response {
         message.push_str(&format!(" (retry after {s} s)"));
     }
     json_ok(json!({"error": {"http_code": p.status.as_u16(), "message": message}}).to_string())
-}
-
-fn malformed(detail: impl Into<String>) -> Response {
-    Problem::bad_request(detail).into_response()
 }
 
 pub(super) async fn send_sms(

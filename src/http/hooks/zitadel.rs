@@ -19,7 +19,9 @@ use serde_json::json;
 use super::super::AppState;
 use super::super::handlers::service_problem;
 use super::super::problem::Problem;
-use super::{body_refused, e164, header_str, now_secs, refused, replay_refusal, signature};
+use super::{
+    body_refused, e164, header_str, malformed, now_secs, refused, replay_refusal, signature,
+};
 use crate::service::{Answer, CodeRelayed, IdempotencyKey, RelayCode};
 
 const SCHEME: &str = "ZITADEL-Signature";
@@ -67,10 +69,6 @@ fn json_ok(body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-fn malformed(detail: impl Into<String>) -> Response {
-    Problem::bad_request(detail).into_response()
 }
 
 pub(super) async fn sms(

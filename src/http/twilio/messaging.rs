@@ -170,16 +170,17 @@ pub(super) async fn create(
             ));
         }
         Some(cb) => {
-            crate::webhook::config::check_url(cb, &t.status_callback_http_hosts).map_err(
-                |why| {
-                    TwilioError::bad(
-                        code::INVALID_STATUS_CALLBACK,
-                        format!(
-                            "StatusCallback is not usable: {why} (twilio.status_callback_http_hosts)"
-                        ),
-                    )
-                },
-            )?;
+            crate::webhook::config::check_url(
+                cb,
+                &t.status_callback_http_hosts,
+                "twilio.status_callback_http_hosts",
+            )
+            .map_err(|why| {
+                TwilioError::bad(
+                    code::INVALID_STATUS_CALLBACK,
+                    format!("StatusCallback is not usable: {why}"),
+                )
+            })?;
             Some(cb.to_owned())
         }
     };
