@@ -3,10 +3,10 @@
 
 use super::{
     CreateOutcome, Idempotency, Message, MessageEvent, MessageFilter, MessageOrigin, MessageStatus,
-    NewMessage, Store, StoreError, ops, read,
+    NewMessage, Sqlite, StoreError, ops, read,
 };
 
-impl Store {
+impl Sqlite {
     /// Queues a plain text: idempotency check, queue bound (0 = off), insert, idempotent answer.
     pub async fn enqueue_text(
         &self,

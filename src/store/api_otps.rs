@@ -3,11 +3,11 @@
 
 use super::{
     AddTextOutcome, CreateOtpOutcome, CreateOutcome, Idempotency, Millis, NewMessage, NewOtp,
-    NewOtpText, OnPending, Otp, OtpStatus, OtpWording, ResendOutcome, Store, StoreError,
+    NewOtpText, OnPending, Otp, OtpStatus, OtpWording, ResendOutcome, Sqlite, StoreError,
     VerifyResult, ops, read,
 };
 
-impl Store {
+impl Sqlite {
     /// Creates an OTP and queues its first text in one transaction: idempotency check, daily cap
     /// (`daily_cap` OTP texts per number per 24 h; 0 = off), queue bound (`queue_max`; 0 = off),
     /// cancellation of the number's pending OTPs and their still-queued texts, inserts, and the

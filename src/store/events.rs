@@ -13,7 +13,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-use super::{Millis, Store, StoreError};
+use super::{Millis, Sqlite, StoreError};
 
 pub use crate::model::{EVENT_TYPES, EndpointState, StoredEvent};
 
@@ -283,14 +283,7 @@ pub(crate) fn prune_events(c: &Connection, cutoff: Millis) -> Result<u64, StoreE
     Ok(n)
 }
 
-impl Store {
-    /// The [`tokio::sync::Notify`] woken after every commit. A reader that finds nothing new
-    /// registers with it (`notified()` + `enable()`) *before* reading, then awaits it: a commit
-    /// between the read and the wait still wakes it.
-    pub fn outbox_wake(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.inner.outbox.clone()
-    }
-
+impl Sqlite {
     /// Records a modem's state change (`from` is `None` for the first state seen after start).
     /// Modem state lives in the driver, not in a table, so this write is the change's record.
     pub async fn record_modem_state(

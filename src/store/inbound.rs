@@ -19,7 +19,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Millis, Store, StoreError};
+use super::{Millis, Sqlite, StoreError};
 use crate::model::{InboundId, InboundText, PublicId};
 
 /// `concat_ref` of a part that is a whole message: NULLs are distinct in a SQLite unique index,
@@ -133,7 +133,7 @@ pub struct InboundPruneStats {
     pub masked: u64,
 }
 
-impl Store {
+impl Sqlite {
     /// Records one received part and, when it completes its message, the message, in one
     /// transaction. The commit is synced: the caller deletes the part from the SIM next, after
     /// which this row is the only copy.
@@ -458,7 +458,7 @@ pub(crate) fn next_expiry(
     .map(|oldest| oldest + timeout_ms))
 }
 
-impl Store {
+impl Sqlite {
     /// When the oldest incomplete message will have waited `timeout_ms`, if any waits.
     pub async fn next_inbound_expiry(
         &self,

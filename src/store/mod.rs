@@ -1,6 +1,19 @@
-//! All SQL lives here: migrations, one writer thread with group commit, a pool of readers.
+//! All SQL lives here. [`Store`] is the one store interface the rest of the daemon sees; it has
+//! two back ends behind it, chosen by `[store] backend`:
 //!
-//! The store is the queue and the delivery log in one SQLite file (bundled SQLite, WAL journal).
+//! - **SQLite** (the default): the queue and the delivery log in one file, one writer thread
+//!   with group commit, a pool of readers. One node.
+//! - **PostgreSQL** (`pg/`): several `simgate serve` nodes share one database; claims are leased
+//!   per node, wake-ups travel by `LISTEN/NOTIFY`, and every limit that protects users is
+//!   enforced in the database's transactions, not per process.
+//!
+//! Both back ends answer every method of [`Store`]: the `backend!` table below lists each
+//! method once and forwards it to both, so a method one of them lacks does not compile, and
+//! `tests/store_contract.rs` runs one behavioural suite against both.
+//!
+//! What follows describes the SQLite back end; `pg/mod.rs` says where PostgreSQL differs.
+//!
+//! The SQLite store is the queue and the delivery log in one SQLite file (bundled SQLite, WAL journal).
 //! Every write goes through the single writer thread (see `writer`), which owns the write
 //! connection and commits waiting operations in groups; a write method returns only after the
 //! COMMIT that contains it has returned. Reads use separate connections, which WAL lets run
@@ -41,11 +54,18 @@ mod stats;
 mod types;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+pub mod pg;
+mod sqlite;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::mpsc;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+pub use crate::model::{EndpointState, InboundText, StoredEvent};
+pub use events::AttemptResult;
+pub use pg::PgOptions;
+use sqlite::Sqlite;
 
 pub use crate::model::{Message, MessageKind, MessageOrigin, MessageStatus, Millis, OtpStatus};
 pub use inbound::{InboundFilter, InboundOutcome, InboundPart, InboundPruneStats, InboundRecord};
@@ -60,89 +80,27 @@ pub use types::{
     StatusReport, StoreError, StoreOptions, UnknownOutcomePolicy, UnknownOutcomeRule, VerifyResult,
 };
 
-/// Handle to the database; cheap to clone, shared by the service and the dispatcher.
+
+/// Handle to the database; cheap to clone, shared by the service, the dispatcher and the
+/// sweeps. Which back end it drives was decided when it was opened.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Backend,
 }
 
-struct Inner {
-    /// Into the writer thread.
-    writer: mpsc::Sender<writer::Job>,
-    /// Idle read connections.
-    readers: Mutex<Vec<Connection>>,
-    /// Reopened when the pool is empty.
-    path: PathBuf,
-    /// How many idle read connections to keep.
-    max_readers: usize,
-    /// The writer thread's counters.
-    writer_stats: Arc<WriterStats>,
-    /// Woken after every commit, so outbox readers (webhook workers) see new events at once
-    /// instead of polling; see [`Store::outbox_wake`].
-    outbox: Arc<tokio::sync::Notify>,
-}
-
-fn configure(conn: &Connection, durability: Durability) -> Result<(), StoreError> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match durability {
-            Durability::Full | Durability::Balanced => "FULL",
-            Durability::Normal => "NORMAL",
-        },
-    )?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
-}
-
-/// Creates the database file readable by its owner only, if it does not exist yet: it holds
-/// phone numbers, code HMACs and sealed texts. SQLite gives its `-wal` and `-shm` files the
-/// main file's permissions. An existing database, and any journal next to it, must be a
-/// regular file only its owner can use and never a symlink (`crate::datadir`): following a
-/// planted link would create the database wherever it points.
-fn create_private(path: &Path) -> Result<(), StoreError> {
-    crate::datadir::ensure_private(path).map_err(std::io::Error::from)?;
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let mut side = path.as_os_str().to_owned();
-        side.push(suffix);
-        crate::datadir::check_private(Path::new(&side)).map_err(std::io::Error::from)?;
-    }
-    Ok(())
-}
-
-/// `path` with its directory resolved, so that `SQLITE_OPEN_NOFOLLOW` (which refuses a symlink
-/// anywhere in the name) objects only to one at the file itself: a symlinked data directory
-/// is the administrator's choice.
-fn resolved(path: &Path) -> Result<PathBuf, StoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", path.display()),
-        )
-    })?;
-    Ok(std::fs::canonicalize(dir)?.join(name))
-}
-
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(pg::Postgres),
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, migrates it to the current schema and
-    /// starts the writer thread. The writer stops when the last clone of the handle is dropped.
+    /// Opens (creating if needed) the SQLite database at `path`, migrates it to the current
+    /// schema and starts the writer thread. The writer stops when the last clone is dropped.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        Self::open_at_version(path, opts, schema::CURRENT_VERSION)
+        Ok(Store {
+            backend: Backend::Sqlite(Sqlite::open(path, opts)?),
+        })
     }
 
     /// Like [`Store::open`] but migrates only up to `version`; lets tests build an old database.
@@ -152,110 +110,386 @@ impl Store {
         opts: StoreOptions,
         version: u32,
     ) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let path = &resolved(path)?;
-        create_private(path)?;
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )?;
-        configure(&conn, opts.durability)?;
-        schema::migrate_to(&mut conn, version)?;
-        let (tx, rx) = mpsc::channel(opts.write_queue.max(1));
-        let max_batch = opts.max_batch.max(1);
-        let writer_stats = Arc::new(WriterStats::default());
-        let stats = writer_stats.clone();
-        std::thread::Builder::new()
-            .name("simgate-store-writer".into())
-            .spawn(move || writer::run(conn, rx, max_batch, opts.durability, &stats))?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                writer: tx,
-                readers: Mutex::new(Vec::new()),
-                path: path.to_owned(),
-                max_readers: opts.readers.max(1),
-                writer_stats,
-                outbox: Arc::new(tokio::sync::Notify::new()),
-            }),
+            backend: Backend::Sqlite(Sqlite::open_at_version(path, opts, version)?),
         })
     }
 
-    /// Queues one write operation of the dispatcher's bookkeeping and waits until the batch
-    /// containing it has committed (see [`Durability::Balanced`] for how it is synced).
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write_as(false, f).await
-    }
-
-    /// Like [`Store::write`] for an operation whose answer is a promise to an API client.
-    async fn client_write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write_as(true, f).await
-    }
-
-    async fn write_as<T, F>(&self, client: bool, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (job, rx) = writer::job(client, f);
-        self.inner
-            .writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let result = rx.await.map_err(|_| StoreError::Closed)?;
-        // After the COMMIT: a woken reader is sure to see what this write recorded.
-        self.inner.outbox.notify_waiters();
-        result
-    }
-
-    /// Runs a read on a pooled connection off the async threads.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&inner.path)?,
-            };
-            let result = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < inner.max_readers {
-                pool.push(conn);
-            }
-            result
+    /// Connects to a PostgreSQL database shared with other nodes, migrates it and starts this
+    /// node's listener (cross-node wake-ups) and lease renewal.
+    pub async fn connect_postgres(opts: PgOptions) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::Postgres::connect(opts).await?),
         })
-        .await
-        .map_err(|_| StoreError::Panicked)?
     }
 
-    /// What the writer thread did so far: groups, syncs, operations, waits.
+    /// `"sqlite"` or `"postgres"`, for logs, metrics and the status page.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The PostgreSQL back end, for what only a cluster has (nodes, leases).
+    pub fn postgres(&self) -> Option<&pg::Postgres> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p),
+        }
+    }
+
+    /// What the SQLite writer thread did so far: groups, syncs, operations, waits. PostgreSQL
+    /// has no writer thread of ours; its counters stay zero.
     pub fn writer_stats(&self) -> WriterSnapshot {
-        self.inner.writer_stats.snapshot()
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer_stats(),
+            Backend::Postgres(_) => WriterSnapshot::default(),
+        }
     }
 
-    /// The schema version of the open database.
-    pub async fn schema_version(&self) -> Result<u32, StoreError> {
-        self.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-            .await
+    /// Woken after every commit that may have added events (on PostgreSQL also another node's,
+    /// by `NOTIFY`), so outbox readers see new events at once instead of polling.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_wake(),
+            Backend::Postgres(p) => p.outbox_wake(),
+        }
     }
+
+    /// Pokes `wake` whenever another node queues a message (PostgreSQL `NOTIFY`), so this
+    /// node's dispatcher may claim it. With SQLite only this process enqueues, and the service
+    /// pokes the dispatcher itself.
+    pub fn forward_queue_wakes(&self, wake: Arc<Notify>) {
+        if let Backend::Postgres(p) = &self.backend {
+            p.forward_queue_wakes(wake);
+        }
+    }
+}
+
+/// Lists every method of the store interface once and forwards it to the back end.
+macro_rules! backend {
+    ($(
+        $(#[$attr:meta])*
+        pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+    )*) => {
+        impl Store {
+            $(
+                $(#[$attr])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.backend {
+                        Backend::Sqlite(s) => s.$name($($arg),*).await,
+                        Backend::Postgres(p) => p.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+backend! {
+    /// The schema version of the open database.
+    pub async fn schema_version(&self) -> Result<u32, StoreError>;
+
+    // --- OTPs ---
+
+    /// Creates an OTP and queues its first text in one transaction. Refused (nothing written)
+    /// when `daily_cap` texts went to the number within [`DAY_MS`] or the queue holds
+    /// `queue_max` messages; an `Idempotency-Key` seen before replays or conflicts. A pending
+    /// OTP of the same number is superseded (cancelled with its queued texts).
+    pub async fn create_otp(
+        &self,
+        otp: NewOtp,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Like [`Store::create_otp`], also recording where the code sits in the text (so a resend
+    /// repeats it), and with a choice of what a pending OTP of the number means.
+    pub async fn create_otp_worded(
+        &self,
+        otp: NewOtp,
+        msg: NewMessage,
+        wording: OtpWording,
+        on_pending: OnPending,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOtpOutcome, StoreError>;
+
+    /// Adds a text with a new code to a pending OTP.
+    pub async fn add_otp_text(&self, t: NewOtpText) -> Result<AddTextOutcome, StoreError>;
+
+    /// Where the code sits in the OTP's first text, if recorded.
+    pub async fn otp_wording(&self, otp_id: &str) -> Result<Option<OtpWording>, StoreError>;
+
+    /// Queues another text for a pending OTP with a new code.
+    pub async fn resend_otp(
+        &self,
+        otp_id: &str,
+        code_hmac: Vec<u8>,
+        msg: NewMessage,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<ResendOutcome, StoreError>;
+
+    /// Records one verification attempt atomically: the attempt that matches moves the OTP to
+    /// `approved` exactly once; a wrong one counts, up to `max_attempts`. `None`: no such OTP.
+    pub async fn record_verify(
+        &self,
+        otp_id: &str,
+        matched: bool,
+        now: Millis,
+    ) -> Result<Option<VerifyResult>, StoreError>;
+
+    /// Cancels a pending OTP and its queued texts; answers the status it has now.
+    pub async fn cancel_otp(&self, otp_id: &str, now: Millis)
+    -> Result<Option<OtpStatus>, StoreError>;
+
+    /// One OTP with its code HMACs and messages.
+    pub async fn get_otp(&self, otp_id: &str) -> Result<Option<Otp>, StoreError>;
+
+    /// The newest pending, unexpired OTP of a number.
+    pub async fn newest_pending_otp(&self, to: &str, now: Millis)
+    -> Result<Option<Otp>, StoreError>;
+
+    /// Moves at most `limit` pending OTPs whose TTL ended to `expired`; returns how many.
+    pub async fn expire_due_otps(&self, now: Millis, limit: u32) -> Result<u64, StoreError>;
+
+    /// When the next pending OTP expires.
+    pub async fn next_otp_expiry(&self) -> Result<Option<Millis>, StoreError>;
+
+    // --- Texts and the delivery log ---
+
+    /// Queues a plain text.
+    pub async fn enqueue_text(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Queues a plain text with what its client said of it (Twilio's `From`, `StatusCallback`).
+    pub async fn enqueue_text_from(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        queue_max: u64,
+        origin: MessageOrigin,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Queues a code an identity server drew, as a masked OTP text under the daily cap.
+    pub async fn enqueue_relayed_otp_text(
+        &self,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// What a client said of a text beyond recipient and body.
+    pub async fn message_origin(&self, id: &str) -> Result<Option<MessageOrigin>, StoreError>;
+
+    /// One message of the delivery log.
+    pub async fn get_message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// A message's status history, oldest first.
+    pub async fn message_events(&self, id: &str) -> Result<Vec<MessageEvent>, StoreError>;
+
+    /// The delivery log, newest first.
+    pub async fn list_messages(&self, filter: MessageFilter) -> Result<Vec<Message>, StoreError>;
+
+    /// Messages waiting in the queue.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError>;
+
+    /// Messages per status.
+    pub async fn status_counts(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError>;
+
+    // --- The dispatcher ---
+
+    /// Claims the oldest due queued message (expiring overdue ones first) and marks it
+    /// `sending`. On PostgreSQL the claim is this node's, leased and renewed while it lives.
+    pub async fn claim_next(&self, now: Millis) -> Result<Option<Claimed>, StoreError>;
+
+    /// Records a sent message with the TP-MR of each part.
+    pub async fn mark_sent(
+        &self,
+        id: &str,
+        modem_id: &str,
+        mrs: Vec<u8>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Puts a message back in the queue after a temporary error.
+    pub async fn mark_retry(
+        &self,
+        id: &str,
+        reason: &str,
+        next_attempt_at: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Fails a message for good.
+    pub async fn mark_failed(&self, id: &str, reason: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// Expires a message (its deadline passed).
+    pub async fn mark_expired(&self, id: &str, reason: &str, now: Millis)
+    -> Result<(), StoreError>;
+
+    /// A send whose outcome is unknown: resend after a backoff or fail, per `rule`.
+    pub async fn mark_unknown_outcome(
+        &self,
+        id: &str,
+        reason: &str,
+        rule: impl Into<UnknownOutcomeRule> + Send,
+        now: Millis,
+    ) -> Result<MessageStatus, StoreError>;
+
+    /// A claimed message no modem took: back to the queue, the attempt not counted.
+    pub async fn mark_not_taken(&self, id: &str, reason: &str, now: Millis)
+    -> Result<(), StoreError>;
+
+    /// Some parts of a long text were accepted before a failure; returns the partial sends so
+    /// far.
+    pub async fn record_partial_send(
+        &self,
+        id: &str,
+        modem_id: &str,
+        accepted: Vec<u8>,
+        now: Millis,
+    ) -> Result<u32, StoreError>;
+
+    /// Applies a status report to the part it belongs to (see [`REPORT_WINDOW_MS`]).
+    pub async fn record_status_report(
+        &self,
+        report: StatusReport,
+    ) -> Result<Option<ReportEffect>, StoreError>;
+
+    /// At start-up: messages this node left `sending` get the unknown-outcome rule.
+    pub async fn recover_interrupted(
+        &self,
+        rule: impl Into<UnknownOutcomeRule> + Send,
+        now: Millis,
+    ) -> Result<u64, StoreError>;
+
+    /// While running: messages another node claimed and stopped renewing (it died or lost the
+    /// database) get the unknown-outcome rule. SQLite has no other node: always 0.
+    pub async fn recover_abandoned(
+        &self,
+        rule: impl Into<UnknownOutcomeRule> + Send,
+        now: Millis,
+    ) -> Result<u64, StoreError>;
+
+    /// When the next queued message becomes due.
+    pub async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// When the next queued message's deadline passes.
+    pub async fn next_expiry(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Expires every queued message whose deadline passed; returns how many.
+    pub async fn expire_overdue(&self, now: Millis) -> Result<u64, StoreError>;
+
+    /// The next concatenation reference (TS 23.040 §9.2.3.24.1), persisted.
+    pub async fn next_concat_reference(&self) -> Result<u8, StoreError>;
+
+    /// Retention: deletes old messages, OTPs, idempotency records and events, masks numbers.
+    pub async fn prune(
+        &self,
+        now: Millis,
+        retention_ms: Option<Millis>,
+        mask_after_ms: Option<Millis>,
+    ) -> Result<PruneStats, StoreError>;
+
+    // --- Statistics for the status page ---
+
+    /// Messages created at or after `since`, counted per hour of creation and current status.
+    pub async fn hourly_outcomes(&self, since: Millis) -> Result<Vec<HourCount>, StoreError>;
+
+    /// Delivery latencies of the messages created at or after `since` that were delivered,
+    /// newest first, at most [`MAX_LATENCY_SAMPLES`].
+    pub async fn delivery_latencies(&self, since: Millis) -> Result<Vec<Latency>, StoreError>;
+
+    /// When the oldest message still waiting in the queue was created.
+    pub async fn oldest_queued(&self) -> Result<Option<Millis>, StoreError>;
+
+    // --- The event outbox and webhook endpoints ---
+
+    /// Records `modem.state_changed`; returns the event's `seq`.
+    pub async fn record_modem_state(
+        &self,
+        modem_id: &str,
+        from: Option<&str>,
+        to: &str,
+        detail: Option<&str>,
+        at: Millis,
+    ) -> Result<i64, StoreError>;
+
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    pub async fn events_after(&self, after: i64, limit: u32)
+    -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Creates or updates the rows of the configured endpoints (`(url, fingerprint)`).
+    pub async fn register_endpoints(
+        &self,
+        endpoints: Vec<(String, String)>,
+    ) -> Result<(), StoreError>;
+
+    /// One endpoint's delivery state.
+    pub async fn endpoint_state(&self, url: &str) -> Result<Option<EndpointState>, StoreError>;
+
+    /// Every endpoint's delivery state.
+    pub async fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>, StoreError>;
+
+    /// The highest event `seq` ever assigned (0 before the first), pruned events included.
+    pub async fn last_event_seq(&self) -> Result<i64, StoreError>;
+
+    /// Records one delivery attempt of the event at an endpoint's head.
+    pub async fn record_attempt(
+        &self,
+        url: &str,
+        seq: i64,
+        result: AttemptResult,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Moves an endpoint's cursor past events it does not subscribe to.
+    pub async fn skip_events(&self, url: &str, up_to: i64) -> Result<(), StoreError>;
+
+    /// Drops events older than `cutoff` that every endpoint has passed.
+    pub async fn prune_events(&self, cutoff: Millis) -> Result<u64, StoreError>;
+
+    // --- Inbound texts ---
+
+    /// Stores one received part; the message row is written when its last part arrives.
+    pub async fn record_inbound_part(&self, part: InboundPart)
+    -> Result<InboundRecord, StoreError>;
+
+    /// Turns parts that waited `timeout_ms` into incomplete messages.
+    pub async fn expire_inbound(
+        &self,
+        now: Millis,
+        timeout_ms: Millis,
+    ) -> Result<Vec<InboundText>, StoreError>;
+
+    /// One received text.
+    pub async fn get_inbound(&self, id: &str) -> Result<Option<InboundText>, StoreError>;
+
+    /// Received texts, newest first.
+    pub async fn list_inbound(&self, f: InboundFilter) -> Result<Vec<InboundText>, StoreError>;
+
+    /// Retention of received texts.
+    pub async fn prune_inbound(
+        &self,
+        now: Millis,
+        retention_ms: Option<Millis>,
+        mask_after_ms: Option<Millis>,
+    ) -> Result<InboundPruneStats, StoreError>;
+
+    /// When the oldest incomplete message will have waited `timeout_ms`, if any waits.
+    pub async fn next_inbound_expiry(&self, timeout_ms: Millis)
+    -> Result<Option<Millis>, StoreError>;
 }
 
 #[cfg(test)]

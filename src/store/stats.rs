@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{MessageStatus, Millis, Store, StoreError, read::message_status};
+use super::{MessageStatus, Millis, Sqlite, StoreError, read::message_status};
 
 /// The most delivered messages [`Store::delivery_latencies`] returns, so a busy day costs a
 /// bounded read; percentiles over this many samples are exact enough for a chart.
@@ -87,7 +87,7 @@ fn oldest_queued(c: &Connection) -> Result<Option<Millis>, StoreError> {
     })
 }
 
-impl Store {
+impl Sqlite {
     /// Messages created at or after `since`, counted per hour of creation and current status.
     pub async fn hourly_outcomes(&self, since: Millis) -> Result<Vec<HourCount>, StoreError> {
         self.read(move |c| hourly_outcomes(c, since)).await

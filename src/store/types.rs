@@ -20,6 +20,10 @@ pub enum StoreError {
     /// SQLite refused a statement (constraint, I/O, corruption).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused a statement or could not be reached (the server's message and
+    /// SQLSTATE, or the connection error).
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// The batch containing this operation failed to commit, so nothing of it is stored.
     #[error("commit failed: {0}")]
     Commit(String),

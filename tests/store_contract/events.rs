@@ -1,0 +1,5 @@
+//! The store contract: events.
+
+use simgate::store::*;
+
+use crate::contract;

@@ -1,0 +1,5 @@
+//! The store contract: inbound.
+
+use simgate::store::*;
+
+use crate::contract;

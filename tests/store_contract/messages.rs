@@ -1,0 +1,5 @@
+//! The store contract: messages.
+
+use simgate::store::*;
+
+use crate::contract;

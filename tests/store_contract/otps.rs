@@ -1,0 +1,5 @@
+//! The store contract: otps.
+
+use simgate::store::*;
+
+use crate::contract;

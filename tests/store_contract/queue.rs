@@ -1,0 +1,5 @@
+//! The store contract: queue.
+
+use simgate::store::*;
+
+use crate::contract;
