@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::clock::Clock;
-use crate::config::{Config, ModemSettings};
+use crate::config::{Config, ModemSettings, StoreBackend};
 use crate::datadir::{self, DataDirError, Lock};
 use crate::dispatch::{self, Dispatcher};
 use crate::http::{self, AppState, BodyLimit, ModemJson, ModemSource, Tokens};
@@ -27,7 +27,7 @@ use crate::notify::{self, Notifier};
 use crate::otp::Keys;
 use crate::service::{self, Deps, Service};
 use crate::sim::{SimOptions, Simulator};
-use crate::store::{Store, StoreOptions};
+use crate::store::{PgOptions, Store, StoreOptions};
 
 /// File names inside the data directory.
 pub const DATABASE_FILE: &str = "simgate.db";
@@ -71,6 +71,9 @@ pub enum DaemonError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// `[store]` names a PostgreSQL database this node cannot use as configured.
+    #[error("store: {0}")]
+    StoreConfig(String),
     /// A modem's PIN could not be read.
     #[error("modem {modem}: {source}")]
     Pin {
@@ -108,6 +111,46 @@ pub struct Started {
     pub data_dir: PathBuf,
 }
 
+/// The configured store. With PostgreSQL it also checks that this node's OTP keys are the
+/// cluster's: a node with other keys would fail every code another node drew, and could not
+/// open the texts the others sealed.
+async fn open_store(config: &Config, data_dir: &Path, keys: &Keys) -> Result<Store, DaemonError> {
+    match &config.store.backend {
+        StoreBackend::Sqlite => Ok(Store::open(
+            &data_dir.join(DATABASE_FILE),
+            StoreOptions::default(),
+        )?),
+        StoreBackend::Postgres(pg) => {
+            let url = pg.url().map_err(DaemonError::StoreConfig)?;
+            let store = Store::connect_postgres(PgOptions {
+                url,
+                node_id: pg.node_id.clone(),
+                lease_ms: pg.lease.as_millis() as i64,
+                pool_size: pg.pool_size,
+            })
+            .await?;
+            if let Some(p) = store.postgres() {
+                p.adopt_key_fingerprint(&keys.fingerprint())
+                    .await
+                    .map_err(|e| match e {
+                        crate::store::StoreError::KeysDiffer { cluster, node } => {
+                            DaemonError::StoreConfig(format!(
+                                "this node's OTP keys ({}, fingerprint {node}) are not the \
+                                 cluster's (fingerprint {cluster}): copy the otp-keys file of a \
+                                 running node to {} (owner simgate, mode 0600) and start again",
+                                crate::otp::key_file_path(data_dir).display(),
+                                crate::otp::key_file_path(data_dir).display()
+                            ))
+                        }
+                        other => DaemonError::Store(other),
+                    })?;
+            }
+            tracing::info!(node = %pg.node_id, "store: PostgreSQL, shared with the cluster's other nodes");
+            Ok(store)
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves. `simulate` replaces the configured modems with one
 /// built-in simulated modem on a pty, driven through the same driver code path as real hardware.
 /// `on_started` is called once the API listens (the banner, and later `sd_notify`).
@@ -135,7 +178,7 @@ pub async fn run(
         path: data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&data_dir.join(DATABASE_FILE), StoreOptions::default())?;
+    let store = open_store(&config, &data_dir, &keys).await?;
 
     // One shutdown signal fanned out to every task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -174,6 +217,8 @@ pub async fn run(
     // One wall clock for everything that stamps or compares the store's timestamps.
     let clock = Clock::system();
     let wake = Arc::new(Notify::new());
+    // Other nodes' enqueues arrive by NOTIFY; this node's service pokes `wake` itself.
+    store.forward_queue_wakes(wake.clone());
     let limits = Arc::new(Limits::new(&config.limits.rates));
     let service = Arc::new(Service::new(Deps {
         store: store.clone(),

@@ -313,6 +313,21 @@ impl Keys {
         Some(Keys::from_bytes(h.try_into().ok()?, s.try_into().ok()?))
     }
 
+    /// A public name of this pair of keys: nodes of a cluster must share them (one node
+    /// verifies a code another node drew, and sends a text another sealed), and the shared
+    /// database keeps this to tell a node started with different keys. HMACs of a fixed label
+    /// under each key, so it reveals nothing of either.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = <Sha256 as sha2::Digest>::new();
+        for key in [&self.hmac_key, &self.seal_key] {
+            let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts any key length");
+            mac.update(b"simgate key fingerprint v1");
+            sha2::Digest::update(&mut digest, mac.finalize().into_bytes());
+        }
+        hex::encode(&sha2::Digest::finalize(digest)[..8])
+    }
+
     /// HMAC-SHA256 of `(otp_id, code)` under the HMAC key.
     ///
     /// The message is `u32_be(len(id)) ‖ id ‖ code`: the length prefix makes the split between id

@@ -121,7 +121,7 @@ impl RawZitadel {
 pub const MIN_KEY_BYTES: usize = 16;
 
 /// The trimmed contents of a secret file that only its owner may read.
-fn read_secret(path: &Path) -> Result<String, String> {
+pub(super) fn read_secret(path: &Path) -> Result<String, String> {
     let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let mut file = File::open(path).map_err(fail)?;
     let mode = file.metadata().map_err(fail)?.permissions().mode();

@@ -154,6 +154,86 @@ pub struct StoreSettings {
     /// Days after which recipient numbers of final messages are masked in the log; `0` never
     /// masks. Numbers are personal data; the log needs them only while support may ask.
     pub mask_numbers_after_days: u32,
+    /// Where the queue and the delivery log live.
+    pub backend: StoreBackend,
+}
+
+/// `store.backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// One SQLite file in the data directory: one node.
+    Sqlite,
+    /// A PostgreSQL database shared by several nodes.
+    Postgres(PostgresSettings),
+}
+
+/// `[store]` with `backend = "postgres"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// The connection string, or the file holding it.
+    pub url: UrlSource,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// How long a claim outlives a node that stops renewing it.
+    pub lease: Duration,
+    /// Most connections this node opens.
+    pub pool_size: usize,
+}
+
+/// Where the PostgreSQL connection string comes from. It may carry a password, so it is
+/// never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    /// `store.url`.
+    Inline(String),
+    /// `store.url_file`, read when the daemon starts.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match &self.url {
+            UrlSource::Inline(_) => "[store.url hidden]".to_string(),
+            UrlSource::File(p) => p.display().to_string(),
+        };
+        f.debug_struct("PostgresSettings")
+            .field("url", &url)
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PostgresSettings {
+    /// The connection string: inline, or read from `url_file`, which only its owner may read
+    /// (it usually carries a password). The reason never contains the string itself.
+    pub fn url(&self) -> Result<String, String> {
+        match &self.url {
+            UrlSource::Inline(u) => Ok(u.clone()),
+            UrlSource::File(path) => {
+                let url = hooks::read_secret(path)?;
+                check_pg_url(&url).map_err(|r| format!("{}: {r}", path.display()))?;
+                Ok(url)
+            }
+        }
+    }
+}
+
+/// Whether `url` is a connection string PostgreSQL's client accepts; the reason never repeats
+/// the string (it may hold a password).
+pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
+    let config = crate::store::pg::parse_url(url).map_err(|e| match e {
+        crate::store::StoreError::Postgres(m) => m.replace("store url: ", ""),
+        other => other.to_string(),
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err("names no host: give host=… (a name, an address, or a socket directory)".into());
+    }
+    if config.get_dbname().is_none() {
+        return Err("names no database: add dbname=… or /<database> to the URL".into());
+    }
+    Ok(())
 }
 
 /// `[otp]`.

@@ -101,6 +101,18 @@ pub struct RawStore {
     pub retention_days: u32,
     /// `store.mask_numbers_after_days`.
     pub mask_numbers_after_days: u32,
+    /// `store.backend`: `sqlite` or `postgres`.
+    pub backend: String,
+    /// `store.url`: the PostgreSQL connection string.
+    pub url: String,
+    /// `store.url_file`: a file (mode 0600) holding the connection string.
+    pub url_file: PathBuf,
+    /// `store.node_id`: this node's name in a cluster; empty = the host name.
+    pub node_id: String,
+    /// `store.lease_seconds`: how long a claim outlives a node that stops renewing it.
+    pub lease_seconds: u64,
+    /// `store.pool_size`: most connections to PostgreSQL.
+    pub pool_size: u64,
 }
 
 impl Default for RawStore {
@@ -109,6 +121,12 @@ impl Default for RawStore {
             data_dir: PathBuf::from("/var/lib/simgate"),
             retention_days: 30,
             mask_numbers_after_days: 7,
+            backend: "sqlite".into(),
+            url: String::new(),
+            url_file: PathBuf::new(),
+            node_id: String::new(),
+            lease_seconds: 30,
+            pool_size: 16,
         }
     }
 }

@@ -10,6 +10,103 @@ use crate::otp::{self, AppHash};
 
 use super::*;
 
+/// `[store] backend` and the keys only PostgreSQL uses. Keys of the other back end are
+/// refused rather than ignored: a `url` next to `backend = "sqlite"` is a cluster that would
+/// silently run as one node.
+pub(super) fn store_backend(raw: &RawStore) -> Result<StoreBackend, (&'static str, String)> {
+    let pg_only = !raw.url.is_empty() || !raw.url_file.as_os_str().is_empty();
+    match raw.backend.as_str() {
+        "sqlite" => {
+            if pg_only {
+                return Err((
+                    "store.backend",
+                    "is \"sqlite\" but store.url or store.url_file is set: write backend = \
+                     \"postgres\" to use that database, or remove the url"
+                        .into(),
+                ));
+            }
+            Ok(StoreBackend::Sqlite)
+        }
+        "postgres" => {
+            let url = match (raw.url.is_empty(), raw.url_file.as_os_str().is_empty()) {
+                (false, true) => {
+                    check_pg_url(&raw.url).map_err(|r| ("store.url", r))?;
+                    UrlSource::Inline(raw.url.clone())
+                }
+                (true, false) => UrlSource::File(raw.url_file.clone()),
+                (true, true) => {
+                    return Err((
+                        "store.url",
+                        "backend = \"postgres\" needs store.url (e.g. \
+                         \"postgresql://simgate@db.example/simgate?sslmode=require\") or \
+                         store.url_file (a file of mode 0600 holding it)"
+                            .into(),
+                    ));
+                }
+                (false, false) => {
+                    return Err((
+                        "store.url_file",
+                        "give store.url or store.url_file, not both".into(),
+                    ));
+                }
+            };
+            let node_id = if raw.node_id.is_empty() {
+                host_name().map_err(|r| ("store.node_id", r))?
+            } else {
+                raw.node_id.clone()
+            };
+            check_node_id(&node_id).map_err(|r| ("store.node_id", r))?;
+            if !(5..=600).contains(&raw.lease_seconds) {
+                return Err((
+                    "store.lease_seconds",
+                    format!("{} is out of range (5..=600)", raw.lease_seconds),
+                ));
+            }
+            if !(2..=256).contains(&raw.pool_size) {
+                return Err((
+                    "store.pool_size",
+                    format!("{} is out of range (2..=256)", raw.pool_size),
+                ));
+            }
+            Ok(StoreBackend::Postgres(PostgresSettings {
+                url,
+                node_id,
+                lease: Duration::from_secs(raw.lease_seconds),
+                pool_size: raw.pool_size as usize,
+            }))
+        }
+        other => Err((
+            "store.backend",
+            format!("{other:?} is not a store back end: \"sqlite\" (the default) or \"postgres\""),
+        )),
+    }
+}
+
+/// A node id names the node in the database, in `/v1/modems`, metrics labels and logs.
+fn check_node_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a node id: 1 to 63 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// The host name, the default node id: each host of a cluster has its own.
+fn host_name() -> Result<String, String> {
+    let name = nix::unistd::gethostname()
+        .map_err(|e| format!("cannot read the host name ({e}): set store.node_id"))?;
+    name.into_string()
+        .map(|n| n.trim().to_owned())
+        .map_err(|_| "the host name is not UTF-8: set store.node_id".into())
+}
+
 /// `api.listen`: an IP address and a port. A host name is refused rather than resolved: the
 /// config stage does no I/O, and `localhost` may resolve to 127.0.0.1, ::1 or both, so the
 /// address the API binds would depend on the resolver of the day.
@@ -246,6 +343,7 @@ impl RawConfig {
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(err("store.data_dir", "must not be empty".into()));
         }
+        let backend = store_backend(&self.store).map_err(|(key, reason)| err(key, reason))?;
 
         // [otp]
         let length = usize::try_from(self.otp.length)
@@ -563,6 +661,7 @@ impl RawConfig {
                 data_dir: self.store.data_dir,
                 retention_days: self.store.retention_days,
                 mask_numbers_after_days: self.store.mask_numbers_after_days,
+                backend,
             },
             otp: OtpSettings {
                 length,

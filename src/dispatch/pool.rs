@@ -194,6 +194,16 @@ impl<M: ModemPort> Dispatcher<M> {
         }
         let mut sends: JoinSet<()> = JoinSet::new();
         let mut shutdown = pin!(shutdown);
+        // With other nodes on the same queue (PostgreSQL), a node that dies leaves claims that
+        // no event announces: only the lapse of their lease does. Looking every tenth of the
+        // lease bounds how long a dead node's messages wait for a survivor. A single node has
+        // nothing to look for.
+        let mut abandoned = self.store.claim_lease_ms().map(|lease| {
+            let period = Duration::from_millis((lease / 10).clamp(250, 2000) as u64);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
         loop {
             let wake = self.wake.clone();
             let mut woken = pin!(wake.notified());
@@ -218,6 +228,9 @@ impl<M: ModemPort> Dispatcher<M> {
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     finish(done);
                 }
+                _ = async { abandoned.as_mut().expect("guarded").tick().await }, if abandoned.is_some() => {
+                    self.recover_abandoned().await;
+                }
                 _ = sleep => {}
             }
         }
@@ -227,6 +240,24 @@ impl<M: ModemPort> Dispatcher<M> {
             finish(done);
         }
         Ok(())
+    }
+
+    /// Takes over the claims of nodes that stopped renewing them, under the unknown-outcome
+    /// rule. A failure is only logged: the next tick tries again, and claiming goes on.
+    async fn recover_abandoned(&self) {
+        match self
+            .store
+            .recover_abandoned(self.cfg.unknown_rule(), self.clock.now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::warn!(
+                count,
+                policy = ?self.cfg.on_unknown_outcome,
+                "took over messages another node claimed and stopped renewing"
+            ),
+            Err(e) => tracing::warn!("cannot look for abandoned claims: {e}"),
+        }
     }
 
     /// A modem finished a send: free it, and rest it after [`FAILURES_BEFORE_REST`] failures in a

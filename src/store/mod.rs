@@ -139,6 +139,23 @@ impl Store {
         }
     }
 
+    /// How long a claim outlives a node that stops renewing it; `None` with one node (SQLite),
+    /// where nothing is ever abandoned while the process runs.
+    pub fn claim_lease_ms(&self) -> Option<Millis> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.lease_ms()),
+        }
+    }
+
+    /// This node's name in a cluster; `None` with SQLite.
+    pub fn node_id(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.node_id()),
+        }
+    }
+
     /// What the SQLite writer thread did so far: groups, syncs, operations, waits. PostgreSQL
     /// has no writer thread of ours; its counters stay zero.
     pub fn writer_stats(&self) -> WriterSnapshot {

@@ -24,6 +24,14 @@ pub enum StoreError {
     /// SQLSTATE, or the connection error).
     #[error("postgres: {0}")]
     Postgres(String),
+    /// This node's OTP keys differ from the ones the cluster's database recorded.
+    #[error("this node's OTP keys (fingerprint {node}) are not the cluster's ({cluster})")]
+    KeysDiffer {
+        /// The fingerprint the database holds.
+        cluster: String,
+        /// This node's.
+        node: String,
+    },
     /// The batch containing this operation failed to commit, so nothing of it is stored.
     #[error("commit failed: {0}")]
     Commit(String),

@@ -220,6 +220,33 @@ impl Postgres {
         self.inner.outbox.notify_waiters();
     }
 
+    /// Records `fingerprint` as the cluster's OTP keys if none is yet, else insists on it:
+    /// every node must hold the same keys (see `otp::Keys::fingerprint`).
+    pub async fn adopt_key_fingerprint(&self, fingerprint: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH mine AS (
+                     INSERT INTO cluster_settings (name, value) VALUES ('key_fingerprint', $1)
+                     ON CONFLICT (name) DO NOTHING RETURNING value)
+                 SELECT value FROM mine
+                 UNION ALL
+                 SELECT value FROM cluster_settings WHERE name = 'key_fingerprint'
+                 LIMIT 1",
+                &[&fingerprint],
+            )
+            .await?;
+        let cluster: String = row.try_get(0)?;
+        if cluster == fingerprint {
+            Ok(())
+        } else {
+            Err(StoreError::KeysDiffer {
+                cluster,
+                node: fingerprint.to_owned(),
+            })
+        }
+    }
+
     pub async fn schema_version(&self) -> Result<u32, StoreError> {
         let client = self.client().await?;
         schema::version(&client).await

@@ -213,6 +213,12 @@ CREATE TABLE nodes (
     modems     TEXT NOT NULL DEFAULT '[]'
 );
 
+-- Facts every node must agree on, such as the fingerprint of the OTP keys.
+CREATE TABLE cluster_settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 -- Rate limits every node shares (GCRA: the theoretical arrival time of the next request).
 CREATE TABLE rate_limits (
     key TEXT PRIMARY KEY,
