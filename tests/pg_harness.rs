@@ -58,11 +58,9 @@ async fn shared_cluster_runs_with_test_settings_or_skips_when_not_installed() {
     assert!(available);
     assert!(process_exists(cluster.pid()));
     // PostgreSQL refuses root; the harness must have dropped to nobody.
-    let expected_uid = if nix::unistd::geteuid().is_root() {
-        65534
-    } else {
-        nix::unistd::geteuid().as_raw()
-    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let expected_uid = if euid == 0 { 65534 } else { euid };
     assert_eq!(effective_uid(cluster.pid()), expected_uid);
 
     let client = connect(&cluster.create_database()).await;
@@ -127,7 +125,7 @@ async fn each_database_is_isolated() {
 #[tokio::test]
 async fn started_cluster_applies_settings() {
     if !pg::pg_available() {
-        eprintln!("skipping: PostgreSQL server binaries not found");
+        eprintln!("skipping: {}", pg::NOT_FOUND);
         return;
     }
     let cluster = pg::PgCluster::start(&[("fsync", "on"), ("synchronous_commit", "on")])
@@ -142,7 +140,7 @@ async fn started_cluster_applies_settings() {
 #[tokio::test]
 async fn dropping_a_started_cluster_stops_its_server() {
     if !pg::pg_available() {
-        eprintln!("skipping: PostgreSQL server binaries not found");
+        eprintln!("skipping: {}", pg::NOT_FOUND);
         return;
     }
     let cluster = pg::PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}"));
@@ -160,8 +158,14 @@ async fn dropping_a_started_cluster_stops_its_server() {
 
     drop(cluster);
 
-    assert!(!process_exists(postmaster), "postmaster {postmaster} survived");
-    assert!(!process_exists(backend as u32), "backend {backend} survived");
+    assert!(
+        !process_exists(postmaster),
+        "postmaster {postmaster} survived"
+    );
+    assert!(
+        !process_exists(backend as u32),
+        "backend {backend} survived"
+    );
     assert!(!dir.exists(), "{} was not removed", dir.display());
     assert!(client.query_one("SELECT 1", &[]).await.is_err());
 }

@@ -2,7 +2,7 @@
 //!
 //! [`shared`] starts one server per test binary, the first time a test asks for it; tests isolate
 //! themselves by database ([`PgCluster::create_database`]), not by server, because `initdb` costs
-//! about a second and a database a few milliseconds. [`PgCluster::start`] starts a private server
+//! hundreds of milliseconds and a database tens. [`PgCluster::start`] starts a private server
 //! for tests that need their own settings (benchmarks measuring durable commits) or that stop it.
 //!
 //! The server listens on a Unix socket in its own temporary directory only, so clusters of
@@ -11,6 +11,14 @@
 //! PATH), then on PATH. When none are installed, [`shared`] returns `None` and says why once; a
 //! test then skips. When they are installed but the server does not come up, it panics: a broken
 //! install must fail the suite, not skip it.
+//!
+//! PostgreSQL refuses to run as root, and the suite runs as root locally and in CI: then
+//! `initdb` and `postgres` run as nobody:nogroup (65534), who owns the cluster directory.
+//!
+//! No server outlives its test binary: a [`PgCluster`] stops its server when dropped; the shared
+//! one lives in a static, which is never dropped, so an `atexit` hook stops it. If the binary is
+//! killed outright, the kernel signals the servers (`PR_SET_PDEATHSIG`), though their
+//! directories stay behind.
 //!
 //! Include with `#[path = "support/pg.rs"] mod pg;`.
 
@@ -55,8 +63,9 @@ const DEFAULT_SETTINGS: &[(&str, &str)] = &[
 /// `sockaddr_un.sun_path` holds 108 bytes; leave room for `/.s.PGSQL.<port>` and its `.lock`.
 const MAX_SOCKET_DIR_LEN: usize = 80;
 
-const NOT_FOUND: &str = "PostgreSQL server binaries not found (install Debian's postgresql \
-                         package, or set SIMGATE_PG_BIN)";
+/// Why a test skips: printed by [`shared`], and by tests that start their own cluster.
+pub const NOT_FOUND: &str = "PostgreSQL server binaries not found (install Debian's postgresql \
+                             package, or set SIMGATE_PG_BIN)";
 
 /// A PostgreSQL server started by this process. Dropping it stops the server and removes its
 /// directory.
@@ -97,7 +106,8 @@ impl PgCluster {
         };
         merged.retain(|(k, _)| !k.eq_ignore_ascii_case("port"));
 
-        let as_root = nix::unistd::geteuid().is_root();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let as_root = unsafe { libc::geteuid() } == 0;
         let dir = make_cluster_dir(as_root)?;
         let root = dir.path().to_path_buf();
         let data = root.join("data");
@@ -119,7 +129,11 @@ impl PgCluster {
             .status()
             .map_err(|e| format!("run {}: {e}", bin.join("initdb").display()))?;
         if !status.success() {
-            return Err(failure(dir, &initdb_log, &format!("initdb exited with {status}")));
+            return Err(failure(
+                dir,
+                &initdb_log,
+                &format!("initdb exited with {status}"),
+            ));
         }
 
         let mut postgres = server_command(&bin.join("postgres"), &root, as_root);
@@ -546,9 +560,13 @@ fn open_log(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
+/// Bounded, so a server that accepts the socket but never answers fails the start instead of
+/// hanging the suite.
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let connecting = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
+        .map_err(|_| "no answer within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     Ok(client)
