@@ -219,7 +219,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     // Other nodes' enqueues arrive by NOTIFY; this node's service pokes `wake` itself.
     store.forward_queue_wakes(wake.clone());
-    let limits = Arc::new(Limits::new(&config.limits.rates));
+    let limits = Arc::new(Limits::new(&config.limiter_rates()));
     let service = Arc::new(Service::new(Deps {
         store: store.clone(),
         keys: keys.clone(),
@@ -326,7 +326,7 @@ pub async fn run(
     tokio::spawn(crate::expiry::run(
         store.clone(),
         config.otp.min_ttl,
-        clock,
+        clock.clone(),
         stopped(stop_rx.clone()),
     ));
 
@@ -336,7 +336,12 @@ pub async fn run(
             .map(|(s, h)| (s.id.clone(), s.device.clone(), h.status()))
             .collect(),
     ));
-    let housekeeping = tokio::spawn(limiter_housekeeping(limits, stop_rx.clone()));
+    let housekeeping = tokio::spawn(limiter_housekeeping(
+        limits,
+        store.clone(),
+        clock,
+        stop_rx.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -446,12 +451,24 @@ fn days(n: u32) -> Option<Duration> {
 }
 
 /// Keyed rate limiters grow with every number and token seen; trim them once a minute.
-async fn limiter_housekeeping(limits: Arc<Limits>, mut stop: watch::Receiver<bool>) {
+async fn limiter_housekeeping(
+    limits: Arc<Limits>,
+    store: Store,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = tick.tick() => limits.housekeeping(),
+            _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        limits.housekeeping();
+        // The shared budgets of a cluster: every node may prune, it is idempotent.
+        if let Some(pg) = store.postgres()
+            && let Err(e) = pg.prune_rates(clock.now_ms()).await
+        {
+            tracing::warn!("cannot prune the shared rate limits: {e}");
         }
     }
 }

@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 
-use super::{Config, ModemSettings, UnknownOutcome};
+use super::{Config, ModemSettings, StoreBackend, UnknownOutcome};
 use crate::dispatch::{self, DispatchConfig, PoolModem};
-use crate::limits::RateSettings;
+use crate::limits::{Rate, RateSettings};
 use crate::modem::{self, ModemConfig};
 use crate::service;
 use crate::store::UnknownOutcomePolicy;
@@ -35,7 +35,30 @@ impl Config {
             max_text_parts: service::MAX_TEXT_PARTS,
             text_max_age: self.dispatch.text_max_age,
             queue_full_retry_after: service::QUEUE_FULL_RETRY_AFTER,
+            shared_rates: match self.store.backend {
+                StoreBackend::Sqlite => None,
+                StoreBackend::Postgres(_) => Some(service::SharedRates {
+                    otp_per_number: self.limits.rates.otp_per_number,
+                    otp_per_prefix: self.limits.rates.otp_per_prefix,
+                    verify_per_number: self.limits.rates.verify_per_number,
+                    prefix_digits: self.limits.rates.prefix_digits,
+                }),
+            },
         }
+    }
+
+    /// The rates the in-memory limiters enforce: all of `[limits]`, except with a cluster's
+    /// store, where the per-number and per-range ones are counted in the database instead
+    /// (`service_settings().shared_rates`). `requests_per_token` and `sends_global` stay per
+    /// node: one guards this node from a runaway client, the other this node's SIMs.
+    pub fn limiter_rates(&self) -> RateSettings {
+        let mut rates = self.limits.rates.clone();
+        if let StoreBackend::Postgres(_) = self.store.backend {
+            rates.otp_per_number = Rate::Off;
+            rates.otp_per_prefix = Rate::Off;
+            rates.verify_per_number = Rate::Off;
+        }
+        rates
     }
 
     /// The dispatcher's pool-wide policy: the configured caps with the fixed retry timing.

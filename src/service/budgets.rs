@@ -76,12 +76,13 @@ impl Service {
     /// Charges one OTP text of `parts` SMS parts to the per-number, per-range and global
     /// budgets: every part is one SMS the SIM pays for, so a 3-part text costs 3 cells.
     /// `blame` names the request field to point at when the text can never fit a budget.
-    pub(super) fn check_send_limits(
+    pub(super) async fn check_send_limits(
         &self,
         to: &Msisdn,
         parts: usize,
         blame: &'static str,
     ) -> Result<(), ServiceError> {
+        self.check_shared_send(to, parts, blame).await?;
         let n = parts_nonzero(parts);
         self.limits
             .check_otp_send_parts(to.as_str(), n)
@@ -109,6 +110,103 @@ impl Service {
                 )
             })?;
         self.check_global(parts, blame)
+    }
+
+    /// The per-number and per-range budgets of a cluster, counted in the shared database so
+    /// that requests spread over several nodes meet one budget (`Settings::shared_rates`).
+    async fn check_shared_send(
+        &self,
+        to: &Msisdn,
+        parts: usize,
+        blame: &'static str,
+    ) -> Result<(), ServiceError> {
+        let Some(rates) = &self.settings.shared_rates else {
+            return Ok(());
+        };
+        let number = to.as_str();
+        let range = number.get(..(1 + rates.prefix_digits).min(number.len())).unwrap_or(number);
+        let cells = parts_u32(parts).max(1);
+        if let Err(r) = self
+            .take_shared(&format!("otp_per_number:{number}"), rates.otp_per_number, cells)
+            .await?
+        {
+            return Err(self.refused(
+                r,
+                LimitName::OtpPerNumber,
+                format!("otp_per_number: too many codes for {to}"),
+                parts,
+                blame,
+            ));
+        }
+        if let Err(r) = self
+            .take_shared(&format!("otp_per_prefix:{range}"), rates.otp_per_prefix, cells)
+            .await?
+        {
+            return Err(self.refused(
+                r,
+                LimitName::OtpPerPrefix,
+                format!(
+                    "otp_per_prefix: too many codes for numbers starting {range} (a defence \
+                     against SMS pumping)"
+                ),
+                parts,
+                blame,
+            ));
+        }
+        Ok(())
+    }
+
+    /// One verify attempt against the number's shared budget (`limits.verify_per_number` in a
+    /// cluster).
+    pub(super) async fn check_shared_verify(&self, number: &str) -> Result<(), ServiceError> {
+        let Some(rates) = &self.settings.shared_rates else {
+            return Ok(());
+        };
+        match self
+            .take_shared(&format!("verify_per_number:{number}"), rates.verify_per_number, 1)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(Refusal::Wait(ra)) => Err(self.rejected(
+                LimitName::VerifyPerNumber,
+                format!("verify_per_number: too many attempts for {number}"),
+                ra.seconds(),
+            )),
+            Err(Refusal::Never { .. }) => Err(ServiceError::Internal(
+                "verify_per_number refused a single attempt as too large".into(),
+            )),
+        }
+    }
+
+    /// Spends `cells` of a shared budget; the GCRA runs in the database.
+    async fn take_shared(
+        &self,
+        key: &str,
+        rate: crate::limits::Rate,
+        cells: u32,
+    ) -> Result<Result<(), Refusal>, ServiceError> {
+        let crate::limits::Rate::Limit { count, period } = rate else {
+            return Ok(Ok(()));
+        };
+        if cells > count.get() {
+            return Ok(Err(Refusal::Never {
+                capacity: count.get(),
+            }));
+        }
+        let Some(pg) = self.store.postgres() else {
+            return Ok(Ok(()));
+        };
+        let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+        match pg
+            .take_rate(key, count.get(), period_ms, cells, self.clock.now_ms())
+            .await
+            .map_err(super::errors::store_err)?
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(wait_ms) => Ok(Err(Refusal::Wait(crate::limits::RetryAfter::from_wait(
+                std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)),
+            )))),
+        }
     }
 
     pub(super) fn check_global(

@@ -96,6 +96,9 @@ pub(super) fn invalid(field: &'static str, detail: impl Into<String>) -> Service
 pub(super) fn store_err(e: StoreError) -> ServiceError {
     match e {
         StoreError::Closed => ServiceError::Unavailable("the store is shut down".into()),
+        StoreError::Unavailable(why) => {
+            ServiceError::Unavailable(format!("the database cannot be reached: {why}"))
+        }
         other => ServiceError::Internal(other.to_string()),
     }
 }

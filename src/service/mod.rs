@@ -106,6 +106,23 @@ pub struct Settings {
     pub text_max_age: Duration,
     /// `Retry-After` for a full queue: roughly how long the modems need to drain some of it.
     pub queue_full_retry_after: Duration,
+    /// With a PostgreSQL store, the per-number and per-range rates are counted in the shared
+    /// database, so they hold across nodes; the in-memory limiters then leave them out.
+    pub shared_rates: Option<SharedRates>,
+}
+
+/// The rates of `[limits]` that protect a phone number or a number range, counted in the
+/// cluster's database (`store::pg::Postgres::take_rate`) instead of in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRates {
+    /// `limits.otp_per_number`.
+    pub otp_per_number: crate::limits::Rate,
+    /// `limits.otp_per_prefix`.
+    pub otp_per_prefix: crate::limits::Rate,
+    /// `limits.verify_per_number`.
+    pub verify_per_number: crate::limits::Rate,
+    /// `limits.prefix_digits`.
+    pub prefix_digits: usize,
 }
 
 /// Most SMS parts a plain text may take (not a config key): longer texts are refused rather

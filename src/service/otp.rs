@@ -292,7 +292,7 @@ impl Service {
         if parts > self.settings.max_otp_parts {
             return Err(self.too_many_parts(parts, &rendered.masked, &inputs));
         }
-        if let Err(e) = self.check_send_limits(&to, parts, self.blame(&inputs)) {
+        if let Err(e) = self.check_send_limits(&to, parts, self.blame(&inputs)).await {
             // A number whose pending OTP has all its texts is better told so than sent to a
             // per-number wait it would only meet again; the read is paid on refusals only.
             if on_pending == OnPending::Reuse
@@ -438,6 +438,7 @@ impl Service {
                 ra.seconds(),
             )
         })?;
+        self.check_shared_verify(&otp.to).await?;
         let matched = self.keys.verify(&otp.id, code, &hmacs(&otp));
         let r = self
             .store
@@ -556,7 +557,7 @@ impl Service {
         let (wording, masked, len) = self.reword(first.as_ref(), recorded, otp.expires_at - now);
         let parts = pdu::plan(&masked).parts;
         if charge {
-            self.check_send_limits(&to, parts, "template")?;
+            self.check_send_limits(&to, parts, "template").await?;
         }
         let code = (self.codes)(len);
         let text = wording.replace_code(&code);

@@ -134,7 +134,7 @@ impl Service {
         if let Some(seen) = self.cached_replay(Some(&req.dedupe), &digest) {
             return seen.map(Answer::Replay);
         }
-        self.check_send_limits(&to, parts, "text")?;
+        self.check_send_limits(&to, parts, "text").await?;
         let now = self.clock.now_ms();
         let id = MessageId::random().into_string();
         let queued = CodeRelayed {

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// SQLSTATE, or the connection error).
     #[error("postgres: {0}")]
     Postgres(String),
+    /// The database cannot be reached (connection refused or lost, pool exhausted): nothing
+    /// of the operation is known to be stored; try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// This node's OTP keys differ from the ones the cluster's database recorded.
     #[error("this node's OTP keys (fingerprint {node}) are not the cluster's ({cluster})")]
     KeysDiffer {

@@ -29,6 +29,7 @@ mod inbound;
 mod messages;
 mod otps;
 mod queue;
+mod rates;
 mod schema;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,8 +98,13 @@ impl Drop for Inner {
 }
 
 impl From<tokio_postgres::Error> for StoreError {
+    /// An error the server answered is a refusal of the statement; any other (I/O, closed
+    /// connection, timeout) means the database could not be reached.
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(pg_error_text(&e))
+        match e.as_db_error() {
+            Some(_) => StoreError::Postgres(pg_error_text(&e)),
+            None => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -106,7 +112,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StoreError::Postgres(format!("connection pool: {other}")),
+            other => StoreError::Unavailable(format!("connection pool: {other}")),
         }
     }
 }
