@@ -213,7 +213,7 @@ pub async fn run(
         (None, config.modems.clone())
     };
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_node(store.node_id()));
     // One wall clock for everything that stamps or compares the store's timestamps.
     let clock = Clock::system();
     let wake = Arc::new(Notify::new());
@@ -330,12 +330,21 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let modem_source = Arc::new(ModemWatch(
-        modems
+    let modem_source = Arc::new(ModemWatch {
+        node: store.node_id().map(str::to_owned),
+        local: modems
             .iter()
             .map(|(s, h)| (s.id.clone(), s.device.clone(), h.status()))
             .collect(),
-    ));
+        others: std::sync::Mutex::new(Vec::new()),
+    });
+    if store.postgres().is_some() {
+        tokio::spawn(share_modems(
+            store.clone(),
+            modem_source.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let housekeeping = tokio::spawn(limiter_housekeeping(
         limits,
         store.clone(),
@@ -512,16 +521,39 @@ async fn record_modem_states(
     }
 }
 
-/// `/v1/modems` and `/readyz` read the drivers' published status.
-struct ModemWatch(Vec<(String, PathBuf, watch::Receiver<ModemStatus>)>);
+/// `/v1/modems` and `/readyz` read the drivers' published status; in a cluster, also the
+/// modems the other live nodes published (`ClusterModems`).
+struct ModemWatch {
+    /// This node's name in a cluster.
+    node: Option<String>,
+    /// This node's modems.
+    local: Vec<(String, PathBuf, watch::Receiver<ModemStatus>)>,
+    /// The other live nodes' modems, as last read from the database.
+    others: std::sync::Mutex<Vec<ModemJson>>,
+}
 
 impl ModemSource for ModemWatch {
     fn snapshot(&self) -> Vec<ModemJson> {
-        self.0
+        let mut all = self.local_snapshot();
+        all.extend(
+            self.others
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
+    }
+}
+
+impl ModemWatch {
+    fn local_snapshot(&self) -> Vec<ModemJson> {
+        self.local
             .iter()
             .map(|(id, device, rx)| {
                 let s = rx.borrow();
                 ModemJson {
+                    node: self.node.clone(),
                     id: id.clone(),
                     // The port the driver bound (found by identity, or the configured path),
                     // else the configured path while nothing is bound.
@@ -542,6 +574,45 @@ impl ModemSource for ModemWatch {
                 }
             })
             .collect()
+    }
+}
+
+/// In a cluster: publishes this node's modems every second and reads the other live nodes',
+/// so `/v1/modems` and `/readyz` on any node answer for the whole cluster. A node that cannot
+/// reach the database shows only its own modems (and `/readyz` says why it is not ready).
+async fn share_modems(store: Store, watch: Arc<ModemWatch>, mut stop: watch::Receiver<bool>) {
+    let Some(pg) = store.postgres() else { return };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = Clock::system().now_ms();
+        let mine = serde_json::to_string(&watch.local_snapshot()).unwrap_or_else(|_| "[]".into());
+        let others = match pg.publish_modems(&mine, now).await {
+            Ok(()) => pg.other_live_nodes(now).await,
+            Err(e) => Err(e),
+        };
+        let others = match others {
+            Ok(nodes) => nodes
+                .into_iter()
+                .flat_map(|n| {
+                    let mut modems: Vec<ModemJson> =
+                        serde_json::from_str(&n.modems_json).unwrap_or_default();
+                    for m in &mut modems {
+                        m.node = Some(n.node_id.clone());
+                    }
+                    modems
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!("cannot share modem states with the cluster: {e}");
+                Vec::new()
+            }
+        };
+        *watch.others.lock().unwrap_or_else(|p| p.into_inner()) = others;
     }
 }
 

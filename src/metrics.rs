@@ -204,7 +204,22 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered under the `simgate_` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("simgate");
+        Metrics::for_node(None)
+    }
+
+    /// [`Metrics::new`] for a node of a cluster: every series carries `node="<id>"`, so the
+    /// nodes' scrapes add up without relabelling.
+    pub fn for_node(node: Option<&str>) -> Metrics {
+        let mut registry = match node {
+            None => Registry::with_prefix("simgate"),
+            Some(node) => Registry::with_prefix_and_labels(
+                "simgate",
+                std::iter::once((
+                    std::borrow::Cow::Borrowed("node"),
+                    std::borrow::Cow::Owned(node.to_owned()),
+                )),
+            ),
+        };
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",

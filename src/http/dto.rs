@@ -308,8 +308,11 @@ pub struct MessagesJson {
 }
 
 /// One modem as `GET /v1/modems` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ModemJson {
+    /// The cluster node the modem is plugged into; absent with one node (SQLite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Config id of the modem.
     pub id: String,
     /// Serial device path.

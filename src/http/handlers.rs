@@ -450,14 +450,44 @@ pub(super) async fn healthz() -> Response {
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, Problem> {
+    // A node that lost the shared database accepts nothing and claims nothing, whatever its
+    // modems or the other nodes can do: a load balancer must send clients elsewhere.
+    if let Some(pg) = state.service.store().postgres()
+        && !pg.connected()
+    {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "This node cannot reach the database",
+            format!(
+                "node {} cannot reach the cluster's PostgreSQL database; it neither accepts nor \
+                 claims messages until it answers again (the other nodes take over its claims)",
+                pg.node_id()
+            ),
+        ));
+    }
     let modems = state.modems.snapshot();
-    let ready: Vec<&str> = modems
+    // Modem ids are unique per node only: in a cluster each is named `<node>/<id>`.
+    let ready: Vec<String> = modems
         .iter()
         .filter(|m| can_send(&m.state))
-        .map(|m| m.id.as_str())
+        .map(|m| match &m.node {
+            Some(node) => format!("{node}/{}", m.id),
+            None => m.id.clone(),
+        })
         .collect();
     if !ready.is_empty() {
-        return Ok(Json(json!({"status": "ready", "modems_ready": ready})).into_response());
+        let mut nodes: Vec<&str> = modems
+            .iter()
+            .filter(|m| can_send(&m.state))
+            .filter_map(|m| m.node.as_deref())
+            .collect();
+        nodes.dedup();
+        let mut answer = json!({"status": "ready", "modems_ready": ready});
+        if !nodes.is_empty() {
+            answer["nodes_ready"] = json!(nodes);
+        }
+        return Ok(Json(answer).into_response());
     }
     let detail = if modems.is_empty() {
         "no modem is configured or running".to_owned()

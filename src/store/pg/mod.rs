@@ -27,6 +27,7 @@ mod common;
 mod events;
 mod inbound;
 mod messages;
+mod nodes;
 mod otps;
 mod queue;
 mod rates;
@@ -42,6 +43,7 @@ use tokio::sync::Notify;
 use super::StoreError;
 use crate::model::Millis;
 
+pub use nodes::NodeModems;
 pub use schema::CURRENT_VERSION as PG_SCHEMA_VERSION;
 
 /// How to reach the shared database and who this node is.
