@@ -151,7 +151,7 @@ impl Sqlite {
         self.write_as(true, f).await
     }
 
-    async fn write_as<T, F>(&self, client: bool, f: F) -> Result<T, StoreError>
+    pub(super) async fn write_as<T, F>(&self, client: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

@@ -896,7 +896,7 @@ async fn concat_reference_rotates_and_survives_reopen() {
 #[tokio::test]
 async fn client_writes_sync_and_bookkeeping_does_not_under_balanced() {
     // PRAGMA synchronous reads 2 for FULL and 1 for NORMAL.
-    async fn seen(store: &Store, client: bool) -> i64 {
+    async fn seen(store: &Sqlite, client: bool) -> i64 {
         store
             .write_as(client, |c| {
                 Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
@@ -910,7 +910,7 @@ async fn client_writes_sync_and_bookkeeping_does_not_under_balanced() {
         (Durability::Normal, 1, 1),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
+        let store = Sqlite::open(
             &dir.path().join("d.db"),
             StoreOptions {
                 durability,

@@ -14,6 +14,56 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "pg.rs"]
+pub mod pg;
+
+/// Whether this test binary runs its daemons on PostgreSQL: binaries named `pg_*` include an
+/// existing scenario file (`#[path = "e2e_otp.rs"] mod scenarios;`) so the very same
+/// scenarios run against a real PostgreSQL server instead of SQLite. The name decides, since
+/// one `cargo test` runs both binaries and nothing else tells them apart at run time.
+pub fn postgres_mode() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("pg_")))
+        .unwrap_or(false)
+}
+
+/// In [`postgres_mode`], the database of a data directory: created at its first daemon and
+/// kept for every restart on that directory, as a node's database would be.
+fn postgres_url(data_dir: &Path) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let cluster = pg::shared().unwrap_or_else(|| {
+        panic!("this pg_* test binary runs its scenarios on PostgreSQL: {}", pg::NOT_FOUND)
+    });
+    URLS.get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(data_dir.to_path_buf())
+        .or_insert_with(|| cluster.create_database())
+        .clone()
+}
+
+/// `config` with `[store]` pointed at the data directory's PostgreSQL database, as node
+/// `node-<n>` (stable per directory, so a restart is the same node recovering its sends).
+pub fn with_postgres_store(data_dir: &Path, config: Option<&str>) -> String {
+    let mut table: toml::Table = toml::from_str(config.unwrap_or("")).expect("test config is TOML");
+    let store = table
+        .entry("store")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .expect("[store] is a table");
+    let digest = data_dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    store.insert("backend".into(), "postgres".into());
+    store.insert("url".into(), postgres_url(data_dir).into());
+    store.insert("node_id".into(), format!("node-{:08x}", digest as u32).into());
+    toml::to_string(&table).expect("serialise test config")
+}
+
 /// How long the daemon may take to print its banner (the machine may be busy compiling).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -300,6 +350,11 @@ pub fn spawn_serve(
         .arg("--data-dir")
         .arg(data_dir)
         .args(args);
+    let config = if postgres_mode() {
+        Some(with_postgres_store(data_dir, config))
+    } else {
+        config.map(str::to_owned)
+    };
     if let Some(text) = config {
         let path = data_dir.with_extension("toml");
         std::fs::write(&path, text).expect("write config");

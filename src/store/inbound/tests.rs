@@ -2,7 +2,7 @@
 //! redeliveries, reference reuse, paging and retention.
 
 use super::*;
-use crate::store::StoreOptions;
+use crate::store::{Store, StoreOptions};
 
 const T0: Millis = 1_800_000_000_000;
 const SENDER: &str = "+15550001111";
