@@ -631,4 +631,13 @@ mod tests {
         }
         assert!(text.contains("status=\"5xx\"} 2"));
     }
+
+    #[test]
+    fn a_cluster_node_labels_every_series_with_its_node() {
+        let m = Metrics::for_node(Some("node-a"));
+        m.set_queue_depth(3);
+        let text = m.encode();
+        assert!(text.contains("simgate_queue_depth{node=\"node-a\"} 3"), "{text}");
+        assert!(!Metrics::new().encode().contains("node="));
+    }
 }
