@@ -154,7 +154,11 @@ CREATE TABLE webhook_endpoints (
     disabled_at      BIGINT,
     disabled_reason  TEXT,
     delivered        BIGINT NOT NULL DEFAULT 0,
-    dead             BIGINT NOT NULL DEFAULT 0
+    dead             BIGINT NOT NULL DEFAULT 0,
+    -- The node whose turn it is to deliver (every node runs a worker per endpoint), until
+    -- `owner_until` (the database's clock, ms): see events.rs.
+    owner            TEXT,
+    owner_until      BIGINT
 );
 
 CREATE TABLE webhook_dead (
@@ -167,8 +171,9 @@ CREATE TABLE webhook_dead (
 );
 CREATE INDEX webhook_dead_at ON webhook_dead (at);
 
--- Inbound texts: a part's text is `text`, or, for a UCS-2 part holding half a surrogate pair,
--- its UTF-16 units big-endian in `units` (see store/inbound.rs).
+-- Inbound texts: a part's text is `text`, and, for a UCS-2 part holding half a surrogate pair,
+-- its UTF-16 units big-endian in `units` (see store/inbound.rs). A part belongs to the node
+-- whose modem received it: modem ids are unique per node only (see pg/inbound.rs).
 CREATE TABLE inbound_messages (
     seq          BIGSERIAL PRIMARY KEY,
     id           TEXT NOT NULL UNIQUE,
@@ -187,6 +192,7 @@ CREATE INDEX inbound_messages_sender ON inbound_messages (sender, seq);
 CREATE TABLE inbound_parts (
     seq          BIGSERIAL PRIMARY KEY,
     message_seq  BIGINT REFERENCES inbound_messages (seq) ON DELETE CASCADE,
+    node_id      TEXT NOT NULL,
     modem_id     TEXT NOT NULL,
     sender       TEXT NOT NULL,
     sc_timestamp TEXT NOT NULL,
@@ -198,10 +204,11 @@ CREATE TABLE inbound_parts (
     received_at  BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX inbound_parts_same ON inbound_parts
-    (modem_id, sender, sc_timestamp, concat_ref, concat_total, concat_seq, text,
+    (node_id, modem_id, sender, sc_timestamp, concat_ref, concat_total, concat_seq, text,
      coalesce(units, '\\x'::bytea));
 CREATE INDEX inbound_parts_open ON inbound_parts
-    (modem_id, sender, concat_ref, concat_total, concat_seq) WHERE message_seq IS NULL;
+    (node_id, modem_id, sender, concat_ref, concat_total, concat_seq)
+    WHERE message_seq IS NULL;
 CREATE INDEX inbound_parts_message ON inbound_parts (message_seq);
 
 -- The nodes of the cluster: each renews `last_seen` with its leases and publishes its modems
