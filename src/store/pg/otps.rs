@@ -1,60 +1,618 @@
-//! PostgreSQL: otps.
+//! PostgreSQL: OTPs. Create (plain or worded), add a text, resend, verify, cancel, read back
+//! and expire, as `ops/otps.rs` and `read.rs` do on SQLite: the same outcomes, history rows and
+//! events, in the same places.
+//!
+//! Across nodes, three kinds of lock keep SQLite's single-writer answers:
+//!
+//! - everything counted per phone number (its pending OTP that a create supersedes or, with
+//!   [`OnPending::Keep`], names; its texts in the daily window) is read under the number's
+//!   advisory lock, taken first in the transaction, so two nodes creating for one number
+//!   queue up instead of both finding "no pending OTP" or both fitting under the cap;
+//! - an OTP's own transitions (verify, cancel, resend, added text, expiry) lock its row
+//!   (`FOR UPDATE`), so concurrent verifies count every wrong code and approve once;
+//! - a pending OTP's queued texts are locked before they are cancelled, so a text a dispatcher
+//!   claimed meanwhile is left to run its course, as on SQLite.
+//!
+//! Locks are taken in one order: the number, the idempotency key, then the OTP's row and the
+//! queue bound (`messages::queue_full`), then message rows. A create locks the number's pending
+//! OTPs after the queue bound, an added text or a resend its OTP's row before it; the two never
+//! wait for each other, because each holds the number's lock first (the service queues an
+//! OTP's texts to the OTP's own number). A verify, a cancel and the expiry sweep take no number
+//! and no queue lock.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 
 use super::Postgres;
+use super::common::{self, Tx, count};
+use super::messages::{Claim, claim_key, daily_cap_hit, insert_message, queue_full, unclaim_key};
 use crate::store::*;
 
+/// Moves a pending OTP to `status` and records `otp.<status>`; false if it was not pending
+/// (`WHERE status = 'pending'` makes every transition out of pending happen at most once).
+async fn set_otp_status(
+    c: &impl GenericClient,
+    otp_id: &str,
+    status: OtpStatus,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE otps SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
+        )
+        .await?;
+    let n = c.execute(&stmt, &[&otp_id, &status.as_str(), &now]).await?;
+    if n == 1 {
+        common::otp_changed(c, otp_id, now).await?;
+    }
+    Ok(n == 1)
+}
+
+/// Cancels the still-queued texts of one OTP; texts already handed to a modem run their course.
+/// The lock waits out a dispatcher claiming one of them right now, and the re-check of
+/// `status` then skips it.
+async fn cancel_queued_texts(
+    c: &impl GenericClient,
+    otp_id: &str,
+    now: Millis,
+    why: &str,
+) -> Result<(), StoreError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT seq FROM messages WHERE otp_id = $1 AND status = 'queued'
+             ORDER BY seq FOR UPDATE",
+        )
+        .await?;
+    for r in c.query(&stmt, &[&otp_id]).await? {
+        common::finish_seq(c, r.try_get(0)?, MessageStatus::Canceled, Some(why), now).await?;
+    }
+    Ok(())
+}
+
+async fn insert_code(
+    c: &impl GenericClient,
+    otp_id: &str,
+    hmac: &[u8],
+    message_id: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO otp_codes (otp_id, code_hmac, message_id, created_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    c.execute(&stmt, &[&otp_id, &hmac, &message_id, &now])
+        .await?;
+    Ok(())
+}
+
+/// Status, attempts, max attempts and expiry of an OTP.
+struct OtpRow {
+    status: OtpStatus,
+    attempts: u32,
+    max_attempts: u32,
+    expires_at: Millis,
+}
+
+/// The OTP's row, locked for the rest of the transaction when `lock`.
+async fn otp_row(
+    c: &impl GenericClient,
+    id: &str,
+    lock: bool,
+) -> Result<Option<OtpRow>, StoreError> {
+    let sql = if lock {
+        "SELECT status, attempts, max_attempts, expires_at FROM otps WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT status, attempts, max_attempts, expires_at FROM otps WHERE id = $1"
+    };
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, &[&id])
+        .await?
+        .map(|r| {
+            let status: String = r.try_get(0)?;
+            Ok(OtpRow {
+                status: common::otp_status(&status)?,
+                attempts: count(r.try_get(1)?),
+                max_attempts: count(r.try_get(2)?),
+                expires_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
+}
+
+/// Moves a pending OTP past its expiry to `expired`; returns the status it has now.
+async fn settle_expiry(
+    c: &impl GenericClient,
+    id: &str,
+    row: &OtpRow,
+    now: Millis,
+) -> Result<OtpStatus, StoreError> {
+    if row.status == OtpStatus::Pending && now >= row.expires_at {
+        set_otp_status(c, id, OtpStatus::Expired, now).await?;
+        return Ok(OtpStatus::Expired);
+    }
+    Ok(row.status)
+}
+
+/// `create_otp` once the number is locked and the key claimed: daily cap, queue bound, then
+/// the number's pending OTPs are superseded (with their texts that have not left yet) and the
+/// new one is inserted with its first text. A refusal has written nothing.
+async fn create_locked(
+    tx: &Tx<'_>,
+    otp: &NewOtp,
+    msg: &NewMessage,
+    daily_cap: u32,
+    queue_max: u64,
+) -> Result<CreateOutcome, StoreError> {
+    let now = msg.created_at;
+    if let Some(retry_after_ms) = daily_cap_hit(tx, otp.to.as_str(), daily_cap, now).await? {
+        return Ok(CreateOutcome::DailyLimit { retry_after_ms });
+    }
+    if queue_full(tx, queue_max).await? {
+        return Ok(CreateOutcome::QueueFull);
+    }
+    // SPEC: "a new OTP for a number cancels that number's pending one". Under the number's
+    // lock no other create can add one meanwhile; the row locks wait out a verify or cancel.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id FROM otps WHERE to_number = $1 AND status = 'pending'
+             ORDER BY created_at FOR UPDATE",
+        )
+        .await?;
+    let pending: Vec<String> = tx
+        .query(&stmt, &[&otp.to.as_str()])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    for old in pending {
+        set_otp_status(tx, &old, OtpStatus::Canceled, now).await?;
+        cancel_queued_texts(tx, &old, now, "replaced by a newer OTP").await?;
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO otps (id, to_number, status, attempts, max_attempts, expires_at,
+                 created_at, updated_at)
+             VALUES ($1, $2, 'pending', 0, $3, $4, $5, $5)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &otp.id,
+            &otp.to.as_str(),
+            &i64::from(otp.max_attempts),
+            &otp.expires_at,
+            &otp.created_at,
+        ],
+    )
+    .await?;
+    insert_code(tx, &otp.id, &otp.code_hmac, &msg.id, now).await?;
+    insert_message(tx, msg, Some(&otp.id)).await?;
+    Ok(CreateOutcome::Created)
+}
+
+const OTP_COLUMNS: &str = "id, to_number, status, attempts, max_attempts, expires_at, created_at";
+
+/// An OTP from a row of [`OTP_COLUMNS`], with its codes and messages in insertion order.
+async fn otp_from(c: &impl GenericClient, row: Option<Row>) -> Result<Option<Otp>, StoreError> {
+    let Some(r) = row else { return Ok(None) };
+    let id: String = r.try_get(0)?;
+    let status: String = r.try_get(2)?;
+    let stmt = c
+        .prepare_cached("SELECT code_hmac, message_id FROM otp_codes WHERE otp_id = $1 ORDER BY id")
+        .await?;
+    let mut code_hmacs = Vec::new();
+    let mut message_ids = Vec::new();
+    for code in c.query(&stmt, &[&id]).await? {
+        code_hmacs.push(code.try_get(0)?);
+        message_ids.push(code.try_get(1)?);
+    }
+    Ok(Some(Otp {
+        to: r.try_get(1)?,
+        status: common::otp_status(&status)?,
+        code_hmacs,
+        attempts: count(r.try_get(3)?),
+        max_attempts: count(r.try_get(4)?),
+        expires_at: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        message_ids,
+        id,
+    }))
+}
+
 impl Postgres {
-    pub(crate) async fn create_otp(&self, otp: NewOtp, msg: NewMessage, idem: Option<Idempotency>, daily_cap: u32, queue_max: u64,) -> Result<CreateOutcome, StoreError> {
-        let _ = (otp, msg, idem, daily_cap, queue_max);
-        Err(StoreError::Postgres("create_otp: not built yet".into()))
+    /// Ends a transaction whose request was refused: committed when it still moved an OTP to
+    /// `expired` on the way (SQLite keeps that too), the claimed key given back first; rolled
+    /// back, key and all, when it wrote nothing else.
+    async fn refuse(
+        &self,
+        tx: Tx<'_>,
+        idem: Option<&Idempotency>,
+        claim: Claim,
+        settled: bool,
+    ) -> Result<(), StoreError> {
+        if settled {
+            unclaim_key(&tx, idem, claim).await?;
+            self.commit_events(tx).await
+        } else {
+            Ok(tx.rollback().await?)
+        }
     }
 
-    pub(crate) async fn create_otp_worded(&self, otp: NewOtp, msg: NewMessage, wording: OtpWording, on_pending: OnPending, idem: Option<Idempotency>, daily_cap: u32, queue_max: u64,) -> Result<CreateOtpOutcome, StoreError> {
-        let _ = (otp, msg, wording, on_pending, idem, daily_cap, queue_max);
-        Err(StoreError::Postgres("create_otp_worded: not built yet".into()))
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        &self,
+        otp: &NewOtp,
+        msg: &NewMessage,
+        wording: Option<&OtpWording>,
+        on_pending: OnPending,
+        idem: Option<&Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOtpOutcome, StoreError> {
+        let now = msg.created_at;
+        let mut client = self.client().await?;
+        let tx = self.begin_client(&mut client).await?;
+        common::lock_number(&tx, otp.to.as_str()).await?;
+        if let Err(seen) = claim_key(&tx, idem, now).await? {
+            tx.rollback().await?;
+            return Ok(CreateOtpOutcome::Done(seen));
+        }
+        if on_pending == OnPending::Keep {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT id FROM otps
+                     WHERE to_number = $1 AND status = 'pending' AND expires_at > $2
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .await?;
+            if let Some(r) = tx.query_opt(&stmt, &[&otp.to.as_str(), &now]).await? {
+                let otp_id = r.try_get(0)?;
+                tx.rollback().await?;
+                return Ok(CreateOtpOutcome::PendingExists { otp_id });
+            }
+        }
+        let outcome = create_locked(&tx, otp, msg, daily_cap, queue_max).await?;
+        if outcome != CreateOutcome::Created {
+            tx.rollback().await?;
+            return Ok(CreateOtpOutcome::Done(outcome));
+        }
+        if let Some(w) = wording {
+            let offsets: Vec<String> = w.code_offsets.iter().map(|o| o.to_string()).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO otp_wordings (otp_id, code_length, code_offsets)
+                     VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[&otp.id, &i64::from(w.code_length), &offsets.join(",")],
+            )
+            .await?;
+        }
+        self.commit_events(tx).await?;
+        Ok(CreateOtpOutcome::Done(CreateOutcome::Created))
+    }
+
+    pub(crate) async fn create_otp(
+        &self,
+        otp: NewOtp,
+        msg: NewMessage,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOutcome, StoreError> {
+        match self
+            .create(
+                &otp,
+                &msg,
+                None,
+                OnPending::Supersede,
+                idem.as_ref(),
+                daily_cap,
+                queue_max,
+            )
+            .await?
+        {
+            CreateOtpOutcome::Done(outcome) => Ok(outcome),
+            CreateOtpOutcome::PendingExists { otp_id } => Err(StoreError::Corrupt(format!(
+                "superseding create found {otp_id} kept"
+            ))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create_otp_worded(
+        &self,
+        otp: NewOtp,
+        msg: NewMessage,
+        wording: OtpWording,
+        on_pending: OnPending,
+        idem: Option<Idempotency>,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<CreateOtpOutcome, StoreError> {
+        self.create(
+            &otp,
+            &msg,
+            Some(&wording),
+            on_pending,
+            idem.as_ref(),
+            daily_cap,
+            queue_max,
+        )
+        .await
     }
 
     pub(crate) async fn add_otp_text(&self, t: NewOtpText) -> Result<AddTextOutcome, StoreError> {
-        let _ = t;
-        Err(StoreError::Postgres("add_otp_text: not built yet".into()))
+        let now = t.msg.created_at;
+        let idem = t.idem.as_ref();
+        let mut client = self.client().await?;
+        let tx = self.begin_client(&mut client).await?;
+        common::lock_number(&tx, t.msg.to.as_str()).await?;
+        let claim = match claim_key(&tx, idem, now).await? {
+            Ok(claim) => claim,
+            Err(seen) => {
+                tx.rollback().await?;
+                return Ok(match seen {
+                    CreateOutcome::Replay(r) => AddTextOutcome::Replay(r),
+                    _ => AddTextOutcome::IdempotencyConflict,
+                });
+            }
+        };
+        let Some(row) = otp_row(&tx, &t.otp_id, true).await? else {
+            tx.rollback().await?;
+            return Ok(AddTextOutcome::NotFound);
+        };
+        let status = settle_expiry(&tx, &t.otp_id, &row, now).await?;
+        if status != OtpStatus::Pending {
+            self.refuse(tx, idem, claim, status != row.status).await?;
+            return Ok(AddTextOutcome::NotPending(status));
+        }
+        if t.max_texts > 0 {
+            let stmt = tx
+                .prepare_cached("SELECT count(*) FROM otp_codes WHERE otp_id = $1")
+                .await?;
+            let texts = count(tx.query_one(&stmt, &[&t.otp_id]).await?.try_get(0)?);
+            if texts >= t.max_texts {
+                tx.rollback().await?;
+                return Ok(AddTextOutcome::TextCap { texts });
+            }
+        }
+        if let Some(retry_after_ms) =
+            daily_cap_hit(&tx, t.msg.to.as_str(), t.daily_cap, now).await?
+        {
+            tx.rollback().await?;
+            return Ok(AddTextOutcome::DailyLimit { retry_after_ms });
+        }
+        if queue_full(&tx, t.queue_max).await? {
+            tx.rollback().await?;
+            return Ok(AddTextOutcome::QueueFull);
+        }
+        insert_code(&tx, &t.otp_id, &t.code_hmac, &t.msg.id, now).await?;
+        insert_message(&tx, &t.msg, Some(&t.otp_id)).await?;
+        self.commit_events(tx).await?;
+        Ok(AddTextOutcome::Added)
     }
 
     pub(crate) async fn otp_wording(&self, otp_id: &str) -> Result<Option<OtpWording>, StoreError> {
-        let _ = otp_id;
-        Err(StoreError::Postgres("otp_wording: not built yet".into()))
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT code_length, code_offsets FROM otp_wordings WHERE otp_id = $1")
+            .await?;
+        let Some(r) = client.query_opt(&stmt, &[&otp_id]).await? else {
+            return Ok(None);
+        };
+        let offsets: String = r.try_get(1)?;
+        let code_offsets = offsets
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                o.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("code offset {o:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(OtpWording {
+            code_length: count(r.try_get(0)?),
+            code_offsets,
+        }))
     }
 
-    pub(crate) async fn resend_otp(&self, otp_id: &str, code_hmac: Vec<u8>, msg: NewMessage, daily_cap: u32, queue_max: u64,) -> Result<ResendOutcome, StoreError> {
-        let _ = (otp_id, code_hmac, msg, daily_cap, queue_max);
-        Err(StoreError::Postgres("resend_otp: not built yet".into()))
+    pub(crate) async fn resend_otp(
+        &self,
+        otp_id: &str,
+        code_hmac: Vec<u8>,
+        msg: NewMessage,
+        daily_cap: u32,
+        queue_max: u64,
+    ) -> Result<ResendOutcome, StoreError> {
+        let now = msg.created_at;
+        let mut client = self.client().await?;
+        let tx = self.begin_client(&mut client).await?;
+        common::lock_number(&tx, msg.to.as_str()).await?;
+        let Some(row) = otp_row(&tx, otp_id, true).await? else {
+            tx.rollback().await?;
+            return Ok(ResendOutcome::NotFound);
+        };
+        let status = settle_expiry(&tx, otp_id, &row, now).await?;
+        if status != OtpStatus::Pending {
+            self.refuse(tx, None, Claim::Unkeyed, status != row.status)
+                .await?;
+            return Ok(ResendOutcome::NotPending(status));
+        }
+        if let Some(retry_after_ms) = daily_cap_hit(&tx, msg.to.as_str(), daily_cap, now).await? {
+            tx.rollback().await?;
+            return Ok(ResendOutcome::DailyLimit { retry_after_ms });
+        }
+        if queue_full(&tx, queue_max).await? {
+            tx.rollback().await?;
+            return Ok(ResendOutcome::QueueFull);
+        }
+        insert_code(&tx, otp_id, &code_hmac, &msg.id, now).await?;
+        insert_message(&tx, &msg, Some(otp_id)).await?;
+        self.commit_events(tx).await?;
+        Ok(ResendOutcome::Created)
     }
 
-    pub(crate) async fn record_verify(&self, otp_id: &str, matched: bool, now: Millis,) -> Result<Option<VerifyResult>, StoreError> {
-        let _ = (otp_id, matched, now);
-        Err(StoreError::Postgres("record_verify: not built yet".into()))
+    pub(crate) async fn record_verify(
+        &self,
+        otp_id: &str,
+        matched: bool,
+        now: Millis,
+    ) -> Result<Option<VerifyResult>, StoreError> {
+        let remaining = |row: &OtpRow, used: u32| row.max_attempts.saturating_sub(used);
+        let mut client = self.client().await?;
+        // A status other than pending is final: an attempt on it changes nothing, so it is
+        // answered without the row lock. A flood of guesses at a locked-out OTP then costs one
+        // read each instead of queueing on its row.
+        let Some(row) = otp_row(&client, otp_id, false).await? else {
+            return Ok(None);
+        };
+        if row.status != OtpStatus::Pending {
+            return Ok(Some(VerifyResult {
+                status: row.status,
+                verified: false,
+                attempts_remaining: remaining(&row, row.attempts),
+            }));
+        }
+        let tx = self.begin_client(&mut client).await?;
+        // Concurrent attempts on every node queue here, so each sees the previous one's count
+        // and status: wrong codes are counted up to `max_attempts`, a right one approves once.
+        let Some(row) = otp_row(&tx, otp_id, true).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let status = settle_expiry(&tx, otp_id, &row, now).await?;
+        if status != OtpStatus::Pending {
+            self.refuse(tx, None, Claim::Unkeyed, status != row.status)
+                .await?;
+            return Ok(Some(VerifyResult {
+                status,
+                verified: false,
+                attempts_remaining: remaining(&row, row.attempts),
+            }));
+        }
+        if matched {
+            let verified = set_otp_status(&tx, otp_id, OtpStatus::Approved, now).await?;
+            // A resent text still waiting would only deliver a code nobody needs any more.
+            cancel_queued_texts(&tx, otp_id, now, "OTP approved").await?;
+            self.commit_events(tx).await?;
+            return Ok(Some(VerifyResult {
+                status: OtpStatus::Approved,
+                verified,
+                attempts_remaining: remaining(&row, row.attempts),
+            }));
+        }
+        let used = row.attempts + 1;
+        let stmt = tx
+            .prepare_cached("UPDATE otps SET attempts = $2, updated_at = $3 WHERE id = $1")
+            .await?;
+        tx.execute(&stmt, &[&otp_id, &i64::from(used), &now])
+            .await?;
+        let status = if used >= row.max_attempts {
+            set_otp_status(&tx, otp_id, OtpStatus::MaxAttemptsReached, now).await?;
+            cancel_queued_texts(&tx, otp_id, now, "OTP attempts exhausted").await?;
+            OtpStatus::MaxAttemptsReached
+        } else {
+            OtpStatus::Pending
+        };
+        self.commit_events(tx).await?;
+        Ok(Some(VerifyResult {
+            status,
+            verified: false,
+            attempts_remaining: remaining(&row, used),
+        }))
     }
 
-    pub(crate) async fn cancel_otp(&self, otp_id: &str, now: Millis) -> Result<Option<OtpStatus>, StoreError> {
-        let _ = (otp_id, now);
-        Err(StoreError::Postgres("cancel_otp: not built yet".into()))
+    pub(crate) async fn cancel_otp(
+        &self,
+        otp_id: &str,
+        now: Millis,
+    ) -> Result<Option<OtpStatus>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = self.begin_client(&mut client).await?;
+        let Some(row) = otp_row(&tx, otp_id, true).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let status = settle_expiry(&tx, otp_id, &row, now).await?;
+        if status != OtpStatus::Pending {
+            self.refuse(tx, None, Claim::Unkeyed, status != row.status)
+                .await?;
+            return Ok(Some(status));
+        }
+        set_otp_status(&tx, otp_id, OtpStatus::Canceled, now).await?;
+        cancel_queued_texts(&tx, otp_id, now, "OTP canceled").await?;
+        self.commit_events(tx).await?;
+        Ok(Some(OtpStatus::Canceled))
     }
 
     pub(crate) async fn get_otp(&self, otp_id: &str) -> Result<Option<Otp>, StoreError> {
-        let _ = otp_id;
-        Err(StoreError::Postgres("get_otp: not built yet".into()))
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {OTP_COLUMNS} FROM otps WHERE id = $1"))
+            .await?;
+        let row = client.query_opt(&stmt, &[&otp_id]).await?;
+        otp_from(&client, row).await
     }
 
-    pub(crate) async fn newest_pending_otp(&self, to: &str, now: Millis) -> Result<Option<Otp>, StoreError> {
-        let _ = (to, now);
-        Err(StoreError::Postgres("newest_pending_otp: not built yet".into()))
+    pub(crate) async fn newest_pending_otp(
+        &self,
+        to: &str,
+        now: Millis,
+    ) -> Result<Option<Otp>, StoreError> {
+        let client = self.client().await?;
+        // No tie-break on insertion order as SQLite's `rowid`: a create supersedes every
+        // pending OTP of its number under the number's lock, so at most one is pending.
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {OTP_COLUMNS} FROM otps
+                 WHERE to_number = $1 AND status = 'pending' AND expires_at > $2
+                 ORDER BY created_at DESC LIMIT 1"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&to, &now]).await?;
+        otp_from(&client, row).await
     }
 
     pub(crate) async fn expire_due_otps(&self, now: Millis, limit: u32) -> Result<u64, StoreError> {
-        let _ = (now, limit);
-        Err(StoreError::Postgres("expire_due_otps: not built yet".into()))
+        let mut client = self.client().await?;
+        let tx = self.begin_bookkeeping(&mut client).await?;
+        // SKIP LOCKED: another node's sweep, or a verify settling the expiry itself, has those.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT id FROM otps WHERE status = 'pending' AND expires_at <= $1
+                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .await?;
+        let ids: Vec<String> = tx
+            .query(&stmt, &[&now, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut expired = 0;
+        for id in &ids {
+            if set_otp_status(&tx, id, OtpStatus::Expired, now).await? {
+                expired += 1;
+            }
+        }
+        if expired == 0 {
+            tx.rollback().await?;
+        } else {
+            self.commit_events(tx).await?;
+        }
+        Ok(expired)
     }
 
     pub(crate) async fn next_otp_expiry(&self) -> Result<Option<Millis>, StoreError> {
-        Err(StoreError::Postgres("next_otp_expiry: not built yet".into()))
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT min(expires_at) FROM otps WHERE status = 'pending'")
+            .await?;
+        Ok(client.query_one(&stmt, &[]).await?.try_get(0)?)
     }
 }
