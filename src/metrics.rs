@@ -637,7 +637,10 @@ mod tests {
         let m = Metrics::for_node(Some("node-a"));
         m.set_queue_depth(3);
         let text = m.encode();
-        assert!(text.contains("simgate_queue_depth{node=\"node-a\"} 3"), "{text}");
+        assert!(
+            text.contains("simgate_queue_depth{node=\"node-a\"} 3"),
+            "{text}"
+        );
         assert!(!Metrics::new().encode().contains("node="));
     }
 }

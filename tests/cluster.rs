@@ -71,7 +71,12 @@ impl Cluster {
     /// table's body, `sim_args` the simulators' flags; node `i`'s modem device is
     /// `devices[i]` when given (a path no modem answers on makes a node without a ready
     /// modem), else its simulator's link.
-    fn start(n: usize, limits: &str, sim_args: &[&str], devices: &[Option<&str>]) -> Option<Cluster> {
+    fn start(
+        n: usize,
+        limits: &str,
+        sim_args: &[&str],
+        devices: &[Option<&str>],
+    ) -> Option<Cluster> {
         let cluster = pg::shared()?;
         let url = cluster.create_database();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -104,7 +109,10 @@ impl Cluster {
             // drew and opens texts they sealed); the daemon refuses to start otherwise.
             if let Some(first) = nodes.first() {
                 std::fs::create_dir_all(&node.data_dir).expect("data dir");
-                copy_private(&first.data_dir.join("otp-keys"), &node.data_dir.join("otp-keys"));
+                copy_private(
+                    &first.data_dir.join("otp-keys"),
+                    &node.data_dir.join("otp-keys"),
+                );
             }
             if devices.get(i).copied().flatten().is_some() {
                 let serve = ServeProcess::start(&node.data_dir, &node.config, "simgate=debug,info");
@@ -206,7 +214,8 @@ fn a_node_killed_under_load_loses_nothing_and_the_survivor_takes_over() {
     eprintln!("failover test seed: {seed} (replay with SIMGATE_FAILOVER_SEED={seed})");
     let mut rng = Lcg(seed);
     // 100 ms of network time per text: at any moment a node has a send on the wire.
-    let Some(mut cluster) = Cluster::start(2, "otp_per_number = \"off\"", &["--send-delay", "0.1"], &[])
+    let Some(mut cluster) =
+        Cluster::start(2, "otp_per_number = \"off\"", &["--send-delay", "0.1"], &[])
     else {
         return;
     };
@@ -219,7 +228,11 @@ fn a_node_killed_under_load_loses_nothing_and_the_survivor_takes_over() {
         let victim = rng.next(2) as usize;
         let survivor = 1 - victim;
         let bases: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(
-            cluster.nodes.iter().map(|n| n.serve().base.clone()).collect(),
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.serve().base.clone())
+                .collect(),
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicUsize::new(counter));
@@ -235,7 +248,8 @@ fn a_node_killed_under_load_loses_nothing_and_the_survivor_takes_over() {
                             let b = bases.lock().unwrap();
                             b[(n + c) % b.len()].clone()
                         };
-                        let body = json!({ "to": format!("+4477009{:05}", n % 100_000), "text": text });
+                        let body =
+                            json!({ "to": format!("+4477009{:05}", n % 100_000), "text": text });
                         if let Some(a) = post(&base, "/v1/messages", &body)
                             && a.status == 202
                         {
@@ -308,7 +322,10 @@ fn a_node_killed_under_load_loses_nothing_and_the_survivor_takes_over() {
                 *delivered.entry(t.to_owned()).or_default() += 1;
             }
         }
-        let missing: Vec<&String> = accepted.keys().filter(|t| !delivered.contains_key(*t)).collect();
+        let missing: Vec<&String> = accepted
+            .keys()
+            .filter(|t| !delivered.contains_key(*t))
+            .collect();
         if missing.is_empty() {
             break;
         }
@@ -359,7 +376,11 @@ fn otp_verification_holds_across_two_nodes() {
     ) else {
         return;
     };
-    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.serve().base.clone()).collect();
+    let bases: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.serve().base.clone())
+        .collect();
     let text_for = |to: &str| -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -436,12 +457,20 @@ fn otp_verification_holds_across_two_nodes() {
     let barrier = Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|i| {
-            let (barrier, base, id, real) =
-                (barrier.clone(), bases[i % 2].clone(), id.clone(), real.clone());
+            let (barrier, base, id, real) = (
+                barrier.clone(),
+                bases[i % 2].clone(),
+                id.clone(),
+                real.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
-                post(&base, &format!("/v1/otp/{id}/verify"), &json!({ "code": real }))
-                    .expect("node reachable")
+                post(
+                    &base,
+                    &format!("/v1/otp/{id}/verify"),
+                    &json!({ "code": real }),
+                )
+                .expect("node reachable")
             })
         })
         .collect();
@@ -458,13 +487,21 @@ fn the_per_number_limit_holds_across_nodes() {
     let Some(cluster) = Cluster::start(2, "otp_per_number = \"3/10m\"", &[], &[]) else {
         return;
     };
-    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.serve().base.clone()).collect();
+    let bases: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.serve().base.clone())
+        .collect();
     // Each new OTP supersedes the last; the budget is the number's, whichever node is asked.
     let to = "+447700900555";
     let mut answers = Vec::new();
     for i in 0..6 {
-        let a = post(&bases[i % 2], "/v1/otp", &json!({ "to": to, "on_pending": "supersede" }))
-            .expect("node reachable");
+        let a = post(
+            &bases[i % 2],
+            "/v1/otp",
+            &json!({ "to": to, "on_pending": "supersede" }),
+        )
+        .expect("node reachable");
         answers.push(a.status);
         if a.status == 429 {
             assert!(a.retry_after.is_some(), "429 without Retry-After: {a:?}");
@@ -495,8 +532,12 @@ fn a_node_without_a_ready_modem_hands_its_messages_to_another_at_once() {
     for i in 0..20 {
         let text = format!("handed over {i}");
         let started = Instant::now();
-        let r = post(&a.base, "/v1/messages", &json!({ "to": "+447700900777", "text": text }))
-            .expect("node-a");
+        let r = post(
+            &a.base,
+            "/v1/messages",
+            &json!({ "to": "+447700900777", "text": text }),
+        )
+        .expect("node-a");
         assert_eq!(r.status, 202, "{r:?}");
         loop {
             if cluster.nodes[1]
@@ -518,7 +559,10 @@ fn a_node_without_a_ready_modem_hands_its_messages_to_another_at_once() {
     }
     latencies.sort();
     let p50 = latencies[latencies.len() / 2];
-    eprintln!("cross-node hand-over: p50 {p50:?}, max {:?}", latencies.last().unwrap());
+    eprintln!(
+        "cross-node hand-over: p50 {p50:?}, max {:?}",
+        latencies.last().unwrap()
+    );
     // A poll would show as its period; NOTIFY is a commit away. Generous for a busy machine.
     assert!(p50 < Duration::from_millis(500), "hand-over p50 {p50:?}");
 }
@@ -540,18 +584,24 @@ fn modems_and_readiness_answer_for_the_cluster() {
             .filter_map(|m| m["node"].as_str().map(str::to_owned))
             .collect();
         if nodes.len() == 2 {
-            assert!(nodes.contains("node-a") && nodes.contains("node-b"), "{modems}");
+            assert!(
+                nodes.contains("node-a") && nodes.contains("node-b"),
+                "{modems}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "node-a never listed node-b's modem: {modems}");
+        assert!(
+            Instant::now() < deadline,
+            "node-a never listed node-b's modem: {modems}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let ready = get(&a, "/readyz");
     assert_eq!(ready.status, 200, "{ready:?}");
     assert!(
-        ready.body["modems_ready"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|id| id.as_str().is_some_and(|s| s.starts_with("node-b/")))),
+        ready.body["modems_ready"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|id| id.as_str().is_some_and(|s| s.starts_with("node-b/")))),
         "{ready:?}"
     );
 
@@ -568,7 +618,10 @@ fn modems_and_readiness_answer_for_the_cluster() {
         if !listed_b {
             break;
         }
-        assert!(Instant::now() < deadline, "a dead node's modem is still listed: {modems}");
+        assert!(
+            Instant::now() < deadline,
+            "a dead node's modem is still listed: {modems}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

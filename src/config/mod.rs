@@ -228,7 +228,9 @@ pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
         other => other.to_string(),
     })?;
     if config.get_hosts().is_empty() {
-        return Err("names no host: give host=… (a name, an address, or a socket directory)".into());
+        return Err(
+            "names no host: give host=… (a name, an address, or a socket directory)".into(),
+        );
     }
     if config.get_dbname().is_none() {
         return Err("names no database: add dbname=… or /<database> to the URL".into());

@@ -124,10 +124,16 @@ impl Service {
             return Ok(());
         };
         let number = to.as_str();
-        let range = number.get(..(1 + rates.prefix_digits).min(number.len())).unwrap_or(number);
+        let range = number
+            .get(..(1 + rates.prefix_digits).min(number.len()))
+            .unwrap_or(number);
         let cells = parts_u32(parts).max(1);
         if let Err(r) = self
-            .take_shared(&format!("otp_per_number:{number}"), rates.otp_per_number, cells)
+            .take_shared(
+                &format!("otp_per_number:{number}"),
+                rates.otp_per_number,
+                cells,
+            )
             .await?
         {
             return Err(self.refused(
@@ -139,7 +145,11 @@ impl Service {
             ));
         }
         if let Err(r) = self
-            .take_shared(&format!("otp_per_prefix:{range}"), rates.otp_per_prefix, cells)
+            .take_shared(
+                &format!("otp_per_prefix:{range}"),
+                rates.otp_per_prefix,
+                cells,
+            )
             .await?
         {
             return Err(self.refused(
@@ -163,7 +173,11 @@ impl Service {
             return Ok(());
         };
         match self
-            .take_shared(&format!("verify_per_number:{number}"), rates.verify_per_number, 1)
+            .take_shared(
+                &format!("verify_per_number:{number}"),
+                rates.verify_per_number,
+                1,
+            )
             .await?
         {
             Ok(()) => Ok(()),

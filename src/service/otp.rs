@@ -292,7 +292,10 @@ impl Service {
         if parts > self.settings.max_otp_parts {
             return Err(self.too_many_parts(parts, &rendered.masked, &inputs));
         }
-        if let Err(e) = self.check_send_limits(&to, parts, self.blame(&inputs)).await {
+        if let Err(e) = self
+            .check_send_limits(&to, parts, self.blame(&inputs))
+            .await
+        {
             // A number whose pending OTP has all its texts is better told so than sent to a
             // per-number wait it would only meet again; the read is paid on refusals only.
             if on_pending == OnPending::Reuse

@@ -5,7 +5,7 @@
 #[cfg(doc)]
 use super::REPORT_WINDOW_MS;
 use super::{
-    Claimed, MessageStatus, Millis, PruneStats, ReportEffect, StatusReport, Sqlite, StoreError,
+    Claimed, MessageStatus, Millis, PruneStats, ReportEffect, Sqlite, StatusReport, StoreError,
     UnknownOutcomeRule, ops, read,
 };
 

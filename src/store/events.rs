@@ -323,6 +323,11 @@ impl Sqlite {
     }
 
     /// One endpoint's delivery state; `None` if it is not registered.
+    /// One node: its worker always has the turn.
+    pub async fn take_endpoint_turn(&self, _url: &str) -> Result<Option<Millis>, StoreError> {
+        Ok(None)
+    }
+
     pub async fn endpoint_state(&self, url: &str) -> Result<Option<EndpointState>, StoreError> {
         let url = url.to_owned();
         self.read(move |c| endpoint_state(c, &url)).await

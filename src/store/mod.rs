@@ -80,7 +80,6 @@ pub use types::{
     StatusReport, StoreError, StoreOptions, UnknownOutcomePolicy, UnknownOutcomeRule, VerifyResult,
 };
 
-
 /// Handle to the database; cheap to clone, shared by the service, the dispatcher and the
 /// sweeps. Which back end it drives was decided when it was opened.
 #[derive(Clone)]
@@ -452,6 +451,12 @@ backend! {
         &self,
         endpoints: Vec<(String, String)>,
     ) -> Result<(), StoreError>;
+
+    /// Whether this node's worker delivers to `url` now: `None` when it is this node's turn
+    /// (always, with one node), else when the other node's turn lapses. On PostgreSQL every
+    /// node runs a worker per endpoint and one of them at a time holds the turn, so receivers
+    /// see events in order and never two deliveries at once.
+    pub async fn take_endpoint_turn(&self, url: &str) -> Result<Option<Millis>, StoreError>;
 
     /// One endpoint's delivery state.
     pub async fn endpoint_state(&self, url: &str) -> Result<Option<EndpointState>, StoreError>;

@@ -259,6 +259,25 @@ impl Worker {
             if *stop.borrow() {
                 return;
             }
+            // In a cluster, another node's worker may hold this endpoint: wait for its turn
+            // to lapse rather than deliver beside it.
+            match self.store.take_endpoint_turn(&url).await {
+                Ok(None) => {}
+                Ok(Some(until)) => {
+                    let wait = until.saturating_sub(now_ms()).max(100) as u64;
+                    if sleep_or_stop(Duration::from_millis(wait), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.store_error(&e);
+                    if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let state = match self.store.endpoint_state(&url).await {
                 Ok(Some(s)) => s,
                 // Unregistered: only a config reload could do that, and there is none.

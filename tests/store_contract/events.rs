@@ -409,6 +409,21 @@ async fn a_cursor_misses_no_event_committed_out_of_order_on_two_nodes() {
     assert_eq!(from_b, seen.iter().map(|(s, _)| *s).collect::<Vec<_>>());
 }
 
+/// What a worker acts on at the top of a round: it takes the turn, then reads the state; when
+/// the turn is another node's, the head event waits until that turn ends.
+async fn state_for_worker(s: &Store, hook: &str) -> EndpointState {
+    let turn = s.take_endpoint_turn(hook).await.unwrap();
+    let st = s.endpoint_state(hook).await.unwrap().unwrap();
+    match turn {
+        None => st,
+        Some(until) => EndpointState {
+            head_seq: Some(st.head_seq.unwrap_or(st.cursor + 1)),
+            next_attempt_at: Some(st.next_attempt_at.unwrap_or(0).max(until)),
+            ..st
+        },
+    }
+}
+
 fn waits(st: &EndpointState) -> bool {
     st.next_attempt_at.is_some_and(|at| {
         at > std::time::SystemTime::now()
@@ -450,10 +465,10 @@ async fn one_node_at_a_time_records_attempts_for_an_endpoint() {
         .await
         .unwrap();
 
-    let st = a.endpoint_state(hook).await.unwrap().unwrap();
+    let st = state_for_worker(&a, hook).await;
     assert!(!waits(&st) && st.head_seq.is_none(), "{st:?}");
     // Node b is told to wait out a's turn (longer than the longest attempt) ...
-    let st = b.endpoint_state(hook).await.unwrap().unwrap();
+    let st = state_for_worker(&b, hook).await;
     assert!(waits(&st), "{st:?}");
     assert_eq!(st.head_seq, Some(st.cursor + 1));
     let now = std::time::SystemTime::now()
@@ -479,7 +494,7 @@ async fn one_node_at_a_time_records_attempts_for_an_endpoint() {
     db.execute("UPDATE webhook_endpoints SET owner_until = 0", &[])
         .await
         .unwrap();
-    let st = b.endpoint_state(hook).await.unwrap().unwrap();
+    let st = state_for_worker(&b, hook).await;
     assert!(!waits(&st), "{st:?}");
     assert_eq!(st.cursor, e1);
     assert!(
@@ -487,12 +502,7 @@ async fn one_node_at_a_time_records_attempts_for_an_endpoint() {
             .await
             .is_err()
     );
-    assert!(
-        a.endpoint_state(hook)
-            .await
-            .unwrap()
-            .is_some_and(|st| waits(&st))
-    );
+    assert!(waits(&state_for_worker(&a, hook).await));
     b.record_attempt(hook, e2, retry(50), 11).await.unwrap();
     b.record_attempt(hook, e2, AttemptResult::Delivered, 12)
         .await
@@ -519,12 +529,7 @@ async fn one_node_at_a_time_records_attempts_for_an_endpoint() {
     a.record_attempt(hook, e3, AttemptResult::Delivered, 14)
         .await
         .unwrap();
-    assert!(
-        b.endpoint_state(hook)
-            .await
-            .unwrap()
-            .is_some_and(|st| waits(&st))
-    );
+    assert!(waits(&state_for_worker(&b, hook).await));
 
     // A free endpoint, asked for by both at once: one turn each time.
     for round in 0..20 {
@@ -534,8 +539,7 @@ async fn one_node_at_a_time_records_attempts_for_an_endpoint() {
         )
         .await
         .unwrap();
-        let (sa, sb) = tokio::join!(a.endpoint_state(hook), b.endpoint_state(hook));
-        let (sa, sb) = (sa.unwrap().unwrap(), sb.unwrap().unwrap());
+        let (sa, sb) = tokio::join!(state_for_worker(&a, hook), state_for_worker(&b, hook));
         assert!(waits(&sa) != waits(&sb), "round {round}: {sa:?} {sb:?}");
     }
 }
@@ -574,7 +578,7 @@ async fn workers_on_two_nodes_deliver_each_event_and_only_duplicate_at_a_takeove
         let received = received.clone();
         tokio::spawn(async move {
             loop {
-                let st = store.endpoint_state(hook).await.unwrap().unwrap();
+                let st = state_for_worker(&store, hook).await;
                 if st.cursor >= last {
                     return;
                 }

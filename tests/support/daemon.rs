@@ -24,7 +24,10 @@ pub mod pg;
 pub fn postgres_mode() -> bool {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("pg_")))
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("pg_"))
+        })
         .unwrap_or(false)
 }
 
@@ -35,7 +38,10 @@ fn postgres_url(data_dir: &Path) -> String {
     use std::sync::{Mutex, OnceLock};
     static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
     let cluster = pg::shared().unwrap_or_else(|| {
-        panic!("this pg_* test binary runs its scenarios on PostgreSQL: {}", pg::NOT_FOUND)
+        panic!(
+            "this pg_* test binary runs its scenarios on PostgreSQL: {}",
+            pg::NOT_FOUND
+        )
     });
     URLS.get_or_init(Default::default)
         .lock()
@@ -57,10 +63,15 @@ pub fn with_postgres_store(data_dir: &Path, config: Option<&str>) -> String {
     let digest = data_dir
         .to_string_lossy()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
     store.insert("backend".into(), "postgres".into());
     store.insert("url".into(), postgres_url(data_dir).into());
-    store.insert("node_id".into(), format!("node-{:08x}", digest as u32).into());
+    store.insert(
+        "node_id".into(),
+        format!("node-{:08x}", digest as u32).into(),
+    );
     toml::to_string(&table).expect("serialise test config")
 }
 

@@ -24,7 +24,7 @@ pub(crate) use self::queue::{
     claim_next, expire_overdue, finish, mark_not_taken, mark_retry, mark_sent,
     mark_unknown_outcome, next_concat_reference, record_partial_send, recover_interrupted,
 };
-pub(crate) use self::reports::record_status_report;
+pub(crate) use self::reports::{record_status_report, same_recipient};
 pub(crate) use self::retention::{mask_sql, prune};
 
 use rusqlite::{Connection, OptionalExtension, params};

@@ -50,7 +50,7 @@ fn normalise_reported(reported: &str) -> ReportedNumber {
 /// number must be equal, never just its tail (a report for `+5112345678` is not one for
 /// `+4915112345678`). A national-format report matches when its national significant number
 /// is exactly what follows the country code in `sent`.
-fn same_recipient(reported: &str, sent: &str) -> bool {
+pub(crate) fn same_recipient(reported: &str, sent: &str) -> bool {
     let Some(sent) = sent.strip_prefix('+') else {
         return false;
     };

@@ -81,7 +81,10 @@ pub(super) fn message(r: &Row) -> Result<Message, StoreError> {
 }
 
 /// The message at row `seq` (operations know rows by `seq`).
-pub(super) async fn message_by_seq(c: &impl GenericClient, seq: i64) -> Result<Message, StoreError> {
+pub(super) async fn message_by_seq(
+    c: &impl GenericClient,
+    seq: i64,
+) -> Result<Message, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = $1");
     let stmt = c.prepare_cached(&sql).await?;
     message(&c.query_one(&stmt, &[&seq]).await?)
@@ -103,24 +106,6 @@ pub(super) async fn event(
     c.execute(&stmt, &[&seq, &at, &status.as_str(), &detail])
         .await?;
     Ok(())
-}
-
-/// Row number and status of a message, locked for the rest of the transaction, or `Corrupt` if
-/// the id is unknown: the dispatcher only updates messages it claimed, so a missing one is a
-/// broken invariant, not a user error.
-pub(super) async fn message_row(
-    c: &impl GenericClient,
-    id: &str,
-) -> Result<(i64, MessageStatus), StoreError> {
-    let stmt = c
-        .prepare_cached("SELECT seq, status FROM messages WHERE id = $1 FOR UPDATE")
-        .await?;
-    let row = c
-        .query_opt(&stmt, &[&id])
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("no message {id:?}")))?;
-    let status: String = row.try_get(1)?;
-    Ok((row.try_get(0)?, message_status(&status)?))
 }
 
 /// Moves a message to a final status, wiping its sealed body and ending any lease.

@@ -382,37 +382,23 @@ impl Postgres {
         })
     }
 
-    /// One endpoint's delivery state, as this node's worker is to act on it; `None` if it is
-    /// not registered.
-    ///
-    /// The worker calls this at the top of each round, which makes it the point where nodes
-    /// take turns ([`Postgres::take_endpoint_turn`]). When the turn is another node's, the
-    /// answer tells the worker to wait in the only terms it acts on: the head event (the real
-    /// one, or the event after the cursor) waits until that turn ends. Every other field is
-    /// the row's.
+    /// One endpoint's delivery state; `None` if it is not registered. A plain read: which
+    /// node delivers is settled by [`Postgres::take_endpoint_turn`] before it.
     pub(crate) async fn endpoint_state(
         &self,
         url: &str,
     ) -> Result<Option<EndpointState>, StoreError> {
-        let theirs_until = self.take_endpoint_turn(url).await?;
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE url = $1"
             ))
             .await?;
-        let Some(state) = client.query_opt(&stmt, &[&url]).await? else {
-            return Ok(None);
-        };
-        let state = endpoint_row(&state)?;
-        Ok(Some(match theirs_until {
-            None => state,
-            Some(until) => EndpointState {
-                head_seq: Some(state.head_seq.unwrap_or(state.cursor + 1)),
-                next_attempt_at: Some(state.next_attempt_at.unwrap_or(0).max(until)),
-                ..state
-            },
-        }))
+        client
+            .query_opt(&stmt, &[&url])
+            .await?
+            .map(|r| endpoint_row(&r))
+            .transpose()
     }
 
     /// Every registered endpoint's state, by URL (the status page's webhook panel): the rows

@@ -130,12 +130,13 @@ fn pg_error_text(e: &tokio_postgres::Error) -> String {
 
 fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StoreError::Postgres(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Postgres(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
@@ -185,7 +186,12 @@ impl Postgres {
             connected: AtomicBool::new(true),
             stop: Arc::new(Notify::new()),
         });
-        tokio::spawn(listen(Arc::downgrade(&inner), config, tls, inner.stop.clone()));
+        tokio::spawn(listen(
+            Arc::downgrade(&inner),
+            config,
+            tls,
+            inner.stop.clone(),
+        ));
         tokio::spawn(renew(Arc::downgrade(&inner), inner.stop.clone()));
         Ok(Postgres { inner })
     }
@@ -277,8 +283,7 @@ async fn listen(
         tokio::pin!(stopped);
         let attempt = async {
             let (client, mut connection) = config.connect(tls.clone()).await?;
-            let mut messages =
-                futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             // The LISTEN itself travels through `connection`, which only the stream drives.
             let subscribe = client.batch_execute("LISTEN simgate_queue; LISTEN simgate_events");
             tokio::pin!(subscribe);

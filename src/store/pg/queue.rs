@@ -36,6 +36,7 @@ use deadpool_postgres::GenericClient;
 use super::Postgres;
 use super::common::{count, event, finish_seq, message_changed, message_status};
 use crate::model::Msisdn;
+use crate::store::ops::same_recipient;
 use crate::store::*;
 
 /// How long after a message's deadline its status report may still come (as SQLite's
@@ -704,7 +705,14 @@ impl Postgres {
         rule: impl Into<UnknownOutcomeRule> + Send,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let rule = rule.into();
+        // No resend backoff: it keeps a modem that just failed to answer from being handed the
+        // same text at once, but the survivor's modems are not the dead node's, and the lease
+        // already made the message wait far longer. The caps still count the outcome.
+        let rule = UnknownOutcomeRule {
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
+            ..rule.into()
+        };
         let mut client = self.client().await?;
         let tx = self.begin_bookkeeping(&mut client).await?;
         // `SKIP LOCKED`: a row another survivor is recovering, or its owner is renewing or
@@ -848,7 +856,7 @@ impl Postgres {
             .flatten()
             .min()
             .unwrap_or(EVENTS_KEPT_MS);
-        let events_deleted = prune_events(&tx, now - events_kept_ms).await?;
+        let events_deleted = super::events::prune_outbox(&tx, now - events_kept_ms).await?;
         tx.commit().await?;
         Ok(PruneStats {
             messages_deleted,
@@ -967,110 +975,8 @@ async fn update_part(
     Ok(())
 }
 
-/// SQLite's `events::prune_events` on this outbox: events older than `cutoff` that every
-/// endpoint's cursor has passed. An event without a `seq` is not yet numbered by the sequencer
-/// (`events.rs`), so no cursor can have passed it: never deleted. Dead letters older than
-/// `cutoff` go too.
-async fn prune_events(c: &impl GenericClient, cutoff: Millis) -> Result<u64, StoreError> {
-    let min_cursor: Option<i64> = c
-        .query_one("SELECT MIN(cursor) FROM webhook_endpoints", &[])
-        .await?
-        .try_get(0)?;
-    let n = c
-        .execute(
-            "DELETE FROM events WHERE at < $1 AND seq IS NOT NULL AND seq <= $2",
-            &[&cutoff, &min_cursor.unwrap_or(i64::MAX)],
-        )
-        .await?;
-    c.execute("DELETE FROM webhook_dead WHERE at < $1", &[&cutoff])
-        .await?;
-    Ok(n)
-}
-
 /// SQL masking a phone number column, as SQLite's `ops::mask_sql`: the `+`, the first two
 /// digits and the last two.
 fn mask_sql(col: &str) -> String {
     format!("substr({col}, 1, 3) || '*****' || right({col}, 2)")
-}
-
-/// Whether a reported TP-RA names `sent` (E.164 with `+`): the one normalisation of SQLite's
-/// `ops/reports.rs` (private there), which the unit test below pins to the same cases. The
-/// whole number must be equal: `+…`, `00…` or a bare number without trunk `0` are
-/// international; a trunk-`0` national number must be exactly what follows `sent`'s country
-/// code; anything else matches nothing.
-fn same_recipient(reported: &str, sent: &str) -> bool {
-    let Some(sent) = sent.strip_prefix('+') else {
-        return false;
-    };
-    let digits_only = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
-    if let Some(d) = reported.strip_prefix('+') {
-        return digits_only(d) && d == sent;
-    }
-    if !digits_only(reported) {
-        return false;
-    }
-    if let Some(d) = reported.strip_prefix("00") {
-        d == sent
-    } else if let Some(nsn) = reported.strip_prefix('0') {
-        sent.len() == country_code_len(sent) + nsn.len() && sent.ends_with(nsn)
-    } else {
-        reported == sent
-    }
-}
-
-/// The length of the country code that starts the E.164 digits `e164` (ITU-T E.164 §6.2.1:
-/// zones 1 and 7 are one digit, the listed codes two, every other code three).
-fn country_code_len(e164: &str) -> usize {
-    const TWO_DIGIT: [&str; 44] = [
-        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
-        "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
-        "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
-    ];
-    if e164.starts_with(['1', '7']) {
-        1
-    } else if TWO_DIGIT.iter().any(|cc| e164.starts_with(cc)) {
-        2
-    } else {
-        3
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_recipient;
-
-    /// The cases of SQLite's `ops::reports` test: the two normalisations must agree.
-    #[test]
-    fn recipients_match_across_formats() {
-        for (reported, sent, expect) in [
-            ("+4915112345678", "+4915112345678", true),
-            ("4915112345678", "+4915112345678", true),
-            ("015112345678", "+4915112345678", true),
-            ("004915112345678", "+4915112345678", true),
-            ("+4915112345679", "+4915112345678", false),
-            ("5678", "+4915112345678", false),
-            ("", "+4915112345678", false),
-            ("+5112345678", "+4915112345678", false),
-            ("5112345678", "+4915112345678", false),
-            ("0015112345678", "+4915112345678", false),
-            ("+4915112345678", "+494915112345678", false),
-            ("012345678", "+4915112345678", false),
-            ("05112345678", "+4915112345678", false),
-            ("0612345678", "+31612345678", true),
-            ("012345678", "+31612345678", false),
-            ("06123456789", "+31612345678", false),
-            ("912345678", "+351912345678", false),
-            ("351912345678", "+351912345678", true),
-            ("+49151ABC", "+4915112345678", false),
-            ("+4915112345678", "4915112345678", false),
-            ("00", "+4915112345678", false),
-            ("0", "+4915112345678", false),
-        ] {
-            assert_eq!(
-                same_recipient(reported, sent),
-                expect,
-                "{reported} vs {sent}"
-            );
-        }
-    }
 }
