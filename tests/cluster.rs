@@ -395,7 +395,12 @@ fn otp_verification_holds_across_two_nodes() {
     // 10,000 wrong guesses, alternating between the nodes, eight at a time.
     let to = "+447700900123";
     let created = post(&bases[0], "/v1/otp", &json!({ "to": to })).expect("node-a");
-    assert_eq!(created.status, 202, "{created:?}");
+    assert_eq!(
+        created.status,
+        202,
+        "{created:?}\n{}",
+        cluster.nodes[0].serve().log_tail(20)
+    );
     let id = created.body["id"].as_str().expect("id").to_owned();
     let real = code_in(&text_for(to));
     let next = Arc::new(AtomicUsize::new(0));
@@ -577,10 +582,12 @@ fn modems_and_readiness_answer_for_the_cluster() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let modems = get(&a, "/v1/modems").body;
+        // Published every second: node-b's first publication may predate its modem's ready.
         let nodes: HashSet<String> = modems["modems"]
             .as_array()
             .expect("modems")
             .iter()
+            .filter(|m| m["state"] == "ready")
             .filter_map(|m| m["node"].as_str().map(str::to_owned))
             .collect();
         if nodes.len() == 2 {

@@ -467,3 +467,57 @@ async fn cluster_queue_max_holds_across_nodes() {
         assert_eq!(b.queue_depth().await.unwrap(), queue_max);
     }
 }
+
+/// The shared GCRA budget of `Postgres::take_rate`: `count` cells at once, one back every
+/// `period / count`, the wait named on refusal, and one budget however many nodes spend it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rate_budget_is_shared_and_refills() {
+    let Some(pg) = crate::pg::shared() else {
+        return;
+    };
+    let url = pg.create_database();
+    let a = crate::postgres_node(&url, "node-a").await;
+    let b = crate::postgres_node(&url, "node-b").await;
+    let (a, b) = (a.postgres().unwrap(), b.postgres().unwrap());
+    let t0 = 1_800_000_000_000;
+    // 3 per 30 s: three cells at once, whichever node spends them.
+    assert_eq!(a.take_rate("k", 3, 30_000, 1, t0).await.unwrap(), Ok(()));
+    assert_eq!(b.take_rate("k", 3, 30_000, 1, t0).await.unwrap(), Ok(()));
+    assert_eq!(a.take_rate("k", 3, 30_000, 1, t0).await.unwrap(), Ok(()));
+    assert_eq!(
+        b.take_rate("k", 3, 30_000, 1, t0).await.unwrap(),
+        Err(10_000)
+    );
+    // Two cells need two refills; one refill later, one cell passes.
+    assert_eq!(
+        a.take_rate("k", 3, 30_000, 2, t0 + 10_000).await.unwrap(),
+        Err(10_000)
+    );
+    assert_eq!(
+        a.take_rate("k", 3, 30_000, 1, t0 + 10_000).await.unwrap(),
+        Ok(())
+    );
+    // Another key is another budget.
+    assert_eq!(
+        a.take_rate("other", 3, 30_000, 3, t0).await.unwrap(),
+        Ok(())
+    );
+    // Concurrent spenders on two nodes: exactly the budget passes.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.take_rate("race", 10, 600_000, 1, t0)
+                .await
+                .unwrap()
+                .is_ok()
+        }));
+    }
+    let mut passed = 0;
+    for t in tasks {
+        passed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(passed, 10);
+    // Full budgets are forgotten.
+    assert!(a.prune_rates(t0 + 3_600_000).await.unwrap() >= 3);
+}

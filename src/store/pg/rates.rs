@@ -32,9 +32,9 @@ impl Postgres {
         let stmt = client
             .prepare_cached(
                 "WITH spent AS (
-                     INSERT INTO rate_limits AS r (key, tat) VALUES ($1, $2 + $3)
-                     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2) + $3
-                         WHERE GREATEST(r.tat, $2) + $3 - $2 <= $4
+                     INSERT INTO rate_limits AS r (key, tat) VALUES ($1, $2::bigint + $3::bigint)
+                     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2::bigint) + $3::bigint
+                         WHERE GREATEST(r.tat, $2::bigint) + $3::bigint - $2::bigint <= $4::bigint
                      RETURNING tat)
                  SELECT (SELECT tat FROM spent), (SELECT tat FROM rate_limits WHERE key = $1)",
             )
