@@ -192,6 +192,8 @@ macro_rules! backend {
         impl Store {
             $(
                 $(#[$attr])*
+                // The interface's arity is the back ends' (create_otp_worded has seven).
+                #[allow(clippy::too_many_arguments)]
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match &self.backend {
                         Backend::Sqlite(s) => s.$name($($arg),*).await,
