@@ -223,9 +223,15 @@ impl PostgresSettings {
 /// Whether `url` is a connection string PostgreSQL's client accepts; the reason never repeats
 /// the string (it may hold a password).
 pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
-    let config = crate::store::pg::parse_url(url).map_err(|e| match e {
-        crate::store::StoreError::Postgres(m) => m.replace("store url: ", ""),
-        other => other.to_string(),
+    let config = crate::store::pg::parse_url(url).map_err(|e| {
+        let why = match e {
+            crate::store::StoreError::Postgres(m) => m.replace("store url: ", ""),
+            other => other.to_string(),
+        };
+        format!(
+            "{why}: write a postgresql:// URL (postgresql://user@host:5432/database?sslmode=\
+             require) or libpq key=value pairs (host=/run/postgresql dbname=simgate)"
+        )
     })?;
     if config.get_hosts().is_empty() {
         return Err(
@@ -476,6 +482,12 @@ impl Config {
                 PinError::Format(from) => format!("the PIN in {from} is not 4 to 8 digits"),
             };
             return Err(ConfigError::at(origin, &key, reason));
+        }
+        if let StoreBackend::Postgres(pg) = &self.store.backend
+            && let UrlSource::File(_) = pg.url
+        {
+            pg.url()
+                .map_err(|reason| ConfigError::at(origin, "store.url_file", reason))?;
         }
         if let Some(t) = &self.twilio {
             let key = match t.token {

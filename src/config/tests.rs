@@ -305,3 +305,74 @@ fn line_col_counts_chars() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("é\nx", 3), (2, 1));
 }
+
+#[test]
+fn the_store_backend_is_sqlite_unless_postgres_is_asked_for_whole() {
+    assert_eq!(parse("").unwrap().store.backend, StoreBackend::Sqlite);
+    let c = parse(
+        "[store]\nbackend = \"postgres\"\nurl = \"postgresql://simgate:pw@db.lan/simgate\"\n\
+         node_id = \"rack-1.a\"\nlease_seconds = 12\npool_size = 8\n",
+    )
+    .unwrap();
+    let StoreBackend::Postgres(pg) = &c.store.backend else {
+        panic!("{:?}", c.store.backend)
+    };
+    assert_eq!(pg.node_id, "rack-1.a");
+    assert_eq!(pg.lease, Duration::from_secs(12));
+    assert_eq!(pg.pool_size, 8);
+    // The password never reaches a Debug print (logs, `config check --json`).
+    assert!(!format!("{c:?}").contains("pw@"), "{c:?}");
+    // In a cluster the number and range rates move to the database.
+    assert!(c.service_settings().shared_rates.is_some());
+    assert_eq!(c.limiter_rates().otp_per_number, crate::limits::Rate::Off);
+    assert!(parse("").unwrap().service_settings().shared_rates.is_none());
+    // The host name is the default node id.
+    let c = parse("[store]\nbackend = \"postgres\"\nurl = \"host=/run/postgresql dbname=s\"\n")
+        .unwrap();
+    let StoreBackend::Postgres(pg) = &c.store.backend else {
+        panic!()
+    };
+    assert!(!pg.node_id.is_empty());
+
+    for (text, key, needle) in [
+        (
+            "[store]\nurl = \"postgresql://h/db\"\n",
+            "store.backend",
+            "write backend = \"postgres\"",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\n",
+            "store.url",
+            "needs store.url",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://h/db\"\nurl_file = \"/x\"\n",
+            "store.url_file",
+            "not both",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://h\"\n",
+            "store.url",
+            "names no database",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://h/db\"\nnode_id = \"a b\"\n",
+            "store.node_id",
+            "is not a node id",
+        ),
+        (
+            "[store]\nbackend = \"postgres\"\nurl = \"postgresql://h/db\"\nlease_seconds = 1\n",
+            "store.lease_seconds",
+            "out of range",
+        ),
+        (
+            "[store]\nbackend = \"mysql\"\n",
+            "store.backend",
+            "not a store back end",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        assert!(e.reason.contains(needle), "{text}: {e}");
+    }
+}
