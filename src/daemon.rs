@@ -127,6 +127,7 @@ async fn open_store(config: &Config, data_dir: &Path, keys: &Keys) -> Result<Sto
                 node_id: pg.node_id.clone(),
                 lease_ms: pg.lease.as_millis() as i64,
                 pool_size: pg.pool_size,
+                ca_file: pg.ca_file.clone(),
             })
             .await?;
             if let Some(p) = store.postgres() {

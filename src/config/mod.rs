@@ -178,6 +178,8 @@ pub struct PostgresSettings {
     pub lease: Duration,
     /// Most connections this node opens.
     pub pool_size: usize,
+    /// PEM certificates the server's must chain to (a private CA); `None`: the public roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the PostgreSQL connection string comes from. It may carry a password, so it is
@@ -201,6 +203,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("node_id", &self.node_id)
             .field("lease", &self.lease)
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -483,11 +486,15 @@ impl Config {
             };
             return Err(ConfigError::at(origin, &key, reason));
         }
-        if let StoreBackend::Postgres(pg) = &self.store.backend
-            && let UrlSource::File(_) = pg.url
-        {
-            pg.url()
-                .map_err(|reason| ConfigError::at(origin, "store.url_file", reason))?;
+        if let StoreBackend::Postgres(pg) = &self.store.backend {
+            if let UrlSource::File(_) = pg.url {
+                pg.url()
+                    .map_err(|reason| ConfigError::at(origin, "store.url_file", reason))?;
+            }
+            if let Some(ca) = &pg.ca_file {
+                crate::store::pg::load_roots(ca)
+                    .map_err(|reason| ConfigError::at(origin, "store.ca_file", reason))?;
+            }
         }
         if let Some(t) = &self.twilio {
             let key = match t.token {

@@ -109,6 +109,9 @@ pub struct RawStore {
     pub url_file: PathBuf,
     /// `store.node_id`: this node's name in a cluster; empty = the host name.
     pub node_id: String,
+    /// `store.ca_file`: PEM certificates the PostgreSQL server's must chain to; empty = the
+    /// public web roots.
+    pub ca_file: PathBuf,
     /// `store.lease_seconds`: how long a claim outlives a node that stops renewing it.
     pub lease_seconds: u64,
     /// `store.pool_size`: most connections to PostgreSQL.
@@ -125,6 +128,7 @@ impl Default for RawStore {
             url: String::new(),
             url_file: PathBuf::new(),
             node_id: String::new(),
+            ca_file: PathBuf::new(),
             lease_seconds: 30,
             pool_size: 16,
         }

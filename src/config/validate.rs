@@ -14,13 +14,15 @@ use super::*;
 /// refused rather than ignored: a `url` next to `backend = "sqlite"` is a cluster that would
 /// silently run as one node.
 pub(super) fn store_backend(raw: &RawStore) -> Result<StoreBackend, (&'static str, String)> {
-    let pg_only = !raw.url.is_empty() || !raw.url_file.as_os_str().is_empty();
+    let pg_only = !raw.url.is_empty()
+        || !raw.url_file.as_os_str().is_empty()
+        || !raw.ca_file.as_os_str().is_empty();
     match raw.backend.as_str() {
         "sqlite" => {
             if pg_only {
                 return Err((
                     "store.backend",
-                    "is \"sqlite\" but store.url or store.url_file is set: write backend = \
+                    "is \"sqlite\" but store.url, url_file or ca_file is set: write backend = \
                      \"postgres\" to use that database, or remove the url"
                         .into(),
                 ));
@@ -73,6 +75,7 @@ pub(super) fn store_backend(raw: &RawStore) -> Result<StoreBackend, (&'static st
                 node_id,
                 lease: Duration::from_secs(raw.lease_seconds),
                 pool_size: raw.pool_size as usize,
+                ca_file: (!raw.ca_file.as_os_str().is_empty()).then(|| raw.ca_file.clone()),
             }))
         }
         other => Err((

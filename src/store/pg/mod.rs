@@ -58,6 +58,9 @@ pub struct PgOptions {
     pub lease_ms: Millis,
     /// Most connections this node opens (the listener's not counted).
     pub pool_size: usize,
+    /// PEM certificates a TLS server's certificate must chain to; `None`: the public web
+    /// roots (Mozilla's, built in), which a private database's certificate rarely chains to.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgOptions {
@@ -68,6 +71,7 @@ impl PgOptions {
             node_id: node_id.into(),
             lease_ms: 30_000,
             pool_size: 16,
+            ca_file: None,
         }
     }
 }
@@ -128,8 +132,35 @@ fn pg_error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// The certificates of `path` (PEM) as trust roots, or why not.
+pub fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!(
+            "{} holds no usable certificate (a PEM file with -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(roots)
+}
+
+/// TLS for connections that ask for it (`sslmode=require` and above, or `prefer` with a
+/// server that offers it): rustls, verifying the server's certificate against `ca_file` or
+/// the public roots.
+fn tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let roots = match ca_file {
+        Some(path) => load_roots(path).map_err(StoreError::Postgres)?,
+        None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    };
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -158,7 +189,7 @@ impl Postgres {
     /// without its queue would accept nothing anyway.
     pub async fn connect(opts: PgOptions) -> Result<Postgres, StoreError> {
         let config = parse_url(&opts.url)?;
-        let tls = tls()?;
+        let tls = tls(opts.ca_file.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
