@@ -226,6 +226,12 @@ impl PostgresSettings {
 /// Whether `url` is a connection string PostgreSQL's client accepts; the reason never repeats
 /// the string (it may hold a password).
 pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
+    if url.contains("sslmode=verify-") {
+        return Err("sslmode=verify-ca and verify-full are not taken: write sslmode=require, \
+                    which with simgate's TLS (rustls) always verifies the certificate chain \
+                    and the host name"
+            .into());
+    }
     let config = crate::store::pg::parse_url(url).map_err(|e| {
         let why = match e {
             crate::store::StoreError::Postgres(m) => m.replace("store url: ", ""),
