@@ -585,6 +585,10 @@ async fn share_modems(store: Store, watch: Arc<ModemWatch>, mut stop: watch::Rec
     let Some(pg) = store.postgres() else { return };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A write only when something changed, or a third of the lease after the last one (the
+    // renewal task keeps `last_seen` fresh too): an idle cluster writes almost nothing.
+    let refresh = Duration::from_millis((pg.lease_ms() / 3).max(1000) as u64);
+    let mut published: Option<(String, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -592,7 +596,18 @@ async fn share_modems(store: Store, watch: Arc<ModemWatch>, mut stop: watch::Rec
         }
         let now = Clock::system().now_ms();
         let mine = serde_json::to_string(&watch.local_snapshot()).unwrap_or_else(|_| "[]".into());
-        let others = match pg.publish_modems(&mine, now).await {
+        let stale = published
+            .as_ref()
+            .is_none_or(|(json, at)| *json != mine || at.elapsed() >= refresh);
+        let written = if stale {
+            pg.publish_modems(&mine, now).await
+        } else {
+            Ok(())
+        };
+        if stale && written.is_ok() {
+            published = Some((mine, tokio::time::Instant::now()));
+        }
+        let others = match written {
             Ok(()) => pg.other_live_nodes(now).await,
             Err(e) => Err(e),
         };

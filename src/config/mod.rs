@@ -227,10 +227,12 @@ impl PostgresSettings {
 /// the string (it may hold a password).
 pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
     if url.contains("sslmode=verify-") {
-        return Err("sslmode=verify-ca and verify-full are not taken: write sslmode=require, \
+        return Err(
+            "sslmode=verify-ca and verify-full are not taken: write sslmode=require, \
                     which with simgate's TLS (rustls) always verifies the certificate chain \
                     and the host name"
-            .into());
+                .into(),
+        );
     }
     let config = crate::store::pg::parse_url(url).map_err(|e| {
         let why = match e {
@@ -245,6 +247,17 @@ pub(crate) fn check_pg_url(url: &str) -> Result<(), String> {
     if config.get_hosts().is_empty() {
         return Err(
             "names no host: give host=… (a name, an address, or a socket directory)".into(),
+        );
+    }
+    let socket = config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    if socket && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(
+            "sslmode=require with a socket directory: PostgreSQL offers no TLS on a \
+                    local socket; drop sslmode for host=/… (the socket's permissions protect it)"
+                .into(),
         );
     }
     if config.get_dbname().is_none() {

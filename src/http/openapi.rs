@@ -255,7 +255,7 @@ pub fn document() -> Value {
             "/readyz": {
                 "get": {
                     "operationId": "ready",
-                    "summary": "200 when at least one modem is ready",
+                    "summary": "200 when at least one modem is ready (in a cluster: of any live node; `modems_ready` names `<node>/<modem>`, `nodes_ready` the nodes; 503 on a node that cannot reach the database)",
                     "security": [],
                     "responses": {
                         "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -506,6 +506,7 @@ fn modems_schema() -> Value {
             "type": "object",
             "required": ["id", "device", "state", "manufacturer", "model", "imei", "iccid", "imsi", "smsc", "operator", "registration", "signal", "sent", "failed", "last_error"],
             "properties": {
+                "node": {"type": "string", "description": "The cluster node the modem is plugged into; absent with one node (SQLite)"},
                 "id": {"type": "string"}, "device": {"type": "string"}, "state": {"type": "string"},
                 "manufacturer": {"type": ["string", "null"]}, "model": {"type": ["string", "null"]},
                 "imei": {"type": ["string", "null"]},

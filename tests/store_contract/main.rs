@@ -14,6 +14,7 @@ mod inbound;
 mod messages;
 mod otps;
 mod queue;
+mod tls;
 
 use simgate::store::{PgOptions, Store, StoreOptions};
 

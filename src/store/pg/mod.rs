@@ -109,7 +109,7 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
             Some(_) => StoreError::Postgres(pg_error_text(&e)),
-            None => StoreError::Unavailable(e.to_string()),
+            None => StoreError::Unavailable(with_causes(&e)),
         }
     }
 }
@@ -128,8 +128,25 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 fn pg_error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => with_causes(e),
     }
+}
+
+/// An error and its causes: tokio-postgres's own text names only the kind ("error performing
+/// TLS handshake"); why — an unknown issuer, a certificate for another name, a refused
+/// connection — is in its sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The certificates of `path` (PEM) as trust roots, or why not.
@@ -141,7 +158,14 @@ pub fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, Strin
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(certs);
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if ignored > 0 {
+        return Err(format!(
+            "{} holds {ignored} certificate(s) rustls cannot use as a trust root: remove or \
+             replace them",
+            path.display()
+        ));
+    }
     if added == 0 {
         return Err(format!(
             "{} holds no usable certificate (a PEM file with -----BEGIN CERTIFICATE-----)",
@@ -161,19 +185,22 @@ fn tls(
         Some(path) => load_roots(path).map_err(StoreError::Postgres)?,
         None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| StoreError::Postgres(format!("TLS: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`) requires this ALPN protocol; the
+    // classic negotiation ignores it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     url.parse::<tokio_postgres::Config>()
-        .map_err(|e| StoreError::Postgres(format!("store url: {e}")))
+        .map_err(|e| StoreError::Postgres(format!("store url: {}", with_causes(&e))))
 }
 
 fn wall_now() -> Millis {
