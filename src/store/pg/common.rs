@@ -141,10 +141,12 @@ pub(super) async fn lock_number(c: &impl GenericClient, number: &str) -> Result<
     Ok(())
 }
 
-/// Tells every node's dispatcher, at COMMIT, that the queue has something new.
+/// Tells every other node's dispatcher, at COMMIT, that the queue has something new. The
+/// payload is the session's `application_name` (`simgate <node>`, set at connect) so the
+/// sending node's own listener can ignore it: its service already woke its dispatcher.
 pub(super) async fn notify_queue(c: &impl GenericClient) -> Result<(), StoreError> {
     let stmt = c
-        .prepare_cached("SELECT pg_notify('simgate_queue', '')")
+        .prepare_cached("SELECT pg_notify('simgate_queue', current_setting('application_name'))")
         .await?;
     c.execute(&stmt, &[]).await?;
     Ok(())

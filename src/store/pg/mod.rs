@@ -203,6 +203,10 @@ pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError>
         .map_err(|e| StoreError::Postgres(format!("store url: {}", with_causes(&e))))
 }
 
+fn application_name(node_id: &str) -> String {
+    format!("simgate {node_id}")
+}
+
 fn wall_now() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -215,7 +219,9 @@ impl Postgres {
     /// and lease renewal tasks. Fails when the database cannot be reached: a node that starts
     /// without its queue would accept nothing anyway.
     pub async fn connect(opts: PgOptions) -> Result<Postgres, StoreError> {
-        let config = parse_url(&opts.url)?;
+        let mut config = parse_url(&opts.url)?;
+        // Names this node's sessions in `pg_stat_activity`, and its own queue notifications.
+        config.application_name(application_name(&opts.node_id));
         let tls = tls(opts.ca_file.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
@@ -368,6 +374,7 @@ async fn listen(
                 };
                 if let tokio_postgres::AsyncMessage::Notification(n) = m? {
                     match n.channel() {
+                        "simgate_queue" if n.payload() == application_name(&me.node_id) => {}
                         "simgate_queue" => poke_queue(&me),
                         _ => me.outbox.notify_waiters(),
                     }
