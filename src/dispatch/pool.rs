@@ -195,15 +195,12 @@ impl<M: ModemPort> Dispatcher<M> {
         let mut sends: JoinSet<()> = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         // With other nodes on the same queue (PostgreSQL), a node that dies leaves claims that
-        // no event announces: only the lapse of their lease does. Looking every tenth of the
-        // lease bounds how long a dead node's messages wait for a survivor. A single node has
-        // nothing to look for.
-        let mut abandoned = self.store.claim_lease_ms().map(|lease| {
-            let period = Duration::from_millis((lease / 10).clamp(250, 2000) as u64);
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick
-        });
+        // no event announces: only the lapse of their lease does. The loop looks when the
+        // earliest lease of another node runs out (renewals push it on, so it wakes about three
+        // times a lease while others send), and at least once a lease for claims made since.
+        // A single node has nothing to look for.
+        let lease = self.store.claim_lease_ms();
+        let mut abandoned_at = lease.map(|_| Instant::now());
         loop {
             let wake = self.wake.clone();
             let mut woken = pin!(wake.notified());
@@ -228,8 +225,9 @@ impl<M: ModemPort> Dispatcher<M> {
                 Some(done) = sends.join_next(), if !sends.is_empty() => {
                     finish(done);
                 }
-                _ = async { abandoned.as_mut().expect("guarded").tick().await }, if abandoned.is_some() => {
+                _ = tokio::time::sleep_until(abandoned_at.unwrap_or_else(Instant::now)), if abandoned_at.is_some() => {
                     self.recover_abandoned().await;
+                    abandoned_at = Some(self.next_abandon_check(lease.unwrap_or(30_000)).await);
                 }
                 _ = sleep => {}
             }
@@ -258,6 +256,19 @@ impl<M: ModemPort> Dispatcher<M> {
             ),
             Err(e) => tracing::warn!("cannot look for abandoned claims: {e}"),
         }
+    }
+
+    /// When to look for abandoned claims next: just after the earliest lease of another node
+    /// runs out, and no later than a lease from now.
+    async fn next_abandon_check(&self, lease_ms: Millis) -> Instant {
+        let now = self.clock.now_ms();
+        let at = match self.store.next_foreign_lease_expiry().await {
+            // A little after, so the lease has surely lapsed on the database's side too.
+            Ok(Some(expiry)) => (expiry + 20).min(now + lease_ms),
+            Ok(None) => now + lease_ms,
+            Err(_) => now + 1000,
+        };
+        Instant::now() + Duration::from_millis((at - now).max(50) as u64)
     }
 
     /// A modem finished a send: free it, and rest it after [`FAILURES_BEFORE_REST`] failures in a

@@ -130,6 +130,11 @@ impl Sqlite {
 
     /// The earliest instant at which a queued message becomes due or expires; the dispatcher
     /// sleeps until then when it has nothing to claim.
+    /// One node: no other node holds claims.
+    pub async fn next_foreign_lease_expiry(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(None)
+    }
+
     /// One node: nothing is abandoned by another while this one runs.
     pub async fn recover_abandoned(
         &self,

@@ -400,6 +400,10 @@ backend! {
         now: Millis,
     ) -> Result<u64, StoreError>;
 
+    /// When the earliest claim another node holds runs out unless renewed; `None` when no
+    /// other node is sending (always, with one node).
+    pub async fn next_foreign_lease_expiry(&self) -> Result<Option<Millis>, StoreError>;
+
     /// When the next queued message becomes due.
     pub async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
 

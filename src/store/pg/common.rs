@@ -141,20 +141,10 @@ pub(super) async fn lock_number(c: &impl GenericClient, number: &str) -> Result<
     Ok(())
 }
 
-/// Tells every other node's dispatcher, at COMMIT, that the queue has something new. The
-/// payload is the session's `application_name` (`simgate <node>`, set at connect) so the
-/// sending node's own listener can ignore it: its service already woke its dispatcher.
-pub(super) async fn notify_queue(c: &impl GenericClient) -> Result<(), StoreError> {
-    let stmt = c
-        .prepare_cached("SELECT pg_notify('simgate_queue', current_setting('application_name'))")
-        .await?;
-    c.execute(&stmt, &[]).await?;
-    Ok(())
-}
-
 /// Appends one event in the caller's transaction. `data` must be a JSON object without
 /// secrets: it is delivered to every subscribed endpoint as is. Its `seq` is assigned later, by
-/// the sequencer (`events.rs`), once it has committed.
+/// the sequencer (`events.rs`), once it has committed; the other nodes hear of it from the
+/// notifier (`Postgres::committed`), after the commit.
 pub(super) async fn record(
     c: &impl GenericClient,
     kind: &str,
@@ -166,9 +156,7 @@ pub(super) async fn record(
     let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     let stmt = c
         .prepare_cached(
-            "WITH e AS (INSERT INTO events (id, type, subject, at, data)
-                        VALUES ($1, $2, $3, $4, $5))
-             SELECT pg_notify('simgate_events', '')",
+            "INSERT INTO events (id, type, subject, at, data) VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
     c.execute(&stmt, &[&id, &kind, &subject, &at, &data.to_string()])

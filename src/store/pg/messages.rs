@@ -153,7 +153,6 @@ pub(super) async fn insert_message(
         .try_get(0)?;
     common::event(c, seq, msg.created_at, MessageStatus::Queued, None).await?;
     common::message_changed(c, seq, msg.created_at).await?;
-    common::notify_queue(c).await?;
     Ok(seq)
 }
 

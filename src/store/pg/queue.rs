@@ -739,6 +739,20 @@ impl Postgres {
         Ok(n)
     }
 
+    pub(crate) async fn next_foreign_lease_expiry(&self) -> Result<Option<Millis>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT MIN(lease_until) FROM messages
+                 WHERE status = 'sending' AND node_id <> $1",
+            )
+            .await?;
+        Ok(client
+            .query_one(&stmt, &[&self.inner.node_id])
+            .await?
+            .try_get(0)?)
+    }
+
     pub(crate) async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         let client = self.client().await?;
         // Two subqueries so each MIN walks its own partial index instead of the whole queue.
