@@ -1459,7 +1459,7 @@ fn bench_failover(scratch: &Path, server: &pg::PgCluster, sizes: &Sizes) -> Fail
         })
     };
     println!(
-        "failover  (two nodes × one modem at {FAILOVER_SEND_DELAY} s per text, lease {LEASE_SECS} s renewed every third of it; a survivor looks for lapsed leases every tenth of it, at least every 250 ms)"
+        "failover  (two nodes × one modem at {FAILOVER_SEND_DELAY} s per text, lease {LEASE_SECS} s renewed every third of it; a survivor looks when the earliest lease of another node runs out)"
     );
     let mut rounds = Vec::new();
     let mut attempts = 0;
