@@ -13,19 +13,20 @@
 //! - a pending OTP's queued texts are locked before they are cancelled, so a text a dispatcher
 //!   claimed meanwhile is left to run its course, as on SQLite.
 //!
-//! Locks are taken in one order: the number, the idempotency key, then the OTP's row and the
-//! queue bound (`messages::queue_full`), then message rows. A create locks the number's pending
-//! OTPs after the queue bound, an added text or a resend its OTP's row before it; the two never
-//! wait for each other, because each holds the number's lock first (the service queues an
-//! OTP's texts to the OTP's own number). A verify, a cancel and the expiry sweep take no number
-//! and no queue lock.
+//! Locks are taken in one order: the number, the idempotency key, then the OTP's row (an added
+//! text, a resend) or the number's pending OTPs and their queued texts (a create superseding
+//! them), and last the queue bound, in the statement that inserts (`messages::insert`), which
+//! the COMMIT follows at once: a holder of the queue bound waits for nothing but its commit.
+//! A create and an added text or resend never wait for each other's OTP rows,
+//! because each holds the number's lock first (the service queues an OTP's texts to the OTP's
+//! own number). A verify, a cancel and the expiry sweep take no number and no queue lock.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::Postgres;
 use super::common::{self, Tx, count};
-use super::messages::{Claim, claim_key, daily_cap_hit, insert_message, queue_full, unclaim_key};
+use super::messages::{Claim, Insert, Inserted, claim_key, insert, unclaim_key};
 use crate::store::*;
 
 /// Moves a pending OTP to `status` and records `otp.<status>`; false if it was not pending
@@ -69,30 +70,24 @@ async fn cancel_queued_texts(
     Ok(())
 }
 
-async fn insert_code(
-    c: &impl GenericClient,
-    otp_id: &str,
-    hmac: &[u8],
-    message_id: &str,
-    now: Millis,
-) -> Result<(), StoreError> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO otp_codes (otp_id, code_hmac, message_id, created_at)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
-    c.execute(&stmt, &[&otp_id, &hmac, &message_id, &now])
-        .await?;
-    Ok(())
-}
-
 /// Status, attempts, max attempts and expiry of an OTP.
 struct OtpRow {
     status: OtpStatus,
     attempts: u32,
     max_attempts: u32,
     expires_at: Millis,
+}
+
+impl OtpRow {
+    fn from_row(r: &Row) -> Result<OtpRow, StoreError> {
+        let status: String = r.try_get(0)?;
+        Ok(OtpRow {
+            status: common::otp_status(&status)?,
+            attempts: count(r.try_get(1)?),
+            max_attempts: count(r.try_get(2)?),
+            expires_at: r.try_get(3)?,
+        })
+    }
 }
 
 /// The OTP's row, locked for the rest of the transaction when `lock`.
@@ -109,15 +104,28 @@ async fn otp_row(
     let stmt = c.prepare_cached(sql).await?;
     c.query_opt(&stmt, &[&id])
         .await?
-        .map(|r| {
-            let status: String = r.try_get(0)?;
-            Ok(OtpRow {
-                status: common::otp_status(&status)?,
-                attempts: count(r.try_get(1)?),
-                max_attempts: count(r.try_get(2)?),
-                expires_at: r.try_get(3)?,
-            })
-        })
+        .as_ref()
+        .map(OtpRow::from_row)
+        .transpose()
+}
+
+/// The OTP's row, locked, and how many texts (codes) it has. The count is read in the
+/// statement's snapshot, taken after the caller acquired the number's lock: every text an
+/// earlier holder added is in it, and only a holder of that lock adds one.
+async fn otp_row_and_texts(
+    c: &impl GenericClient,
+    id: &str,
+) -> Result<Option<(OtpRow, u32)>, StoreError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT status, attempts, max_attempts, expires_at,
+                 (SELECT count(*) FROM otp_codes WHERE otp_id = $1)
+             FROM otps WHERE id = $1 FOR UPDATE",
+        )
+        .await?;
+    c.query_opt(&stmt, &[&id])
+        .await?
+        .map(|r| Ok((OtpRow::from_row(&r)?, count(r.try_get(4)?))))
         .transpose()
 }
 
@@ -135,62 +143,14 @@ async fn settle_expiry(
     Ok(row.status)
 }
 
-/// `create_otp` once the number is locked and the key claimed: daily cap, queue bound, then
-/// the number's pending OTPs are superseded (with their texts that have not left yet) and the
-/// new one is inserted with its first text. A refusal has written nothing.
-async fn create_locked(
-    tx: &Tx<'_>,
-    otp: &NewOtp,
-    msg: &NewMessage,
-    daily_cap: u32,
-    queue_max: u64,
-) -> Result<CreateOutcome, StoreError> {
-    let now = msg.created_at;
-    if let Some(retry_after_ms) = daily_cap_hit(tx, otp.to.as_str(), daily_cap, now).await? {
-        return Ok(CreateOutcome::DailyLimit { retry_after_ms });
+/// Supersedes a number's pending OTPs (`ids`, locked by this transaction), and their texts
+/// that have not left yet. SPEC: "a new OTP for a number cancels that number's pending one".
+async fn supersede(tx: &Tx<'_>, ids: &[String], now: Millis) -> Result<(), StoreError> {
+    for old in ids {
+        set_otp_status(tx, old, OtpStatus::Canceled, now).await?;
+        cancel_queued_texts(tx, old, now, "replaced by a newer OTP").await?;
     }
-    if queue_full(tx, queue_max).await? {
-        return Ok(CreateOutcome::QueueFull);
-    }
-    // SPEC: "a new OTP for a number cancels that number's pending one". Under the number's
-    // lock no other create can add one meanwhile; the row locks wait out a verify or cancel.
-    let stmt = tx
-        .prepare_cached(
-            "SELECT id FROM otps WHERE to_number = $1 AND status = 'pending'
-             ORDER BY created_at FOR UPDATE",
-        )
-        .await?;
-    let pending: Vec<String> = tx
-        .query(&stmt, &[&otp.to.as_str()])
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    for old in pending {
-        set_otp_status(tx, &old, OtpStatus::Canceled, now).await?;
-        cancel_queued_texts(tx, &old, now, "replaced by a newer OTP").await?;
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO otps (id, to_number, status, attempts, max_attempts, expires_at,
-                 created_at, updated_at)
-             VALUES ($1, $2, 'pending', 0, $3, $4, $5, $5)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &otp.id,
-            &otp.to.as_str(),
-            &i64::from(otp.max_attempts),
-            &otp.expires_at,
-            &otp.created_at,
-        ],
-    )
-    .await?;
-    insert_code(tx, &otp.id, &otp.code_hmac, &msg.id, now).await?;
-    insert_message(tx, msg, Some(&otp.id)).await?;
-    Ok(CreateOutcome::Created)
+    Ok(())
 }
 
 const OTP_COLUMNS: &str = "id, to_number, status, attempts, max_attempts, expires_at, created_at";
@@ -241,6 +201,9 @@ impl Postgres {
         }
     }
 
+    /// BEGIN, the number's lock, the key, the write (which checks Keep's pending OTP, the
+    /// daily cap and the queue bound first), COMMIT. A number with a pending OTP to supersede
+    /// takes a second write, after the cancels.
     #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
@@ -260,41 +223,49 @@ impl Postgres {
             tx.rollback().await?;
             return Ok(CreateOtpOutcome::Done(seen));
         }
-        if on_pending == OnPending::Keep {
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT id FROM otps
-                     WHERE to_number = $1 AND status = 'pending' AND expires_at > $2
-                     ORDER BY created_at DESC LIMIT 1",
-                )
-                .await?;
-            if let Some(r) = tx.query_opt(&stmt, &[&otp.to.as_str(), &now]).await? {
-                let otp_id = r.try_get(0)?;
-                tx.rollback().await?;
-                return Ok(CreateOtpOutcome::PendingExists { otp_id });
+        let write = Insert {
+            msg,
+            otp_id: Some(&otp.id),
+            otp: Some(otp),
+            code_hmac: Some(&otp.code_hmac),
+            wording,
+            origin: None,
+            daily_cap,
+            queue_max,
+            pending: Some(on_pending),
+        };
+        let mut superseded = false;
+        let outcome = loop {
+            match insert(&tx, &write).await? {
+                Inserted::Created => {
+                    self.commit_events(tx).await?;
+                    return Ok(CreateOtpOutcome::Done(CreateOutcome::Created));
+                }
+                Inserted::DailyLimit { retry_after_ms } => {
+                    break CreateOtpOutcome::Done(CreateOutcome::DailyLimit { retry_after_ms });
+                }
+                Inserted::QueueFull => break CreateOtpOutcome::Done(CreateOutcome::QueueFull),
+                Inserted::Pending {
+                    unexpired: Some(otp_id),
+                    ..
+                } if on_pending == OnPending::Keep => {
+                    break CreateOtpOutcome::PendingExists { otp_id };
+                }
+                // Under the number's lock no other create can add one meanwhile, so the second
+                // write finds none.
+                Inserted::Pending { ids, .. } if !superseded => {
+                    supersede(&tx, &ids, now).await?;
+                    superseded = true;
+                }
+                Inserted::Pending { ids, .. } => {
+                    return Err(StoreError::Corrupt(format!(
+                        "OTPs {ids:?} still pending after superseding them"
+                    )));
+                }
             }
-        }
-        let outcome = create_locked(&tx, otp, msg, daily_cap, queue_max).await?;
-        if outcome != CreateOutcome::Created {
-            tx.rollback().await?;
-            return Ok(CreateOtpOutcome::Done(outcome));
-        }
-        if let Some(w) = wording {
-            let offsets: Vec<String> = w.code_offsets.iter().map(|o| o.to_string()).collect();
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO otp_wordings (otp_id, code_length, code_offsets)
-                     VALUES ($1, $2, $3)",
-                )
-                .await?;
-            tx.execute(
-                &stmt,
-                &[&otp.id, &i64::from(w.code_length), &offsets.join(",")],
-            )
-            .await?;
-        }
-        self.commit_events(tx).await?;
-        Ok(CreateOtpOutcome::Done(CreateOutcome::Created))
+        };
+        tx.rollback().await?;
+        Ok(outcome)
     }
 
     pub(crate) async fn create_otp(
@@ -347,6 +318,8 @@ impl Postgres {
         .await
     }
 
+    /// BEGIN, the number's lock, the key, the OTP's row with its text count, the write,
+    /// COMMIT.
     pub(crate) async fn add_otp_text(&self, t: NewOtpText) -> Result<AddTextOutcome, StoreError> {
         let now = t.msg.created_at;
         let idem = t.idem.as_ref();
@@ -363,7 +336,7 @@ impl Postgres {
                 });
             }
         };
-        let Some(row) = otp_row(&tx, &t.otp_id, true).await? else {
+        let Some((row, texts)) = otp_row_and_texts(&tx, &t.otp_id).await? else {
             tx.rollback().await?;
             return Ok(AddTextOutcome::NotFound);
         };
@@ -372,30 +345,38 @@ impl Postgres {
             self.refuse(tx, idem, claim, status != row.status).await?;
             return Ok(AddTextOutcome::NotPending(status));
         }
-        if t.max_texts > 0 {
-            let stmt = tx
-                .prepare_cached("SELECT count(*) FROM otp_codes WHERE otp_id = $1")
-                .await?;
-            let texts = count(tx.query_one(&stmt, &[&t.otp_id]).await?.try_get(0)?);
-            if texts >= t.max_texts {
-                tx.rollback().await?;
-                return Ok(AddTextOutcome::TextCap { texts });
+        if t.max_texts > 0 && texts >= t.max_texts {
+            tx.rollback().await?;
+            return Ok(AddTextOutcome::TextCap { texts });
+        }
+        let write = Insert {
+            msg: &t.msg,
+            otp_id: Some(&t.otp_id),
+            otp: None,
+            code_hmac: Some(&t.code_hmac),
+            wording: None,
+            origin: None,
+            daily_cap: t.daily_cap,
+            queue_max: t.queue_max,
+            pending: None,
+        };
+        let outcome = match insert(&tx, &write).await? {
+            Inserted::Created => {
+                self.commit_events(tx).await?;
+                return Ok(AddTextOutcome::Added);
             }
-        }
-        if let Some(retry_after_ms) =
-            daily_cap_hit(&tx, t.msg.to.as_str(), t.daily_cap, now).await?
-        {
-            tx.rollback().await?;
-            return Ok(AddTextOutcome::DailyLimit { retry_after_ms });
-        }
-        if queue_full(&tx, t.queue_max).await? {
-            tx.rollback().await?;
-            return Ok(AddTextOutcome::QueueFull);
-        }
-        insert_code(&tx, &t.otp_id, &t.code_hmac, &t.msg.id, now).await?;
-        insert_message(&tx, &t.msg, Some(&t.otp_id)).await?;
-        self.commit_events(tx).await?;
-        Ok(AddTextOutcome::Added)
+            Inserted::DailyLimit { retry_after_ms } => {
+                AddTextOutcome::DailyLimit { retry_after_ms }
+            }
+            Inserted::QueueFull => AddTextOutcome::QueueFull,
+            Inserted::Pending { .. } => {
+                return Err(StoreError::Corrupt(
+                    "an added text checked pending OTPs".into(),
+                ));
+            }
+        };
+        tx.rollback().await?;
+        Ok(outcome)
     }
 
     pub(crate) async fn otp_wording(&self, otp_id: &str) -> Result<Option<OtpWording>, StoreError> {
@@ -421,6 +402,7 @@ impl Postgres {
         }))
     }
 
+    /// BEGIN, the number's lock, the OTP's row, the write, COMMIT.
     pub(crate) async fn resend_otp(
         &self,
         otp_id: &str,
@@ -443,18 +425,30 @@ impl Postgres {
                 .await?;
             return Ok(ResendOutcome::NotPending(status));
         }
-        if let Some(retry_after_ms) = daily_cap_hit(&tx, msg.to.as_str(), daily_cap, now).await? {
-            tx.rollback().await?;
-            return Ok(ResendOutcome::DailyLimit { retry_after_ms });
-        }
-        if queue_full(&tx, queue_max).await? {
-            tx.rollback().await?;
-            return Ok(ResendOutcome::QueueFull);
-        }
-        insert_code(&tx, otp_id, &code_hmac, &msg.id, now).await?;
-        insert_message(&tx, &msg, Some(otp_id)).await?;
-        self.commit_events(tx).await?;
-        Ok(ResendOutcome::Created)
+        let write = Insert {
+            msg: &msg,
+            otp_id: Some(otp_id),
+            otp: None,
+            code_hmac: Some(&code_hmac),
+            wording: None,
+            origin: None,
+            daily_cap,
+            queue_max,
+            pending: None,
+        };
+        let outcome = match insert(&tx, &write).await? {
+            Inserted::Created => {
+                self.commit_events(tx).await?;
+                return Ok(ResendOutcome::Created);
+            }
+            Inserted::DailyLimit { retry_after_ms } => ResendOutcome::DailyLimit { retry_after_ms },
+            Inserted::QueueFull => ResendOutcome::QueueFull,
+            Inserted::Pending { .. } => {
+                return Err(StoreError::Corrupt("a resend checked pending OTPs".into()));
+            }
+        };
+        tx.rollback().await?;
+        Ok(outcome)
     }
 
     pub(crate) async fn record_verify(

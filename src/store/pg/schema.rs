@@ -125,6 +125,76 @@ CREATE TABLE counters (
 );
 INSERT INTO counters (name, value) VALUES ('concat_ref', 0);
 
+-- The number of queued messages, striped: `sum(n)` over the 64 slots is the count of
+-- `status = 'queued'` rows in any snapshot, without counting them (which costs in proportion
+-- to the backlog, exactly when enqueues must stay fast). The triggers below keep it, whoever
+-- changes a status (an enqueue, a claim, a retry, a cancel, an expiry, a prune), and add a
+-- transaction's whole change to one slot, chosen by its transaction id: concurrent
+-- transactions have different ids, so they rarely touch the same row, and none waits for two
+-- slots, so two can never deadlock over them. The triggers are deferred to COMMIT: the slot's
+-- row lock is then held only while the transaction commits, and taken after every other lock
+-- the transaction needs, so whoever waits for a slot waits for a commit that waits for
+-- nothing else. The count a transaction reads therefore leaves out its own uncommitted
+-- changes. (TRUNCATE fires no row trigger: messages must be deleted.)
+CREATE TABLE queue_count (
+    slot SMALLINT PRIMARY KEY,
+    n    BIGINT NOT NULL
+);
+INSERT INTO queue_count (slot, n) SELECT s, 0 FROM generate_series(0, 63) AS s;
+
+CREATE FUNCTION queue_count_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE queue_count SET n = n + TG_ARGV[0]::BIGINT WHERE slot = txid_current() % 64;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER queue_count_insert AFTER INSERT ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.status = 'queued') EXECUTE FUNCTION queue_count_add('1');
+CREATE CONSTRAINT TRIGGER queue_count_enter AFTER UPDATE OF status ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status <> 'queued' AND NEW.status = 'queued') EXECUTE FUNCTION queue_count_add('1');
+CREATE CONSTRAINT TRIGGER queue_count_leave AFTER UPDATE OF status ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status = 'queued' AND NEW.status <> 'queued') EXECUTE FUNCTION queue_count_add('-1');
+CREATE CONSTRAINT TRIGGER queue_count_delete AFTER DELETE ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status = 'queued') EXECUTE FUNCTION queue_count_add('-1');
+
+-- Whether the queue holds `queue_max` messages, deciding under the queue bound's advisory lock
+-- `lock_key` (see messages.rs, `QUEUE_BOUND_LOCK`): far from the bound (more than `slack`
+-- below it) the lock is taken shared and the count checked again; if the queue filled up
+-- meanwhile, the shared lock is given back (the block's subtransaction rolls back) and the
+-- exclusive one taken, after which the count is exact. A function so that the whole decision
+-- is one statement, and VOLATILE so that, at READ COMMITTED, each count inside it takes a new
+-- snapshot: one taken after the lock, which sees the commits of everyone the lock waited for.
+CREATE FUNCTION queue_full(queue_max BIGINT, slack BIGINT, lock_key BIGINT) RETURNS BOOLEAN
+    LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    queued BIGINT;
+BEGIN
+    SELECT COALESCE(sum(n), 0) INTO queued FROM queue_count;
+    IF queued >= queue_max THEN
+        RETURN TRUE;
+    END IF;
+    IF queue_max - queued > slack THEN
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(lock_key);
+            SELECT COALESCE(sum(n), 0) INTO queued FROM queue_count;
+            IF queue_max - queued > slack THEN
+                RETURN FALSE;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'SGQ01';
+        EXCEPTION WHEN SQLSTATE 'SGQ01' THEN
+            NULL;
+        END;
+    END IF;
+    PERFORM pg_advisory_xact_lock(lock_key);
+    SELECT COALESCE(sum(n), 0) INTO queued FROM queue_count;
+    RETURN queued >= queue_max;
+END
+$$;
+
 -- The outbox. `seq` is NULL until the sequencer (events.rs) numbers committed events in
 -- insertion order, under a lock: numbers assigned at INSERT would commit out of order across
 -- concurrent transactions, and a reader whose cursor passed a number could miss an event that
